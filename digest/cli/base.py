@@ -1,0 +1,82 @@
+"""The `digest` command group and what every command shares: config loading, the store, exit codes.
+
+Exit codes: 0 success; 1 the job ran but something failed; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from sqlalchemy import Engine
+
+from ..config import ConfigError, Settings, find_config, load_settings
+from ..store import StoreError, open_store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+console = Console(stderr=True, highlight=False)
+
+
+class CliState:
+    """Lazily loaded settings and store for one invocation."""
+
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(find_config(self.config_path))
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = open_store(self.settings.store.url)
+        return self._engine
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="PATH", envvar="DIGEST_CONFIG",
+              help="digest.toml to use (default: $DIGEST_CONFIG, else ./digest.toml).")
+@click.version_option(package_name="digest")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """digest: turn your organisation's feeds into a weekly email digest."""
+    ctx.obj = CliState(config_path)
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Turn configuration and store errors into a clear message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(f"configuration error: {exc}", EXIT_USAGE)
+        except StoreError as exc:
+            fail(f"store error: {exc}", EXIT_USAGE)
+
+    return wrapper
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+def state() -> CliState:
+    return click.get_current_context().find_root().obj
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,3 @@
+"""`digest build` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest demo` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest fetch` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest init` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest render` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest run` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest send` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest serve` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digest subscribers` commands."""
+
+from .base import main  # noqa: F401

@@ -1,0 +1,229 @@
+"""The domain model: frozen dataclasses and enums shared by every pipeline stage.
+
+Imports nothing from the package. Datetimes are always timezone-aware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class ItemKind(StrEnum):
+    BRIEF = "brief"
+    EVENT = "event"
+    NEWS = "news"
+    ARTICLE = "article"
+    MEDIA = "media"
+
+
+class FeedStatus(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+    NOT_MODIFIED = "not_modified"
+
+
+class IssueStatus(StrEnum):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    SENDING = "sending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class SectionType(StrEnum):
+    SERIES = "series"
+    EVENTS = "events"
+    MEDIA = "media"
+    MORE = "more"
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED_TEMPORARY = "failed_temporary"
+    FAILED_PERMANENT = "failed_permanent"
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A configured source: an http(s) URL or a local file path."""
+
+    name: str
+    url: str
+    kind: ItemKind
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Series:
+    """A named publication series; `aliases` are extra category spellings that map to it."""
+
+    id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    start: datetime | None = None
+    end: datetime | None = None
+    location: str = ""
+    organizer: str = ""
+    type: str = ""
+    online: bool = False
+    hybrid: bool = False
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    outlet: str = ""
+    # The link as the feed gave it (e.g. a Google Alerts redirect), kept for audit.
+    source_url: str = ""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One clean, typed piece of content: titles are plain text, HTML fields are sanitised."""
+
+    key: str
+    feed: str
+    kind: ItemKind
+    title: str
+    url: str
+    published: datetime | None = None
+    updated: datetime | None = None
+    authors: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    series: tuple[str, ...] = ()
+    language: str | None = None
+    summary_html: str = ""
+    content_html: str = ""
+    event: EventInfo | None = None
+    media: MediaInfo | None = None
+    first_seen: datetime | None = None
+
+    @property
+    def effective_published(self) -> datetime | None:
+        """When the item counts as published: its date, else when digest first saw it."""
+        return self.published or self.updated or self.first_seen
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    """What happened to one feed in one `digest fetch` run."""
+
+    feed: str
+    url: str
+    status: FeedStatus
+    message: str = ""
+    items: int = 0
+    new: int = 0
+    updated: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open interval of instants: start <= t < end."""
+
+    start: datetime
+    end: datetime
+
+    def contains(self, instant: datetime) -> bool:
+        return self.start <= instant < self.end
+
+
+@dataclass(frozen=True)
+class RelatedLink:
+    key: str
+    kind: ItemKind
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class IssueEntry:
+    """An item placed in an issue section, with what compose worked out about it."""
+
+    item: Item
+    also_in: tuple[str, ...] = ()
+    related: tuple[RelatedLink, ...] = ()
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    type: SectionType
+    title: str
+    series: str | None = None
+    entries: tuple[IssueEntry, ...] = ()
+    more_url: str = ""
+
+
+@dataclass(frozen=True)
+class Editorial:
+    """Staff choices on a draft that survive a refresh."""
+
+    intro: str = ""
+    subject: str = ""
+    dropped: tuple[str, ...] = ()
+    pinned: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Issue:
+    number: int | None
+    status: IssueStatus
+    window: Window
+    sections: tuple[Section, ...] = ()
+    editorial: Editorial = field(default_factory=Editorial)
+    feeds: tuple[FetchReport, ...] = ()
+    created_at: datetime | None = None
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A distinct combination of sections some subscribers receive, in one language."""
+
+    id: str
+    section_ids: tuple[str, ...]
+    language: str
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str
+    name: str = ""
+    language: str = "en"
+    # Series ids followed; empty means all series.
+    series: tuple[str, ...] = ()
+    want_events: bool = True
+    want_media: bool = True
+    status: SubscriberStatus = SubscriberStatus.PENDING
+    id: int | None = None
+    consent_at: datetime | None = None
+    consent_method: str = ""
+    consent_ip: str = ""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    issue_number: int
+    subscriber_id: int
+    status: DeliveryStatus
+    attempts: int = 0
+    last_error: str = ""

@@ -1,0 +1,63 @@
+"""The store: the only stateful module. SQLAlchemy Core over SQLite (default) or PostgreSQL.
+
+`open_store(url)` returns an Engine with the schema migrated to the newest version; the
+functions in items, feeds, issues, subscribers and ledger take that engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from .migrate import upgrade_to_head
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message says why and what to do."""
+
+
+def open_store(url: str, migrate: bool = True) -> Engine:
+    """Connect to the store at `url` and bring its schema up to date (never losing data)."""
+    try:
+        engine = _create_engine(url)
+        if migrate:
+            upgrade_to_head(engine)
+    except ArgumentError as exc:
+        raise StoreError(f"store.url {url!r} is not a database URL ({exc})") from None
+    except OperationalError as exc:
+        raise StoreError(f"cannot open the store at {_redact(url)}: {exc.orig}") from None
+    return engine
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+    # WAL lets readers (web, status) run while a fetch or send writes; busy_timeout waits out writers.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url

@@ -1,0 +1,78 @@
+"""Per-feed state kept across runs: HTTP validators, Retry-After, health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select
+
+from ..models import FeedStatus
+from .schema import feeds as feeds_table
+
+
+@dataclass(frozen=True)
+class FeedState:
+    name: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    retry_after: datetime | None = None
+    last_fetch_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_status: str | None = None
+    last_message: str = ""
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+
+
+def get_feed_state(engine: Engine, name: str, url: str) -> FeedState:
+    """The stored state of a feed; validators are dropped when its URL changed."""
+    with engine.connect() as conn:
+        row = conn.execute(select(feeds_table).where(feeds_table.c.name == name)).first()
+    if row is None:
+        return FeedState(name=name, url=url)
+    state = FeedState(**row._mapping)
+    if state.url != url:
+        return FeedState(name=name, url=url, consecutive_failures=state.consecutive_failures)
+    return state
+
+
+def all_feed_states(engine: Engine) -> list[FeedState]:
+    with engine.connect() as conn:
+        return [FeedState(**r._mapping) for r in conn.execute(select(feeds_table).order_by(feeds_table.c.name))]
+
+
+def record_fetch(
+    engine: Engine,
+    name: str,
+    url: str,
+    status: FeedStatus,
+    message: str = "",
+    etag: str | None = None,
+    last_modified: str | None = None,
+    retry_after: datetime | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Store the outcome of one fetch; validators survive a 304 or an error (None keeps the old one)."""
+    now = now or datetime.now(UTC)
+    old = get_feed_state(engine, name, url)
+    failed = status == FeedStatus.ERROR
+    values = {
+        "url": url,
+        "etag": etag if etag is not None else old.etag,
+        "last_modified": last_modified if last_modified is not None else old.last_modified,
+        "retry_after": retry_after,
+        "last_fetch_at": now,
+        "last_success_at": old.last_success_at if failed else now,
+        "last_status": status.value,
+        "last_message": message,
+        "last_error_at": now if failed else old.last_error_at,
+        "consecutive_failures": old.consecutive_failures + 1 if failed else 0,
+    }
+    with engine.begin() as conn:
+        exists = conn.execute(select(feeds_table.c.name).where(feeds_table.c.name == name)).first()
+        if exists:
+            conn.execute(feeds_table.update().where(feeds_table.c.name == name).values(**values))
+        else:
+            conn.execute(feeds_table.insert().values(name=name, **values))

@@ -1,0 +1,189 @@
+"""Items in the store: upsert by key, and the reads compose needs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, Row, select
+
+from ..models import EventInfo, Item, ItemKind, MediaInfo
+from .schema import items as items_table
+
+
+@dataclass(frozen=True)
+class SaveCounts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = None) -> SaveCounts:
+    """Insert new items and update changed ones in place (same key = same item); one transaction."""
+    now = now or datetime.now(UTC)
+    batch = _dedupe(items)
+    if not batch:
+        return SaveCounts()
+    new = updated = unchanged = 0
+    with engine.begin() as conn:
+        existing = {}
+        keys = list(batch)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = conn.execute(
+                select(items_table.c.key, items_table.c.content_hash, items_table.c.first_seen).where(
+                    items_table.c.key.in_(chunk)
+                )
+            )
+            existing.update({r.key: r for r in rows})
+        inserts = []
+        for key, item in batch.items():
+            digest = content_hash(item)
+            old = existing.get(key)
+            if old is None:
+                inserts.append(_row(item, digest, first_seen=item.first_seen or now, last_seen=now))
+                new += 1
+            elif old.content_hash != digest:
+                row = _row(item, digest, first_seen=old.first_seen, last_seen=now)
+                conn.execute(items_table.update().where(items_table.c.key == key).values(**row))
+                updated += 1
+            else:
+                conn.execute(items_table.update().where(items_table.c.key == key).values(last_seen=now))
+                unchanged += 1
+        for start in range(0, len(inserts), 500):
+            conn.execute(items_table.insert(), inserts[start : start + 500])
+    return SaveCounts(new=new, updated=updated, unchanged=unchanged)
+
+
+def _dedupe(items: Iterable[Item]) -> dict[str, Item]:
+    # The same key twice in one batch is one item; the later occurrence wins.
+    return {item.key: item for item in items}
+
+
+def content_hash(item: Item) -> str:
+    """Stable hash of everything a reader sees, so re-fetching an unchanged item writes nothing."""
+    payload = _row(item, "", first_seen=None, last_seen=None)
+    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at"):
+        payload.pop(volatile)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _row(item: Item, digest: str, first_seen: datetime | None, last_seen: datetime | None) -> dict:
+    event = item.event
+    return {
+        "key": item.key,
+        "feed": item.feed,
+        "kind": item.kind.value,
+        "title": item.title,
+        "url": item.url,
+        "published": item.published,
+        "updated": item.updated,
+        "sort_at": item.published or item.updated or first_seen,
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+        "authors": list(item.authors),
+        "categories": list(item.categories),
+        "series": list(item.series),
+        "language": item.language,
+        "summary_html": item.summary_html,
+        "content_html": item.content_html,
+        "event": _event_json(event) if event else None,
+        "event_start": event.start if event else None,
+        "media": {"outlet": item.media.outlet, "source_url": item.media.source_url} if item.media else None,
+        "content_hash": digest,
+    }
+
+
+def _event_json(event: EventInfo) -> dict:
+    return {
+        "start": event.start.isoformat() if event.start else None,
+        "end": event.end.isoformat() if event.end else None,
+        "location": event.location,
+        "organizer": event.organizer,
+        "type": event.type,
+        "online": event.online,
+        "hybrid": event.hybrid,
+    }
+
+
+def item_from_row(row: Row) -> Item:
+    """Rebuild an Item from a row of the items table."""
+    event = None
+    if row.event:
+        e = row.event
+        event = EventInfo(
+            start=_parse_dt(e.get("start")),
+            end=_parse_dt(e.get("end")),
+            location=e.get("location", ""),
+            organizer=e.get("organizer", ""),
+            type=e.get("type", ""),
+            online=bool(e.get("online")),
+            hybrid=bool(e.get("hybrid")),
+        )
+    media = MediaInfo(**row.media) if row.media else None
+    return Item(
+        key=row.key,
+        feed=row.feed,
+        kind=ItemKind(row.kind),
+        title=row.title,
+        url=row.url,
+        published=row.published,
+        updated=row.updated,
+        authors=tuple(row.authors),
+        categories=tuple(row.categories),
+        series=tuple(row.series),
+        language=row.language,
+        summary_html=row.summary_html,
+        content_html=row.content_html,
+        event=event,
+        media=media,
+        first_seen=row.first_seen,
+    )
+
+
+def _parse_dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def items_between(engine: Engine, start: datetime, end: datetime) -> list[Item]:
+    """Items whose effective publication instant is in [start, end)."""
+    query = select(items_table).where(items_table.c.sort_at >= start, items_table.c.sort_at < end)
+    with engine.connect() as conn:
+        return [item_from_row(r) for r in conn.execute(query.order_by(items_table.c.sort_at.desc()))]
+
+
+def events_starting_between(engine: Engine, start: datetime, end: datetime) -> list[Item]:
+    """Events starting in [start, end), whenever they were announced, ordered by start."""
+    query = select(items_table).where(
+        items_table.c.kind == ItemKind.EVENT.value,
+        items_table.c.event_start >= start,
+        items_table.c.event_start < end,
+    )
+    with engine.connect() as conn:
+        return [item_from_row(r) for r in conn.execute(query.order_by(items_table.c.event_start))]
+
+
+def iter_items(engine: Engine, batch: int = 1000) -> Iterator[Item]:
+    """Every stored item, streamed (for related-content candidates and exports)."""
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+            select(items_table).order_by(items_table.c.id)
+        )
+        for row in result:
+            yield item_from_row(row)
+
+
+def get_item(engine: Engine, key: str) -> Item | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(items_table).where(items_table.c.key == key)).first()
+    return item_from_row(row) if row else None
+
+
+def count_items(engine: Engine) -> int:
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(items_table)).scalar_one()

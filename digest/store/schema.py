@@ -1,0 +1,196 @@
+"""Table definitions (SQLAlchemy Core) shared by SQLite and PostgreSQL.
+
+The Alembic migrations under migrations/versions create exactly these tables; a test compares them.
+Datetimes are stored as naive UTC and returned aware (UTCDateTime), so both backends agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out; naive UTC in the database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # noqa: ANN001
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect):  # noqa: ANN001
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+feeds = Table(
+    "feeds",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("retry_after", UTCDateTime),
+    Column("last_fetch_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_status", String(20)),
+    Column("last_message", Text, nullable=False, default=""),
+    Column("last_error_at", UTCDateTime),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(2000), nullable=False, unique=True),
+    Column("feed", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("published", UTCDateTime),
+    Column("updated", UTCDateTime),
+    # effective_published: published, else updated, else first_seen; what windows compare.
+    Column("sort_at", UTCDateTime, nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("authors", JSON, nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("series", JSON, nullable=False),
+    Column("language", String(10)),
+    Column("summary_html", Text, nullable=False, default=""),
+    Column("content_html", Text, nullable=False, default=""),
+    Column("event", JSON),
+    Column("event_start", UTCDateTime),
+    Column("media", JSON),
+    Column("content_hash", String(64), nullable=False),
+)
+Index("ix_items_sort_at", items.c.sort_at)
+Index("ix_items_event_start", items.c.event_start)
+
+issues = Table(
+    "issues",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("status", String(20), nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("intro", Text, nullable=False, default=""),
+    Column("subject", Text, nullable=False, default=""),
+    Column("dropped", JSON, nullable=False),
+    Column("pinned", JSON, nullable=False),
+    # The composed issue as its JSON manifest: sent issues are read from here, never recomposed.
+    Column("manifest", JSON, nullable=False),
+    Column("version", String(64), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("approved_at", UTCDateTime),
+    Column("approved_by", String(200)),
+    Column("approved_version", String(64)),
+    Column("send_at", UTCDateTime),
+    Column("sending_started_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("window_start", "window_end", name="uq_issues_window"),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", Text, nullable=False, default=""),
+    Column("language", String(10), nullable=False, default="en"),
+    Column("series", JSON, nullable=False),
+    Column("want_events", Boolean, nullable=False, default=True),
+    Column("want_media", Boolean, nullable=False, default=True),
+    Column("status", String(20), nullable=False),
+    Column("consent_at", UTCDateTime),
+    Column("consent_method", String(20), nullable=False, default=""),
+    Column("consent_ip", String(64), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("confirmed_at", UTCDateTime),
+    Column("unsubscribed_at", UTCDateTime),
+    Column("bounce_count", Integer, nullable=False, default=0),
+    Column("source", String(200), nullable=False, default=""),
+)
+Index("ix_subscribers_status", subscribers.c.status)
+
+# GDPR erasure keeps only a keyed hash of the address here, so it is never mailed again.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_hash", String(128), primary_key=True),
+    Column("reason", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Sign-ups, confirmations, unsubscribes... for the admin charts and per-issue reports.
+subscriber_events = Table(
+    "subscriber_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True),
+    Column("event", String(40), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("issue_number", Integer),
+    Column("detail", Text, nullable=False, default=""),
+)
+Index("ix_subscriber_events_at", subscriber_events.c.at)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("issue_number", Integer, ForeignKey("issues.number"), primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("next_attempt_at", UTCDateTime),
+    Column("claimed_by", String(200)),
+    Column("claimed_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Column("message_id", String(300)),
+)
+Index("ix_deliveries_status", deliveries.c.issue_number, deliveries.c.status)
+
+# Lease locks (the scheduler on SQLite, the single sender on SQLite).
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Scheduler notes shown by `digest status` (e.g. "week skipped: nothing new").
+run_log = Table(
+    "run_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("job", String(40), nullable=False),
+    Column("outcome", String(40), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)

@@ -1,0 +1,1 @@
+"""The web app: public subscribe/preferences/unsubscribe/archive pages and the /admin preview."""
