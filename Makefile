@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint golden clean
+.PHONY: demo test test-fast bench lint golden clean docs install
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,6 @@ golden: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output tests/node_modules .pytest_cache
+
+docs: $(STAMP)
+	$(BIN)/python docs/update_settings.py
