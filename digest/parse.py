@@ -1,0 +1,430 @@
+"""Feed bytes → clean, typed Items. Pure: no I/O, no clock.
+
+feedparser always reads an `io.BytesIO` (given a string it would open files and URLs), and
+only after the DTD was checked for entity declarations (billion laughs, external entities).
+feedparser's own sanitiser and URI resolution are off; every HTML field goes through nh3
+(`digest.sanitize`) with relative links resolved against xml:base, else the channel's link,
+and never against the URL the feed was fetched from. See docs/feeds.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import re
+import time
+import xml.parsers.expat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import feedparser
+
+from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit
+from .language import detect_language, normalise_language
+from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
+from .sanitize import (
+    MAX_NAME_CHARS,
+    host_name,
+    html_from_text,
+    plain_text,
+    safe_link,
+    sanitize_html,
+    unwrap_redirect,
+)
+from .series import match_series
+
+MAX_KEY_CHARS = 2000  # the store's key column
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
+
+ERROR_EMPTY = "empty response: the feed sent no content; check the feed URL"
+ERROR_ENTITIES = (
+    "refused: the document's DTD declares entities (billion-laughs or external-entity attack, "
+    "or an unusual feed); digest does not read such feeds, ask the publisher to remove the <!ENTITY> declarations"
+)
+ERROR_HTML = "not a feed: looks like an HTML page; point the feed URL at the RSS or Atom feed itself"
+ERROR_NOT_FEED = "not a feed: no RSS, Atom or RDF document found"
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """What one feed's bytes held: items, warnings (recovered problems) or an error (nothing read)."""
+
+    items: list[Item]
+    warnings: list[str]
+    error: str | None
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class _Context:
+    feed: Feed
+    series: Sequence[Series]
+    channel_link: str
+    channel_language: str | None
+
+
+def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_location: str | None = None) -> ParseResult:
+    """Parse and normalise one feed's bytes into Items; never raises for bad input.
+
+    `content_location` (the URL the body came from) is accepted but deliberately not used as a
+    base for relative links: a feed served through a redirect or CDN would get wrong links.
+    """
+    refusal = _refusal(body)
+    if refusal:
+        return ParseResult([], [], refusal)
+    try:
+        parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # noqa: BLE001 - a feedparser bug on odd input costs this feed only
+        return ParseResult([], [], f"{ERROR_NOT_FEED} (feedparser failed: {exc.__class__.__name__}: {exc})")
+    if not parsed.get("version") and not parsed.entries:
+        reason = parsed.get("bozo_exception")
+        return ParseResult([], [], f"{ERROR_NOT_FEED} ({reason})" if reason else ERROR_NOT_FEED)
+    warnings = _document_warnings(parsed)
+    context = _context(parsed, feed, series)
+    items = _items(parsed.entries, context, warnings)
+    return ParseResult(items, warnings, None, _title(parsed.feed))
+
+
+def parse_feed_limited(
+    body: bytes, feed: Feed, series: Sequence[Series], cpu_seconds: float, content_location: str | None = None
+) -> ParseResult:
+    """parse_feed in a reused worker process, abandoned after `cpu_seconds` of CPU time.
+
+    `cpu_seconds <= 0` parses in this process without a limit. Exceeding the limit, or a
+    worker that dies, gives a ParseResult whose error says so; other feeds are unaffected.
+    """
+    if cpu_seconds <= 0:
+        return parse_feed(body, feed, series, content_location)
+    try:
+        return run_with_cpu_limit(parse_feed, (body, feed, tuple(series), content_location), cpu_seconds)
+    except CpuLimitExceeded:
+        return ParseResult([], [], (
+            f"parsing took more than {cpu_seconds:g} s of CPU time and was abandoned (a hostile or "
+            "pathological feed, e.g. a huge author string); raise fetch.parse_cpu_seconds if the feed is just very large"
+        ))
+    except WorkerFailed as exc:
+        return ParseResult([], [], f"parsing failed: {exc}")
+
+
+# --- refusing what must not reach feedparser ------------------------------------------------------
+class _RootFound(Exception):
+    pass
+
+
+class _EntityDeclared(Exception):
+    pass
+
+
+def _refusal(body: bytes) -> str | None:
+    if not body or body.isspace():
+        return ERROR_EMPTY
+    root, declares_entities = _inspect_prologue(body)
+    if declares_entities:
+        return ERROR_ENTITIES
+    if root is not None and root.rsplit(":", 1)[-1].lower() in ("html", "head", "body"):
+        return ERROR_HTML
+    if root is None and _looks_like_html(body):
+        return ERROR_HTML
+    return None
+
+
+def _inspect_prologue(body: bytes) -> tuple[str | None, bool]:
+    """(root element name, whether the DTD declares entities), reading no further than the root.
+
+    expat reports entity declarations before anything expands them. When expat cannot read
+    the prologue (bad encoding, HTML doctype), any `<!ENTITY` in the bytes counts.
+    """
+    parser = xml.parsers.expat.ParserCreate()
+    root: list[str] = []
+
+    def on_entity(*_: object) -> None:
+        raise _EntityDeclared
+
+    def on_start(name: str, _: object) -> None:
+        root.append(name)
+        raise _RootFound
+
+    parser.EntityDeclHandler = on_entity
+    parser.UnparsedEntityDeclHandler = on_entity
+    parser.StartElementHandler = on_start
+    try:
+        parser.Parse(body, True)
+    except _EntityDeclared:
+        return None, True
+    except _RootFound:
+        return root[0], False
+    except Exception:  # noqa: BLE001 - ExpatError, LookupError (unknown encoding) …: fall back to bytes
+        pass
+    return None, _ENTITY_BYTES.search(body.replace(b"\x00", b"")) is not None
+
+
+_ENTITY_BYTES = re.compile(rb"<!\s*ENTITY", re.IGNORECASE)
+_HTML_START = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.I | re.S)
+
+
+def _looks_like_html(body: bytes) -> bool:
+    head = body[:4096].lstrip(b"\xef\xbb\xbf")
+    return _HTML_START.match(head) is not None
+
+
+def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:
+    if not parsed.get("bozo"):
+        return []
+    exc = parsed.get("bozo_exception")
+    if isinstance(exc, feedparser.CharacterEncodingOverride):
+        return [f"wrong character encoding: {exc}; check the text of its items"]
+    return [f"malformed feed, recovered {len(parsed.entries)} item(s): {exc}"]
+
+
+# --- the feed -------------------------------------------------------------------------------------
+def _context(parsed: feedparser.FeedParserDict, feed: Feed, series: Sequence[Series]) -> _Context:
+    channel = parsed.feed
+    return _Context(
+        feed=feed,
+        series=series,
+        channel_link=safe_link(channel.get("link")),
+        channel_language=normalise_language(channel.get("language")),
+    )
+
+
+def _title(channel: feedparser.FeedParserDict) -> str:
+    detail = channel.get("title_detail") or {}
+    return plain_text(channel.get("title", ""), detail.get("type") in HTML_TYPES)
+
+
+def _items(entries: list, context: _Context, warnings: list[str]) -> list[Item]:
+    """Normalised items in feed order; the first of several entries with one key wins."""
+    items: dict[str, Item] = {}
+    for number, entry in enumerate(entries, start=1):
+        try:
+            item = _item(entry, context)
+        except Exception as exc:  # noqa: BLE001 - one odd entry must not cost the others
+            warnings.append(f"skipped entry {number}: {exc.__class__.__name__}: {exc}")
+            continue
+        if not item.url:
+            warnings.append(f"entry {number} ({item.title[:60]!r}) has no usable http(s) link")
+        if item.key in items:
+            if context.feed.kind is not ItemKind.MEDIA:  # repeated alerts are normal, not a problem
+                warnings.append(f"entry {number} repeats the key {item.key!r}; kept the first")
+            continue
+        items[item.key] = item
+    return list(items.values())
+
+
+# --- one entry ------------------------------------------------------------------------------------
+def _item(entry: feedparser.FeedParserDict, context: _Context) -> Item:
+    kind = context.feed.kind
+    link = safe_link(entry.get("link"), context.channel_link)
+    media = None
+    if kind is ItemKind.MEDIA:
+        real = unwrap_redirect(link) if link else ""
+        media = MediaInfo(outlet=_outlet(entry, real), source_url=link)
+        link = real
+    title = _entry_title(entry)
+    content_html = _content_html(entry, context)
+    # Atom feeds (Google Alerts among them) often carry only <content>: it is the summary then.
+    summary_html = _html_field(entry.get("summary_detail"), context) or content_html
+    categories = _categories(entry)
+    updated = _datetime(dict.get(entry, "updated_parsed"))  # plain dict.get: no feedparser fallback
+    published = _datetime(dict.get(entry, "published_parsed")) or updated
+    return Item(
+        key=_key(entry, link, kind),
+        feed=context.feed.name,
+        kind=kind,
+        title=title or plain_text(summary_html, is_html=True, limit=120) or link,
+        url=link,
+        published=published,
+        updated=updated,
+        authors=_authors(entry),
+        categories=categories,
+        series=match_series(_raw_terms(entry), context.series),
+        language=_language(entry, context, title, summary_html),
+        summary_html=summary_html,
+        content_html=content_html,
+        event=_event(entry, categories) if kind is ItemKind.EVENT else None,
+        media=media,
+    )
+
+
+def _key(entry: feedparser.FeedParserDict, link: str, kind: ItemKind) -> str:
+    """guid/id, else the link; for media the real article URL, so repeated alerts are one item."""
+    guid = plain_text(entry.get("id") or "", limit=10**6)
+    key = (link or guid) if kind is ItemKind.MEDIA else (guid or link)
+    if not key:
+        seed = f"{entry.get('title', '')}\n{entry.get('published', '') or entry.get('updated', '')}"
+        key = "sha256:" + hashlib.sha256(seed.encode("utf-8", "replace")).hexdigest()
+    if len(key) > MAX_KEY_CHARS:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+    return key
+
+
+def _entry_title(entry: feedparser.FeedParserDict) -> str:
+    detail = entry.get("title_detail") or {}
+    return plain_text(entry.get("title", ""), detail.get("type") in HTML_TYPES)
+
+
+def _html_field(detail: dict | None, context: _Context) -> str:
+    if not detail or not detail.get("value"):
+        return ""
+    if detail.get("type") not in HTML_TYPES:
+        return html_from_text(detail["value"])
+    return sanitize_html(detail["value"], _base(detail.get("base"), context))
+
+
+def _content_html(entry: feedparser.FeedParserDict, context: _Context) -> str:
+    contents = entry.get("content") or []
+    chosen = next((c for c in contents if c.get("type") in HTML_TYPES), contents[0] if contents else None)
+    return _html_field(chosen, context)
+
+
+def _base(xml_base: str | None, context: _Context) -> str:
+    """xml:base in effect (made absolute against the channel link if needed), else the channel link."""
+    return (safe_link(xml_base, context.channel_link) if xml_base else "") or context.channel_link
+
+
+def _authors(entry: feedparser.FeedParserDict) -> tuple[str, ...]:
+    names = []
+    for author in entry.get("authors") or []:
+        name = plain_text(author.get("name") or author.get("email") or "", is_html=True, limit=MAX_NAME_CHARS)
+        if name and name not in names:
+            names.append(name)
+    if not names and entry.get("author"):
+        names.append(plain_text(entry["author"], is_html=True, limit=MAX_NAME_CHARS))
+    return tuple(n for n in names if n)
+
+
+def _raw_terms(entry: feedparser.FeedParserDict) -> list[str]:
+    """Category terms as the feed gave them: RSS category, Atom category term, RSS 1.0 dc:subject."""
+    return [t.get("term") or t.get("label") or "" for t in entry.get("tags") or []]
+
+
+def _categories(entry: feedparser.FeedParserDict) -> tuple[str, ...]:
+    categories = []
+    for term in _raw_terms(entry):
+        text = plain_text(term, is_html=True, limit=MAX_NAME_CHARS)
+        if text and text not in categories:
+            categories.append(text)
+    return tuple(categories)
+
+
+def _language(entry: feedparser.FeedParserDict, context: _Context, title: str, summary_html: str) -> str | None:
+    """As stated (feed config, xml:lang, dc:language, channel language), else detected."""
+    stated = (
+        context.feed.language,
+        (entry.get("title_detail") or {}).get("language"),
+        (entry.get("summary_detail") or {}).get("language"),
+        entry.get("language"),
+        context.channel_language,
+    )
+    for value in stated:
+        language = normalise_language(value)
+        if language:
+            return language
+    return detect_language(f"{title}. {_text_sample(summary_html)}")
+
+
+def _text_sample(html_fragment: str, limit: int = 300) -> str:
+    """The start of a sanitised fragment's text: enough for language detection, cheap to get."""
+    return html.unescape(_TAGS.sub(" ", html_fragment[: limit * 4]))[:limit]
+
+
+_TAGS = re.compile(r"<[^>]*>?")
+
+
+def _outlet(entry: feedparser.FeedParserDict, real_url: str) -> str:
+    for author in entry.get("authors") or []:
+        name = plain_text(author.get("name") or "", is_html=True, limit=MAX_NAME_CHARS)
+        if name:
+            return name
+    source = entry.get("source") or {}
+    name = plain_text(source.get("title") or "", is_html=True, limit=MAX_NAME_CHARS)
+    return name or host_name(real_url)
+
+
+# --- dates ----------------------------------------------------------------------------------------
+def _datetime(value: time.struct_time | None) -> datetime | None:
+    """feedparser's UTC struct_time as an aware datetime (a bare date is 00:00 UTC)."""
+    if not value:
+        return None
+    try:
+        return datetime(*value[:5], min(value[5], 59), tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _offset_of(raw: str | None) -> timezone | None:
+    """The UTC offset written in a raw pubDate/published string, if it has one."""
+    if not raw:
+        return None
+    try:
+        stamp = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        try:
+            stamp = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+    offset = stamp.utcoffset()
+    return timezone(offset) if offset is not None else None
+
+
+def event_time(raw: str | None, naive_offset: timezone | None = None) -> datetime | None:
+    """An ev:startdate/ev:enddate value as an aware datetime.
+
+    W3C-DTF/ISO 8601 or RFC 822. A bare date is 00:00 UTC; a time without an offset takes
+    `naive_offset` (the item's own pubDate offset), else UTC.
+    """
+    if not raw or not raw.strip():
+        return None
+    raw = raw.strip()
+    try:
+        stamp = datetime.fromisoformat(raw)
+    except ValueError:
+        try:
+            stamp = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+        return stamp.replace(tzinfo=UTC)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=naive_offset or UTC)
+    return stamp
+
+
+# --- events ---------------------------------------------------------------------------------------
+_HYBRID = re.compile(
+    r"\bhybrid\w*|\bhybride\b|in[- ]person (?:and|&|\+) online|vor ort (?:und|&|\+) online|"
+    r"en présentiel et en ligne|présentiel (?:et|&|\+) (?:distanciel|en ligne)",
+    re.IGNORECASE,
+)
+_ONLINE = re.compile(
+    r"\bonline\b|\bwebinar\w*|\bwebinaire\w*|\bvirtual\b|\bvirtuel\w*|\bvirtuell\w*|\blive[- ]?stream\w*|"
+    r"\ben ligne\b|\bdistanciel\b|\bvisioconf[ée]rence\b|\bzoom\b",
+    re.IGNORECASE,
+)
+
+
+def _event(entry: feedparser.FeedParserDict, categories: tuple[str, ...]) -> EventInfo:
+    offset = _offset_of(dict.get(entry, "published") or dict.get(entry, "updated"))
+    location = plain_text(entry.get("ev_location", ""), is_html=True, limit=MAX_NAME_CHARS)
+    event_type = plain_text(entry.get("ev_type", ""), is_html=True, limit=MAX_NAME_CHARS)
+    hybrid, online = attendance(location, event_type, categories)
+    return EventInfo(
+        start=event_time(entry.get("ev_startdate"), offset),
+        end=event_time(entry.get("ev_enddate"), offset),
+        location=location,
+        organizer=plain_text(entry.get("ev_organizer", ""), is_html=True, limit=MAX_NAME_CHARS),
+        type=event_type,
+        online=online,
+        hybrid=hybrid,
+    )
+
+
+def attendance(location: str, event_type: str, categories: Sequence[str] = ()) -> tuple[bool, bool]:
+    """(hybrid, online-only) as the location, event type and categories say, in en/de/fr."""
+    text = " | ".join([location, event_type, *categories])
+    if _HYBRID.search(text):
+        return True, False
+    return False, _ONLINE.search(text) is not None

@@ -1,0 +1,507 @@
+"""parse_feed on real feed files (tests/data/feeds/, see its README): refusals, recovery, normalisation."""
+
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from digest import cpulimit
+from digest.language import detect_language, normalise_language
+from digest.models import EventInfo, Feed, ItemKind, Series
+from digest.parse import (
+    ERROR_EMPTY,
+    ERROR_ENTITIES,
+    ERROR_HTML,
+    ParseResult,
+    attendance,
+    event_time,
+    parse_feed,
+    parse_feed_limited,
+)
+
+FEEDS = Path(__file__).resolve().parent / "data" / "feeds"
+SERIES = [
+    Series("esa-security-defence", "European Strategic Autonomy series – Security & Defence"),
+    Series("esa-economy-trade", "European Strategic Autonomy series – Economy & Trade",
+           aliases=("European Strategic Autonomy – Economy & Trade",)),
+    Series("esa-digital-technology", "European Strategic Autonomy series – Digital & Technology"),
+]
+CET = timezone(timedelta(hours=1))
+
+
+def parse(name: str, kind: str = "brief", language: str | None = None, body: bytes | None = None) -> ParseResult:
+    data = body if body is not None else (FEEDS / name).read_bytes()
+    return parse_feed(data, Feed(name=name, url=f"https://feeds.example.net/{name}", kind=ItemKind(kind),
+                                 language=language), SERIES)
+
+
+def by_key(result: ParseResult) -> dict:
+    return {item.key: item for item in result.items}
+
+
+def rss(items: str, channel: str = "<link>https://www.example.org/</link>") -> bytes:
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>{channel}'
+            f"{items}</channel></rss>").encode()
+
+
+# --- refusals and errors --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["billion-laughs.xml", "external-entity.xml"])
+def test_entity_declarations_are_refused(name):
+    result = parse(name)
+    assert result == ParseResult([], [], ERROR_ENTITIES)
+    assert "declares entities" in result.error
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY % remote SYSTEM "http://attacker.example/x.dtd"> %remote;]><rss/>',
+    b'<!DOCTYPE rss [<!ENTITY logo SYSTEM "logo.gif" NDATA gif>]><rss version="2.0"/>',
+    b'<?xml version="1.0"?><!-- ' + b"x" * 200_000 + b' --><!DOCTYPE r [<!ENTITY a "b">]><rss/>',
+    '<?xml version="1.0" encoding="utf-16"?><!DOCTYPE r [<!ENTITY a "&#38;a;">]><rss/>'.encode("utf-16"),
+    # expat cannot read this prologue (unknown encoding): any <!ENTITY in the bytes is enough
+    b'<?xml version="1.0" encoding="x-unknown-enc"?><!DOCTYPE r [<!entity a "b">]><rss/>',
+])
+def test_entity_declarations_are_refused_in_every_disguise(body):
+    assert parse("inline", body=body).error == ERROR_ENTITIES
+
+
+def test_entity_text_inside_content_is_not_a_declaration():
+    body = rss("<item><title>XML security</title><link>https://www.example.org/xml</link>"
+               "<description><![CDATA[<p>Never accept <code><!ENTITY lol \"lol\"></code> in feeds.</p>]]></description></item>")
+    result = parse("inline", body=body)
+    assert result.error is None and len(result.items) == 1
+
+
+def test_a_doctype_without_entities_is_fine():
+    body = (b'<?xml version="1.0"?><!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" '
+            b'"http://my.netscape.com/publish/formats/rss-0.91.dtd"><rss version="0.91"><channel><title>Old</title>'
+            b"<link>https://old.example.org/</link><item><title>One</title><link>https://old.example.org/1</link></item>"
+            b"</channel></rss>")
+    result = parse("inline", body=body)
+    assert result.error is None and [i.url for i in result.items] == ["https://old.example.org/1"]
+
+
+@pytest.mark.parametrize("body", [
+    None,  # html-page.html
+    b"<!DOCTYPE html><html><head><title>x</title></head><body></body></html>",
+    b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><body><p>x</p></body></html>',
+    b"\xef\xbb\xbf<!-- cms --><HTML><BODY>Moved</BODY></HTML>",
+    b"  <head><meta charset=utf-8><title>Login</title></head><body><form></form>",
+])
+def test_html_pages_are_not_feeds(body):
+    assert parse("html-page.html", body=body).error == ERROR_HTML
+
+
+@pytest.mark.parametrize("body", [b"", b"  \r\n\t "])
+def test_an_empty_body_is_an_error(body):
+    assert parse("empty.xml", body=body or None).error == ERROR_EMPTY
+
+
+@pytest.mark.parametrize("body", [b"/etc/passwd", b"https://www.example.org/feed/", b'{"items": []}', b"hello"])
+def test_bytes_that_are_no_feed_are_an_error_and_never_opened_as_a_path_or_url(body):
+    result = parse("inline", body=body)
+    assert result.items == [] and result.error.startswith("not a feed")
+    assert "root:" not in result.error
+
+
+def test_a_feed_without_items_is_fine():
+    result = parse("empty-channel.xml")
+    assert result == ParseResult([], [], None, "Podcast – Europa Progressiva Foundation")
+
+
+# --- recovery -------------------------------------------------------------------------------------
+def test_malformed_xml_is_recovered_with_a_warning():
+    result = parse("malformed.xml")
+    assert result.error is None
+    assert [i.title for i in result.items] == ["Trade & tariffs: the week in review",
+                                               "Second post survives the broken first one"]
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("malformed feed, recovered 2 item(s)")
+    assert "&amp;" in result.items[0].summary_html  # the bare ampersand, escaped
+
+
+def test_windows_1252_declared_as_utf8_is_read_with_a_warning():
+    result = parse("windows-1252-declared-utf8.xml")
+    assert result.error is None
+    assert result.items[0].title == "L’Europe sociale : « un chantier inachevé »"
+    assert "5 € par habitant" in result.items[0].summary_html
+    assert result.warnings and result.warnings[0].startswith("wrong character encoding")
+    assert result.items[0].language == "fr"  # channel <language>fr-BE</language>
+
+
+# --- WordPress RSS --------------------------------------------------------------------------------
+def test_wordpress_items_are_normalised():
+    result = parse("wordpress-rss.xml")
+    assert result.error is None and result.title == "Publications – Europa Progressiva Foundation"
+    items = by_key(result)
+    assert list(items) == ["https://www.example.org/?p=48237", "https://www.example.org/?p=48201",
+                           "https://www.example.org/?p=48190"]
+    brief = items["https://www.example.org/?p=48237"]
+    assert brief.kind is ItemKind.BRIEF and brief.feed == "wordpress-rss.xml"
+    assert brief.url == "https://www.example.org/publications/rearming-europe-without-the-us/"
+    assert brief.published == datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+    assert brief.authors == ("Maria Keller", "Jean-Luc Moreau")
+    assert brief.categories == ("European Strategic Autonomy series – Security & Defence", "Policy Brief", "NATO")
+    assert brief.series == ("esa-security-defence",)
+    assert brief.language == "en"
+
+
+def test_wordpress_content_is_sanitised_and_relative_links_use_the_channel_link():
+    brief = by_key(parse("wordpress-rss.xml"))["https://www.example.org/?p=48237"]
+    assert 'src="https://www.example.org/wp-content/uploads/2026/11/procurement-chart.png"' in brief.content_html
+    assert "style=" not in brief.content_html and "class=" not in brief.content_html
+    assert "<h2>Three options</h2>" in brief.content_html
+    assert 'href="https://www.example.org/publications/rearming-europe-without-the-us/"' in brief.summary_html
+    assert "&#8230;" not in brief.summary_html and "…" in brief.summary_html
+    study = by_key(parse("wordpress-rss.xml"))["https://www.example.org/?p=48201"]
+    assert 'href="https://www.example.org/digital-sovereignty-index/"' in study.content_html
+
+
+def test_an_item_in_several_series_and_one_in_none():
+    items = by_key(parse("wordpress-rss.xml"))
+    assert items["https://www.example.org/?p=48201"].series == ("esa-economy-trade", "esa-digital-technology")
+    commentary = items["https://www.example.org/?p=48190"]
+    assert commentary.categories == ("Security & Defence", "Commentary") and commentary.series == ()
+
+
+def test_the_same_key_twice_is_one_item_and_the_first_wins():
+    result = parse("wordpress-rss.xml")
+    repeated = [i for i in result.items if i.key == "https://www.example.org/?p=48237"]
+    assert len(repeated) == 1 and "27 national markets" in repeated[0].summary_html
+    assert result.warnings == ["entry 4 repeats the key 'https://www.example.org/?p=48237'; kept the first"]
+
+
+# --- events ---------------------------------------------------------------------------------------
+def events() -> dict:
+    return {i.title: i for i in parse("events-mod-event.xml", kind="event").items}
+
+
+def test_mod_event_fields_become_event_info():
+    debate = events()["Strategic autonomy in defence: who pays?"]
+    assert debate.kind is ItemKind.EVENT
+    assert debate.event == EventInfo(
+        start=datetime(2026, 12, 3, 18, 30, tzinfo=CET), end=datetime(2026, 12, 3, 20, 0, tzinfo=CET),
+        location="HQ Brussels (Hybrid)", organizer="Europa Progressiva Foundation", type="debate",
+        online=False, hybrid=True)
+    assert debate.series == ("esa-security-defence",)  # "&amp;amp;" left in the category text
+
+
+def test_event_times_without_offset_take_the_items_pubdate_offset():
+    webinar = events()["Webinar: Europe's digital public infrastructure"]
+    assert webinar.event.start == datetime(2026, 12, 10, 11, 0, tzinfo=UTC)
+    assert webinar.event.start.utcoffset() == timedelta(hours=1)
+    assert webinar.event.online and not webinar.event.hybrid
+
+
+def test_event_bare_dates_rfc822_dates_and_missing_fields():
+    items = events()
+    forum = items["Wiener Forum: Europas Wirtschaft zwischen Washington und Peking"].event
+    assert forum.start == datetime(2027, 1, 14, tzinfo=UTC) and forum.hybrid and not forum.online
+    assert forum.organizer == "Europa Progressiva Foundation; Renner-Institut"
+    french = items["Rencontre : l’Europe sociale après 2027"].event
+    assert french.online and french.end is None
+    launch = items['Book launch: "The Sovereign Union"'].event
+    assert launch.start == datetime(2026, 11, 12, 17, 0, tzinfo=UTC) and not launch.online and not launch.hybrid
+    assert items["Save the date: Annual Progressive Forum 2027"].event == EventInfo()
+
+
+def test_the_event_module_is_found_whatever_its_prefix():
+    body = (b'<?xml version="1.0"?><rss version="2.0" xmlns:event="http://purl.org/rss/1.0/modules/event/"><channel>'
+            b"<title>E</title><link>https://www.example.org/</link><item><title>Forum</title>"
+            b"<link>https://www.example.org/e/1</link><event:startdate>2026-12-01T10:00:00+01:00</event:startdate>"
+            b"<event:location>Online</event:location></item></channel></rss>")
+    event = parse("inline", kind="event", body=body).items[0].event
+    assert event.start == datetime(2026, 12, 1, 9, 0, tzinfo=UTC) and event.online
+
+
+@pytest.mark.parametrize("location, event_type, categories, expected", [
+    ("HQ Brussels (Hybrid)", "", (), (True, False)),
+    ("HQ Brussels", "Conference", ("Hybrid",), (True, False)),
+    ("Online", "", (), (False, True)),
+    ("", "Webinar", (), (False, True)),
+    ("Zoom", "", (), (False, True)),
+    ("", "Online-Veranstaltung", (), (False, True)),
+    ("Wien", "Forum", ("Hybrid-Veranstaltung",), (True, False)),
+    ("Vor Ort und online", "", (), (True, False)),
+    ("En ligne", "", (), (False, True)),
+    ("Bruxelles", "Conférence hybride", (), (True, False)),
+    ("", "Webinaire", (), (False, True)),
+    ("Haus der EU, Wien", "Präsenzveranstaltung", ("Forum",), (False, False)),
+    ("Madrid", "Book launch", (), (False, False)),
+])
+def test_attendance(location, event_type, categories, expected):
+    assert attendance(location, event_type, categories) == expected
+
+
+@pytest.mark.parametrize("raw, offset, expected", [
+    ("2026-12-03T18:30:00+01:00", None, datetime(2026, 12, 3, 17, 30, tzinfo=UTC)),
+    ("2026-12-03T17:30:00Z", None, datetime(2026, 12, 3, 17, 30, tzinfo=UTC)),
+    ("2026-12-03T18:30", CET, datetime(2026, 12, 3, 17, 30, tzinfo=UTC)),
+    ("2026-12-03T18:30", None, datetime(2026, 12, 3, 18, 30, tzinfo=UTC)),
+    ("2026-12-03", CET, datetime(2026, 12, 3, tzinfo=UTC)),
+    ("Thu, 03 Dec 2026 18:30:00 +0100", None, datetime(2026, 12, 3, 17, 30, tzinfo=UTC)),
+    ("next Tuesday", None, None),
+    ("", None, None),
+    (None, None, None),
+])
+def test_event_time(raw, offset, expected):
+    value = event_time(raw, offset)
+    assert value == expected
+    assert value is None or value.tzinfo is not None
+
+
+# --- media ----------------------------------------------------------------------------------------
+def media(language: str | None = None) -> ParseResult:
+    return parse("google-alerts.xml", kind="media", language=language)
+
+
+def test_google_alerts_are_unwrapped_and_keyed_by_the_real_url():
+    result = media()
+    assert result.error is None and result.warnings == []
+    apa = by_key(result)["https://apa.at/news/eu-soll-gemeinsam-ruestung-einkaufen/"]
+    assert apa.kind is ItemKind.MEDIA and apa.url == apa.key
+    assert apa.media.source_url.startswith("https://www.google.com/url?rct=j&sa=t&url=https://apa.at/")
+    assert apa.title == "Europa Progressiva: EU soll gemeinsam Rüstung einkaufen"
+    assert "<b>Europa Progressiva</b>" in apa.summary_html
+
+
+def test_two_alerts_for_one_article_are_one_mention():
+    urls = [i.url for i in media().items]
+    assert urls.count("https://apa.at/news/eu-soll-gemeinsam-ruestung-einkaufen/") == 1
+    assert len(urls) == 5
+
+
+def test_the_target_is_percent_decoded_once():
+    euractiv = [i for i in media().items if "euractiv" in i.url][0]
+    assert euractiv.url == ("https://www.euractiv.com/section/defence/news/"
+                            "think-tank-urges-joint-eu-defence-procurement-budget/?utm_source=rss&lang=en")
+
+
+def test_unknown_redirectors_and_unsafe_targets_are_left_alone():
+    urls = {i.title: i.url for i in media().items}
+    assert urls["Progressive foundation hosts Vienna forum on trade"].startswith("https://news.example.net/redirect?")
+    assert urls["Suspicious alert"].startswith("https://www.google.com/url?")
+
+
+def test_outlet_from_author_then_source_then_host():
+    outlets = {i.url.split("/")[2]: i.media.outlet for i in media().items}
+    assert outlets["www.euractiv.com"] == "Euractiv"
+    assert outlets["news.example.net"] == "News Aggregator Example"
+    assert outlets["apa.at"] == "apa.at"
+    assert outlets["www.lesoir.be"] == "lesoir.be"
+
+
+def test_mention_languages_are_detected_when_not_stated():
+    languages = {i.url.split("/")[2]: i.language for i in media().items}
+    assert languages["apa.at"] == "de"
+    assert languages["www.lesoir.be"] == "fr"
+    assert languages["www.euractiv.com"] == "en"
+
+
+def test_the_feed_configs_language_wins():
+    assert {i.language for i in media(language="de-AT").items} == {"de"}
+
+
+# --- Atom with xml:base ---------------------------------------------------------------------------
+def atom() -> dict:
+    return {i.title: i for i in parse("atom-xml-base.xml", kind="news").items}
+
+
+def test_atom_links_resolve_against_xml_base():
+    items = atom()
+    director = items["New Director for Economic Policy appointed"]
+    assert director.url == "https://www.example.org/news/2026/11/new-director-economic-policy/"
+    assert 'href="https://www.example.org/news/2026/11/ana-ribeiro-cv.pdf"' in director.summary_html
+    assert 'src="https://cdn.example.org/press/ribeiro.jpg"' in director.content_html
+    assert 'href="https://cdn.example.org/contact/"' in director.content_html
+    assert items["Office closed for the holidays"].url == "https://www.example.org/news/holiday-closure/"
+    assert items["Communiqué : l’autonomie stratégique au Parlement"].url == (
+        "https://www.example.org/fr/actualites/autonomie-strategique-parlement/")
+
+
+def test_atom_updated_only_dates_and_bare_dates():
+    items = atom()
+    assert items["New Director for Economic Policy appointed"].published == datetime(2026, 11, 19, 10, 30, tzinfo=UTC)
+    assert items["Office closed for the holidays"].published == datetime(2026, 11, 16, tzinfo=UTC)
+    assert all(i.published.tzinfo is not None and i.updated == i.published for i in items.values())
+
+
+def test_atom_authors_categories_language_and_text_summaries():
+    items = atom()
+    director = items["New Director for Economic Policy appointed"]
+    assert director.authors == ("Press Office", "Clara Jansen")
+    assert director.categories == ("European Strategic Autonomy – Economy & Trade", "Team")
+    assert director.series == ("esa-economy-trade",)  # via the alias
+    assert director.language == "en"
+    assert items["Communiqué : l’autonomie stratégique au Parlement"].language == "fr"  # entry xml:lang
+    assert items["Office closed for the holidays"].summary_html == (
+        "Our Brussels office is closed from 24 December to 2 January &amp; reopens on 4 January.")
+
+
+def test_relative_links_never_use_the_fetch_url():
+    body = rss("<item><title>Relative</title><link>/posts/1</link><guid>g1</guid>"
+               '<description>&lt;a href="/x"&gt;x&lt;/a&gt;</description></item>', channel="")
+    result = parse_feed(body, Feed("f", "https://feeds.example.net/f", ItemKind.NEWS), [],
+                        content_location="https://cdn.example.net/feeds/f.xml")
+    item = result.items[0]
+    assert item.url == "" and "href" not in item.summary_html
+    assert "cdn.example.net" not in repr(result)
+    assert result.warnings == ["entry 1 ('Relative') has no usable http(s) link"]
+
+
+# --- RSS 1.0 --------------------------------------------------------------------------------------
+def test_rss1_dc_date_subject_creator_and_language():
+    items = {i.title: i for i in parse("rss1-rdf.rdf", kind="article").items}
+    interview = items['"Sovereignty is not autarky": an interview on Europe\'s cloud']
+    assert interview.kind is ItemKind.ARTICLE
+    assert interview.key == "https://magazine.example.org/2026/11/digital-sovereignty-interview/"
+    assert interview.published == datetime(2026, 11, 19, 7, 0, tzinfo=UTC)
+    assert interview.authors == ("Lena Fischer",)
+    assert interview.categories == ("European Strategic Autonomy series — Digital & Technology", "Interview")
+    assert interview.series == ("esa-digital-technology",)
+    assert items["The return of tariffs"].series == ("esa-economy-trade",)
+    assert items["The return of tariffs"].published == datetime(2026, 11, 17, tzinfo=UTC)
+    assert items["Die Wohnungskrise ist eine europäische Frage"].language == "de"  # dc:language on the item
+    assert interview.language == "en"  # channel dc:language
+
+
+# --- hostile input --------------------------------------------------------------------------------
+FORBIDDEN = re.compile(r"<script|javascript:|vbscript:|data:|onerror|onclick|onload|onmouseover|<form|<input|<svg|"
+                       r"<iframe|<object|<embed|<math|<style|style=|<meta|<base|<link|alert\(", re.I)
+
+
+@pytest.mark.parametrize("strict_xml", [False, True], ids=["recovered", "well-formed"])
+def test_hostile_feed_is_defused(strict_xml):
+    body = (FEEDS / "hostile.xml").read_bytes()
+    if strict_xml:  # without the NUL byte expat reads it; with it, feedparser's lenient parser does
+        body = body.replace(b"\x00", b"")
+    result = parse("hostile.xml", body=body)
+    assert result.error is None and len(result.items) == 2
+    assert result.title == "Hostile Feed"
+    first, second = result.items
+    for item in result.items:
+        assert not FORBIDDEN.search(item.summary_html + item.content_html), item.summary_html + item.content_html
+        assert not re.search(r"[\x00-\x1f\x7f<>]", item.title)
+        assert all(not re.search(r"[\x00-\x1f\x7f]", a) for a in item.authors)
+    assert first.title.startswith("Breaking Bcc: victim@example.com") and first.title.endswith("news now")
+    assert first.categories == ("Security",)
+    assert 'href="https://www.example.org/ok"' in first.summary_html and "safe link" in first.summary_html
+    assert "Kept text." in first.content_html and "styled paragraph" in first.content_html
+    assert second.url == "" and any("no usable http(s) link" in w for w in result.warnings)
+
+
+# --- keys -----------------------------------------------------------------------------------------
+def test_key_falls_back_to_link_then_to_a_stable_hash():
+    body = rss("<item><title>Linked</title><link>https://www.example.org/a</link></item>"
+               "<item><title>Neither</title><pubDate>Wed, 18 Nov 2026 10:00:00 +0000</pubDate></item>"
+               f"<item><title>Long</title><guid>{'x' * 3000}</guid><link>https://www.example.org/l</link></item>")
+    first = parse("inline", body=body)
+    keys = [i.key for i in first.items]
+    assert keys[0] == "https://www.example.org/a"
+    assert keys[1].startswith("sha256:") and keys[2].startswith("sha256:") and len(keys[2]) < 100
+    assert [i.key for i in parse("inline", body=body).items] == keys
+
+
+def test_unparseable_dates_are_none_not_errors():
+    body = rss("<item><title>Odd</title><link>https://www.example.org/o</link><pubDate>someday</pubDate></item>")
+    item = parse("inline", body=body).items[0]
+    assert item.published is None and item.updated is None
+
+
+# --- language detection ---------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("Die EU muss ihre Verteidigung stärken, sagt die Stiftung in einer neuen Studie.", "de"),
+    ("La fondation plaide pour une autonomie stratégique européenne dans la défense.", "fr"),
+    ("The foundation calls for a common European defence procurement budget.", "en"),
+    ("Hybrid", None),
+    ("Strategic autonomy", None),
+    ("", None),
+    ("1234 5678 !!! ---- 2026-11-18", None),
+])
+def test_detect_language(text, expected):
+    assert detect_language(text) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("en-GB", "en"), ("de_AT", "de"), ("FR", "fr"), (" nl ", "nl"), ("", None), (None, None), ("english", None),
+    ("x-klingon", None),
+])
+def test_normalise_language(value, expected):
+    assert normalise_language(value) == expected
+
+
+# --- the CPU-time limit (real worker processes) ---------------------------------------------------
+FEED = Feed("f", "https://feeds.example.net/f", ItemKind.BRIEF)
+
+
+@pytest.mark.slow
+def test_a_pathological_feed_is_abandoned_at_the_cpu_limit_and_the_next_feed_parses():
+    slow = parse_feed_limited((FEEDS / "hostile-slow-author.xml").read_bytes(), FEED, SERIES, cpu_seconds=1)
+    assert slow.items == [] and "more than 1 s of CPU time" in slow.error
+    body = (FEEDS / "wordpress-rss.xml").read_bytes()
+    assert parse_feed_limited(body, FEED, SERIES, cpu_seconds=10) == parse_feed(body, FEED, SERIES)
+
+
+@pytest.mark.slow
+def test_limited_parses_from_several_threads_agree_with_inline_parses():
+    names = ["wordpress-rss.xml", "events-mod-event.xml", "atom-xml-base.xml", "rss1-rdf.rdf", "malformed.xml",
+             "billion-laughs.xml", "html-page.html"]
+    bodies = [(FEEDS / n).read_bytes() for n in names]
+    with ThreadPoolExecutor(4) as pool:
+        limited = list(pool.map(lambda b: parse_feed_limited(b, FEED, SERIES, 10), bodies))
+    assert limited == [parse_feed(b, FEED, SERIES) for b in bodies]
+
+
+def test_no_limit_parses_inline():
+    body = (FEEDS / "rss1-rdf.rdf").read_bytes()
+    assert parse_feed_limited(body, FEED, SERIES, cpu_seconds=0) == parse_feed(body, FEED, SERIES)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_an_error_and_is_replaced():
+    with pytest.raises(cpulimit.WorkerFailed, match="died"):
+        cpulimit.run_with_cpu_limit(os._exit, (3,), 5)
+    with pytest.raises(cpulimit.WorkerFailed, match="ValueError"):
+        cpulimit.run_with_cpu_limit(int, ("not a number",), 5)
+    assert cpulimit.run_with_cpu_limit(int, ("42",), 5) == 42
+
+
+@pytest.mark.slow
+def test_a_worker_that_stops_answering_is_killed(monkeypatch):
+    monkeypatch.setattr(cpulimit, "BACKSTOP_FACTOR", 1)
+    monkeypatch.setattr(cpulimit, "BACKSTOP_SLACK_SECONDS", 0.5)
+    with pytest.raises(cpulimit.WorkerFailed, match="stopped answering"):
+        cpulimit.run_with_cpu_limit(time.sleep, (60,), 0.5)  # sleeping uses no CPU: only the backstop ends it
+    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1
+
+
+def test_workers_shut_down_and_start_again():
+    cpulimit.shutdown_workers()
+    assert cpulimit.run_with_cpu_limit(abs, (-2,), 5) == 2
+    cpulimit.shutdown_workers()
+
+
+# --- the demo's bundled sample data ---------------------------------------------------------------
+def test_demo_samples_parse_cleanly_and_fill_the_demo_week():
+    from zoneinfo import ZoneInfo
+
+    from digest.config import load_settings
+
+    settings = load_settings(Path(__file__).resolve().parent.parent / "digest" / "data" / "samples" / "digest.toml")
+    tz = ZoneInfo(settings.site.timezone)
+    start, end = datetime(2026, 11, 16, tzinfo=tz), datetime(2026, 11, 23, tzinfo=tz)
+    items = []
+    for feed in settings.feeds:
+        result = parse_feed(settings.resolve_path(feed.url).read_bytes(), feed, settings.series)
+        assert (result.error, result.warnings) == (None, []), feed.name
+        items.extend(result.items)
+    new = [i for i in items if start <= i.effective_published < end]
+    assert 12 <= len(new) <= 20
+    assert len(items) > len(new) + 10  # older items for related content
+    assert {s for i in new for s in i.series} == {s.id for s in settings.series}
+    assert {i.language for i in new if i.kind is ItemKind.MEDIA} == {"en", "de", "fr"}
+    upcoming = [i for i in items if i.event and i.event.start and end <= i.event.start < end + timedelta(days=60)]
+    assert len(upcoming) >= 5 and any(i.event.hybrid for i in upcoming) and any(i.event.online for i in upcoming)
+    assert all(i.url.startswith("https://") for i in items)
