@@ -1,3 +1,69 @@
-"""`digest fetch` commands."""
+"""`digest fetch`: fetch, parse and store every feed; a progress bar, then one line per feed."""
 
-from .base import main  # noqa: F401
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ..models import FeedStatus, FetchReport
+from ..pipeline import fetch_all
+from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, state
+
+STATUS_STYLE = {FeedStatus.OK: "green", FeedStatus.WARNING: "yellow", FeedStatus.ERROR: "bold red",
+                FeedStatus.NOT_MODIFIED: "dim"}
+# Messages quote feed servers and feed content: never let them move the cursor or recolour the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@main.command("fetch")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per feed per line (name, url, status, items, new, updated, message).")
+@handle_errors
+def fetch_command(as_json: bool) -> None:
+    """Fetch every configured feed and store its items; exit 1 if any feed failed."""
+    settings = state().settings
+    if not settings.feeds:
+        fail("no feeds configured: add [[feeds]] tables (name, url, kind) to the config file", EXIT_USAGE)
+    engine = state().engine
+    with Progress(TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("", total=len(settings.feeds))
+        reports = fetch_all(settings, engine, progress=lambda r: bar.update(task, advance=1, description=_clean(r.feed)))
+    if as_json:
+        for report in reports:
+            click.echo(json.dumps(report_json(report), ensure_ascii=False))
+    else:
+        _print_table(reports)
+    sys.exit(EXIT_FAILED if any(r.status == FeedStatus.ERROR for r in reports) else EXIT_OK)
+
+
+def report_json(report: FetchReport) -> dict:
+    """One feed's outcome as the `--json` line (and the build manifest's feeds entry)."""
+    return {"name": report.feed, "url": report.url, "status": report.status.value, "items": report.items,
+            "new": report.new, "updated": report.updated, "message": report.message}
+
+
+def _print_table(reports: list[FetchReport]) -> None:
+    table = Table(show_edge=False, pad_edge=False)
+    for column, justify in (("feed", "left"), ("status", "left"), ("items", "right"), ("new", "right"),
+                            ("updated", "right"), ("message", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for r in reports:
+        table.add_row(Text(_clean(r.feed)), Text(r.status.value, style=STATUS_STYLE[r.status]), str(r.items),
+                      str(r.new), str(r.updated), Text(_clean(r.message)))
+    Console(highlight=False, soft_wrap=False).print(table)
+    failed = sum(r.status == FeedStatus.ERROR for r in reports)
+    new = sum(r.new for r in reports)
+    summary = f"{len(reports)} feeds, {new} new items" + (f", {failed} failed" if failed else "")
+    console.print(Text(summary, style="bold red" if failed else "bold"))
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub(" ", text)

@@ -39,7 +39,7 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
                 )
             )
             existing.update({r.key: r for r in rows})
-        inserts = []
+        inserts, seen_again = [], []
         for key, item in batch.items():
             digest = content_hash(item)
             old = existing.get(key)
@@ -51,8 +51,12 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
                 conn.execute(items_table.update().where(items_table.c.key == key).values(**row))
                 updated += 1
             else:
-                conn.execute(items_table.update().where(items_table.c.key == key).values(last_seen=now))
+                seen_again.append(key)
                 unchanged += 1
+        # Unchanged items only get last_seen: one statement per 500 keys, not one per item.
+        for start in range(0, len(seen_again), 500):
+            chunk = seen_again[start : start + 500]
+            conn.execute(items_table.update().where(items_table.c.key.in_(chunk)).values(last_seen=now))
         for start in range(0, len(inserts), 500):
             conn.execute(items_table.insert(), inserts[start : start + 500])
     return SaveCounts(new=new, updated=updated, unchanged=unchanged)
@@ -187,3 +191,29 @@ def count_items(engine: Engine) -> int:
 
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(items_table)).scalar_one()
+
+
+def latest_items(engine: Engine, limit: int, kinds: Iterable[ItemKind] | None = None,
+                 before: datetime | None = None) -> list[Item]:
+    """The `limit` most recently published items (optionally of these kinds, published before), newest first."""
+    query = select(items_table).order_by(items_table.c.sort_at.desc(), items_table.c.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(items_table.c.sort_at < before)
+    if kinds is not None:
+        query = query.where(items_table.c.kind.in_([ItemKind(k).value for k in kinds]))
+    with engine.connect() as conn:
+        return [item_from_row(r) for r in conn.execute(query)]
+
+
+def items_in_series(engine: Engine, series_id: str, limit: int, before: datetime | None = None) -> list[Item]:
+    """The `limit` most recently published items of one series (any feed; published before), newest first."""
+    from sqlalchemy import Text, cast
+
+    # The series column is a JSON list of ids ([A-Za-z0-9_-]); match the quoted id in its text.
+    pattern = '%"' + series_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+    query = (select(items_table).where(cast(items_table.c.series, Text).like(pattern, escape="\\"))
+             .order_by(items_table.c.sort_at.desc(), items_table.c.id.desc()).limit(limit))
+    if before is not None:
+        query = query.where(items_table.c.sort_at < before)
+    with engine.connect() as conn:
+        return [item_from_row(r) for r in conn.execute(query)]
