@@ -1,0 +1,94 @@
+"""Segments: the distinct sets of sections subscribers' preferences select, so each is rendered once.
+
+A segment's `section_ids` name the series a reader follows that have something for them, then
+"events", "media" and "more" (everyone gets "more"), each only when it has entries. An item sits in
+one section only (its first series); a reader who follows one of its other series (`also_in`) but
+not the first still gets it, inside that first series' section, shown with only such items:
+`edition_sections(issue, segment.section_ids)` returns exactly the sections a segment shows.
+An empty tuple means "send this reader nothing".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import replace
+
+from sqlalchemy import Engine
+
+from .models import Issue, Section, SectionType, Segment
+
+Preference = tuple[tuple[str, ...], bool, bool, str]  # (series followed, want events, want media, language)
+
+
+def sections_for(issue: Issue, series_followed: tuple[str, ...], want_events: bool, want_media: bool) -> tuple[str, ...]:
+    """Ids a reader with these preferences receives (empty `series_followed` = every series)."""
+    follows_all = not series_followed
+    ids: list[str] = []
+    for section in issue.sections:
+        if section.type == SectionType.SERIES:
+            ids.extend(_series_served(section, series_followed) if not follows_all else
+                       [section.id] if section.entries else [])
+        elif section.entries and _wanted(section, want_events, want_media):
+            ids.append(section.id)
+    return tuple(dict.fromkeys(ids))
+
+
+def _series_served(section: Section, followed: tuple[str, ...]) -> list[str]:
+    """The followed series this section has items for (itself, or via an item's `also_in`)."""
+    served = [section.id] if section.id in followed and section.entries else []
+    served += [s for e in section.entries for s in e.also_in if s in followed]
+    return served
+
+
+def _wanted(section: Section, want_events: bool, want_media: bool) -> bool:
+    if section.type == SectionType.EVENTS:
+        return want_events
+    if section.type == SectionType.MEDIA:
+        return want_media
+    return True
+
+
+def segment_id(section_ids: tuple[str, ...], language: str) -> str:
+    """Stable id of a segment: a short hash of its section ids and language."""
+    return hashlib.sha256(f"{language}|{','.join(section_ids)}".encode()).hexdigest()[:16]
+
+
+def segments_for(issue: Issue, preferences: Iterable[Preference]) -> list[Segment]:
+    """Distinct non-empty segments for these preferences, ordered by language then sections."""
+    found: dict[tuple[tuple[str, ...], str], Segment] = {}
+    for series_followed, want_events, want_media, language in preferences:
+        ids = sections_for(issue, tuple(series_followed), want_events, want_media)
+        if ids and (ids, language) not in found:
+            found[(ids, language)] = Segment(id=segment_id(ids, language), section_ids=ids, language=language)
+    return [found[k] for k in sorted(found, key=lambda k: (k[1], k[0]))]
+
+
+def edition_sections(issue: Issue, section_ids: Iterable[str]) -> tuple[Section, ...]:
+    """The sections a segment shows, in issue order; a series section not followed keeps only the
+    items whose other series (`also_in`) are followed."""
+    wanted = set(section_ids)
+    shown: list[Section] = []
+    for section in issue.sections:
+        if section.id in wanted:
+            if section.entries:
+                shown.append(section)
+        elif section.type == SectionType.SERIES:
+            entries = tuple(e for e in section.entries if wanted.intersection(e.also_in))
+            if entries:
+                shown.append(replace(section, entries=entries))
+    return tuple(shown)
+
+
+def segments_from_store(engine: Engine, issue: Issue) -> list[Segment]:
+    """The segments the store's confirmed subscribers produce for this issue."""
+    from .store.subscribers import distinct_preferences
+
+    return segments_for(issue, distinct_preferences(engine))
+
+
+def segment_for(issue: Issue, series_followed: tuple[str, ...], want_events: bool, want_media: bool,
+                language: str) -> Segment | None:
+    """The segment one subscriber belongs to (same id as segments_for gives), or None: send nothing."""
+    ids = sections_for(issue, tuple(series_followed), want_events, want_media)
+    return Segment(id=segment_id(ids, language), section_ids=ids, language=language) if ids else None
