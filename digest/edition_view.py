@@ -1,0 +1,268 @@
+"""What an edition shows: an Issue and a Segment turned into plain data for the templates.
+
+Pure functions. Every string from a feed or the staff is plain text here (control characters and line
+breaks collapsed, tokens neutralised), summaries are text excerpts, and only absolute http(s) URLs
+survive; the templates escape everything. Labels and dates are localised in the segment's language.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import nh3
+
+from . import i18n
+from .config import Settings
+from .models import Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
+from .segments import edition_sections
+
+# Per-subscriber tokens start with this (see render.TOKENS); content must never contain one.
+TOKEN_PREFIX = "[[DIGEST:"
+CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def neutralise_tokens(text: str) -> str:
+    """Break any token marker in content (a title saying "[[DIGEST:email]]" must not leak the address)."""
+    return text.replace(TOKEN_PREFIX, "[[DIGEST\u2060:")
+
+
+# --- the view: plain data the templates show ------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ViewContext:
+    settings: Settings
+    language: str
+    gettext: Any
+    ngettext: Any
+    summary_chars: int
+    cap: int | None
+    issue_number: int | None
+
+
+def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_chars: int,
+                 cap: int | None = None) -> dict[str, Any]:
+    """Everything the templates show about an issue, as plain strings the templates escape.
+
+    Summaries are cut to `summary_chars`; `cap` limits items per section (the rest counted in `hidden`).
+    """
+    trans = i18n.translations(segment.language)
+    ctx = _ViewContext(settings, segment.language, trans.gettext, trans.ngettext, summary_chars, cap, issue.number)
+    sections = [_section_view(s, ctx) for s in edition_sections(issue, segment.section_ids)]
+    subject = _subject(issue, ctx)
+    return {
+        "language": segment.language, "site": _site_view(settings), "subject": subject,
+        "preheader": _preheader(issue, sections, subject, ctx),
+        "edition_label": _edition_label(issue, ctx), "intro": _paragraphs(issue.editorial.intro),
+        "sections": sections,
+    }
+
+
+def _site_view(settings: Settings) -> dict[str, str]:
+    site = settings.site
+    return {"name": plain_text(site.name), "url": safe_url(site.url) or "", "logo_url": safe_url(site.logo_url) or "",
+            "postal_address": plain_text(site.postal_address)}
+
+
+def _edition_label(issue: Issue, ctx: _ViewContext) -> str:
+    dates = i18n.date_range(issue.window.start, issue.window.end, ctx.language, ctx.settings.site.tz)
+    if issue.number is None:
+        return dates
+    return ctx.gettext("Issue %(number)s · %(dates)s") % {"number": issue.number, "dates": dates}
+
+
+def _subject(issue: Issue, ctx: _ViewContext) -> str:
+    if issue.editorial.subject.strip():
+        return plain_text(issue.editorial.subject)
+    # Dated the day the window ends (the day it goes out), as manifest.default_subject does in English.
+    day = i18n.long_date(issue.window.end, ctx.language, ctx.settings.site.tz)
+    return ctx.gettext("%(site)s digest — %(date)s") % {"site": plain_text(ctx.settings.site.name), "date": day}
+
+
+def _preheader(issue: Issue, sections: list[dict], subject: str, ctx: _ViewContext) -> str:
+    """40–140 characters that add to the subject: the intro's start, else the lead titles."""
+    intro = _paragraphs(issue.editorial.intro)
+    lead = intro[0] if intro else " · ".join(s["entries"][0]["title"] for s in sections if s["entries"])
+    generic = ctx.gettext("Publications, events and media mentions from %(site)s") % {
+        "site": plain_text(ctx.settings.site.name)}
+    text = truncate(lead, 140)
+    if len(text) < 40 or text == subject:
+        text = truncate(f"{text} – {generic}" if text else generic, 140)
+    # The generic line alone is over 40 characters in every catalogue language.
+    return text
+
+
+def _section_view(section: Section, ctx: _ViewContext) -> dict[str, Any]:
+    entries = section.entries if ctx.cap is None else section.entries[:ctx.cap]
+    series = ctx.settings.series_by_id().get(section.series or "")
+    more_url = _link(section.more_url or (series.url if series else ""), section.id, ctx)
+    return {
+        "id": section.id, "type": str(section.type), "title": _section_title(section, ctx),
+        "entries": [_item_view(entry, section.id, ctx) for entry in entries],
+        "hidden": len(section.entries) - len(entries),
+        "hidden_url": more_url or _link(ctx.settings.site.url, section.id, ctx) or "",
+        "more_url": more_url or "",
+    }
+
+
+def _section_title(section: Section, ctx: _ViewContext) -> str:
+    if section.type in _SECTION_TITLES:
+        return ctx.gettext(_SECTION_TITLES[section.type])
+    return plain_text(section.title)
+
+
+def N_(message: str) -> str:  # noqa: N802 - the gettext convention: marks a string for extraction only
+    return message
+
+
+_KIND_LABELS = {ItemKind.BRIEF: N_("Brief"), ItemKind.ARTICLE: N_("Article"), ItemKind.NEWS: N_("News"),
+                ItemKind.EVENT: N_("Event"), ItemKind.MEDIA: N_("Media")}
+_SECTION_TITLES = {SectionType.EVENTS: N_("Upcoming events"), SectionType.MEDIA: N_("In the media"),
+                   SectionType.MORE: N_("More from us")}
+
+
+def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext) -> dict[str, Any]:
+    item = entry.item
+    language = (item.language or "").strip().lower()[:2]
+    marker = None
+    if language.isalpha() and len(language) == 2 and language != ctx.language:
+        marker = {"code": language.upper(), "name": i18n.language_name(language, language)}
+    related = [{"title": plain_text(r.title) or r.url, "url": _link(r.url, section_id, ctx)}
+               for r in entry.related[:ctx.settings.digest.related_links]]
+    return {
+        "kind": str(item.kind), "title": plain_text(item.title) or ctx.gettext("(untitled)"),
+        "url": _link(item.url, section_id, ctx), "language": language if marker else ctx.language,
+        "marker": marker, "meta": _item_meta(item, ctx),
+        "summary": truncate(summary_text(item.summary_html or item.content_html), ctx.summary_chars),
+        "related": [r for r in related if r["url"]],
+        "event": _event_view(item, ctx) if item.kind == ItemKind.EVENT and item.event else None,
+    }
+
+
+def _item_meta(item: Item, ctx: _ViewContext) -> str:
+    parts = []
+    if item.kind == ItemKind.MEDIA:
+        outlet = plain_text(item.media.outlet if item.media else "")
+        parts.append(outlet or ctx.gettext(_KIND_LABELS[item.kind]))
+    elif item.kind != ItemKind.EVENT:
+        parts.append(ctx.gettext(_KIND_LABELS.get(item.kind, "Brief")))
+    when = item.effective_published
+    if when is not None and item.kind != ItemKind.EVENT:
+        parts.append(i18n.long_date(when, ctx.language, ctx.settings.site.tz))
+    authors = ", ".join(plain_text(a) for a in item.authors if plain_text(a))
+    if authors:
+        parts.append(authors)
+    return " · ".join(parts)
+
+
+def _event_view(item: Item, ctx: _ViewContext) -> dict[str, Any]:
+    event = item.event
+    tz = ctx.settings.site.tz
+    mode = ""
+    if event.hybrid:
+        mode = ctx.gettext("Hybrid: on site and online")
+    elif event.online:
+        mode = ctx.gettext("Online")
+    return {
+        "date": i18n.full_date(event.start, ctx.language, tz) if event.start else ctx.gettext("Date to be announced"),
+        "time": i18n.time_range(event.start, event.end, ctx.language, tz) if event.start else "",
+        "place": plain_text(event.location), "mode": mode,
+        "calendar_url": calendar_url(item) or "",
+    }
+
+
+def calendar_url(item: Item) -> str | None:
+    """A Google Calendar "add event" link for an event item (no attachment needed); None without a start."""
+    event = item.event
+    if event is None or event.start is None:
+        return None
+    end = event.end if event.end and event.end > event.start else event.start + timedelta(hours=1)
+    stamp = "%Y%m%dT%H%M%SZ"
+    params = {"action": "TEMPLATE", "text": plain_text(item.title),
+              "dates": f"{_utc(event.start).strftime(stamp)}/{_utc(end).strftime(stamp)}",
+              "details": safe_url(item.url) or "", "location": plain_text(event.location)}
+    return "https://calendar.google.com/calendar/render?" + urlencode({k: v for k, v in params.items() if v})
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+# --- safe content ---------------------------------------------------------------------------------
+
+_SPACES = re.compile(r"\s+")
+
+
+def plain_text(text: str | None) -> str:
+    """One line of plain text: control characters and line breaks collapsed, tokens neutralised."""
+    if not text:
+        return ""
+    return neutralise_tokens(_SPACES.sub(" ", CONTROL.sub(" ", text)).strip())
+
+
+def summary_text(summary_html: str | None) -> str:
+    """Feed HTML (already sanitised at parse, cleaned again here) as plain text: email shows excerpts."""
+    if not summary_html:
+        return ""
+    stripped = nh3.clean(summary_html, tags=set(), attributes={})
+    return plain_text(html_lib.unescape(stripped))
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word boundary with an ellipsis; 0 gives ""."""
+    if limit <= 0:
+        return ""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:.–-·") + "…"
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [plain_text(p) for p in re.split(r"\n\s*\n", text or "") if plain_text(p)]
+
+
+_URL_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ' "<>\'`[]{}|\\^'})
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is absolute http(s) with a host (control characters refused); else None."""
+    if not url or CONTROL.search(url):
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host or parts.netloc.translate(_URL_ESCAPES) != parts.netloc:
+        return None
+    # Characters that have no business in a URL are percent-encoded: quotes and angle brackets cannot
+    # leave an attribute, and brackets cannot form a live token.
+    path, query, fragment = (p.translate(_URL_ESCAPES) for p in (parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme.lower(), parts.netloc, path, query, fragment))
+
+
+def _link(url: str | None, section_id: str, ctx: _ViewContext) -> str | None:
+    safe = safe_url(url)
+    if safe is None or not ctx.settings.delivery.utm:
+        return safe
+    return add_utm(safe, ctx.settings.site.url, section_id, ctx.issue_number)
+
+
+def add_utm(url: str, site_url: str, section_id: str, issue_number: int | None) -> str:
+    """utm_source/medium/campaign/content added to links whose host is the site's host (others untouched)."""
+    parts = urlsplit(url)
+    if (parts.hostname or "") != (urlsplit(site_url).hostname or "").lower():
+        return url
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.startswith("utm_")]
+    campaign = f"digest-{issue_number}" if issue_number is not None else "digest"
+    query += [("utm_source", "digest"), ("utm_medium", "email"), ("utm_campaign", campaign),
+              ("utm_content", section_id)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
