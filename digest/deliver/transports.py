@@ -1,0 +1,358 @@
+"""The transports behind `Transport.send_messages()`: outbox (.eml files), SMTP, memory (tests).
+
+Pick one with `transport_from_settings(settings)`. Every transport returns one SendResult per
+message, in order, and never raises for a bad recipient. SmtpTransport raises TransportError only
+for configuration problems no retry can fix (missing password, rejected login, untrusted
+certificate), and only before any message of the batch went out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from queue import Empty, SimpleQueue
+
+from ..config import Settings, SmtpSettings
+from .transport import OutgoingMessage, SendResult, Transport
+
+
+class TransportError(Exception):
+    """A transport cannot work as configured; the message names the setting and the fix."""
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+class MemoryTransport:
+    """Keeps messages in `.outbox`; `replies[address] = [(451, "later"), None]` scripts failures."""
+
+    def __init__(self) -> None:
+        self.outbox: list[OutgoingMessage] = []
+        self.replies: dict[str, list[tuple[int, str] | None]] = {}
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Record each message, or answer with the next scripted reply for one of its recipients."""
+        with self._lock:
+            return [self._send_one(m) for m in messages]
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        for address in message.recipients:
+            queue = self.replies.get(address)
+            reply = queue.pop(0) if queue else None
+            if reply is not None:
+                code, text = reply
+                return SendResult(message.message_id, ok=False, permanent=code >= 500, code=code, error=text)
+        self.outbox.append(message)
+        return SendResult(message.message_id, ok=True, code=250)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# --- outbox -------------------------------------------------------------------------------------
+
+class OutboxTransport:
+    """Writes each message to `<dir>/<UTC timestamp>-<hash of Message-ID>.eml`, atomically.
+
+    The file appears complete or not at all (temp file, fsync, os.replace); names sort by time.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Write every message; an OSError becomes a temporary failure for that message."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error = f"cannot create outbox folder {self.directory}: {exc.strerror}"
+            return [SendResult(m.message_id, ok=False, error=error) for m in messages]
+        results = [self._write(m) for m in messages]
+        _fsync_directory(self.directory)
+        return results
+
+    def _write(self, message: OutgoingMessage) -> SendResult:
+        final = self.directory / outbox_filename(message.message_id)
+        temp = self.directory / f".{final.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(message.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            return SendResult(message.message_id, ok=False, error=f"cannot write {final}: {exc.strerror}")
+        return SendResult(message.message_id, ok=True)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def outbox_filename(message_id: str, now: datetime | None = None) -> str:
+    """`20261125T113606.123456Z-<16 hex of the Message-ID's SHA-256>.eml`: sortable and unique."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{stamp}-{hashlib.sha256(message_id.encode('utf-8')).hexdigest()[:16]}.eml"
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the renames durable; not every platform lets a directory be opened (Windows).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- rate limit ---------------------------------------------------------------------------------
+
+class RateLimiter:
+    """At most `rate` calls of `wait()` per second across threads (evenly spaced slots)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / rate
+        self._clock, self._sleep = clock, sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until this caller's slot comes."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+
+
+# --- smtp ---------------------------------------------------------------------------------------
+
+class _LostConnection(Exception):
+    """The server went away mid-message (or answered 421)."""
+
+
+class SmtpTransport:
+    """smtplib over a pool of persistent connections, used by `connections` worker threads."""
+
+    def __init__(self, smtp: SmtpSettings, ca_file: Path | None = None) -> None:
+        self.settings = smtp
+        self._password = _password(smtp)
+        self._context = _tls_context(smtp, ca_file)
+        self._limiter = RateLimiter(smtp.rate_limit) if smtp.rate_limit > 0 else None
+        self._idle: SimpleQueue[smtplib.SMTP] = SimpleQueue()
+        self._last_error = ""
+        self._pool = ThreadPoolExecutor(max_workers=smtp.connections, thread_name_prefix="smtp")
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send over up to `connections` connections; one result per message, in order."""
+        if not messages:
+            return []
+        first = self._checkout_or_connect()
+        if first is None:
+            return [SendResult(m.message_id, ok=False, error=self._unreachable()) for m in messages]
+        self._idle.put(first)
+        work: SimpleQueue[int] = SimpleQueue()
+        for index in range(len(messages)):
+            work.put(index)
+        results: list[SendResult | None] = [None] * len(messages)
+        workers = min(self.settings.connections, len(messages))
+        if workers == 1:  # one connection (or one message): no thread hand-off
+            self._worker(messages, work, results)
+        else:
+            futures = [self._pool.submit(self._worker, messages, work, results) for _ in range(workers)]
+            for future in futures:
+                future.result()
+        unsent = SendResult("", ok=False, error=f"not attempted: no connection to {self._address()} was free")
+        return [r or replace(unsent, message_id=m.message_id) for r, m in zip(results, messages, strict=True)]
+
+    def _worker(self, messages: Sequence[OutgoingMessage], work: SimpleQueue[int],
+                results: list[SendResult | None]) -> None:
+        conn = self._checkout_or_connect(quiet=True)
+        if conn is None:  # e.g. the server allows fewer connections: leave the work to the others
+            return
+        reachable = True
+        while True:
+            try:
+                index = work.get_nowait()
+            except Empty:
+                break
+            if reachable:
+                conn, results[index], reachable = self._send_with_retry(conn, messages[index])
+            else:  # the server did not take a new connection: fail the rest fast, retry next batch
+                results[index] = SendResult(messages[index].message_id, ok=False, error=self._unreachable())
+        if conn is not None:
+            self._idle.put(conn)
+
+    def _send_with_retry(self, conn: smtplib.SMTP | None,
+                         message: OutgoingMessage) -> tuple[smtplib.SMTP | None, SendResult, bool]:
+        """(connection to keep, result, server reachable): a lost connection is reconnected once."""
+        if self._limiter is not None:
+            self._limiter.wait()
+        for attempt in (1, 2):
+            if conn is None:
+                conn = self._connect_quietly()
+                if conn is None:
+                    return None, SendResult(message.message_id, ok=False, error=self._unreachable()), False
+            try:
+                return conn, _send_one(conn, message), True
+            except _LostConnection as exc:
+                _close(conn)
+                conn = None
+                if attempt == 2:
+                    return None, SendResult(message.message_id, ok=False, code=exc.args[1], error=exc.args[0]), True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _address(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def _unreachable(self) -> str:
+        return f"cannot connect to {self._address()}: {self._last_error}"
+
+    def _checkout_or_connect(self, quiet: bool = False) -> smtplib.SMTP | None:
+        try:
+            return self._idle.get_nowait()
+        except Empty:
+            return self._connect_quietly() if quiet else self._connect_or_none()
+
+    def _connect_or_none(self) -> smtplib.SMTP | None:
+        """A connection, None if the server is unreachable; TransportError for bad configuration."""
+        try:
+            return self._connect()
+        except (smtplib.SMTPException, OSError) as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise TransportError(f"SMTP server {self.settings.host}:{self.settings.port}: certificate not "
+                                     f"trusted ({exc.verify_message}); set 'delivery.smtp.ca_file' to its CA") from None
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                raise TransportError(f"SMTP login as {self.settings.username!r} refused ({exc.smtp_code}): check "
+                                     f"'delivery.smtp.username' and ${self.settings.password_env}") from None
+            if isinstance(exc, smtplib.SMTPNotSupportedError):
+                raise TransportError(f"SMTP server {self.settings.host}:{self.settings.port}: {exc}; "
+                                     "check 'delivery.smtp.security'") from None
+            self._last_error = f"{exc.__class__.__name__}: {exc}"  # for the temporary failures' text
+            return None
+
+    def _connect_quietly(self) -> smtplib.SMTP | None:
+        try:
+            return self._connect_or_none()
+        except TransportError:
+            return None
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        if s.security == "tls":
+            conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=self._context)
+        else:
+            conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        try:
+            conn.ehlo()
+            if s.security == "starttls":
+                conn.starttls(context=self._context)
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, self._password)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def close(self) -> None:
+        """Quit every pooled connection and stop the worker threads."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except Empty:
+                break
+            _close(conn, polite=True)
+        self._pool.shutdown(wait=True)
+
+
+def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
+    """One SMTP transaction; raises _LostConnection when the connection is gone."""
+    mid = message.message_id
+    try:
+        refused = conn.sendmail(message.envelope_from, list(message.recipients), message.data)
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = next(iter(exc.recipients.values()))
+        return _failure(mid, code, text)
+    except smtplib.SMTPSenderRefused as exc:
+        # Not the recipient's fault (a setting or server policy): never a permanent failure for them.
+        if exc.smtp_code == 421:
+            raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
+        return SendResult(mid, ok=False, code=exc.smtp_code,
+                          error=f"sender {exc.sender} refused: {exc.smtp_code} {_text(exc.smtp_error)} "
+                                "(check 'delivery.sender' and the [delivery.smtp] login)")
+    except smtplib.SMTPResponseException as exc:  # DATA refused and other replies
+        if exc.smtp_code == 421:
+            raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
+        return _failure(mid, exc.smtp_code, exc.smtp_error)
+    except OSError as exc:  # smtplib's own errors are OSErrors too: all mean the connection is gone
+        raise _LostConnection(f"connection lost: {exc or exc.__class__.__name__}", None) from None
+    if refused:
+        code, text = next(iter(refused.values()))
+        return _failure(mid, code, text)
+    return SendResult(mid, ok=True, code=250)
+
+
+def _failure(message_id: str, code: int, text: bytes | str) -> SendResult:
+    return SendResult(message_id, ok=False, permanent=500 <= code < 600, code=code, error=f"{code} {_text(text)}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _close(conn: smtplib.SMTP, polite: bool = False) -> None:
+    try:
+        if polite:
+            conn.quit()
+        else:
+            conn.close()
+    except (smtplib.SMTPException, OSError):
+        conn.close()
+
+
+def _password(smtp: SmtpSettings) -> str:
+    if not smtp.username:
+        return ""
+    value = os.environ.get(smtp.password_env)
+    if not value:
+        raise TransportError(f"'delivery.smtp.username' is set but ${smtp.password_env} is empty: export "
+                             f"{smtp.password_env}=... (or name another variable in 'delivery.smtp.password_env')")
+    if not (value + smtp.username).isascii():
+        raise TransportError(f"${smtp.password_env} or 'delivery.smtp.username' has non-ASCII characters, "
+                             "which Python's smtplib cannot send: use an ASCII password (or an app password)")
+    return value
+
+
+def _tls_context(smtp: SmtpSettings, ca_file: Path | None) -> ssl.SSLContext | None:
+    if smtp.security == "none":
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportError(f"'delivery.smtp.ca_file' {ca_file}: cannot load CA certificates ({exc})") from None
+
+
+def transport_from_settings(settings: Settings) -> Transport:
+    """The transport `[delivery] transport` names: OutboxTransport or SmtpTransport."""
+    delivery = settings.delivery
+    if delivery.transport == "smtp":
+        ca_file = settings.resolve_path(delivery.smtp.ca_file) if delivery.smtp.ca_file else None
+        return SmtpTransport(delivery.smtp, ca_file)
+    return OutboxTransport(settings.resolve_path(delivery.outbox_dir))
