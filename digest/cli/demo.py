@@ -1,3 +1,117 @@
-"""`digest demo` commands."""
+"""`digest demo`: the whole job on the bundled samples, into a fresh folder, with nothing else running.
 
-from .base import main  # noqa: F401
+Fetch the sample feeds → import the sample subscriber list → build the sample week's issue → render
+the full edition → approve it → deliver every subscriber's edition into an outbox folder.
+The sample feeds describe a fixed week, so the demo runs on a fixed clock.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+
+from .base import EXIT_FAILED, console, fail, handle_errors, main, state
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+SAMPLE_LIST_NAMES = ("subscribers/sample.csv",)
+BRUSSELS = ZoneInfo("Europe/Brussels")
+# The sample feeds' week: the demo composes [DEMO_SINCE, DEMO_UNTIL) as seen on DEMO_NOW.
+DEMO_SINCE = datetime(2026, 11, 16, tzinfo=BRUSSELS)
+DEMO_UNTIL = datetime(2026, 11, 23, tzinfo=BRUSSELS)
+DEMO_NOW = datetime(2026, 11, 23, 9, 0, tzinfo=BRUSSELS)
+DEMO_ADMIN_PASSWORD = "demo"
+
+
+@main.command("demo")
+@click.option("--dir", "directory", default="demo-output", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for the demo's config, store, edition and outbox (recreated).")
+@click.option("--subscribers", "subscribers_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Subscriber list to import (default: subscribers/sample.csv).")
+@handle_errors
+def demo_command(directory: Path, subscribers_file: Path | None) -> None:
+    """Run the whole job on the bundled sample feeds and subscriber list; prints where to look."""
+    list_file = subscribers_file or _sample_list()
+    config_path = _prepare_folder(directory)
+    # Every later step (and the commands it reuses) reads the demo's own config.
+    cli_state = state()
+    cli_state.config_path = str(config_path)
+    _run_demo(cli_state.settings, cli_state.engine, list_file, config_path)
+
+
+def _run_demo(settings, engine, list_file: Path, config_path: Path) -> None:  # noqa: ANN001
+    from ..pipeline import build_issue, fetch_all, import_subscribers, render_issue, send_issue
+    from ..store.issues import approve_issue
+    from .build import echo_issue
+    from .render import write_rendered_issue
+
+    _step("1/5 fetching the sample feeds")
+    for report in fetch_all(settings, engine):
+        click.echo(f"  {report.feed:<14} {report.status.value:<12} {report.items:>3} items, {report.new} new  {report.message}")
+    _step(f"2/5 importing {list_file}")
+    imported = import_subscribers(settings, engine, list_file)
+    click.echo(f"  added {imported.added}, rejected {len(imported.rejected)}")
+    _step(f"3/5 building the issue for {DEMO_SINCE:%d %b} – {DEMO_UNTIL:%d %b %Y}")
+    issue = build_issue(settings, engine, now=DEMO_NOW, since=DEMO_SINCE, until=DEMO_UNTIL)
+    if issue is None:
+        fail("the sample feeds gave nothing new for the demo week", EXIT_FAILED)
+    echo_issue(issue)
+    _step("4/5 rendering the full edition")
+    rendered = render_issue(settings, engine, issue.number)
+    paths = write_rendered_issue(rendered, config_path.parent / "edition")
+    for note in rendered.edition.notes:
+        click.echo(f"  note: {note}")
+    _step("5/5 approving and delivering to the outbox")
+    approve_issue(engine, issue.number, by="digest demo", version=issue.version)
+    report = send_issue(settings, engine, issue.number)
+    click.echo(f"  sent {report.sent}, failed {report.failed}, skipped {report.skipped} in {report.duration:.2f} s")
+    _print_where(settings, config_path, paths, issue.number)
+    if report.failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _sample_list() -> Path:
+    # The repo's subscribers/ folder (editable installs and `make demo`), else the current folder's.
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        for name in SAMPLE_LIST_NAMES:
+            if (base / name).is_file():
+                return base / name
+    fail("no subscribers/sample.csv here: pass --subscribers FILE.csv", 2)
+    raise AssertionError  # unreachable: fail() exits
+
+
+def _prepare_folder(directory: Path) -> Path:
+    """A fresh copy of the sample feeds and config, with a demo admin password; returns the config path."""
+    from ..web.passwords import hash_password
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    shutil.copytree(SAMPLES, directory, ignore=shutil.ignore_patterns("*.db", "*.db-*", "outbox", "__pycache__"))
+    config_path = directory / "digest.toml"
+    with config_path.open("a", encoding="utf-8") as config:
+        config.write(f'\n[web]\n# The demo admin password is "{DEMO_ADMIN_PASSWORD}".\n'
+                     f'admin_password_hash = "{hash_password(DEMO_ADMIN_PASSWORD)}"\n')
+    return config_path.resolve()
+
+
+def _step(text: str) -> None:
+    console.print(f"[bold]{text}[/]", markup=True)
+
+
+def _print_where(settings, config_path: Path, paths: list[Path], number: int) -> None:  # noqa: ANN001
+    outbox = settings.resolve_path(settings.delivery.outbox_dir).resolve()
+    count = len(list(outbox.glob("*.eml"))) if outbox.is_dir() else 0
+    base = settings.web.base_url.rstrip("/")
+    click.echo("")
+    click.echo(f"Edition (open in a browser): {paths[0]}")
+    click.echo(f"Plain text and message:      {paths[1]}  {paths[2]}")
+    click.echo(f"Outbox ({count} personalised .eml files): {outbox}")
+    click.echo(f"Store:                       {settings.store.url}")
+    click.echo("")
+    click.echo("Preview and approve in the browser:")
+    click.echo(f"  .venv/bin/digest --config {config_path} serve")
+    click.echo(f"  then open {base}/admin/issues/{number} (password: {DEMO_ADMIN_PASSWORD})")

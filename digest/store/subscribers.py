@@ -1,0 +1,385 @@
+"""Subscribers, their history (subscriber_events) and the suppression list, on either backend.
+
+Status changes always write a subscriber_event in the same transaction, so the admin charts and
+GDPR access (`subscriber_record`) see every step. Erasure deletes the row (deliveries cascade),
+blanks the details of its events and keeps only keyed hashes of the address in `suppressions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, bindparam, func, literal, select
+
+from ..models import Subscriber, SubscriberStatus
+from ..subscribers import (
+    SUPPRESSED_STATUSES,
+    ImportReport,
+    InvalidSubscriber,
+    ListRow,
+    RejectedRow,
+    email_hash,
+    normalise_email,
+)
+from .schema import UTCDateTime, deliveries, subscriber_events, subscribers, suppressions
+
+IMPORT_BATCH = 2000
+
+
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+def _subscriber(row) -> Subscriber:  # noqa: ANN001
+    m = row._mapping
+    return Subscriber(id=m["id"], email=m["email"], name=m["name"], language=m["language"],
+                      series=tuple(m["series"] or ()), want_events=bool(m["want_events"]),
+                      want_media=bool(m["want_media"]), status=SubscriberStatus(m["status"]),
+                      consent_at=m["consent_at"], consent_method=m["consent_method"], consent_ip=m["consent_ip"])
+
+
+def _values(s: Subscriber) -> dict:
+    return {"email": s.email, "name": s.name, "language": s.language, "series": list(s.series),
+            "want_events": s.want_events, "want_media": s.want_media, "status": s.status.value,
+            "consent_at": s.consent_at, "consent_method": s.consent_method, "consent_ip": s.consent_ip}
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+def get_subscriber(engine: Engine, key: str | int) -> Subscriber | None:
+    """One subscriber by id or by address (any case); None if there is none."""
+    if isinstance(key, int):
+        where = subscribers.c.id == key
+    else:
+        try:
+            where = subscribers.c.email == normalise_email(key)
+        except InvalidSubscriber:
+            return None
+    with engine.connect() as conn:
+        row = conn.execute(select(subscribers).where(where)).first()
+    return _subscriber(row) if row else None
+
+
+def iter_subscribers(engine: Engine, status: SubscriberStatus | None = None, series: str | None = None,
+                     batch: int = 1000) -> Iterator[Subscriber]:
+    """Subscribers by id, streamed in batches; `series` keeps those who receive that series (incl. "all")."""
+    last = 0
+    while True:
+        query = select(subscribers).where(subscribers.c.id > last).order_by(subscribers.c.id).limit(batch)
+        if status is not None:
+            query = query.where(subscribers.c.status == status.value)
+        with engine.connect() as conn:
+            rows = [_subscriber(r) for r in conn.execute(query)]
+        if not rows:
+            return
+        last = rows[-1].id
+        yield from (s for s in rows if series is None or not s.series or series in s.series)
+
+
+def iter_confirmed(engine: Engine, batch: int = 1000) -> Iterator[Subscriber]:
+    """Every confirmed subscriber (the only ones who receive digests), streamed in batches by id."""
+    return iter_subscribers(engine, SubscriberStatus.CONFIRMED, batch=batch)
+
+
+def distinct_preferences(engine: Engine) -> Iterator[tuple[tuple[str, ...], bool, bool, str]]:
+    """Each distinct (series, want_events, want_media, language) among confirmed subscribers; () = all series."""
+    seen: set[tuple] = set()
+    query = select(subscribers.c.series, subscribers.c.want_events, subscribers.c.want_media,
+                   subscribers.c.language).where(subscribers.c.status == SubscriberStatus.CONFIRMED.value)
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=2000).execute(query):
+            key = (tuple(row.series or ()), bool(row.want_events), bool(row.want_media), row.language)
+            if key not in seen:
+                seen.add(key)
+                yield key
+
+
+def count_by_status(engine: Engine) -> dict[str, int]:
+    """Subscribers per status (every status present, zero included)."""
+    counts = {s.value: 0 for s in SubscriberStatus}
+    with engine.connect() as conn:
+        for status, n in conn.execute(select(subscribers.c.status, func.count()).group_by(subscribers.c.status)):
+            counts[status] = n
+    return counts
+
+
+def last_issue_sent(engine: Engine, subscriber_id: int) -> int | None:
+    """The newest issue delivered to a subscriber: the one an unsubscribe click most likely came from."""
+    query = select(func.max(deliveries.c.issue_number)).where(deliveries.c.subscriber_id == subscriber_id,
+                                                              deliveries.c.status == "sent")
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def is_suppressed(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
+    """True if the address unsubscribed, bounced, complained or was erased: never mail it a digest.
+
+    `keys` are the suppression HMAC keys (digest.tokens.suppression_keys(settings)).
+    """
+    address = normalise_email(email)
+    with engine.connect() as conn:
+        status = conn.execute(select(subscribers.c.status).where(subscribers.c.email == address)).scalar()
+        if status is not None and SubscriberStatus(status) in SUPPRESSED_STATUSES:
+            return True
+        # An erased address stays suppressed until its owner confirms a new sign-up.
+        return bool(_suppressed(conn, [email_hash(k, address) for k in keys]))
+
+
+def _suppressed(conn: Connection, hashes: list[str]) -> set[str]:
+    if not hashes:
+        return set()
+    query = select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(hashes))
+    return set(conn.execute(query).scalars())
+
+
+# --- writing one subscriber -----------------------------------------------------------------------
+
+def record_event(conn: Connection, subscriber_id: int | None, event: str, now: datetime,
+                 detail: str = "", issue_number: int | None = None) -> None:
+    """Append to a subscriber's history (inside the caller's transaction)."""
+    conn.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, event=event, at=now,
+                                                   detail=detail[:500], issue_number=issue_number))
+
+
+def add_subscriber(engine: Engine, subscriber: Subscriber, now: datetime | None = None,
+                   source: str = "", event: str = "subscribed") -> Subscriber | None:
+    """Insert a new subscriber, recording `event`; None if the address is already stored.
+
+    Raises IntegrityError if another process inserts the same address at the same moment.
+    """
+    now = _now(now)
+    subscriber = replace(subscriber, email=normalise_email(subscriber.email))
+    with engine.begin() as conn:
+        if conn.execute(select(subscribers.c.id).where(subscribers.c.email == subscriber.email)).first():
+            return None
+        new_id = conn.execute(subscribers.insert().values(
+            **_values(subscriber), created_at=now, updated_at=now, source=source,
+            confirmed_at=now if subscriber.status == SubscriberStatus.CONFIRMED else None)).inserted_primary_key[0]
+        record_event(conn, new_id, event, now, f"{subscriber.consent_method} {subscriber.consent_ip}".strip())
+    return replace(subscriber, id=new_id)
+
+
+def update_choices(engine: Engine, subscriber: Subscriber, now: datetime | None = None,
+                   source: str | None = None) -> bool:
+    """Save name, language, series and sections of a stored subscriber; False if it is gone."""
+    now = _now(now)
+    values = {"name": subscriber.name, "language": subscriber.language, "series": list(subscriber.series),
+              "want_events": subscriber.want_events, "want_media": subscriber.want_media, "updated_at": now}
+    if source is not None:
+        values["source"] = source
+    with engine.begin() as conn:
+        done = conn.execute(subscribers.update().where(subscribers.c.id == subscriber.id).values(**values)).rowcount
+        if done:
+            record_event(conn, subscriber.id, "preferences", now, source or "")
+    return bool(done)
+
+
+def set_status(engine: Engine, subscriber_id: int, status: SubscriberStatus, now: datetime | None = None,
+               detail: str = "", issue_number: int | None = None) -> bool:
+    """Move a subscriber to `status`, recording an event named after it; False if gone or already there."""
+    now = _now(now)
+    values: dict = {"status": status.value, "updated_at": now}
+    if status == SubscriberStatus.CONFIRMED:
+        values["confirmed_at"] = now
+    if status in SUPPRESSED_STATUSES:
+        values["unsubscribed_at"] = now
+    with engine.begin() as conn:
+        done = conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id,
+                                                       subscribers.c.status != status.value).values(**values)).rowcount
+        if done:
+            record_event(conn, subscriber_id, status.value, now, detail, issue_number)
+    return bool(done)
+
+
+def confirm_subscriber(engine: Engine, subscriber: Subscriber, method: str, ip: str, now: datetime | None = None,
+                       forget_hashes: Iterable[str] = ()) -> bool:
+    """Confirm with a fresh consent record and the given choices; drops suppression hashes of the address.
+
+    Used when the person confirms (double opt-in) or staff add them; False if the row is gone.
+    """
+    now = _now(now)
+    with engine.begin() as conn:
+        done = conn.execute(subscribers.update().where(subscribers.c.id == subscriber.id).values(
+            name=subscriber.name, language=subscriber.language, series=list(subscriber.series),
+            want_events=subscriber.want_events, want_media=subscriber.want_media,
+            status=SubscriberStatus.CONFIRMED.value, consent_at=now, consent_method=method, consent_ip=ip[:64],
+            confirmed_at=now, unsubscribed_at=None, bounce_count=0, updated_at=now)).rowcount
+        if done:
+            record_event(conn, subscriber.id, "confirmed", now, f"{method} {ip}".strip())
+            hashes = list(forget_hashes)
+            if hashes:
+                conn.execute(suppressions.delete().where(suppressions.c.email_hash.in_(hashes)))
+    return bool(done)
+
+
+def record_bounce(engine: Engine, subscriber_id: int, threshold: int = 2, now: datetime | None = None,
+                  detail: str = "", issue_number: int | None = None) -> bool:
+    """Count a permanent failure; at `threshold` the subscriber becomes bounced. True if it just did."""
+    now = _now(now)
+    with engine.begin() as conn:
+        conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id)
+                     .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now))
+        record_event(conn, subscriber_id, "bounce", now, detail, issue_number)
+        count = conn.execute(select(subscribers.c.bounce_count).where(subscribers.c.id == subscriber_id)).scalar()
+    if count is not None and count >= threshold:
+        return set_status(engine, subscriber_id, SubscriberStatus.BOUNCED, now, detail, issue_number)
+    return False
+
+
+# --- imports --------------------------------------------------------------------------------------
+
+def import_rows(engine: Engine, rows: Iterable[ListRow | RejectedRow], keys: Sequence[bytes],
+                report: ImportReport, now: datetime | None = None, source: str = "import") -> ImportReport:
+    """Sync list-file rows into the store in batches, counting into `report`.
+
+    New addresses are added; confirmed and pending ones are updated (a subscriber who saved their
+    own preferences keeps their language and series); unsubscribed, bounced, complained and erased
+    addresses are counted as suppressed and never touched.
+    """
+    now = _now(now)
+    batch: list[ListRow] = []
+    for row in rows:
+        if isinstance(row, RejectedRow):
+            report.rejected.append(row)
+            continue
+        batch.append(row)
+        if len(batch) >= IMPORT_BATCH:
+            _import_batch(engine, batch, keys, report, now, source)
+            batch = []
+    if batch:
+        _import_batch(engine, batch, keys, report, now, source)
+    return report
+
+
+def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], report: ImportReport,
+                  now: datetime, source: str) -> None:
+    emails = [r.subscriber.email for r in batch]
+    with engine.begin() as conn:
+        existing = {r.email: r for r in conn.execute(select(
+            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.language, subscribers.c.series,
+            subscribers.c.status, subscribers.c.source).where(subscribers.c.email.in_(emails)))}
+        fresh = [r for r in batch if r.subscriber.email not in existing]
+        hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in fresh}
+        erased = _suppressed(conn, [h for hs in hashes.values() for h in hs])
+        inserts, updates, confirms = [], [], []
+        for row in batch:
+            new, old = row.subscriber, existing.get(row.subscriber.email)
+            if old is None:
+                if erased.intersection(hashes[new.email]):
+                    report.suppressed.append(row.line)
+                else:
+                    inserts.append({**_values(new), "created_at": now, "updated_at": now, "source": source,
+                                    "confirmed_at": now if new.status == SubscriberStatus.CONFIRMED else None})
+            elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES:
+                report.suppressed.append(row.line)
+            else:
+                change = _import_change(old, new, now)
+                if change is None:
+                    report.unchanged += 1
+                    continue
+                updates.append(change)
+                if change.pop("confirming"):
+                    confirms.append(old.id)
+        if inserts:
+            conn.execute(subscribers.insert(), inserts)
+            # One INSERT ... SELECT for the history rows: far cheaper than a parameter set per row.
+            added = select(subscribers.c.id, literal("subscribed"), literal(now, UTCDateTime()), literal("import"))
+            conn.execute(subscriber_events.insert().from_select(
+                ["subscriber_id", "event", "at", "detail"],
+                added.where(subscribers.c.email.in_([i["email"] for i in inserts]))))
+        if updates:
+            conn.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")).values(
+                name=bindparam("name"), language=bindparam("language"), series=bindparam("series"),
+                updated_at=bindparam("updated_at")), updates)
+        if confirms:
+            # A pending web sign-up staff now import: the consent is the import's (staff vouch for it).
+            conn.execute(subscribers.update().where(subscribers.c.id.in_(confirms)).values(
+                status=SubscriberStatus.CONFIRMED.value, consent_at=now, consent_method="import", consent_ip="",
+                confirmed_at=now, updated_at=now))
+            _events(conn, confirms, "confirmed", now, "import")
+        report.added += len(inserts)
+        report.updated += len(updates)
+
+
+def _import_change(old, new: Subscriber, now: datetime) -> dict | None:  # noqa: ANN001
+    """The update for an existing row, or None when the file says nothing new."""
+    own_choice = old.source == "reader"
+    language = old.language if own_choice else new.language
+    series = list(old.series or ()) if own_choice else list(new.series)
+    confirming = old.status == SubscriberStatus.PENDING.value and new.status == SubscriberStatus.CONFIRMED
+    if (old.name, old.language, list(old.series or ())) == (new.name, language, series) and not confirming:
+        return None
+    return {"row_id": old.id, "name": new.name, "language": language, "series": series, "updated_at": now,
+            "confirming": confirming}
+
+
+def _events(conn: Connection, ids: list[int], event: str, now: datetime, detail: str) -> None:
+    if ids:
+        conn.execute(subscriber_events.insert(), [
+            {"subscriber_id": i, "event": event, "at": now, "detail": detail, "issue_number": None} for i in ids])
+
+
+# --- GDPR -----------------------------------------------------------------------------------------
+
+def erase_subscriber(engine: Engine, email: str, keys: Sequence[bytes], now: datetime | None = None) -> bool:
+    """Delete everything personal about an address; keep only its keyed hash so it is never mailed again.
+
+    The row goes (its deliveries cascade), its events stay for statistics with subscriber and
+    details blanked, and the hash under the newest key joins `suppressions`. Returns whether a row existed
+    (the hash is added either way).
+    """
+    now = _now(now)
+    address = normalise_email(email)
+    with engine.begin() as conn:
+        sid = conn.execute(select(subscribers.c.id).where(subscribers.c.email == address)).scalar()
+        if sid is not None:
+            conn.execute(subscriber_events.update().where(subscriber_events.c.subscriber_id == sid)
+                         .values(subscriber_id=None, detail=""))
+            conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == sid))
+            conn.execute(subscribers.delete().where(subscribers.c.id == sid))
+            record_event(conn, None, "erased", now)
+        digest = email_hash(keys[0], address)
+        if not conn.execute(select(suppressions.c.email_hash).where(suppressions.c.email_hash == digest)).first():
+            conn.execute(suppressions.insert().values(email_hash=digest, reason="erased", created_at=now))
+    return sid is not None
+
+
+def purge_unconfirmed(engine: Engine, before: datetime) -> int:
+    """Delete sign-ups still pending that were made before `before`; returns how many.
+
+    Data minimisation: an address someone typed but never confirmed (maybe not theirs) is not
+    kept. Their events lose subscriber and details, as in an erasure; no hash is kept.
+    """
+    stale = select(subscribers.c.id).where(subscribers.c.status == SubscriberStatus.PENDING.value,
+                                           subscribers.c.created_at < before)
+    with engine.begin() as conn:
+        ids = list(conn.execute(stale).scalars())
+        for start in range(0, len(ids), IMPORT_BATCH):
+            chunk = ids[start:start + IMPORT_BATCH]
+            conn.execute(subscriber_events.update().where(subscriber_events.c.subscriber_id.in_(chunk))
+                         .values(subscriber_id=None, detail=""))
+            conn.execute(subscribers.delete().where(subscribers.c.id.in_(chunk)))
+    return len(ids)
+
+
+def subscriber_record(engine: Engine, email: str) -> dict | None:
+    """Everything stored about an address (GDPR access): the row, its events and its deliveries."""
+    address = normalise_email(email)
+    with engine.connect() as conn:
+        row = conn.execute(select(subscribers).where(subscribers.c.email == address)).first()
+        if row is None:
+            return None
+        sid = row.id
+        events = conn.execute(select(subscriber_events).where(subscriber_events.c.subscriber_id == sid)
+                              .order_by(subscriber_events.c.id)).all()
+        sent = conn.execute(select(deliveries).where(deliveries.c.subscriber_id == sid)
+                            .order_by(deliveries.c.issue_number)).all()
+    return {"subscriber": _plain(row._mapping),
+            "events": [_plain(e._mapping) for e in events],
+            "deliveries": [_plain(d._mapping) for d in sent]}
+
+
+def _plain(mapping) -> dict:  # noqa: ANN001
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in mapping.items()}

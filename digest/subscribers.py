@@ -1,0 +1,287 @@
+"""Subscribers as data: validating what people and staff type, reading and writing list files.
+
+A subscriber's address is validated with email-validator (no DNS look-ups) and kept in one
+canonical form (ASCII domain, lower case), so the same person is never two rows. List files are
+CSV `email,name,language,series` (series `;`-separated ids, empty = all series); they are read
+as a stream, so a 100,000-row file never sits in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import hashlib
+import hmac
+import io
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from .config import LANGUAGES, Settings
+from .models import Subscriber, SubscriberStatus
+
+MAX_NAME = 200
+CSV_COLUMNS = ("email", "name", "language", "series")
+EXPORT_COLUMNS = ("email", "name", "language", "series", "want_events", "want_media", "status",
+                  "consent_at", "consent_method", "consent_ip", "created_at")
+# Cells starting with these are formulas to spreadsheet programs (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A subscriber in one of these states was removed by their own action or their mailbox:
+# imports never bring them back; only their own confirmed sign-up does.
+SUPPRESSED_STATUSES = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+
+
+class InvalidSubscriber(ValueError):
+    """One field is not acceptable; the message is the reason shown to the person or in a report."""
+
+
+class ListFileError(Exception):
+    """A list file cannot be read at all (encoding, header); the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """A valid row of a list file; `line` is where it ends in the file (the spreadsheet row)."""
+
+    line: int
+    subscriber: Subscriber
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did; lists hold file line numbers."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    suppressed: list[int] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    ignored_columns: tuple[str, ...] = ()
+    delimiter: str = ","
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+                "suppressed": self.suppressed,
+                "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
+                "ignored_columns": list(self.ignored_columns)}
+
+
+# --- fields ---------------------------------------------------------------------------------------
+
+def normalise_email(raw: str) -> str:
+    """The canonical form of an address (ASCII domain, lower case); InvalidSubscriber if it is not one.
+
+    Plain ASCII addresses (the vast majority) take a fast path: the part before the @ is checked
+    against RFC 5322's dot-atom here and the domain by email-validator once per domain (cached), which
+    is what makes a 100,000-row import fast; a test checks both paths agree.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidSubscriber("invalid address: empty")
+    local, at, domain = text.rpartition("@")
+    if at and len(local) <= 64 and _DOT_ATOM.fullmatch(local) and domain.isascii():
+        address = f"{local}@{_checked_domain(domain.lower())}".lower()
+        if len(address) <= 254:
+            return address
+    return _validated(text)
+
+
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_domain(domain: str) -> str:
+    return _validated(f"a@{domain}").rpartition("@")[2]  # the shortest local part: only the domain can fail
+
+
+def _validated(text: str) -> str:
+    try:
+        result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise InvalidSubscriber(f"invalid address: {exc}") from None
+    if len(result.local_part) > 64:  # RFC 5321's limit; many servers refuse longer ones
+        raise InvalidSubscriber("invalid address: the part before the @-sign is longer than 64 characters")
+    return result.ascii_email.lower()
+
+
+def clean_name(raw: str) -> str:
+    """A display name without control characters (no header injection), whitespace collapsed, capped."""
+    text = raw or ""
+    if not text.isprintable():  # fast path: most names have nothing to remove
+        text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
+    return " ".join(text.split())[:MAX_NAME]
+
+
+def parse_language(raw: str, default: str) -> str:
+    """One of en, fr, de (case-insensitive); empty gives `default`."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    if value not in LANGUAGES:
+        raise InvalidSubscriber(f"unknown language {value[:20]!r}: use one of {', '.join(LANGUAGES)}")
+    return value
+
+
+def parse_series(raw: str | Iterable[str], settings: Settings) -> tuple[str, ...]:
+    """Series ids in configuration order; `;`-separated text or a list; empty means all series."""
+    values = raw.split(";") if isinstance(raw, str) else list(raw)
+    wanted = {v.strip() for v in values if v and v.strip()}
+    if not wanted:
+        return ()
+    known = [s.id for s in settings.series]
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        shown = ", ".join(repr(u[:60]) for u in unknown[:3])
+        raise InvalidSubscriber(f"unknown series {shown}: use ids from [[series]] ({', '.join(known) or 'none configured'})")
+    if wanted == set(known):
+        return ()  # following every series is "all", which also covers series added later
+    return tuple(s for s in known if s in wanted)
+
+
+def make_subscriber(settings: Settings, email: str, name: str = "", language: str = "",
+                    series: str | Iterable[str] = (), **fields: object) -> Subscriber:
+    """A validated Subscriber from untrusted input; InvalidSubscriber names the first bad field."""
+    return Subscriber(email=normalise_email(email), name=clean_name(name),
+                      language=parse_language(language, settings.site.language),
+                      series=parse_series(series, settings), **fields)
+
+
+def email_hash(key: bytes, email: str, normalised: bool = False) -> str:
+    """The keyed hash kept in `suppressions` instead of an erased address.
+
+    Pass normalised=True for an address that already went through normalise_email (imports hash
+    every new row, and validating twice would double their cost).
+    """
+    address = email if normalised else normalise_email(email)
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
+
+
+def same_choices(a: Subscriber, b: Subscriber) -> bool:
+    return (a.name, a.language, a.series, a.want_events, a.want_media) == (
+        b.name, b.language, b.series, b.want_events, b.want_media)
+
+
+# --- list files -----------------------------------------------------------------------------------
+
+def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = SubscriberStatus.CONFIRMED,
+                   consent_at: datetime | None = None) -> tuple[ImportReport, Iterator[ListRow | RejectedRow]]:
+    """Open a list file: checks encoding and header now, then streams rows (valid or rejected).
+
+    Duplicates of an address earlier in the file are rejected. Raises ListFileError when the
+    file cannot be used at all, before anything is read into the store.
+    """
+    _check_utf8(path)
+    handle = path.open("r", encoding="utf-8-sig", newline="")
+    first = handle.readline()
+    delimiter = _sniff_delimiter(first)
+    header = next(csv.reader([first], delimiter=delimiter), [])
+    columns = [_unquote_cell(h).strip().lower() for h in header]
+    if "email" not in columns:
+        handle.close()
+        looks_like_data = any("@" in c for c in columns)
+        hint = "the first line looks like data" if looks_like_data else "no 'email' column in the first line"
+        raise ListFileError(f"{path}: {hint}: start the file with the header line `email,name,language,series`")
+    report = ImportReport(ignored_columns=tuple(c for c in columns if c not in CSV_COLUMNS), delimiter=delimiter)
+    base = Subscriber(email="", status=status, consent_at=consent_at, consent_method="import")
+    return report, _rows(handle, columns, delimiter, settings, base)
+
+
+def _rows(handle: io.TextIOBase, columns: list[str], delimiter: str, settings: Settings,
+          base: Subscriber) -> Iterator[ListRow | RejectedRow]:
+    seen: dict[str, int] = {}
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+        for cells in _checked(reader):
+            line = reader.line_num + 1  # + the header line read before the reader started
+            if not any(c.strip() for c in cells):
+                continue
+            row = dict(zip(columns, (_unquote_cell(c) for c in cells), strict=False))
+            try:
+                email = normalise_email(row.get("email", ""))
+                language = parse_language(row.get("language", ""), settings.site.language)
+                series = parse_series(row.get("series", ""), settings)
+            except InvalidSubscriber as exc:
+                yield RejectedRow(line, str(exc))
+                continue
+            if email in seen:
+                yield RejectedRow(line, f"duplicate: the address is already on line {seen[email]}")
+                continue
+            seen[email] = line
+            yield ListRow(line, replace(base, email=email, name=clean_name(row.get("name", "")), language=language,
+                                        series=series))
+
+
+def _checked(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise ListFileError(f"line {reader.line_num + 1}: not readable as CSV ({exc}); fix that line and import again") from None
+
+
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        with path.open("rb") as raw:
+            for chunk in iter(lambda: raw.read(1 << 16), b""):
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line += chunk[: exc.start].count(b"\n")
+                    raise ListFileError(
+                        f"{path}: not UTF-8 text (line {line}): save it as UTF-8, e.g. 'CSV UTF-8' in Excel "
+                        "or `iconv -f latin1 -t utf-8`") from None
+                line += text.count("\n")
+            decoder.decode(b"", final=True)
+    except FileNotFoundError:
+        raise ListFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ListFileError(f"{path}: is a folder, not a CSV file") from None
+    except UnicodeDecodeError:
+        raise ListFileError(f"{path}: ends in the middle of a UTF-8 character: save it as UTF-8") from None
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    # Spreadsheets in French or German locales save CSV with ';'; a header never has quoted commas.
+    counts = {d: header_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _unquote_cell(cell: str) -> str:
+    """Undo export's formula guard ('=...) so an exported file imports unchanged."""
+    return cell[1:] if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_STARTS else cell
+
+
+def safe_cell(value: object) -> str:
+    """A CSV cell spreadsheet programs will not run as a formula (prefixes a `'`)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def export_row(subscriber: Subscriber, created_at: datetime | None = None) -> list[str]:
+    s = subscriber
+    values = (s.email, s.name, s.language, ";".join(s.series), str(s.want_events).lower(), str(s.want_media).lower(),
+              s.status.value, s.consent_at.isoformat() if s.consent_at else "", s.consent_method, s.consent_ip,
+              created_at.isoformat() if created_at else "")
+    return [safe_cell(v) for v in values]
+
+
+def subscriber_json(subscriber: Subscriber) -> dict:
+    s = subscriber
+    return {"id": s.id, "email": s.email, "name": s.name, "language": s.language, "series": list(s.series),
+            "want_events": s.want_events, "want_media": s.want_media, "status": s.status.value,
+            "consent_at": s.consent_at.isoformat() if s.consent_at else None,
+            "consent_method": s.consent_method, "consent_ip": s.consent_ip}

@@ -1,0 +1,46 @@
+"""The one ASGI app: public pages, /admin and the archive, behind shared security middleware.
+
+`create_app(settings)` is what `digest serve` runs with uvicorn; tests call it in-process with their
+own engine (and, if they like, a transport factory for the confirmation emails).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from ..config import Settings
+from ..store import open_store
+from ..tokens import derived_keys
+from . import admin, archive, public
+from .pages import STATIC
+from .public import TransportFactory
+from .security import CsrfMiddleware, SecurityHeadersMiddleware
+
+
+def create_app(settings: Settings, engine: Engine | None = None,
+               transport_factory: TransportFactory | None = None) -> Starlette:
+    """The web app for `settings`; opens (and migrates) the store unless `engine` is given.
+
+    `transport_factory` makes the transport confirmation emails go through (default:
+    digest.deliver.transports.transport_from_settings(settings)).
+    """
+    engine = engine or open_store(settings.store.url)
+    routes = [
+        *public.routes(settings, engine, transport_factory),
+        *admin.routes(settings, engine),
+        *archive.routes(settings, engine),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(CsrfMiddleware, keys=derived_keys(settings, "csrf"),
+                   secure=settings.web.base_url.startswith("https://")),
+    ]
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.settings = settings
+    app.state.engine = engine
+    return app

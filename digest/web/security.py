@@ -1,0 +1,164 @@
+"""What every page of the web app shares for safety: headers, CSRF protection, rate limits.
+
+- `SecurityHeadersMiddleware`: a strict CSP (no inline script or style), no framing, no referrer
+  (links carry tokens), nosniff; a route may set its own value for any of these headers first.
+- `CsrfMiddleware` + `csrf_token(request)` + `csrf_ok(request, form)`: signed double-submit
+  cookie. The cookie holds a random value; forms carry HMAC(secret, value). A cross-site page can
+  neither read the cookie nor compute the field. Not used for the RFC 8058 one-click POST.
+- `RateLimiter`: an in-memory token bucket per client IP (one process; behind several processes
+  each keeps its own buckets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CSRF_COOKIE = "digest_csrf"
+CSRF_FIELD = "csrf_token"
+
+DEFAULT_HEADERS = {
+    # 'self' only: no inline script or style anywhere, so injected markup cannot run.
+    "content-security-policy": ("default-src 'self'; img-src 'self' data: https:; object-src 'none'; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "permissions-policy": "interest-cohort=()",
+}
+
+
+class SecurityHeadersMiddleware:
+    """Adds DEFAULT_HEADERS (or `headers`) to every HTTP response that does not set them itself."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None):
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in (headers or DEFAULT_HEADERS).items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in present]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class CsrfMiddleware:
+    """Gives every visitor a random CSRF cookie and puts the expected form tokens in request.state."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[bytes], secure: bool):
+        self.app = app
+        self.keys = list(keys)
+        self.secure = secure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cookie = Request(scope).cookies.get(CSRF_COOKIE, "")
+        fresh = not (16 <= len(cookie) <= 100)
+        value = secrets.token_urlsafe(24) if fresh else cookie
+        state = scope.setdefault("state", {})
+        state["csrf_token"] = _csrf_mac(self.keys[0], value)
+        # A fresh cookie means the browser sent none: no submitted token can be right.
+        state["csrf_expected"] = () if fresh else tuple(_csrf_mac(k, value) for k in self.keys)
+
+        async def send_with_cookie(message: Message) -> None:
+            if fresh and message["type"] == "http.response.start":
+                attrs = "Path=/; HttpOnly; SameSite=Strict" + ("; Secure" if self.secure else "")
+                header = (b"set-cookie", f"{CSRF_COOKIE}={value}; {attrs}".encode())
+                message = {**message, "headers": list(message.get("headers", [])) + [header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _csrf_mac(key: bytes, value: str) -> str:
+    return hmac.new(key, b"digest-csrf:" + value.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_token(request: Request) -> str:
+    """The hidden-field value for forms on this page (name it CSRF_FIELD)."""
+    return request.state.csrf_token
+
+
+def csrf_ok(request: Request, submitted: object) -> bool:
+    """True if the submitted form token matches this browser's CSRF cookie."""
+    if not isinstance(submitted, str) or not submitted:
+        return False
+    return any(hmac.compare_digest(submitted, expected) for expected in request.state.csrf_expected)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RateLimiter:
+    """Token bucket per key: `burst` requests at once, refilled at `per_minute`; thread-safe."""
+
+    MAX_KEYS = 50_000  # beyond this, full buckets are forgotten so memory stays bounded
+
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = per_minute / 60.0
+        self.burst = max(1, burst)
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: str) -> int:
+        """Take one token for `key`: 0 if allowed, else the whole seconds to wait."""
+        now = self.clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= self.MAX_KEYS:
+                    self._forget_full(now)
+                bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+            bucket.at = now
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return 0
+            return max(1, math.ceil((1 - bucket.tokens) / self.rate)) if self.rate > 0 else 3600
+
+    def _forget_full(self, now: float) -> None:
+        full = [k for k, b in self._buckets.items() if b.tokens + (now - b.at) * self.rate >= self.burst]
+        for key in full or list(self._buckets)[: self.MAX_KEYS // 10]:
+            del self._buckets[key]
+
+
+def client_ip(request: Request) -> str:
+    """The client's IP as the server saw it (uvicorn applies trusted X-Forwarded-For itself)."""
+    return request.client.host if request.client else "unknown"
+
+
+_TOKEN_PATH = re.compile(r"^(/(?:confirm|preferences|unsubscribe)/)[^/?#\s]+")
+
+
+class RedactTokensFilter(logging.Filter):
+    """Blanks link tokens in uvicorn's access log: whoever reads the log must not get working links."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_PATH.sub(r"\1[token]", a) if isinstance(a, str) else a for a in record.args)
+        return True

@@ -1,0 +1,214 @@
+"""`digest subscribers import` / `export` on real list files, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import DATA, SERIES
+
+from digest.cli import main
+from digest.models import Subscriber, SubscriberStatus
+from digest.store import subscribers as store
+from digest.subscribers import ListFileError, read_list_file
+from digest.tokens import suppression_keys
+
+LISTS = DATA / "subscribers"
+
+
+def write_config(tmp_path: Path, store_url: str) -> Path:
+    series = "\n".join(f'[[series]]\nid = "{s["id"]}"\nname = "{s["name"]}"\n' for s in SERIES)
+    path = tmp_path / "digest.toml"
+    path.write_text(f'[store]\nurl = "{store_url}"\n\n{series}', encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli(tmp_path, store_url, engine, monkeypatch):
+    """Run `digest …` against this test's store; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("DIGEST_SECRET", "test-secret")
+    config = write_config(tmp_path, store_url)
+
+    def run(*args: str, input: str | None = None):
+        result = CliRunner().invoke(main, ["--config", str(config), *args], input=input)
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+def statuses(engine) -> dict[str, str]:
+    return {s.email: s.status.value for s in store.iter_subscribers(engine)}
+
+
+def test_report_names_every_kind_of_bad_row(cli, engine):
+    code, out, _ = cli("subscribers", "import", str(LISTS / "every_bad_row.csv"), "--json")
+    report = json.loads(out)
+    assert code == 1  # rows were rejected
+    assert (report["added"], report["updated"], report["unchanged"]) == (3, 0, 0)
+    rejected = {r["line"]: r["reason"] for r in report["rejected"]}
+    assert rejected[3].startswith("invalid address")
+    assert rejected[4].startswith("unknown series 'esa-space'")
+    assert rejected[5].startswith("unknown language 'it'")
+    assert rejected[7] == "duplicate: the address is already on line 2"
+    assert rejected[9].startswith("invalid address")
+    assert rejected[11] == "duplicate: the address is already on line 8"
+    assert set(rejected) == {3, 4, 5, 7, 9, 11}
+    assert report["ignored_columns"] == ["notes"]
+    bob = store.get_subscriber(engine, "bob@example.org")
+    assert bob.name == 'Bob "The Builder" Jones' and bob.language == "en"
+    assert bob.series == ("esa-economy-trade", "esa-digital-technology")
+    assert bob.status == SubscriberStatus.CONFIRMED and bob.consent_method == "import" and bob.consent_at
+    assert store.get_subscriber(engine, "carla@example.org").name == '=HYPERLINK("http://evil")'
+
+
+def test_human_report_lists_lines_and_reasons(cli):
+    code, out, _ = cli("subscribers", "import", str(LISTS / "every_bad_row.csv"))
+    assert code == 1
+    assert out.splitlines()[0] == "added 3, updated 0, unchanged 0, rejected 6, suppressed 0"
+    assert "line 4: rejected: unknown series 'esa-space'" in out
+    assert "ignored columns: notes" in out
+
+
+def test_reimport_counts_unchanged_and_updates(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,name,language,series\na@example.org,A,en,\nb@example.org,B,fr,\n", encoding="utf-8")
+    assert cli("subscribers", "import", str(listing))[0] == 0
+    listing.write_text("email,name,language,series\na@example.org,A,en,\nb@example.org,Bea,de,esa-economy-trade\n"
+                       "c@example.org,,,\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing))
+    assert code == 0
+    assert out.splitlines()[0] == "added 1, updated 1, unchanged 1, rejected 0, suppressed 0"
+    b = store.get_subscriber(engine, "b@example.org")
+    assert (b.name, b.language, b.series) == ("Bea", "de", ("esa-economy-trade",))
+    assert store.get_subscriber(engine, "c@example.org").language == "en"  # site.language default
+
+
+def test_semicolon_bom_crlf_file_from_a_spreadsheet(cli, engine):
+    code, out, _ = cli("subscribers", "import", str(LISTS / "semicolon_bom_crlf.csv"))
+    assert code == 0, out
+    jean = store.get_subscriber(engine, "jean@example.fr")
+    assert jean.series == ("esa-security-defence", "esa-economy-trade") and jean.language == "fr"
+    assert store.get_subscriber(engine, "klaus@example.de").name == "Klaus Müller"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("latin1.csv", "not UTF-8 text (line 2)"),
+    ("no_header.csv", "the first line looks like data"),
+    ("no_email_column.csv", "no 'email' column"),
+    ("missing.csv", "no such file"),
+])
+def test_unusable_files_are_refused_before_anything_is_stored(cli, engine, name, message):
+    code, out, err = cli("subscribers", "import", str(LISTS / name))
+    assert code == 2
+    assert message in err
+    assert statuses(engine) == {}
+
+
+def test_unterminated_quote_is_a_clear_error(cli):
+    code, _, err = cli("subscribers", "import", str(LISTS / "unterminated_quote.csv"))
+    assert code == 2 and "line 2: not readable as CSV (unexpected end of data)" in err
+
+
+def test_suppression_survives_reimport(cli, engine, tmp_path, settings):
+    listing = tmp_path / "list.csv"
+    rows = ["unsub", "bounce", "complain", "erase", "keep"]
+    listing.write_text("email,name,language,series\n" + "".join(f"{r}@example.org,{r.title()},en,\n" for r in rows),
+                       encoding="utf-8")
+    assert cli("subscribers", "import", str(listing))[0] == 0
+    ids = {s.email.split("@")[0]: s.id for s in store.iter_subscribers(engine)}
+    assert cli("subscribers", "remove", "unsub@example.org")[0] == 0
+    store.set_status(engine, ids["bounce"], SubscriberStatus.BOUNCED)
+    store.set_status(engine, ids["complain"], SubscriberStatus.COMPLAINED)
+    assert cli("subscribers", "erase", "erase@example.org", "--yes")[0] == 0
+
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["suppressed"] == [2, 3, 4, 5] and report["unchanged"] == 1 and report["added"] == 0
+    assert statuses(engine) == {"unsub@example.org": "unsubscribed", "bounce@example.org": "bounced",
+                                "complain@example.org": "complained", "keep@example.org": "confirmed"}
+    assert store.is_suppressed(engine, "ERASE@example.org", suppression_keys(settings))
+
+
+def test_import_confirms_a_pending_web_signup(cli, engine, tmp_path):
+    pending = store.add_subscriber(engine, Subscriber(email="p@example.org", consent_method="web",
+                                                      consent_ip="192.0.2.1"), source="web", event="signup")
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,name,language,series\np@example.org,Pat,en,\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing))
+    assert out.startswith("added 0, updated 1")
+    now = store.get_subscriber(engine, pending.id)
+    assert now.status == SubscriberStatus.CONFIRMED and now.consent_method == "import" and now.consent_ip == ""
+    events = [e["event"] for e in store.subscriber_record(engine, "p@example.org")["events"]]
+    assert events == ["signup", "confirmed"]
+
+
+def test_import_keeps_choices_the_reader_made(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,name,language,series\nr@example.org,R,en,\n", encoding="utf-8")
+    cli("subscribers", "import", str(listing))
+    reader = store.get_subscriber(engine, "r@example.org")
+    from dataclasses import replace
+
+    store.update_choices(engine, replace(reader, language="de", series=("esa-economy-trade",)), source="reader")
+    listing.write_text("email,name,language,series\nr@example.org,Ruth,fr,\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing))
+    after = store.get_subscriber(engine, "r@example.org")
+    assert (after.name, after.language, after.series) == ("Ruth", "de", ("esa-economy-trade",))
+
+
+def test_large_file_crosses_batches(cli, engine, tmp_path):
+    listing = tmp_path / "big.csv"
+    with listing.open("w", encoding="utf-8") as fh:
+        fh.write("email,name,language,series\n")
+        for i in range(2500):
+            fh.write(f"user{i}@example.org,User {i},{'enfrde'[i % 3 * 2:i % 3 * 2 + 2]},\n")
+        fh.write("user7@example.org,dup,en,\n")
+    code, out, _ = cli("subscribers", "import", str(listing))
+    assert out.splitlines()[0] == "added 2500, updated 0, unchanged 0, rejected 1, suppressed 0"
+    assert "line 2502: rejected: duplicate: the address is already on line 9" in out
+    assert sum(1 for _ in store.iter_confirmed(engine, batch=700)) == 2500
+
+
+def test_export_guards_formulas_and_reimports_unchanged(cli, engine, tmp_path):
+    cli("subscribers", "import", str(LISTS / "every_bad_row.csv"))
+    code, out, _ = cli("subscribers", "export")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    carla = next(r for r in rows if r["email"] == "carla@example.org")
+    assert carla["name"] == "'=HYPERLINK(\"http://evil\")"
+    assert all(not r[k].startswith(("=", "+", "-", "@")) for r in rows for k in r)
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out, encoding="utf-8")
+    code, again, _ = cli("subscribers", "import", str(exported))
+    assert again.splitlines()[0] == "added 0, updated 0, unchanged 3, rejected 0, suppressed 0"
+    assert store.get_subscriber(engine, "carla@example.org").name == '=HYPERLINK("http://evil")'
+
+
+def test_export_json_and_filters(cli, engine, tmp_path):
+    cli("subscribers", "import", str(LISTS / "every_bad_row.csv"))
+    cli("subscribers", "remove", "carla@example.org")
+    code, out, _ = cli("subscribers", "export", "--format", "json", "--status", "confirmed")
+    emails = [json.loads(line)["email"] for line in out.splitlines()]
+    assert emails == ["anna.schmidt@example.de", "bob@example.org"]
+    target = tmp_path / "out.csv"
+    code, out, _ = cli("subscribers", "export", "--series", "esa-economy-trade", "--output", str(target))
+    assert code == 0 and out == ""
+    assert [r["email"] for r in csv.DictReader(target.open(encoding="utf-8"))] == ["bob@example.org", "carla@example.org"]
+
+
+def test_read_list_file_streams_rows(tmp_path, settings):
+    listing = tmp_path / "tab.csv"
+    listing.write_text("email\tname\nt@example.org\tTab Person\n", encoding="utf-8")
+    report, rows = read_list_file(listing, settings)
+    assert report.delimiter == "\t"
+    (row,) = list(rows)
+    assert (row.line, row.subscriber.email, row.subscriber.name) == (2, "t@example.org", "Tab Person")
+    with pytest.raises(ListFileError, match="is a folder"):
+        read_list_file(tmp_path, settings)

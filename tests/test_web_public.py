@@ -1,0 +1,474 @@
+"""The public pages through the real app in-process (Starlette TestClient), on SQLite and PostgreSQL.
+
+Confirmation emails go through the configured transport: the outbox, read back from its .eml files.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from conftest import make_settings
+from starlette.testclient import TestClient
+
+from digest.deliver.transports import MemoryTransport
+from digest.models import Subscriber, SubscriberStatus
+from digest.store import open_store
+from digest.store import subscribers as store
+from digest.tokens import (
+    PREFERENCES,
+    UNSUBSCRIBE,
+    TokenSigner,
+    confirm_url,
+    subscriber_links,
+    suppression_keys,
+)
+from digest.web.app import create_app
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+LINK_RE = re.compile(r"http://testserver(/confirm/\S+)")
+
+
+@pytest.fixture(autouse=True)
+def secret(monkeypatch):
+    monkeypatch.setenv("DIGEST_SECRET", "web-test-secret")
+
+
+@pytest.fixture
+def web_settings(tmp_path, store_url):
+    return make_settings(tmp_path, store_url, web={"base_url": "http://testserver"})
+
+
+@pytest.fixture
+def client(web_settings, engine):
+    with TestClient(create_app(web_settings, engine)) as c:
+        yield c
+
+
+def csrf(client: TestClient, path: str = "/subscribe") -> str:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    return CSRF_RE.search(page.text).group(1)
+
+
+def sign_up(client: TestClient, email: str, **fields) -> object:
+    data = {"csrf_token": csrf(client), "email": email, "name": "", "language": "en", **fields}
+    return client.post("/subscribe", data=data)
+
+
+def outbox(settings) -> list:
+    folder = Path(settings.delivery.outbox_dir)
+    files = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns) if folder.exists() else []
+    return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
+
+
+def confirm_path(message) -> str:
+    return LINK_RE.search(message.get_content()).group(1)
+
+
+def test_double_opt_in(client, web_settings, engine):
+    answer = sign_up(client, "Reader@Example.org", name="Rita <Reader>", language="fr",
+                     series=["esa-economy-trade", "esa-digital-technology"], want_events="1")
+    assert answer.status_code == 200 and "Consultez votre boîte de réception" in answer.text
+    pending = store.get_subscriber(engine, "reader@example.org")
+    assert pending.status == SubscriberStatus.PENDING and pending.consent_ip == "testclient"
+    (mail,) = outbox(web_settings)
+    assert mail["To"].addresses[0].addr_spec == "reader@example.org"
+    assert mail["To"].addresses[0].display_name == "Rita <Reader>"
+    assert mail["From"] == web_settings.delivery.sender
+    assert mail["Subject"] == "Confirmez votre abonnement à la lettre de Europa Progressiva Foundation"
+    assert mail["Content-Language"] == "fr" and mail["Message-ID"]
+    path = confirm_path(mail)
+
+    page = client.get(path)
+    assert page.status_code == 200 and "Confirmer mon abonnement" in page.text
+    assert store.get_subscriber(engine, pending.id).status == SubscriberStatus.PENDING  # GET changes nothing
+    done = client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
+    assert done.status_code == 200 and "Vous êtes abonné·e" in done.text
+    now = store.get_subscriber(engine, pending.id)
+    assert (now.status, now.language, now.series, now.want_events, now.want_media) == (
+        SubscriberStatus.CONFIRMED, "fr", ("esa-economy-trade", "esa-digital-technology"), True, False)
+    assert (now.consent_method, now.consent_ip) == ("web", "testclient") and now.consent_at
+    prefs = re.search(r'href="(http://testserver/preferences/[^"]+)"', done.text).group(1)
+    assert client.get(prefs).status_code == 200
+    again = client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
+    assert again.status_code == 200 and "Vous êtes abonné·e" in again.text  # repeating is harmless
+    events = [e["event"] for e in store.subscriber_record(engine, "reader@example.org")["events"]]
+    assert events == ["signup", "confirmed"]
+
+
+def test_repeated_signups_reveal_nothing(client, web_settings, engine):
+    first = sign_up(client, "same@example.org")
+    store.confirm_subscriber(engine, store.get_subscriber(engine, "same@example.org"), "web", "")
+    second = sign_up(client, "same@example.org")
+    stranger = sign_up(client, "stranger@example.org")
+    assert first.status_code == second.status_code == stranger.status_code == 200
+    assert first.text == second.text == stranger.text
+    recipients = [m["To"].addresses[0].addr_spec for m in outbox(web_settings)]
+    assert recipients == ["same@example.org", "stranger@example.org"]  # no mail to a confirmed subscriber
+
+
+def test_bounced_and_complained_get_no_mail_but_unsubscribed_can_return(client, web_settings, engine):
+    for email, status in (("b@example.org", SubscriberStatus.BOUNCED), ("c@example.org", SubscriberStatus.COMPLAINED),
+                          ("u@example.org", SubscriberStatus.UNSUBSCRIBED)):
+        s = store.add_subscriber(engine, Subscriber(email=email, status=SubscriberStatus.CONFIRMED))
+        store.set_status(engine, s.id, status)
+        assert sign_up(client, email, language="de").status_code == 200
+    (mail,) = outbox(web_settings)
+    assert mail["To"].addresses[0].addr_spec == "u@example.org"
+    assert store.get_subscriber(engine, "u@example.org").status == SubscriberStatus.UNSUBSCRIBED  # until confirmed
+    path = confirm_path(mail)
+    page = client.get(path)
+    client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
+    back = store.get_subscriber(engine, "u@example.org")
+    assert (back.status, back.language) == (SubscriberStatus.CONFIRMED, "de")
+
+
+def test_erased_address_can_resubscribe_only_by_confirming(client, web_settings, engine):
+    keys = suppression_keys(web_settings)
+    store.add_subscriber(engine, Subscriber(email="e@example.org", status=SubscriberStatus.CONFIRMED))
+    store.erase_subscriber(engine, "e@example.org", keys)
+    sign_up(client, "e@example.org")
+    assert store.is_suppressed(engine, "e@example.org", keys)
+    path = confirm_path(outbox(web_settings)[0])
+    page = client.get(path)
+    client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
+    assert not store.is_suppressed(engine, "e@example.org", keys)
+    assert store.get_subscriber(engine, "e@example.org").status == SubscriberStatus.CONFIRMED
+
+
+def test_signups_whose_link_expired_are_forgotten(client, web_settings, engine):
+    from datetime import UTC, datetime, timedelta
+
+    long_ago = datetime.now(UTC) - timedelta(hours=web_settings.web.confirm_hours + 1)
+    stale = store.add_subscriber(engine, Subscriber(email="stale@example.org"), long_ago, event="signup")
+    sign_up(client, "fresh@example.org")
+    assert store.get_subscriber(engine, stale.id) is None
+    assert store.get_subscriber(engine, "fresh@example.org").status == SubscriberStatus.PENDING
+
+
+def test_invalid_input_is_shown_escaped(client, web_settings, engine):
+    answer = sign_up(client, '<script>alert("x")</script>', name="<b>bold</b>", series=["<i>nope</i>"])
+    assert answer.status_code == 400
+    assert "<script>alert" not in answer.text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in answer.text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in answer.text and "<b>bold" not in answer.text
+    assert "Please enter a valid email address." in answer.text
+    assert "Please choose among the listed series." in answer.text
+    assert 'aria-invalid="true"' in answer.text
+    assert store.count_by_status(engine)["pending"] == 0 and outbox(web_settings) == []
+
+
+def test_page_language_follows_accept_language_and_query(client):
+    assert 'lang="de"' in client.get("/subscribe", headers={"accept-language": "de-AT,de;q=0.9,en;q=0.5"}).text
+    assert 'lang="fr"' in client.get("/subscribe", headers={"accept-language": "es, fr;q=0.4"}).text
+    assert 'lang="en"' in client.get("/subscribe?lang=en", headers={"accept-language": "de"}).text
+
+
+def test_csrf_is_required_on_every_form(client, web_settings, engine):
+    fresh = TestClient(client.app)
+    assert fresh.post("/subscribe", data={"email": "x@example.org"}).status_code == 403
+    assert fresh.post("/subscribe", data={"email": "x@example.org", "csrf_token": csrf(client)}).status_code == 403
+    assert client.post("/subscribe", data={"email": "x@example.org", "csrf_token": "0" * 64}).status_code == 403
+    s = store.add_subscriber(engine, Subscriber(email="c@example.org", status=SubscriberStatus.CONFIRMED))
+    links = subscriber_links(web_settings, s)
+    assert client.post(links.preferences_url, data={"action": "save", "language": "de"}).status_code == 403
+    assert client.post(links.unsubscribe_url, data={}).status_code == 403
+    pending = store.add_subscriber(engine, Subscriber(email="p@example.org"))
+    assert client.post(confirm_url(web_settings, pending), data={}).status_code == 403
+    assert store.get_subscriber(engine, s.id) == s
+    assert store.get_subscriber(engine, pending.id).status == SubscriberStatus.PENDING
+    assert outbox(web_settings) == []
+
+
+def test_preferences_change(client, web_settings, engine):
+    s = store.add_subscriber(engine, Subscriber(email="p@example.org", status=SubscriberStatus.CONFIRMED,
+                                                language="de"))
+    url = subscriber_links(web_settings, s).preferences_url
+    page = client.get(url)
+    assert page.status_code == 200 and 'lang="de"' in page.text and "p@example.org" in page.text
+    assert page.text.count("checked") == 5  # every series (= all) and both sections
+    token = CSRF_RE.search(page.text).group(1)
+    saved = client.post(url, data={"csrf_token": token, "action": "save", "language": "en",
+                                   "series": ["esa-digital-technology"], "want_media": "1"})
+    assert saved.status_code == 200 and "Your preferences are saved." in saved.text
+    now = store.get_subscriber(engine, s.id)
+    assert (now.language, now.series, now.want_events, now.want_media, now.status) == (
+        "en", ("esa-digital-technology",), False, True, SubscriberStatus.CONFIRMED)
+    bad = client.post(url, data={"csrf_token": token, "action": "save", "language": "xx"})
+    assert bad.status_code == 400 and store.get_subscriber(engine, s.id) == now
+    bad = client.post(url, data={"csrf_token": token, "action": "save", "language": "en", "series": ["zzz"]})
+    assert bad.status_code == 400 and store.get_subscriber(engine, s.id) == now
+    assert store.subscriber_record(engine, "p@example.org")["subscriber"]["source"] == "reader"
+
+
+def test_unsubscribe_from_preferences_and_resubscribe(client, web_settings, engine):
+    s = store.add_subscriber(engine, Subscriber(email="p@example.org", status=SubscriberStatus.CONFIRMED))
+    url = subscriber_links(web_settings, s).preferences_url
+    page = client.get(url)
+    token = CSRF_RE.search(page.text).group(1)
+    action = re.search(r'action="(/unsubscribe/[^"]+)"', page.text).group(1)
+    assert client.post(action, data={"csrf_token": token}).status_code == 200
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.UNSUBSCRIBED
+    page = client.get(url)
+    assert "Subscribe again" in page.text
+    back = client.post(url, data={"csrf_token": token, "action": "resubscribe"})
+    assert back.status_code == 200 and "You are subscribed" in back.text
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.CONFIRMED
+
+
+def test_one_click_unsubscribe(web_settings, engine, client):
+    s = store.add_subscriber(engine, Subscriber(email="o@example.org", status=SubscriberStatus.CONFIRMED))
+    url = subscriber_links(web_settings, s).unsubscribe_url
+    page = client.get(url)
+    assert page.status_code == 200 and "o@example.org" in page.text
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.CONFIRMED  # GET never changes anything
+    mailbox = TestClient(client.app)  # no cookies, no CSRF token: as a mailbox provider posts
+    first = mailbox.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert first.status_code == 200 and "You are unsubscribed" in first.text
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.UNSUBSCRIBED
+    assert mailbox.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # harmless again
+    events = [e["event"] for e in store.subscriber_record(engine, "o@example.org")["events"]]
+    assert events.count("unsubscribed") == 1
+    assert client.get(url).status_code == 200 and "You are unsubscribed" in client.get(url).text
+
+
+def test_one_click_multipart_and_own_form(web_settings, engine, client):
+    a = store.add_subscriber(engine, Subscriber(email="a@example.org", status=SubscriberStatus.CONFIRMED))
+    b = store.add_subscriber(engine, Subscriber(email="b@example.org", status=SubscriberStatus.CONFIRMED))
+    url_a = subscriber_links(web_settings, a).unsubscribe_url
+    answer = TestClient(client.app).post(url_a, files={"List-Unsubscribe": (None, "One-Click")})
+    assert answer.status_code == 200
+    assert store.get_subscriber(engine, a.id).status == SubscriberStatus.UNSUBSCRIBED
+    url_b = subscriber_links(web_settings, b).unsubscribe_url
+    page = client.get(url_b)
+    assert client.post(url_b, data={"csrf_token": CSRF_RE.search(page.text).group(1)}).status_code == 200
+    assert store.get_subscriber(engine, b.id).status == SubscriberStatus.UNSUBSCRIBED
+    record = store.subscriber_record(engine, "b@example.org")
+    assert record["events"][-1]["detail"] == "web"
+    assert record["events"][-1]["issue_number"] is None  # never received an issue
+
+
+def test_unsubscribe_is_attributed_to_the_last_issue_received(web_settings, engine, client):
+    from datetime import UTC, datetime
+
+    from digest.store import schema
+
+    s = store.add_subscriber(engine, Subscriber(email="i@example.org", status=SubscriberStatus.CONFIRMED))
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for number, status in ((3, "sent"), (4, "sent"), (5, "queued")):
+            conn.execute(schema.issues.insert().values(number=number, status="sent", window_start=now.replace(year=2000 + number),
+                                                       window_end=now.replace(year=2001 + number), dropped=[], pinned=[],
+                                                       manifest={}, created_at=now, updated_at=now))
+            conn.execute(schema.deliveries.insert().values(issue_number=number, subscriber_id=s.id, status=status))
+    url = subscriber_links(web_settings, s).unsubscribe_url
+    assert TestClient(client.app).post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    last = store.subscriber_record(engine, "i@example.org")["events"][-1]
+    assert (last["event"], last["detail"], last["issue_number"]) == ("unsubscribed", "one-click", 4)
+
+
+def test_bad_tokens_all_get_the_same_page_and_change_nothing(web_settings, engine, client, monkeypatch):
+    s = store.add_subscriber(engine, Subscriber(email="t@example.org", status=SubscriberStatus.CONFIRMED))
+    pending = store.add_subscriber(engine, Subscriber(email="pend@example.org"))
+    signer = TokenSigner(web_settings)
+    good_unsub = signer.sign(UNSUBSCRIBE, s.id)
+    real = time.time()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: real - (web_settings.web.confirm_hours + 1) * 3600)
+        expired = confirm_url(web_settings, pending).rsplit("/", 1)[1]
+    monkeypatch.setenv("DIGEST_SECRET", "attacker-secret")
+    forged = TokenSigner(web_settings).sign(UNSUBSCRIBE, s.id)
+    monkeypatch.setenv("DIGEST_SECRET", "web-test-secret")
+    tampered = good_unsub.replace(good_unsub.split(".")[0], TokenSigner(web_settings).sign(UNSUBSCRIBE, 999).split(".")[0])
+    wrong_purpose = signer.sign(PREFERENCES, s.id)
+    cases = [("get", f"/unsubscribe/{forged}"), ("post", f"/unsubscribe/{forged}"),
+             ("get", f"/unsubscribe/{tampered}"), ("post", f"/unsubscribe/{tampered}"),
+             ("post", f"/unsubscribe/{wrong_purpose}"), ("get", f"/preferences/{good_unsub}"),
+             ("post", f"/preferences/{forged}"), ("get", f"/confirm/{expired}"), ("post", f"/confirm/{expired}"),
+             ("get", "/confirm/not-a-token"), ("get", f"/unsubscribe/{good_unsub}x")]
+    bodies = set()
+    for method, path in cases:
+        if method == "get":
+            answer = client.get(path)
+        else:
+            answer = client.post(path, data={"List-Unsubscribe": "One-Click", "csrf_token": csrf(client),
+                                             "action": "save", "language": "de"})
+        assert answer.status_code == 400, (method, path)
+        bodies.add(answer.text)
+    assert len(bodies) == 1 and "This link is not valid" in bodies.pop()
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.CONFIRMED
+    assert store.get_subscriber(engine, s.id).language == "en"
+    assert store.get_subscriber(engine, pending.id).status == SubscriberStatus.PENDING
+
+
+def test_links_survive_key_rotation(tmp_path, store_url, engine, monkeypatch):
+    settings = make_settings(tmp_path, store_url, web={"base_url": "http://testserver"})
+    s = store.add_subscriber(engine, Subscriber(email="r@example.org", status=SubscriberStatus.CONFIRMED))
+    monkeypatch.setenv("DIGEST_SECRET", "old-key")
+    url = subscriber_links(settings, s).unsubscribe_url
+    monkeypatch.setenv("DIGEST_SECRET", "new-key,old-key")
+    with TestClient(create_app(settings, engine)) as rotated:
+        assert rotated.get(url).status_code == 200
+    monkeypatch.setenv("DIGEST_SECRET", "new-key")
+    with TestClient(create_app(settings, engine)) as retired:
+        assert retired.get(url).status_code == 400
+        assert retired.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 400
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.CONFIRMED
+
+
+def test_erased_subscriber_links_are_dead(web_settings, engine, client):
+    s = store.add_subscriber(engine, Subscriber(email="gone@example.org", status=SubscriberStatus.CONFIRMED))
+    links = subscriber_links(web_settings, s)
+    store.erase_subscriber(engine, "gone@example.org", suppression_keys(web_settings))
+    assert client.get(links.preferences_url).status_code == 400
+    assert TestClient(client.app).post(links.unsubscribe_url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+def test_rate_limits(tmp_path, store_url, engine):
+    settings = make_settings(tmp_path, store_url, web={"base_url": "http://testserver", "subscribe_burst": 2,
+                                                       "subscribe_rate_per_minute": 1.0, "unsubscribe_burst": 3,
+                                                       "unsubscribe_rate_per_minute": 1.0})
+    with TestClient(create_app(settings, engine)) as client:
+        token = csrf(client)
+        codes = [client.post("/subscribe", data={"csrf_token": token, "email": f"r{i}@example.org"}).status_code
+                 for i in range(3)]
+        assert codes == [200, 200, 429]
+        limited = client.post("/subscribe", data={"csrf_token": token, "email": "x@example.org"})
+        assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
+        assert "Too many requests" in limited.text
+        assert store.get_subscriber(engine, "r2@example.org") is None
+        s = store.add_subscriber(engine, Subscriber(email="u@example.org", status=SubscriberStatus.CONFIRMED))
+        url = subscriber_links(settings, s).unsubscribe_url
+        codes = [client.get(url).status_code for _ in range(3)]
+        blocked = client.post(url, data={"List-Unsubscribe": "One-Click"})
+        assert codes == [200, 200, 200] and blocked.status_code == 429 and blocked.headers["retry-after"]
+        assert store.get_subscriber(engine, s.id).status == SubscriberStatus.CONFIRMED
+
+
+def test_security_headers_and_static(client):
+    page = client.get("/subscribe")
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "default-src 'self'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["cache-control"] == "no-store"
+    cookie = page.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    assert "<script" not in page.text and "style=" not in page.text
+    css = client.get("/static/site.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    assert client.get("/static/../app.py").status_code == 404
+
+
+def test_https_base_url_sets_secure_cookie(tmp_path, store_url, engine):
+    settings = make_settings(tmp_path, store_url, web={"base_url": "https://news.example.org"})
+    with TestClient(create_app(settings, engine)) as client:
+        assert "Secure" in client.get("/subscribe").headers["set-cookie"]
+
+
+def test_oversized_form_is_refused(client, engine):
+    token = csrf(client)
+    answer = client.post("/subscribe", data={"csrf_token": token, "email": "big@example.org", "name": "x" * 70_000})
+    assert answer.status_code == 413
+    assert store.get_subscriber(engine, "big@example.org") is None
+
+
+def test_failed_confirmation_send_is_logged(web_settings, engine, caplog):
+    memory = MemoryTransport()
+    memory.replies["fail@example.org"] = [(550, "no such user")]
+    with TestClient(create_app(web_settings, engine, transport_factory=lambda: memory)) as client:
+        assert sign_up(client, "fail@example.org").status_code == 200
+        assert sign_up(client, "ok@example.org").status_code == 200
+    assert "confirmation email for subscriber" in caplog.text and "no such user" in caplog.text
+    assert [m.recipients for m in memory.outbox] == [("ok@example.org",)]
+    assert memory.closed
+
+
+@pytest.mark.slow
+def test_digest_serve_answers_on_the_given_port(tmp_path):
+    """`digest serve` as a real process: the subscribe page answers, with its security headers."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+    from conftest import free_port
+
+    port = free_port()
+    config = tmp_path / "digest.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/serve.db"\n[web]\nbase_url = "http://127.0.0.1:{port}"\n',
+                      encoding="utf-8")
+    env = {**os.environ, "DIGEST_SECRET": "serve-secret"}
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "--config", str(config),
+                             "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/subscribe", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "digest serve did not answer"
+                time.sleep(0.2)
+        assert answer.status_code == 200 and "Subscribe to the digest" in answer.text
+        assert answer.headers["x-frame-options"] == "DENY" and "server" not in answer.headers
+        token = "eyJzZWNyZXQiOjF9.aaaa.bbbbbbbb"
+        assert httpx.get(f"http://127.0.0.1:{port}/unsubscribe/{token}", timeout=5).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    log = proc.stdout.read().decode()
+    assert "GET /unsubscribe/[token]" in log and token not in log  # the access log never holds working links
+
+
+HTML_VALIDATE = Path(__file__).resolve().parent / "node_modules" / ".bin" / "html-validate"
+
+
+def test_every_public_page_is_valid_html(tmp_path, sqlite_url):
+    """html-validate's recommended rules on each page kind (SQLite only: markup does not depend on the store)."""
+    import json
+    import subprocess
+
+    if not HTML_VALIDATE.exists():
+        pytest.skip("tests/node_modules missing: run `make test` (npm install in tests/)")
+    settings = make_settings(tmp_path, sqlite_url, web={"base_url": "http://testserver"})
+    engine = open_store(sqlite_url)
+    active = store.add_subscriber(engine, Subscriber(email="a@example.org", status=SubscriberStatus.CONFIRMED))
+    gone = store.add_subscriber(engine, Subscriber(email="g@example.org", status=SubscriberStatus.UNSUBSCRIBED))
+    pending = store.add_subscriber(engine, Subscriber(email="p@example.org"))
+    with TestClient(create_app(settings, engine)) as client:
+        token = csrf(client)
+        pages = {
+            "subscribe": client.get("/subscribe").text,
+            "subscribe-errors": client.post("/subscribe", data={"csrf_token": token, "email": "x", "series": ["?"]}).text,
+            "check-inbox": client.post("/subscribe", data={"csrf_token": token, "email": "n@example.org"}).text,
+            "confirm": client.get(confirm_url(settings, pending)).text,
+            "preferences": client.get(subscriber_links(settings, active).preferences_url).text,
+            "preferences-inactive": client.get(subscriber_links(settings, gone).preferences_url).text,
+            "unsubscribe": client.get(subscriber_links(settings, active).unsubscribe_url).text,
+            "invalid": client.get("/unsubscribe/forged").text,
+            "csrf": client.post("/subscribe", data={}).text,
+        }
+    engine.dispose()
+    config = tmp_path / "htmlvalidate.json"
+    # Series checkboxes share the name "series" on purpose (a multi-valued field).
+    rules = {"form-dup-name": ["error", {"shared": ["radio", "checkbox", "button", "reset", "submit"]}]}
+    config.write_text(json.dumps({"root": True, "extends": ["html-validate:recommended"], "rules": rules}),
+                      encoding="utf-8")
+    files = []
+    for name, html in pages.items():
+        files.append(tmp_path / f"{name}.html")
+        files[-1].write_text(html, encoding="utf-8")
+    report = tmp_path / "report.json"
+    result = subprocess.run([str(HTML_VALIDATE), "--config", str(config), "--formatter", f"json={report}",
+                             *map(str, files)], capture_output=True, text=True, timeout=60)
+    messages = [(Path(r["filePath"]).stem, m["ruleId"], m["message"])
+                for r in json.loads(report.read_text() or "[]") for m in r["messages"]]
+    assert messages == [], sorted({m[1:] for m in messages})
+    assert result.returncode == 0, result.stderr
