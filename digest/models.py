@@ -54,6 +54,8 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED_TEMPORARY = "failed_temporary"
     FAILED_PERMANENT = "failed_permanent"
+    # Not sent on purpose: unsubscribed meanwhile, or their preferences select no section.
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,171 @@
-"""`digest send` commands."""
+"""`digest send` (one issue to every eligible subscriber, or a test send) and `digest worker`."""
 
-from .base import main  # noqa: F401
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from ..deliver.dkim import DkimError
+from ..deliver.editions import EditionError
+from ..deliver.sender import SenderBusy, SendReport
+from ..deliver.transports import TransportError
+from ..pipeline import send_issue, send_test, work_pending
+from ..render import RenderError
+from ..store.ledger import LedgerError
+from ..store.locks import lock_holder
+from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, print_json, state
+
+# Problems of configuration or templates that no retry fixes: exit 2, nothing marked failed.
+SETUP_ERRORS = (TransportError, EditionError, RenderError, DkimError)
+
+
+@main.command("send")
+@click.option("--issue", "number", type=int, required=True, metavar="N", help="Number of the approved issue to send.")
+@click.option("--late", is_flag=True, help="Also send a sent issue to subscribers confirmed since it went out.")
+@click.option("--test", "test_to", multiple=True, metavar="EMAIL",
+              help="Send the edition to this staff address only (repeatable); the ledger is not touched.")
+@click.option("--subscriber", metavar="EMAIL", help="With --test: send this subscriber's edition instead of the full one.")
+@click.option("--wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="SQLite: wait this long for another sender to finish instead of exiting.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON on stdout.")
+@handle_errors
+def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: str | None, wait: float,
+                 as_json: bool) -> None:
+    """Send issue N to every confirmed subscriber once (exit 1 if messages were given up or left open)."""
+    if subscriber and not test_to:
+        fail("--subscriber only goes with --test EMAIL (a test send of that subscriber's edition)", EXIT_USAGE)
+    if test_to:
+        _test_send(number, test_to, subscriber, as_json)
+        return
+    settings, engine = state().settings, state().engine
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: unsent rows go back to the queue
+    try:
+        with _progress_bar(f"issue {number}") as progress:
+            report = send_issue(settings, engine, number, progress, late=late, wait=wait)
+    except LedgerError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except SETUP_ERRORS as exc:
+        fail(f"cannot send: {exc}", EXIT_USAGE)
+    except SenderBusy as exc:
+        fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        fail("interrupted: unsent messages stay queued; run the same command again to continue", EXIT_FAILED)
+    _print_report(report, as_json)
+    sys.exit(report_exit_code(report))
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="One pass over the issues being sent, then exit.")
+@click.option("--batch", type=click.IntRange(min=1), metavar="N", help="Rows claimed at a time (default: delivery.batch_size).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="Pause between passes when there is nothing to send.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report per issue worked on.")
+@handle_errors
+def worker_command(once: bool, batch: int | None, interval: float, as_json: bool) -> None:
+    """Send queued messages of every issue in `sending`; any number may run against one PostgreSQL."""
+    settings, engine = state().settings, state().engine
+    holder = lock_holder("worker")
+    signal.signal(signal.SIGTERM, _interrupt)
+    told_busy = False
+    try:
+        while True:
+            try:
+                reports = work_pending(settings, engine, holder, batch_size=batch)
+            except SenderBusy as exc:
+                if once:
+                    fail(str(exc), EXIT_FAILED)
+                if not told_busy:
+                    console.print(f"waiting: {exc}", soft_wrap=True)
+                told_busy, reports = True, []
+            except SETUP_ERRORS as exc:
+                fail(f"cannot send: {exc}", EXIT_USAGE)
+            for report in reports:
+                if as_json:  # one object per line: a pass may cover several issues
+                    click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+                elif report.sent or report.failed or report.skipped or report.gave_up:
+                    _print_report(report, as_json=False)
+            if once:
+                # Rows waiting for a retry are normal between passes; only given-up messages fail.
+                sys.exit(EXIT_FAILED if any(r.gave_up for r in reports) else EXIT_OK)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        console.print("worker stopped; unsent messages stay queued for the next worker")
+        sys.exit(EXIT_OK)
+
+
+def report_exit_code(report: SendReport) -> int:
+    """0 when every row reached a final state (bounces are reported, not errors); 1 when messages were
+    given up after repeated temporary failures or rows are still open."""
+    return EXIT_FAILED if report.gave_up or report.open_rows else EXIT_OK
+
+
+def _test_send(number: int, recipients: tuple[str, ...], subscriber: str | None, as_json: bool) -> None:
+    settings, engine = state().settings, state().engine
+    try:
+        results = send_test(settings, engine, number, recipients, subscriber_email=subscriber)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc).strip("'\""), EXIT_USAGE)
+    except SETUP_ERRORS as exc:
+        fail(f"cannot send: {exc}", EXIT_USAGE)
+    rows = [{"to": to, "ok": r.ok, "error": r.error} for to, r in zip(recipients, results, strict=True)]
+    if as_json:
+        print_json({"issue": number, "test": rows})
+    for row in rows:
+        if not as_json:
+            console.print(f"test send to {row['to']}: " + ("sent" if row["ok"] else f"FAILED {row['error']}"),
+                          markup=False, soft_wrap=True)
+    sys.exit(EXIT_OK if all(r["ok"] for r in rows) else EXIT_FAILED)
+
+
+class _progress_bar:  # noqa: N801 - used like a function: `with _progress_bar(label) as progress`
+    """A rich progress bar on stderr with rate and ETA; yields the `progress(done, total)` callback."""
+
+    def __init__(self, label: str):
+        self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[rate]}"),
+                            TimeRemainingColumn(), console=console, transient=True)
+        self.started = time.monotonic()
+
+    def __enter__(self):  # noqa: ANN204
+        self.bar.start()
+        self.task = self.bar.add_task("", total=None, rate="")
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = f"{done / elapsed:,.0f} msg/s" if elapsed > 0 else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.bar.stop()
+
+
+def _print_report(report: SendReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_json())
+        return
+    line = (f"issue {report.issue} ({report.status}): {report.sent} sent, {report.failed} failed, "
+            f"{report.bounced} bounced, {report.skipped} skipped, {report.retried} to retry, "
+            f"{report.gave_up} given up in {report.duration:.1f} s ({report.rate:,.0f} messages/s)")
+    if report.open_rows:
+        line += f"; {report.open_rows} still open"
+    elif report.status == "sent" and not (report.sent or report.failed or report.skipped or report.gave_up):
+        line = (f"issue {report.issue} was already sent to everyone: nothing to send "
+                f"(`--late` sends it to subscribers confirmed since)")
+    console.print(line, markup=False, soft_wrap=True)
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ANN001
+    raise KeyboardInterrupt

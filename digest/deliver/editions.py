@@ -1,0 +1,90 @@
+"""Each subscriber's message: their segment's edition, rendered once per process, then personalised.
+
+`edition_messages(settings, issue)` returns the send loop's message factory. The first subscriber of
+a (sections, language) combination pays for Jinja2 + MJML (render_edition) and for the MIME skeleton
+(MessageTemplate); every later one only signs their links and fills the tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from sqlalchemy import Engine
+
+from ..config import Settings
+from ..models import Issue, Segment, Subscriber
+from ..render import render_edition
+from ..segments import sections_for, segment_id
+from ..store.issues import get_issue
+from ..tokens import TokenSigner, subscriber_links
+from .message import MessageTemplate
+from .transport import OutgoingMessage
+
+# Staff test sends carry a link to no real subscriber (id 0 matches no row, so it changes nothing).
+STAFF_ID = 0
+
+
+class EditionError(Exception):
+    """A segment's message template cannot be built (e.g. a bad `delivery.sender`): no subscriber of
+    it could be sent to, so sending stops instead of failing them one by one."""
+
+
+def load_issue(engine: Engine, number: int) -> Issue:
+    """The issue as approved, from its stored manifest (sent issues are never recomposed)."""
+    issue = get_issue(engine, number)
+    if issue is None:
+        raise LookupError(f"there is no issue {number}; `digest status` lists the issues")
+    return issue
+
+
+def view_url(settings: Settings, number: int) -> str:
+    """The public archive page of an issue ("view in browser")."""
+    return f"{settings.web.base_url.rstrip('/')}/archive/{number}"
+
+
+def edition_messages(settings: Settings, issue: Issue) -> Callable[[Subscriber], OutgoingMessage | None]:
+    """A factory: subscriber → their personalised message, or None if their preferences select
+    nothing in this issue. Templates are cached per (sections, language) for the factory's life.
+
+    ValueError/KeyError concern one subscriber (an address no header can carry); EditionError,
+    RenderError and DkimError concern everyone.
+    """
+    signer = TokenSigner(settings)
+    templates: dict[tuple[tuple[str, ...], str], MessageTemplate] = {}
+    issue_values = {"view_url": view_url(settings, issue.number)}
+
+    def message_for(subscriber: Subscriber) -> OutgoingMessage | None:
+        ids = sections_for(issue, subscriber.series, subscriber.want_events, subscriber.want_media)
+        if not ids:
+            return None
+        key = (ids, subscriber.language)
+        template = templates.get(key)
+        if template is None:
+            segment = Segment(id=segment_id(ids, subscriber.language), section_ids=ids, language=subscriber.language)
+            try:
+                template = templates[key] = segment_template(settings, issue, segment, issue_values)
+            except (ValueError, KeyError) as exc:  # subscriber-level errors are these too: tell them apart
+                raise EditionError(f"cannot build the {subscriber.language} edition of issue {issue.number} "
+                                   f"({', '.join(ids)}): {exc}") from exc
+        links = subscriber_links(settings, subscriber, signer)
+        values = {"name": subscriber.name, "email": subscriber.email, "unsubscribe_url": links.unsubscribe_url,
+                  "preferences_url": links.preferences_url}
+        return template.build_for(subscriber.email, subscriber.name, values)
+
+    return message_for
+
+
+def segment_template(settings: Settings, issue: Issue, segment: Segment,
+                     issue_values: dict[str, str] | None = None) -> MessageTemplate:
+    """The MIME template of one segment's edition (the expensive step, once per segment)."""
+    edition = render_edition(issue, segment, settings)
+    return MessageTemplate.from_settings(settings, edition, issue_values=issue_values)
+
+
+def staff_subscriber(settings: Settings, email: str, like: Subscriber | None = None) -> Subscriber:
+    """Who a test send goes to: `email`, receiving `like`'s edition, or the full edition; its links
+    point at no real subscriber, so a click by staff unsubscribes nobody."""
+    if like is not None:
+        return replace(like, email=email, id=STAFF_ID)
+    return Subscriber(email=email, name="", language=settings.site.language, id=STAFF_ID)

@@ -1,0 +1,482 @@
+"""The send loop: claim ledger rows in batches, send each message, record each outcome at once.
+
+The loop depends on the ledger (store functions), a message factory (subscriber → message) and a
+transport factory only. One thread per SMTP connection takes messages from a bounded queue, sends
+one, and commits its row `sent` (or failed) before taking the next, so a crash can leave at most one
+message per connection both delivered and unrecorded: the only duplicates `at least once` allows.
+
+Failures: 5xx for a recipient is permanent (counted towards `bounced`); 4xx and connection errors
+are retried after `retry_delay · 2^(attempt-1)` until `max_attempts`; when every connection fails in
+a row the server is taken to be down: sending pauses (doubling up to `retry_max_delay`), the failed
+rows are deferred without using an attempt, and sending resumes with the next message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, event
+
+from ..config import Settings
+from ..models import DeliveryStatus, Subscriber, SubscriberStatus
+from ..store import open_store
+from ..store.ledger import (
+    Claim,
+    claim_batch,
+    finish_if_done,
+    issue_status,
+    ledger_counts,
+    mark_failed,
+    mark_sent,
+    mark_skipped,
+    next_retry_at,
+    renew_claims,
+    requeue_orphans,
+)
+from ..store.locks import acquire_lock, holder_is_dead, lock_owner, release_lock, renew_lock
+from ..store.subscribers import record_bounce
+from .transport import OutgoingMessage, SendResult, Transport
+
+SEND_LOCK = "send"
+LOCK_TTL = 60.0
+KEEP_ALIVE_EVERY = 5.0
+
+# subscriber → their message, or None when their preferences select nothing in this issue.
+MessageFactory = Callable[[Subscriber], OutgoingMessage | None]
+TransportFactory = Callable[[], Transport]
+# (rows finished so far, rows to finish) after each finished row.
+ProgressFn = Callable[[int, int], None]
+
+
+class SenderBusy(Exception):
+    """Another sender holds the store's send lock (SQLite runs one sender at a time)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    retry_delay: float = 60.0
+    retry_max_delay: float = 3600.0
+    bounce_threshold: int = 2
+    claim_timeout: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        d = settings.delivery
+        return cls(max_attempts=d.max_attempts, retry_delay=d.retry_delay, retry_max_delay=d.retry_max_delay,
+                   bounce_threshold=d.bounce_threshold, claim_timeout=d.claim_timeout)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retrying after failed attempt number `attempt` (1-based): exponential, capped."""
+        return min(self.retry_delay * 2 ** max(attempt - 1, 0), self.retry_max_delay)
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    connections: int = 4
+    batch_size: int = 200
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # `digest send` waits for due retries until the issue is done; a worker pass does not.
+    wait_for_retries: bool = True
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """What one run did to one issue (`ledger` holds the issue's rows per status afterwards)."""
+
+    issue: int
+    status: str
+    sent: int = 0
+    failed: int = 0
+    bounced: int = 0
+    skipped: int = 0
+    retried: int = 0
+    gave_up: int = 0
+    duration: float = 0.0
+    ledger: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def open_rows(self) -> int:
+        return sum(self.ledger.get(s.value, 0) for s in
+                   (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.FAILED_TEMPORARY))
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "duration": round(self.duration, 3), "rate": round(self.rate, 1),
+                "open": self.open_rows}
+
+
+class _Tally:
+    """Counters shared by the sending threads."""
+
+    def __init__(self, total: int, progress: ProgressFn | None):
+        self.lock = threading.Lock()
+        self.counts = {"sent": 0, "failed": 0, "bounced": 0, "skipped": 0, "retried": 0, "gave_up": 0}
+        self.total, self.done, self.progress = total, 0, progress
+
+    def add(self, name: str, finished: bool = True, n: int = 1) -> None:
+        with self.lock:
+            self.counts[name] += n
+            if finished:
+                self.done += n
+            if self.progress and finished:
+                self.progress(self.done, self.total)
+
+
+class _Outage:
+    """Consecutive connection failures across threads, and the pause they impose."""
+
+    def __init__(self, connections: int, policy: RetryPolicy):
+        self.lock = threading.Lock()
+        self.connections, self.policy = connections, policy
+        self.failures, self.delay, self.resume_at = 0, policy.retry_delay, 0.0
+
+    def success(self) -> None:
+        with self.lock:
+            self.failures, self.delay = 0, self.policy.retry_delay
+
+    def failure(self) -> float | None:
+        """Count a connection failure; seconds until sending resumes when the server is down, else None."""
+        with self.lock:
+            self.failures += 1
+            if self.failures < self.connections:
+                return None
+            now = time.monotonic()
+            if now >= self.resume_at:
+                self.resume_at = now + self.delay
+                self.delay = min(self.delay * 2, self.policy.retry_max_delay)
+            return self.resume_at - now
+
+    def wait(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            remaining = self.resume_at - time.monotonic()
+            if remaining <= 0:
+                return
+            stop.wait(min(remaining, 1.0))
+
+
+@dataclass
+class _Job:
+    claim: Claim
+    message: OutgoingMessage
+
+
+@dataclass
+class _Run:
+    """Everything the sending threads share for one issue."""
+
+    engine: Engine
+    number: int
+    holder: str
+    policy: RetryPolicy
+    tally: _Tally
+    outage: _Outage
+    jobs: queue.Queue = field(default_factory=queue.Queue)
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+    # SQLite has one writer: threads that collide on it back off in sleeps of a millisecond and
+    # more (its busy handler), which would cost every connection a pause per message. Taking turns
+    # on a Python lock first wakes the next writer as soon as the previous one commits.
+    writing: contextlib.AbstractContextManager = field(default_factory=threading.Lock)
+
+
+# --- the sender lock -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def sender_slot(engine: Engine, holder: str, wait: float = 0.0) -> Iterator[Callable[[], None]]:
+    """Hold the right to send: on SQLite the store's lease lock (SenderBusy if another sender has it
+    after `wait` seconds), on PostgreSQL nothing (claims are row-locked). Yields a keep-alive to call
+    at least every minute; it raises SenderBusy if the lease was lost."""
+    if engine.dialect.name == "postgresql":
+        yield lambda: None
+        return
+    deadline = time.monotonic() + wait
+    while not acquire_lock(engine, SEND_LOCK, holder, LOCK_TTL):
+        if time.monotonic() >= deadline:
+            owner = lock_owner(engine, SEND_LOCK) or "another process"
+            raise SenderBusy(f"another sender ({owner}) is sending from this store; SQLite allows one at a "
+                             "time: let it finish (it sends every issue in `sending`), or use PostgreSQL "
+                             "for several workers")
+        time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+
+    def keep_alive() -> None:
+        if not renew_lock(engine, SEND_LOCK, holder, LOCK_TTL):
+            raise SenderBusy("lost the send lock (this sender stalled longer than its lease); stopping")
+
+    try:
+        yield keep_alive
+    finally:
+        release_lock(engine, SEND_LOCK, holder)
+
+
+def orphan_check(engine: Engine, holder: str) -> Callable[[str], bool]:
+    """Which claim holders are gone: on SQLite (one sender, holding the lock) every other one; on
+    PostgreSQL those on this host whose process died (others wait for claim_timeout)."""
+    if engine.dialect.name == "postgresql":
+        return holder_is_dead
+    return lambda other: other != holder
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: MessageFactory,
+                  make_transport: TransportFactory, options: SendOptions,
+                  keep_alive: Callable[[], None] = lambda: None, progress: ProgressFn | None = None) -> SendReport:
+    """Send every claimable row of issue `number` (the ledger already filled); returns the report.
+
+    Marks the issue `sent` when no row is left open. Call inside `sender_slot`.
+    """
+    started = time.monotonic()
+    requeue_orphans(engine, number, orphan_check(engine, holder))
+    before = ledger_counts(engine, number)
+    total = sum(before[s] for s in ("queued", "sending", "failed_temporary"))
+    run = _Run(_outcome_engine(engine), number, holder, options.policy, _Tally(total, progress),
+               _Outage(options.connections, options.policy), queue.Queue(maxsize=options.batch_size))
+    if engine.dialect.name == "postgresql":
+        run.writing = contextlib.nullcontext()  # row locks: writers never wait for each other
+    renew = _throttled(lambda: (keep_alive(), renew_claims(engine, number, holder, _now())))
+    threads = [threading.Thread(target=_sending_thread, args=(run, make_transport), daemon=True,
+                                name=f"digest-send-{i}") for i in range(options.connections)]
+    for thread in threads:
+        thread.start()
+    # The main thread builds messages (pure CPU) while the sending threads wait on sockets and the
+    # database: with the default 5 ms switch interval each wake-up of a sending thread can wait that
+    # long for the GIL, several times per SMTP transaction. 0.5 ms keeps them close to the wire.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, 0.0005))
+    try:
+        _claim_and_queue(run, make_message, options, renew)
+    except BaseException:
+        run.stop.set()  # interrupted: threads finish the message in hand and skip the rest
+        raise
+    finally:
+        _stop_threads(run, threads)
+        sys.setswitchinterval(switch_interval)
+        if run.engine is not engine:
+            run.engine.dispose()
+    if run.errors:
+        raise run.errors[0]
+    finish_if_done(engine, number, _now())
+    status = issue_status(engine, number)
+    return SendReport(issue=number, status=status.value if status else "", **run.tally.counts,
+                      duration=time.monotonic() - started, ledger=ledger_counts(engine, number))
+
+
+def _claim_and_queue(run: _Run, make_message: MessageFactory, options: SendOptions,
+                     renew: Callable[[], None]) -> None:
+    while not run.errors:
+        renew()
+        with run.writing:
+            claims = claim_batch(run.engine, run.number, run.holder, options.batch_size, _now(),
+                                 options.policy.claim_timeout)
+        if not claims:
+            _wait_drained(run, renew)
+            if run.errors or _claimable_now(run):
+                continue
+            if not options.wait_for_retries or not _wait_for_retry(run, renew):
+                return
+            continue
+        skipped = []
+        for claim in claims:
+            message = _message_or_failure(run, make_message, claim) if _is_confirmed(claim) else None
+            if message is None:
+                skipped.append(claim.subscriber.id)
+            elif message is not _FAILED:
+                _put(run, _Job(claim, message), renew)
+        with run.writing:
+            mark_skipped(run.engine, run.number, skipped, run.holder, "not confirmed, or nothing selected")
+        if skipped:
+            run.tally.add("skipped", n=len(skipped))
+
+
+_FAILED = object()
+
+
+def _is_confirmed(claim: Claim) -> bool:
+    return claim.subscriber.status == SubscriberStatus.CONFIRMED
+
+
+def _message_or_failure(run: _Run, make_message: MessageFactory, claim: Claim) -> object:
+    """The subscriber's message, None if there is nothing for them, or _FAILED (recorded) when their
+    own data cannot make a message (an address no header can carry): that costs their row only."""
+    try:
+        return make_message(claim.subscriber)
+    except (ValueError, KeyError) as exc:
+        mark_failed(run.engine, run.number, claim.subscriber.id, run.holder, DeliveryStatus.FAILED_PERMANENT,
+                    f"cannot build the message: {exc}")
+        run.tally.add("failed")
+        return _FAILED
+
+
+def _claimable_now(run: _Run) -> bool:
+    # Rows finished by the threads may have become due retries while we waited; look once more.
+    due = next_retry_at(run.engine, run.number)
+    return due is not None and due <= _now()
+
+
+def _wait_for_retry(run: _Run, renew: Callable[[], None]) -> bool:
+    """Sleep until the earliest retry is due; False when nothing waits to be retried."""
+    due = next_retry_at(run.engine, run.number)
+    if due is None:
+        return False
+    while not run.errors and (remaining := (due - _now()).total_seconds()) > 0:
+        renew()
+        time.sleep(min(remaining, 1.0))
+    return True
+
+
+def _put(run: _Run, job: _Job, renew: Callable[[], None]) -> None:
+    while not run.errors:
+        try:
+            run.jobs.put(job, timeout=1.0)
+            return
+        except queue.Full:
+            renew()
+
+
+def _wait_drained(run: _Run, renew: Callable[[], None]) -> None:
+    while True:
+        with run.jobs.all_tasks_done:
+            if not run.jobs.unfinished_tasks:
+                return
+            run.jobs.all_tasks_done.wait(timeout=1.0)
+        renew()
+
+
+def _stop_threads(run: _Run, threads: list[threading.Thread]) -> None:
+    for _ in threads:
+        while any(t.is_alive() for t in threads):
+            try:
+                run.jobs.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+    for thread in threads:
+        thread.join()
+    # Rows claimed but never sent (interrupted): back to the queue, for this or another sender.
+    requeue_orphans(run.engine, run.number, lambda other: other == run.holder)
+
+
+def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
+    transport = None
+    try:
+        transport = make_transport()
+        with run.engine.connect() as conn:
+            while (job := run.jobs.get()) is not None:
+                try:
+                    if not run.stop.is_set():
+                        run.outage.wait(run.stop)
+                        result = _send_one(transport, job.message)
+                        with run.writing:
+                            _record(run, conn, job, result)
+                finally:
+                    run.jobs.task_done()
+        run.jobs.task_done()
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        run.errors.append(exc)
+        run.stop.set()
+        _drain(run.jobs)
+    finally:
+        if transport is not None:
+            transport.close()
+
+
+def _drain(jobs: queue.Queue) -> None:
+    while True:
+        try:
+            jobs.get_nowait()
+        except queue.Empty:
+            return
+        jobs.task_done()
+
+
+def _send_one(transport: Transport, message: OutgoingMessage) -> SendResult:
+    try:
+        return transport.send_messages([message])[0]
+    except OSError as exc:  # transports report failures as results; a stray socket error is one too
+        return SendResult(message.message_id, ok=False, error=f"{exc.__class__.__name__}: {exc}")
+
+
+def _record(run: _Run, conn: Connection, job: _Job, result: SendResult) -> None:
+    """Commit one row's outcome (the step that makes `sent` durable) on the thread's connection."""
+    number, holder, now = run.number, run.holder, _now()
+    subscriber_id, attempt = job.claim.subscriber.id, job.claim.attempts + 1
+    if result.ok:
+        run.outage.success()
+        mark_sent(conn, number, subscriber_id, holder, result.message_id or job.message.message_id, now)
+        run.tally.add("sent")
+        return
+    error = f"{result.code or ''} {result.error}".strip() or "unknown error"
+    if result.permanent:
+        run.outage.success()
+        if mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_PERMANENT, error):
+            run.tally.add("failed")
+            if record_bounce(run.engine, subscriber_id, run.policy.bounce_threshold, now, error, number):
+                run.tally.add("bounced", finished=False)
+        return
+    pause = None
+    if result.code is None:
+        pause = run.outage.failure()
+    else:  # the server answered (4xx): it is up
+        run.outage.success()
+    if pause is not None:
+        retry_at = now + timedelta(seconds=pause)
+        mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_TEMPORARY,
+                    f"server unreachable: {error}", retry_at, count_attempt=False)
+        run.tally.add("retried", finished=False)
+    elif attempt >= run.policy.max_attempts:
+        mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_PERMANENT,
+                    f"gave up after {attempt} attempts: {error}")
+        run.tally.add("gave_up")
+    else:
+        retry_at = now + timedelta(seconds=run.policy.delay(attempt))
+        mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_TEMPORARY, error, retry_at)
+        run.tally.add("retried", finished=False)
+
+
+def _outcome_engine(engine: Engine) -> Engine:
+    """The engine the sending threads record outcomes with: commits that survive a killed process
+    without waiting for the disk (SQLite WAL synchronous=NORMAL, PostgreSQL synchronous_commit off).
+
+    A process crash loses nothing; a power loss may roll back the last few `sent` marks, and those
+    messages are sent again: the same at-least-once promise, at a fraction of an fsync per message.
+    """
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return engine  # an in-memory database exists only behind its own engine
+    url = engine.url.render_as_string(hide_password=False)
+    fast = open_store(url, migrate=False)
+    statement = "PRAGMA synchronous=NORMAL" if engine.dialect.name == "sqlite" else "SET synchronous_commit TO off"
+
+    def relax(dbapi_connection, _record) -> None:  # noqa: ANN001
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        dbapi_connection.commit()  # a PostgreSQL SET is transactional: keep it past a pool reset
+
+    event.listen(fast, "connect", relax)
+    return fast
+
+
+def _throttled(action: Callable[[], object], every: float = KEEP_ALIVE_EVERY) -> Callable[[], None]:
+    last = [time.monotonic()]
+
+    def call() -> None:
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            action()
+
+    return call
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,134 @@
+"""Database locks shared by every process using one store: lease rows and PostgreSQL advisory locks.
+
+A lease lock is a row in `locks` (name, holder, expires_at): it works on SQLite and PostgreSQL and
+survives nothing but its own expiry, so the holder renews it while it works. A holder made by
+`lock_holder()` names its host and process id, which lets a new process on the same host take over
+at once from a holder that was killed (kill -9 leaves its lease behind) instead of waiting for expiry.
+
+An advisory lock (PostgreSQL only) belongs to a database session and vanishes when that session
+ends, however the process died; `advisory_lock` keeps one connection open for as long as it is held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from .schema import locks
+
+
+def lock_holder(role: str = "digest") -> str:
+    """A holder name unique to this process: `role@host:pid:random`."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True when `holder` (from lock_holder) names a process on this host that no longer runs."""
+    try:
+        host_pid = holder.rsplit("@", 1)[1]
+        host, pid, _ = host_pid.rsplit(":", 2)
+        pid_number = int(pid)
+    except (IndexError, ValueError):
+        return False
+    if host != socket.gethostname() or pid_number == os.getpid():
+        return False
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        return False
+    return _is_zombie(pid_number)
+
+
+def _is_zombie(pid: int) -> bool:
+    # A killed child not yet reaped by its parent still answers kill(0); it holds nothing any more.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def acquire_lock(engine: Engine, name: str, holder: str, ttl: float, now: datetime | None = None) -> bool:
+    """Take the lease lock `name` for `ttl` seconds; True if `holder` now holds it.
+
+    Succeeds when the lock is free, expired, already held by `holder` (a renewal), or held by a
+    dead process on this host. Never blocks.
+    """
+    now = now or datetime.now(UTC)
+    expires = now + timedelta(seconds=ttl)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(locks).values(name=name, holder=holder, expires_at=expires))
+        return True
+    except IntegrityError:
+        pass
+    with engine.begin() as conn:
+        current = conn.execute(select(locks.c.holder).where(locks.c.name == name)).scalar()
+        if current is None:
+            conn.execute(insert(locks).values(name=name, holder=holder, expires_at=expires))
+            return True
+        takeover = current == holder or holder_is_dead(current)
+        condition = locks.c.holder == current if takeover else locks.c.expires_at < now
+        result = conn.execute(
+            update(locks).where(locks.c.name == name, condition).values(holder=holder, expires_at=expires)
+        )
+        return result.rowcount == 1
+
+
+def renew_lock(engine: Engine, name: str, holder: str, ttl: float, now: datetime | None = None) -> bool:
+    """Extend `holder`'s lease by `ttl` seconds from now; False if it lost the lock meanwhile."""
+    now = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(locks)
+            .where(locks.c.name == name, locks.c.holder == holder)
+            .values(expires_at=now + timedelta(seconds=ttl))
+        )
+    return result.rowcount == 1
+
+
+def release_lock(engine: Engine, name: str, holder: str) -> None:
+    """Give the lock up if `holder` holds it; harmless otherwise."""
+    with engine.begin() as conn:
+        conn.execute(delete(locks).where(locks.c.name == name, locks.c.holder == holder))
+
+
+def lock_owner(engine: Engine, name: str) -> str | None:
+    """Who holds the lease lock `name` (expired or not), for messages."""
+    with engine.connect() as conn:
+        return conn.execute(select(locks.c.holder).where(locks.c.name == name)).scalar()
+
+
+def advisory_key(name: str) -> int:
+    """The signed 64-bit key PostgreSQL's advisory locks use for `name` (stable across processes)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
+    """Try PostgreSQL's session advisory lock `name`; yields True while held, False if taken.
+
+    Holds one pooled connection for the duration; the lock ends with the session, so a killed
+    holder never blocks the next one.
+    """
+    if engine.dialect.name != "postgresql":
+        raise ValueError("advisory locks need PostgreSQL; use acquire_lock (a lease row) on SQLite")
+    key = advisory_key(name)
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})

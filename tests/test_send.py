@@ -1,0 +1,352 @@
+"""Sending an issue through a real SMTP server (aiosmtpd on 127.0.0.1), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+from conftest import free_port, start_smtp_server
+from send_helpers import (
+    NOW,
+    SERIES_IDS,
+    add_confirmed,
+    add_many,
+    approved_issue,
+    sample_issue,
+    sections_in,
+    smtp_settings,
+)
+from sqlalchemy import select
+
+from digest.cli import main
+from digest.deliver.sender import SenderBusy
+from digest.models import IssueStatus, SubscriberStatus
+from digest.pipeline import send_issue, send_test, work_pending
+from digest.store.issues import create_issue, get_issue
+from digest.store.ledger import LedgerError, ledger_counts, start_sending
+from digest.store.locks import acquire_lock
+from digest.store.schema import deliveries, subscribers
+from digest.store.subscribers import get_subscriber, set_status
+from digest.tokens import PREFERENCES, UNSUBSCRIBE, verify
+
+
+@pytest.fixture
+def settings(tmp_path, store_url, smtp_server):
+    return smtp_settings(tmp_path, store_url, smtp_server.port)
+
+
+@pytest.fixture
+def issue(engine, settings):
+    return approved_issue(engine, settings)
+
+
+def _row(engine, number, subscriber_id):
+    with engine.connect() as conn:
+        return conn.execute(select(deliveries).where(deliveries.c.issue_number == number,
+                                                     deliveries.c.subscriber_id == subscriber_id)).one()
+
+
+def test_every_subscriber_gets_exactly_the_sections_they_chose(engine, settings, issue, smtp_server):
+    everything = add_confirmed(engine, "all@example.net", name="Zoë O'Brien")
+    trade = add_confirmed(engine, "trade@example.net", series=("esa-economy-trade",), want_events=False,
+                          want_media=False)
+    two = add_confirmed(engine, "two@example.net", series=("esa-security-defence", "esa-digital-technology"),
+                        want_events=True, want_media=False, language="fr")
+    nothing = add_confirmed(engine, "nothing@example.net", series=("no-such-series",), want_events=False,
+                            want_media=False)
+    add_subscriber_pending = add_confirmed(engine, "pending@example.net")
+    set_status(engine, add_subscriber_pending.id, SubscriberStatus.PENDING, NOW)
+
+    report = send_issue(settings, engine, issue)
+
+    assert (report.sent, report.skipped, report.failed, report.status) == (3, 1, 0, "sent")
+    expected = {everything.email: {*SERIES_IDS, "events", "media"}, trade.email: {"esa-economy-trade"},
+                two.email: {"esa-security-defence", "esa-digital-technology", "events"}}
+    for email, sections in expected.items():
+        [message] = smtp_server.for_recipient(email)
+        assert sections_in(message) == sections, email
+        assert not message.defects
+    assert smtp_server.for_recipient(nothing.email) == []
+    assert smtp_server.for_recipient("pending@example.net") == []
+    assert _row(engine, issue, nothing.id).status == "skipped"
+    assert get_issue(engine, issue).status == IssueStatus.SENT
+
+
+def test_messages_are_personalised(engine, settings, issue, smtp_server):
+    reader = add_confirmed(engine, "zoe@example.net", name="Zoë O'Brien")
+    send_issue(settings, engine, issue)
+    [message] = smtp_server.for_recipient(reader.email)
+    assert message["To"].addresses[0].display_name == "Zoë O'Brien"
+    unsubscribe = message["List-Unsubscribe"].strip("<>")
+    assert verify(settings, unsubscribe.rsplit("/", 1)[1], UNSUBSCRIBE) == reader.id
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert f"https://digest.example.org/archive/{issue}" in text
+    assert unsubscribe in text and unsubscribe.replace("&", "&amp;") in html
+    preferences = [w for w in text.split() if "/preferences/" in w][0].strip("<>()")
+    assert verify(settings, preferences.rsplit("/", 1)[1], PREFERENCES) == reader.id
+    assert _row(engine, issue, reader.id).message_id == message["Message-ID"]
+
+
+def test_sending_again_sends_nothing(engine, settings, issue, smtp_server):
+    add_many(engine, 25)
+    first = send_issue(settings, engine, issue)
+    again = send_issue(settings, engine, issue)
+    assert first.sent == 25 and again.sent == 0 and again.status == "sent"
+    assert len(smtp_server.received) == 25
+
+
+def test_only_approved_issues_are_sent(engine, settings, smtp_server):
+    draft = create_issue(engine, sample_issue(), {"issue": {}, "sections": []}, NOW)
+    add_confirmed(engine, "a@example.net")
+    with pytest.raises(LedgerError, match="approve it first"):
+        send_issue(settings, engine, draft.number)
+    with pytest.raises(LedgerError, match="no issue 42"):
+        send_issue(settings, engine, 42)
+    assert smtp_server.received == []
+
+
+def test_whoever_unsubscribes_mid_send_is_skipped(engine, settings, issue, smtp_server):
+    emails = add_many(engine, 40)
+    last = get_subscriber(engine, emails[-1])
+    settings = replace(settings, delivery=replace(settings.delivery, batch_size=5))
+
+    def unsubscribe_last(done: int, total: int) -> None:
+        if done == 1:
+            set_status(engine, last.id, SubscriberStatus.UNSUBSCRIBED, NOW)
+
+    report = send_issue(settings, engine, issue, progress=unsubscribe_last)
+    assert report.sent == 39 and report.skipped == 1
+    assert smtp_server.for_recipient(last.email) == []
+    assert _row(engine, issue, last.id).status == "skipped"
+
+
+def test_temporary_failures_retry_and_permanent_ones_bounce(engine, settings, issue, smtp_server):
+    later = add_confirmed(engine, "later@example.net")
+    gone = add_confirmed(engine, "gone@example.net")
+    fine = add_confirmed(engine, "fine@example.net")
+    smtp_server.replies["later@example.net"] = ["451 4.3.0 try again later", None]
+    smtp_server.replies["gone@example.net"] = ["550 5.1.1 no such user"]
+
+    report = send_issue(settings, engine, issue)
+
+    assert (report.sent, report.failed, report.retried, report.bounced) == (2, 1, 1, 0)
+    assert len(smtp_server.for_recipient(later.email)) == 1 and len(smtp_server.for_recipient(fine.email)) == 1
+    assert smtp_server.for_recipient(gone.email) == []
+    assert _row(engine, issue, later.id).attempts == 2 and _row(engine, issue, later.id).status == "sent"
+    failed = _row(engine, issue, gone.id)
+    assert failed.status == "failed_permanent" and "550" in failed.last_error
+    with engine.connect() as conn:
+        bounce_count, status = conn.execute(select(subscribers.c.bounce_count, subscribers.c.status)
+                                            .where(subscribers.c.id == gone.id)).one()
+    assert (bounce_count, status) == (1, "confirmed")  # below bounce_threshold (2)
+    assert report.status == "sent"
+
+
+def test_reaching_the_bounce_threshold_marks_the_subscriber_bounced(engine, tmp_path, store_url, smtp_server):
+    settings = smtp_settings(tmp_path, store_url, smtp_server.port, bounce_threshold=1)
+    number = approved_issue(engine, settings)
+    gone = add_confirmed(engine, "gone@example.net")
+    smtp_server.replies["gone@example.net"] = ["550 5.1.1 no such user"]
+    report = send_issue(settings, engine, number)
+    assert (report.failed, report.bounced) == (1, 1)
+    assert get_subscriber(engine, gone.id).status == SubscriberStatus.BOUNCED
+
+
+def test_temporary_failures_are_given_up_after_max_attempts(engine, tmp_path, store_url, smtp_server):
+    settings = smtp_settings(tmp_path, store_url, smtp_server.port, max_attempts=2)
+    number = approved_issue(engine, settings)
+    stuck = add_confirmed(engine, "stuck@example.net")
+    smtp_server.replies["stuck@example.net"] = ["452 4.2.2 mailbox full"] * 3
+    report = send_issue(settings, engine, number)
+    assert (report.sent, report.retried, report.gave_up, report.bounced) == (0, 1, 1, 0)
+    row = _row(engine, number, stuck.id)
+    assert row.status == "failed_permanent" and row.last_error.startswith("gave up after 2 attempts: 452")
+    assert get_subscriber(engine, stuck.id).status == SubscriberStatus.CONFIRMED  # not the reader's fault
+
+
+def test_a_server_outage_pauses_and_resumes(engine, tmp_path, store_url):
+    port = free_port()
+    settings = smtp_settings(tmp_path, store_url, port, max_attempts=3)
+    number = approved_issue(engine, settings)
+    emails = add_many(engine, 30)
+    holder = {}
+    # The server comes up only after the sender has found it down several times.
+    timer = threading.Timer(1.0, lambda: holder.update(zip(("server", "controller"), start_smtp_server(port), strict=True)))
+    timer.start()
+    try:
+        report = send_issue(settings, engine, number)
+    finally:
+        timer.join()
+        server = holder["server"]
+        holder["controller"].stop()
+    assert report.sent == 30 and report.gave_up == 0 and report.retried >= 2
+    assert Counter(r for _, rcpts, _ in server.received for r in rcpts) == Counter(emails)
+
+
+def test_late_subscribers_get_the_issue_they_missed(engine, settings, issue, smtp_server):
+    add_many(engine, 3)
+    send_issue(settings, engine, issue)
+    newcomer = add_confirmed(engine, "new@example.net")
+    assert send_issue(settings, engine, issue).sent == 0
+    report = send_issue(settings, engine, issue, late=True)
+    assert report.sent == 1 and len(smtp_server.for_recipient(newcomer.email)) == 1
+    assert len(smtp_server.received) == 4
+
+
+def test_a_second_sender_on_sqlite_is_refused_with_a_clear_message(tmp_path, sqlite_url, smtp_server):
+    from digest.store import open_store
+
+    engine = open_store(sqlite_url)
+    settings = smtp_settings(tmp_path, sqlite_url, smtp_server.port)
+    number = approved_issue(engine, settings)
+    add_many(engine, 3)
+    assert acquire_lock(engine, "send", "send@elsewhere:1:abcd", 60)
+    with pytest.raises(SenderBusy, match=r"another sender \(send@elsewhere:1:abcd\)"):
+        send_issue(settings, engine, number)
+    assert smtp_server.received == []
+
+
+def test_workers_send_issues_left_in_sending(engine, settings, issue, smtp_server):
+    emails = add_many(engine, 12)
+    start_sending(engine, issue, NOW)
+    [report] = work_pending(settings, engine, "worker@test:1:abcd", batch_size=5)
+    assert report.sent == 12 and report.status == "sent"
+    assert sorted(r for _, rcpts, _ in smtp_server.received for r in rcpts) == sorted(emails)
+    assert work_pending(settings, engine, "worker@test:1:abcd") == []
+
+
+def test_a_test_send_reaches_staff_and_leaves_the_ledger_alone(engine, settings, issue, smtp_server):
+    add_confirmed(engine, "trade@example.net", series=("esa-economy-trade",), want_events=False, want_media=False)
+    results = send_test(settings, engine, issue, ["editor@example.org", "chief@example.org"])
+    assert all(r.ok for r in results)
+    [full] = smtp_server.for_recipient("editor@example.org")
+    assert sections_in(full) == {*SERIES_IDS, "events", "media"}
+    send_test(settings, engine, issue, ["editor@example.org"], subscriber_email="trade@example.net")
+    assert sections_in(smtp_server.for_recipient("editor@example.org")[1]) == {"esa-economy-trade"}
+    assert ledger_counts(engine, issue)["queued"] == 0 and sum(ledger_counts(engine, issue).values()) == 0
+    assert get_issue(engine, issue).status == IssueStatus.APPROVED
+    with pytest.raises(LookupError, match="no subscriber"):
+        send_test(settings, engine, issue, ["editor@example.org"], subscriber_email="nobody@example.net")
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def _config(tmp_path, settings, extra: str = "", smtp_extra: str = "") -> str:
+    path = tmp_path / "digest.toml"
+    path.write_text(f"""
+[store]
+url = "{settings.store.url}"
+
+[web]
+base_url = "https://digest.example.org"
+
+[delivery]
+transport = "smtp"
+retry_delay = 0.05
+{extra}
+[delivery.smtp]
+host = "127.0.0.1"
+port = {settings.delivery.smtp.port}
+connections = 2
+{smtp_extra}
+""", encoding="utf-8")
+    return str(path)
+
+
+def test_digest_send_json_report_and_exit_codes(engine, settings, issue, smtp_server, tmp_path):
+    config = _config(tmp_path, settings)
+    add_many(engine, 5)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", config, "send", "--issue", str(issue), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sent"] == 5 and report["status"] == "sent" and report["ledger"]["sent"] == 5
+    assert set(report) >= {"issue", "sent", "failed", "bounced", "skipped", "duration", "rate", "open"}
+    again = runner.invoke(main, ["--config", config, "send", "--issue", str(issue), "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["sent"] == 0
+    plain = runner.invoke(main, ["--config", config, "send", "--issue", str(issue)])
+    assert plain.exit_code == 0 and "already sent to everyone" in plain.output
+    missing = runner.invoke(main, ["--config", config, "send", "--issue", "77"])
+    assert missing.exit_code == 2 and "no issue 77" in missing.output
+    lonely = runner.invoke(main, ["--config", config, "send", "--issue", str(issue), "--subscriber", "a@b.org"])
+    assert lonely.exit_code == 2 and "--test" in lonely.output
+
+
+def test_digest_send_test_and_worker_once(engine, settings, issue, smtp_server, tmp_path):
+    config = _config(tmp_path, settings)
+    add_many(engine, 4)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", config, "send", "--issue", str(issue), "--test", "ed@example.org"])
+    assert result.exit_code == 0 and "test send to ed@example.org: sent" in result.output
+    start_sending(engine, issue, NOW)
+    worker = runner.invoke(main, ["--config", config, "worker", "--once", "--batch", "2", "--json"])
+    assert worker.exit_code == 0, worker.output
+    assert json.loads(worker.stdout)["sent"] == 4
+    assert len(smtp_server.received) == 5
+
+
+def test_given_up_messages_make_digest_send_exit_1(engine, settings, issue, smtp_server, tmp_path):
+    config = _config(tmp_path, settings, "max_attempts = 1")
+    add_confirmed(engine, "full@example.net")
+    smtp_server.replies["full@example.net"] = ["452 4.2.2 mailbox full"]
+    result = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(issue)])
+    assert result.exit_code == 1 and "1 given up" in result.output
+
+
+def test_an_address_no_header_can_carry_fails_only_its_own_row(engine, settings, issue, smtp_server):
+    bad = add_confirmed(engine, "bad@example.net")
+    with engine.begin() as conn:  # e.g. a row edited by hand: the store itself validates addresses
+        conn.execute(subscribers.update().where(subscribers.c.id == bad.id).values(email="two words@example.net"))
+    good = add_confirmed(engine, "good@example.net")
+    report = send_issue(settings, engine, issue)
+    assert (report.sent, report.failed, report.status) == (1, 1, "sent")
+    row = _row(engine, issue, bad.id)
+    assert row.status == "failed_permanent" and row.last_error.startswith("cannot build the message")
+    assert len(smtp_server.for_recipient(good.email)) == 1
+
+
+def test_digest_send_exits_1_while_another_sender_holds_the_sqlite_lock(tmp_path, sqlite_url, smtp_server):
+    from digest.store import open_store
+
+    engine = open_store(sqlite_url)
+    settings = smtp_settings(tmp_path, sqlite_url, smtp_server.port)
+    number = approved_issue(engine, settings)
+    add_many(engine, 2)
+    acquire_lock(engine, "send", "worker@elsewhere:7:abcd", 60)
+    result = CliRunner().invoke(main, ["--config", _config(tmp_path, settings), "send", "--issue", str(number)])
+    assert result.exit_code == 1 and "another sender (worker@elsewhere:7:abcd)" in result.output
+    worker = CliRunner().invoke(main, ["--config", _config(tmp_path, settings), "worker", "--once"])
+    assert worker.exit_code == 1 and "SQLite allows one at a time" in worker.output
+    assert smtp_server.received == []
+
+
+def test_a_sender_setting_no_header_can_carry_stops_sending_and_fails_nobody(engine, tmp_path, store_url,
+                                                                             smtp_server):
+    from digest.deliver.editions import EditionError
+
+    settings = smtp_settings(tmp_path, store_url, smtp_server.port, sender="Digest <not an address>")
+    number = approved_issue(engine, settings)
+    add_many(engine, 5)
+    with pytest.raises(EditionError, match="cannot build the en edition of issue 1"):
+        send_issue(settings, engine, number)
+    assert ledger_counts(engine, number)["queued"] == 5  # back in the queue, for after the fix
+    assert smtp_server.received == []
+    config = _config(tmp_path, settings, 'sender = "Digest <not an address>"')
+    result = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(number)])
+    assert result.exit_code == 2 and "cannot send: cannot build the en edition" in result.output
+
+
+def test_smtp_settings_that_cannot_work_exit_2_and_keep_the_queue(engine, settings, issue, smtp_server, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.delenv("DIGEST_TEST_NO_PASSWORD", raising=False)
+    config = _config(tmp_path, settings, smtp_extra='username = "digest"\npassword_env = "DIGEST_TEST_NO_PASSWORD"')
+    add_many(engine, 3)
+    result = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(issue)])
+    assert result.exit_code == 2 and "DIGEST_TEST_NO_PASSWORD is empty" in result.output
+    assert ledger_counts(engine, issue)["queued"] == 3 and smtp_server.received == []
