@@ -187,6 +187,16 @@ def preview_values(settings: Settings, language: str, view_url: str) -> dict[str
             "view_url": view_url}
 
 
+def reader_values(name: str, email: str, language: str, unsubscribe_url: str, preferences_url: str,
+                  view_url: str | None = None) -> dict[str, str]:
+    """Token values for one reader; the one place that decides how an absent name reads."""
+    values = {"name": greeting_name(name, language), "email": email,
+              "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url}
+    if view_url is not None:
+        values["view_url"] = view_url
+    return values
+
+
 def greeting_name(name: str, language: str) -> str:
     """The value for the `name` token: the subscriber's name, else a word that reads well after "Hello"."""
     name = plain_text(name)

@@ -511,3 +511,11 @@ def test_render_command_subscriber_with_nothing_to_read_exits_2(tmp_path, monkey
                      "--out", str(tmp_path / "x"))
     assert result.exit_code == 2
     assert "receives nothing from issue 1" in result.output
+
+
+def test_reader_without_a_name_is_greeted_in_their_language():
+    from digest.render import reader_values
+
+    assert reader_values("", "a@example.org", "en", "https://u", "https://p")["name"] == "there"
+    assert reader_values("  ", "a@example.org", "de", "https://u", "https://p")["name"] == "zusammen"
+    assert reader_values("Ana", "a@example.org", "fr", "https://u", "https://p", "https://v")["view_url"] == "https://v"

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..models import Issue, Segment, Subscriber
-from ..render import render_edition
+from ..render import reader_values, render_edition
 from ..segments import sections_for, segment_id
 from ..store.issues import get_issue
 from ..tokens import TokenSigner, subscriber_links
@@ -68,8 +68,8 @@ def edition_messages(settings: Settings, issue: Issue) -> Callable[[Subscriber],
                 raise EditionError(f"cannot build the {subscriber.language} edition of issue {issue.number} "
                                    f"({', '.join(ids)}): {exc}") from exc
         links = subscriber_links(settings, subscriber, signer)
-        values = {"name": subscriber.name, "email": subscriber.email, "unsubscribe_url": links.unsubscribe_url,
-                  "preferences_url": links.preferences_url}
+        values = reader_values(subscriber.name, subscriber.email, subscriber.language,
+                               links.unsubscribe_url, links.preferences_url)
         return template.build_for(subscriber.email, subscriber.name, values)
 
     return message_for

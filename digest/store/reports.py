@@ -17,7 +17,8 @@ from sqlalchemy import Engine, Text, cast, func, select
 from ..models import SubscriberStatus
 from .schema import subscriber_events, subscribers
 
-SIGNUP_EVENTS = ("subscribed",)
+# Web sign-ups complete as "confirmed" (double opt-in); imports and admin adds as "subscribed".
+SIGNUP_EVENTS = ("subscribed", "confirmed")
 LEAVE_EVENTS = ("unsubscribed", "complained", "bounced", "erased")
 
 

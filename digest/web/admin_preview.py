@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from ..config import LANGUAGES, Settings
 from ..models import Issue, IssueStatus, Segment, Subscriber
-from ..render import Edition, full_segment, personalise, render_edition
+from ..render import Edition, full_segment, personalise, reader_values, render_edition
 from ..segments import sections_for, segment_id, segments_from_store
 from ..tokens import subscriber_links
 
@@ -114,8 +114,8 @@ def preview_document(settings: Settings, engine: Engine, issue: Issue, choice: P
     edition = cache.get(issue, segment, settings)
     links = subscriber_links(settings, reader)
     base = settings.web.base_url.rstrip("/")
-    values = {"name": reader.name, "email": reader.email, "unsubscribe_url": links.unsubscribe_url,
-              "preferences_url": links.preferences_url, "view_url": f"{base}/archive/{issue.number}"}
+    values = reader_values(reader.name, reader.email, segment.language, links.unsubscribe_url,
+                           links.preferences_url, f"{base}/archive/{issue.number}")
     html, text = personalise(edition, values)
     return (html if choice.format == "html" else text), edition
 

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..config import LANGUAGES, Settings
 from ..models import Issue, IssueStatus, SectionType
-from ..render import full_segment, personalise, safe_url
+from ..render import full_segment, personalise, reader_values, safe_url
 from .admin_preview import EditionCache
 from .pages import make_templates, render_page
 
@@ -102,8 +102,7 @@ def archive_document(settings: Settings, issue: Issue, language: str, cache: Edi
     """The full edition's HTML with links for a visitor (subscribe instead of a personal unsubscribe)."""
     edition = cache.get(issue, full_segment(issue, language), settings)
     base = settings.web.base_url.rstrip("/")
-    values = {"name": "", "email": "", "unsubscribe_url": f"{base}/subscribe", "preferences_url": f"{base}/subscribe",
-              "view_url": f"{base}/archive/{issue.number}"}
+    values = reader_values("", "", language, f"{base}/subscribe", f"{base}/subscribe", f"{base}/archive/{issue.number}")
     return personalise(edition, values)[0]
 
 
