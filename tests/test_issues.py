@@ -280,3 +280,17 @@ def test_items_in_series_matches_the_exact_id(settings, engine):
 def test_cli_reports_an_unwritable_manifest_path(cli, tmp_path):
     result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23", "--json", str(tmp_path / "no" / "such" / "dir.json"))
     assert result.exit_code == 1 and "cannot write the manifest" in result.stderr
+
+
+def test_cli_build_says_when_the_edition_is_shortened(cli, tmp_path):
+    with (tmp_path / "digest.toml").open("a", encoding="utf-8") as config:
+        config.write("[digest]\nmax_html_kib = 12\n")
+    result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23")
+    assert result.exit_code == 0, result.output
+    assert "note:" in result.stderr and "KiB" in result.stderr
+
+
+def test_cli_build_is_quiet_about_size_when_the_edition_fits(cli):
+    result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23")
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.stderr

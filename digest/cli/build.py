@@ -68,8 +68,18 @@ def build_command(since: str | None, until: str | None, json_out: str | None, al
         return
     manifest = _manifest(issue)
     _echo_summary(manifest, out)
+    _echo_size_notes(settings, issue)
     if json_out:
         _write_json(manifest, json_out)
+
+
+def _echo_size_notes(settings, issue) -> None:  # noqa: ANN001
+    """Say at build time when the edition must be shortened to stay under the clipping limit."""
+    from ..render import full_segment, render_edition
+
+    edition = render_edition(issue, full_segment(issue, settings.site.language), settings)
+    for note in edition.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @main.command("approve")
