@@ -11,11 +11,14 @@ caller may run threads (httpx, a progress bar) whose locks a fork would copy, an
 multiprocessing's spawn/forkserver they do not re-import the caller's `__main__` script.
 Tasks and results travel as length-prefixed pickles over the worker's stdin/stdout.
 Workers are kept between calls, at most one per CPU, and stopped at interpreter exit.
+`start_workers` starts them ahead of need (their start-up then overlaps the caller's I/O) and
+names modules they import before the first task, outside any task's CPU allowance.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import math
 import os
 import pickle
@@ -26,7 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,6 +60,15 @@ def run_with_cpu_limit(func: Callable[..., Any], args: tuple, cpu_seconds: float
     return _pool_for_this_process().run(func, args, cpu_seconds)
 
 
+def start_workers(count: int | None = None, preload: Sequence[str] = ()) -> None:
+    """Start worker processes now, up to `count` (default and at most: one per CPU) in all.
+
+    Each worker imports the `preload` modules (e.g. the module of the function it will run) as
+    soon as it starts, so the first task does not wait for them. Returns without waiting.
+    """
+    _pool_for_this_process().start(count, tuple(preload))
+
+
 def shutdown_workers() -> None:
     """Stop the worker processes (they are also stopped at exit)."""
     pool = _POOLS.pop(os.getpid(), None)
@@ -67,12 +79,12 @@ def shutdown_workers() -> None:
 class _Worker:
     """One worker interpreter and the two pipes to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from digest.cpulimit import serve; serve()"],
+            [sys.executable, "-c", "from digest.cpulimit import serve; serve()", *preload],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
 
@@ -109,6 +121,17 @@ class _WorkerPool:
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._all: list[_Worker] = []
+        self._size = size
+        self._preload: tuple[str, ...] = ()
+
+    def start(self, count: int | None, preload: tuple[str, ...]) -> None:
+        with self._lock:
+            self._preload = tuple(dict.fromkeys((*self._preload, *preload)))
+            wanted = min(self._size, self._size if count is None else count) - len(self._all)
+            for _ in range(max(0, wanted)):
+                worker = _Worker(self._preload)
+                self._all.append(worker)
+                self._idle.append(worker)
 
     def run(self, func: Callable[..., Any], args: tuple, cpu_seconds: float) -> Any:
         with self._slots:
@@ -129,7 +152,7 @@ class _WorkerPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        worker = _Worker()
+        worker = _Worker(self._preload)
         with self._lock:
             self._all.append(worker)
         return worker
@@ -205,6 +228,11 @@ def serve() -> None:
     # Answers go to a private copy of stdout; a stray print() in a task lands on stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for module in sys.argv[1:]:  # preloaded before any task: imports never count against an allowance
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # only a head start: a task that needs the module reports the failure itself
     while True:
         try:
             task = _read_frame(requests)

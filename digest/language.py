@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
+if TYPE_CHECKING:
+    from py3langid.langid import LanguageIdentifier
 
 # Languages a European policy foundation's media mentions plausibly use.
 CANDIDATE_LANGUAGES = (
@@ -25,6 +27,9 @@ _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
 @lru_cache(maxsize=1)
 def _identifier() -> LanguageIdentifier:
+    # Imported on first use: py3langid loads numpy (≈0.1 s), and most feeds state their language.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
     identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     known = set(identifier.labels)
     identifier.set_languages([code for code in CANDIDATE_LANGUAGES if code in known])

@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 
 import feedparser
 
-from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit
+from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_workers
 from .language import detect_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
 from .sanitize import (
@@ -107,6 +107,15 @@ def parse_feed_limited(
         ))
     except WorkerFailed as exc:
         return ParseResult([], [], f"parsing failed: {exc}")
+
+
+def start_parse_workers(count: int, cpu_seconds: float) -> None:
+    """Start up to `count` workers for parse_feed_limited now, so they are ready when the first bodies land.
+
+    Nothing when `cpu_seconds <= 0` (parsing then runs in this process). Does not wait.
+    """
+    if cpu_seconds > 0 and count > 0:
+        start_workers(count, preload=(__name__,))
 
 
 # --- refusing what must not reach feedparser ------------------------------------------------------

@@ -6,6 +6,8 @@ functions in items, feeds, issues, subscribers and ledger take that engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -29,6 +31,34 @@ def open_store(url: str, migrate: bool = True) -> Engine:
     except OperationalError as exc:
         raise StoreError(f"cannot open the store at {_redact(url)}: {exc.orig}") from None
     return engine
+
+
+@contextmanager
+def relaxed_durability(engine: Engine) -> Iterator[Engine]:
+    """The same store through connections whose commits do not wait for the disk; for writes a rerun redoes.
+
+    SQLite (WAL) commits with synchronous=NORMAL, PostgreSQL with synchronous_commit off: a
+    crashed or killed process loses nothing, a power loss may roll back the last commits (never
+    corrupting the store). Only for work that is simply done again, e.g. a fetch: its items and
+    validators roll back together, so the next run downloads those feeds again. See docs/store.md.
+    """
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        yield engine  # an in-memory database exists only behind its own engine
+        return
+    relaxed = _create_engine(engine.url.render_as_string(hide_password=False))
+    statement = "PRAGMA synchronous=NORMAL" if relaxed.dialect.name == "sqlite" else "SET synchronous_commit TO off"
+
+    def relax(dbapi_connection, _record) -> None:  # noqa: ANN001
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        dbapi_connection.commit()  # a PostgreSQL SET is transactional: keep it past a pool reset
+
+    event.listen(relaxed, "connect", relax)
+    try:
+        yield relaxed
+    finally:
+        relaxed.dispose()
 
 
 def is_postgres(engine: Engine) -> bool:
