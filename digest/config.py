@@ -59,6 +59,8 @@ class FetchSettings:
     max_redirects: int = _help("Redirects followed per feed (http/https only on every hop).", 5)
     concurrency: int = _help("Feeds fetched at once.", 8)
     retries: int = _help("Retries after a connection error or 5xx, with exponential backoff.", 2)
+    retry_backoff: float = _help("Seconds before the first retry; each further retry waits twice as long.", 1.0)
+    retry_after_max_hours: float = _help("Longest Retry-After a feed server may impose; later runs skip the feed until then.", 24.0)
     parse_cpu_seconds: float = _help("CPU seconds a feed's parse may take before it is abandoned.", 20.0)
     user_agent: str = _help("User-Agent sent to feed servers.", "digest/0.1 (+https://github.com/digest-email/digest)")
 
@@ -93,6 +95,7 @@ class SmtpSettings:
     connections: int = _help("SMTP connections used in parallel.", 4)
     rate_limit: float = _help("Messages per second at most across connections; 0 is unlimited.", 0.0)
     timeout: float = _help("Seconds for one SMTP command.", 30.0)
+    ca_file: str = _help("PEM file of CA certificates trusted for starttls/tls instead of the system ones (certificates are always verified).", "")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ class DeliverySettings:
     batch_size: int = _help("Ledger rows a sender claims at a time.", 200)
     max_attempts: int = _help("Temporary failures before a message is given up.", 5)
     bounce_threshold: int = _help("Permanent failures after which a subscriber is marked bounced.", 2)
+    retry_delay: float = _help("Seconds before a temporary failure (4xx, connection) is retried; doubles each attempt.", 60.0)
+    retry_max_delay: float = _help("Longest wait between retries, and the longest pause while the server is down.", 3600.0)
+    claim_timeout: float = _help("Seconds after which rows claimed by a sender that stopped answering are sent by another.", 300.0)
     utm: bool = _help("Add utm_source/medium/campaign to links to the site.", False)
     smtp: SmtpSettings = _help("SMTP transport settings.", factory=SmtpSettings)
     dkim: DkimSettings = _help("DKIM signing settings.", factory=DkimSettings)
@@ -124,6 +130,11 @@ class WebSettings:
     secret_env: str = _help("Environment variable holding the signing secret(s), comma-separated, newest first.", "DIGEST_SECRET")
     admin_password_hash: str = _help("scrypt hash of the admin password (`digest admin hash-password`); or set DIGEST_ADMIN_PASSWORD_HASH.", "")
     confirm_hours: int = _help("Hours a subscription confirmation link stays valid.", 72)
+    subscribe_rate_per_minute: float = _help("Sign-ups allowed per client IP per minute (token bucket); more get 429.", 6.0)
+    subscribe_burst: int = _help("Sign-ups one client IP may make in a quick burst before the rate applies.", 5)
+    unsubscribe_rate_per_minute: float = _help("Unsubscribe and preference requests per client IP per minute (mailbox providers post RFC 8058 one-clicks from few IPs, so keep it generous).", 120.0)
+    unsubscribe_burst: int = _help("Unsubscribe and preference requests one client IP may make in a quick burst.", 60)
+    forwarded_allow_ips: str = _help("Comma-separated proxy IPs whose X-Forwarded-For is trusted by `digest serve` (the client IP rate limits and consent records use); empty trusts none.", "")
 
 
 @dataclass(frozen=True)

@@ -183,13 +183,16 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
-def start_smtp_server(port: int | None = None):
-    """Start aiosmtpd on 127.0.0.1; returns (SmtpServer, controller)."""
+def start_smtp_server(port: int | None = None, **controller_options):
+    """Start aiosmtpd on 127.0.0.1; returns (SmtpServer, controller).
+
+    controller_options go to aiosmtpd's Controller (e.g. tls_context, ssl_context, authenticator).
+    """
     from aiosmtpd.controller import Controller
 
     server = SmtpServer("127.0.0.1", port or free_port())
     controller = Controller(_Handler(server), hostname="127.0.0.1", port=server.port,
-                            decode_data=False, data_size_limit=50 * 1024 * 1024)
+                            decode_data=False, data_size_limit=50 * 1024 * 1024, **controller_options)
     controller.start()
     return server, controller
 

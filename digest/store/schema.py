@@ -134,6 +134,8 @@ subscribers = Table(
     Column("unsubscribed_at", UTCDateTime),
     Column("bounce_count", Integer, nullable=False, default=0),
     Column("source", String(200), nullable=False, default=""),
+    # Ids are never reused (SQLite AUTOINCREMENT), so a link signed for an erased subscriber stays dead.
+    sqlite_autoincrement=True,
 )
 Index("ix_subscribers_status", subscribers.c.status)
 
@@ -193,4 +195,8 @@ run_log = Table(
     Column("job", String(40), nullable=False),
     Column("outcome", String(40), nullable=False),
     Column("detail", Text, nullable=False, default=""),
+    # The cron fire time a build/send job ran for: a second run for the same time is a no-op.
+    Column("scheduled_for", UTCDateTime),
+    Column("issue_number", Integer),
 )
+Index("ix_run_log_job", run_log.c.job, run_log.c.scheduled_for)
