@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 
 from ..config import Settings
 from ..models import DeliveryStatus, Subscriber, SubscriberStatus
-from ..store import open_store
+from ..store import relaxed_durability
 from ..store.ledger import (
     Claim,
     claim_batch,
@@ -240,7 +240,10 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
     requeue_orphans(engine, number, orphan_check(engine, holder))
     before = ledger_counts(engine, number)
     total = sum(before[s] for s in ("queued", "sending", "failed_temporary"))
-    run = _Run(_outcome_engine(engine), number, holder, options.policy, _Tally(total, progress),
+    # Outcomes are committed without waiting for the disk: a killed process loses nothing, a power
+    # loss may roll back the last `sent` marks and those messages go again (still at least once).
+    durability = contextlib.ExitStack()
+    run = _Run(durability.enter_context(relaxed_durability(engine)), number, holder, options.policy, _Tally(total, progress),
                _Outage(options.connections, options.policy), queue.Queue(maxsize=options.batch_size))
     if engine.dialect.name == "postgresql":
         run.writing = contextlib.nullcontext()  # row locks: writers never wait for each other
@@ -262,8 +265,7 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
     finally:
         _stop_threads(run, threads)
         sys.setswitchinterval(switch_interval)
-        if run.engine is not engine:
-            run.engine.dispose()
+        durability.close()
     if run.errors:
         raise run.errors[0]
     finish_if_done(engine, number, _now())
@@ -442,29 +444,6 @@ def _record(run: _Run, conn: Connection, job: _Job, result: SendResult) -> None:
         retry_at = now + timedelta(seconds=run.policy.delay(attempt))
         mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_TEMPORARY, error, retry_at)
         run.tally.add("retried", finished=False)
-
-
-def _outcome_engine(engine: Engine) -> Engine:
-    """The engine the sending threads record outcomes with: commits that survive a killed process
-    without waiting for the disk (SQLite WAL synchronous=NORMAL, PostgreSQL synchronous_commit off).
-
-    A process crash loses nothing; a power loss may roll back the last few `sent` marks, and those
-    messages are sent again: the same at-least-once promise, at a fraction of an fsync per message.
-    """
-    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
-        return engine  # an in-memory database exists only behind its own engine
-    url = engine.url.render_as_string(hide_password=False)
-    fast = open_store(url, migrate=False)
-    statement = "PRAGMA synchronous=NORMAL" if engine.dialect.name == "sqlite" else "SET synchronous_commit TO off"
-
-    def relax(dbapi_connection, _record) -> None:  # noqa: ANN001
-        cursor = dbapi_connection.cursor()
-        cursor.execute(statement)
-        cursor.close()
-        dbapi_connection.commit()  # a PostgreSQL SET is transactional: keep it past a pool reset
-
-    event.listen(fast, "connect", relax)
-    return fast
 
 
 def _throttled(action: Callable[[], object], every: float = KEEP_ALIVE_EVERY) -> Callable[[], None]:
