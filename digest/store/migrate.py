@@ -21,6 +21,13 @@ HEAD_REVISION = "0001"  # the newest file in migrations/versions; update it with
 VERSION_TABLE = "alembic_version"
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001, ARG001
+    """Alembic filter: tables digest does not own (APScheduler's job store) are never migrated or compared."""
+    from .schema import metadata
+
+    return not (type_ == "table" and reflected and name not in metadata.tables)
+
+
 def alembic_config() -> Config:
     from alembic.config import Config
 
