@@ -63,3 +63,21 @@ def test_a_preload_that_fails_to_import_costs_nothing_but_the_head_start():
     cpulimit.start_workers(1, preload=["digest.no_such_module"])
     assert cpulimit.run_with_cpu_limit(int, ("1",), 5) == 1
     assert worker_processes() == 1
+
+
+def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(tmp_path):
+    """Scheduled fetches are hours apart: digest run must not keep idle parsers (40-120 MB each) alive."""
+    from digest import schedule
+    from digest.store import open_store
+    from digest.store.items import count_items
+
+    feeds = Path(__file__).parent / "data" / "feeds"
+    config = tmp_path / "digest.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n'
+                      f'[[feeds]]\nname = "Publications"\nurl = "{feeds / "wordpress-rss.xml"}"\nkind = "brief"\n',
+                      encoding="utf-8")
+    schedule.fetch_job(str(config))
+    engine = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    assert count_items(engine) > 0
+    engine.dispose()
+    assert worker_processes() == 0
