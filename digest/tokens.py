@@ -21,7 +21,7 @@ from typing import Any
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from .config import LANGUAGES, Settings
+from .config import LANGUAGES, ConfigError, Settings
 from .models import Subscriber
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,21 @@ def signing_secrets(settings: Settings) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def _persisted_secret(path: str) -> str:
-    # Cached so that signing 100,000 links reads the file (and warns) once per process.
+    # Cached so that signing 100,000 links reads the file once per process.
     file = Path(path)
     try:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         value = file.read_text(encoding="ascii").strip()
         if not value:
-            raise RuntimeError(f"{file} is empty: delete it (a new secret is generated) or set the secret variable") from None
+            raise ConfigError(f"{file} is empty: delete it (a new secret is generated) or set the secret variable") from None
     else:
         value = secrets.token_urlsafe(32)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(value + "\n")
-    log.warning("no signing secret in the environment: using the generated secret in %s "
-                "(set the variable named by web.secret_env to choose your own)", file)
+        # Said once, when the file is made: repeating it on every later command is noise.
+        log.warning("no signing secret in the environment: generated one in %s and keep using it "
+                    "(set the variable named by web.secret_env to choose your own)", file)
     return value
 
 

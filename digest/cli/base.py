@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -55,7 +56,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn configuration and store errors into a clear message and exit code 2."""
+    """Turn configuration and store errors into a clear message and exit code 2, file errors into exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -65,6 +66,16 @@ def handle_errors(func: Callable) -> Callable:
             fail(f"configuration error: {exc}", EXIT_USAGE)
         except StoreError as exc:
             fail(f"store error: {exc}", EXIT_USAGE)
+        except BrokenPipeError:
+            # Whoever read the output stopped (e.g. `| head`): nothing to say; keep Python's exit quiet too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_FAILED)
+        except OSError as exc:
+            # A file the command reads or writes (e.g. --out, -o, DIR): a message, never a traceback.
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}", EXIT_FAILED)
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_FAILED)
 
     return wrapper
 

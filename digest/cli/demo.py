@@ -25,11 +25,12 @@ DEMO_SINCE = datetime(2026, 11, 16, tzinfo=BRUSSELS)
 DEMO_UNTIL = datetime(2026, 11, 23, tzinfo=BRUSSELS)
 DEMO_NOW = datetime(2026, 11, 23, 9, 0, tzinfo=BRUSSELS)
 DEMO_ADMIN_PASSWORD = "demo"
+DEMO_CONFIG_MARK = "# digest demo configuration"  # the first line of the samples' digest.toml
 
 
 @main.command("demo")
 @click.option("--dir", "directory", default="demo-output", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Folder for the demo's config, store, edition and outbox (recreated).")
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for the demo's config, store, edition and outbox (recreated: it must be new, empty or an earlier demo's).")
 @click.option("--subscribers", "subscribers_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Subscriber list to import (default: subscribers/sample.csv).")
 @handle_errors
@@ -89,6 +90,10 @@ def _prepare_folder(directory: Path) -> Path:
     from ..web.passwords import hash_password
 
     if directory.exists():
+        # Recreating means deleting: only ever an empty folder or an earlier demo's, never `--dir .` or ~.
+        if any(directory.iterdir()) and not _is_demo_folder(directory):
+            fail(f"{directory} is not empty and not an earlier demo folder; pass a new or empty --dir "
+                 "(the demo deletes and recreates its folder)", 2)
         shutil.rmtree(directory)
     shutil.copytree(SAMPLES, directory, ignore=shutil.ignore_patterns("*.db", "*.db-*", "outbox", "__pycache__"))
     config_path = directory / "digest.toml"
@@ -96,6 +101,14 @@ def _prepare_folder(directory: Path) -> Path:
         config.write(f'\n[web]\n# The demo admin password is "{DEMO_ADMIN_PASSWORD}".\n'
                      f'admin_password_hash = "{hash_password(DEMO_ADMIN_PASSWORD)}"\n')
     return config_path.resolve()
+
+
+def _is_demo_folder(directory: Path) -> bool:
+    config = directory / "digest.toml"
+    try:
+        return config.is_file() and config.read_text(encoding="utf-8").startswith(DEMO_CONFIG_MARK)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _step(text: str) -> None:
@@ -113,5 +126,11 @@ def _print_where(settings, config_path: Path, paths: list[Path], number: int) ->
     click.echo(f"Store:                       {settings.store.url}")
     click.echo("")
     click.echo("Preview and approve in the browser:")
-    click.echo(f"  .venv/bin/digest --config {config_path} serve")
+    click.echo(f"  {_digest_command()} --config {config_path} serve")
     click.echo(f"  then open {base}/admin/issues/{number} (password: {DEMO_ADMIN_PASSWORD})")
+
+
+def _digest_command() -> str:
+    """How this `digest` was started (e.g. .venv/bin/digest), so the printed command works from here."""
+    started = sys.argv[0]
+    return started if Path(started).name == "digest" else "digest"

@@ -58,10 +58,12 @@ def _print_table(reports: list[FetchReport]) -> None:
     for r in reports:
         table.add_row(Text(_clean(r.feed)), Text(r.status.value, style=STATUS_STYLE[r.status]), str(r.items),
                       str(r.new), str(r.updated), Text(_clean(r.message)))
-    Console(highlight=False, soft_wrap=False).print(table)
+    # On a terminal long messages wrap; piped or redirected, each feed stays on one line for scripts.
+    Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 10_000).print(table)
     failed = sum(r.status == FeedStatus.ERROR for r in reports)
     new = sum(r.new for r in reports)
-    summary = f"{len(reports)} feeds, {new} new items" + (f", {failed} failed" if failed else "")
+    summary = (f"{len(reports)} feed{'s' * (len(reports) != 1)}, {new} new item{'s' * (new != 1)}"
+               + (f", {failed} failed" if failed else ""))
     console.print(Text(summary, style="bold red" if failed else "bold"))
 
 

@@ -24,18 +24,30 @@ postal_address = "Rue Example 1, 1000 Brussels"
 url = "sqlite:///digest.db"               # or postgresql+psycopg://user@host/db
 
 # One [[feeds]] table per feed. kind: brief | event | news | article | media
+# To try digest first, point url at the bundled samples in digest/data/samples/ (publications.xml,
+# events.xml, news.xml, magazine.rdf, media.xml), or run `digest demo`.
 [[feeds]]
 name = "Publications"
 url = "https://www.example.org/feed/"     # http(s) URL or a local file path
 kind = "brief"
 
-# Series in display order. Category spellings that differ beyond case, dashes, "&"/"and"
-# and whitespace need an alias.
+# Series in display order, named as your feeds' categories name them. Category spellings that
+# differ beyond case, dashes, "&"/"and", whitespace and HTML entities need an alias.
 [[series]]
 id = "esa-security-defence"
-name = "European Strategic Autonomy – Security & Defence"
+name = "European Strategic Autonomy series – Security & Defence"
 aliases = ["European Strategic Autonomy series - Security & Defense"]
 url = "https://www.example.org/series/security-defence/"   # "find all related" link
+
+[[series]]
+id = "esa-economy-trade"
+name = "European Strategic Autonomy series – Economy & Trade"
+url = "https://www.example.org/series/economy-trade/"
+
+[[series]]
+id = "esa-digital-technology"
+name = "European Strategic Autonomy series – Digital & Technology"
+url = "https://www.example.org/series/digital-technology/"
 
 [digest]
 window_days = 7                           # window of the first issue; later ones start where the last ended
@@ -72,11 +84,11 @@ def init_command(directory: Path, force: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "digest.toml"
     if config_path.exists() and not force:
-        console.print(f"{config_path} exists; keeping it (use --force to overwrite)")
+        console.print(f"{config_path} exists; keeping it (use --force to overwrite)", markup=False)
     else:
         config_path.write_text(CONFIG_TEMPLATE, encoding="utf-8")
-        console.print(f"wrote {config_path}")
+        console.print(f"wrote {config_path}", markup=False)
     settings = load_settings(config_path)
     open_store(settings.store.url).dispose()
-    console.print(f"store ready: {settings.store.url}")
-    console.print("next: edit the [[feeds]] and [[series]] tables, then run `digest fetch`")
+    console.print(f"store ready: {settings.store.url}", markup=False)
+    console.print("next: edit the [[feeds]] and [[series]] tables, then run `digest fetch`", markup=False)

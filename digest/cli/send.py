@@ -40,10 +40,17 @@ SETUP_ERRORS = (TransportError, EditionError, RenderError, DkimError)
 @click.option("--wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="SQLite: wait this long for another sender to finish instead of exiting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON on stdout.")
+@click.argument("more_test_to", nargs=-1, metavar="[EMAIL]...")
 @handle_errors
 def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: str | None, wait: float,
-                 as_json: bool) -> None:
-    """Send issue N to every confirmed subscriber once (exit 1 if messages were given up or left open)."""
+                 as_json: bool, more_test_to: tuple[str, ...]) -> None:
+    """Send issue N to every confirmed subscriber once (exit 1 if messages were given up or left open).
+
+    With --test, the edition goes only to the addresses given: `--test a@x --test b@y` or `--test a@x b@y`.
+    """
+    if more_test_to and not test_to:
+        fail(f"unexpected argument {more_test_to[0]!r}: addresses go after --test (a test send)", EXIT_USAGE)
+    test_to = (*test_to, *more_test_to)
     if subscriber and not test_to:
         fail("--subscriber only goes with --test EMAIL (a test send of that subscriber's edition)", EXIT_USAGE)
     if test_to:
@@ -52,6 +59,7 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
     settings, engine = state().settings, state().engine
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: unsent rows go back to the queue
     try:
+        _check_server(settings, engine, number, late)
         with _progress_bar(f"issue {number}") as progress:
             report = send_issue(settings, engine, number, progress, late=late, wait=wait)
     except LedgerError as exc:
@@ -77,6 +85,14 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
     """Send queued messages of every issue in `sending`; any number may run against one PostgreSQL."""
     settings, engine = state().settings, state().engine
     holder = lock_holder("worker")
+    if once:  # one pass must not sit out an outage: say so at once (a looping worker waits it out)
+        from ..store.ledger import issues_being_sent
+
+        try:
+            if issues_being_sent(engine):
+                _fail_if_unreachable(settings, "run `digest worker --once` again")
+        except SETUP_ERRORS as exc:
+            fail(f"cannot send: {exc}", EXIT_USAGE)
     signal.signal(signal.SIGTERM, _interrupt)
     told_busy = False
     try:
@@ -103,6 +119,41 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
     except KeyboardInterrupt:
         console.print("worker stopped; unsent messages stay queued for the next worker")
         sys.exit(EXIT_OK)
+
+
+def _check_server(settings, engine, number: int, late: bool) -> None:  # noqa: ANN001
+    """Queue the issue's rows, then exit 1 with a clear message if the SMTP server takes no connection.
+
+    Without this, `digest send` would wait (silently, up to delivery.retry_max_delay per pause) for
+    a server that is down or misconfigured; a server lost mid-run is still waited for.
+    """
+    from datetime import UTC, datetime
+
+    from ..models import IssueStatus
+    from ..store.ledger import issue_status, start_sending
+
+    if settings.delivery.transport != "smtp":
+        return
+    start_sending(engine, number, datetime.now(UTC), late=late)  # LedgerError for a draft or unknown issue
+    if issue_status(engine, number) == IssueStatus.SENT and not late:
+        return  # nothing to send: send_issue says so
+    _fail_if_unreachable(settings, f"run `digest send --issue {number}` again (or let `digest worker` send it)")
+
+
+def _fail_if_unreachable(settings, then: str) -> None:  # noqa: ANN001
+    """Exit 1 naming the SMTP server when it takes no connection; TransportError for bad settings."""
+    from ..deliver.transports import transport_from_settings
+
+    if settings.delivery.transport != "smtp":
+        return
+    transport = transport_from_settings(settings)
+    try:
+        problem = transport.check_connection()
+    finally:
+        transport.close()
+    if problem:
+        fail(f"{problem}\nNothing was sent; every message stays queued. Check 'delivery.smtp.host' and "
+             f"'port', then {then}.", EXIT_FAILED)
 
 
 def report_exit_code(report: SendReport) -> int:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import signal
+import socket
+import sys
 from urllib.parse import urlsplit
 
 import click
 
-from .base import handle_errors, main, state
+from .base import EXIT_FAILED, EXIT_OK, fail, handle_errors, main, state
+
+UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when it cannot start (e.g. cannot bind)
 
 
 @main.command()
@@ -25,13 +31,41 @@ def serve(host: str | None, port: int | None) -> None:
     from ..web.security import RedactTokensFilter
 
     settings = state().settings
-    app = create_app(settings, state().engine)
     base = urlsplit(settings.web.base_url)
     host = host or (base.hostname if base.hostname in ("127.0.0.1", "localhost", "::1") else "127.0.0.1")
     port = port or base.port or 8080
+    _check_can_listen(host, port)
+    app = create_app(settings, state().engine)
     click.echo(f"digest web app on http://{host}:{port}/subscribe (links in emails use {settings.web.base_url})",
                err=True)
     logging.getLogger("uvicorn.access").addFilter(RedactTokensFilter())
-    uvicorn.run(app, host=host, port=port, proxy_headers=bool(settings.web.forwarded_allow_ips),
-                forwarded_allow_ips=settings.web.forwarded_allow_ips or None, server_header=False,
-                log_level="info")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: a stop asked for is a success (exit 0).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
+    try:
+        uvicorn.run(app, host=host, port=port, proxy_headers=bool(settings.web.forwarded_allow_ips),
+                    forwarded_allow_ips=settings.web.forwarded_allow_ips or None, server_header=False,
+                    log_level="info")
+    except SystemExit as exc:
+        if exc.code == UVICORN_STARTUP_FAILURE:
+            fail(f"the web app could not start on {host}:{port} (see the message above)", EXIT_FAILED)
+        raise
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail with a clear message (exit 1) when host:port is taken or not an address of this machine.
+
+    uvicorn would start the app first, then print a log line and exit 3.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}; check --host", EXIT_FAILED)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = ("another program (or `digest serve`) is listening there: stop it or pick another --port"
+                    if exc.errno == errno.EADDRINUSE else "check --host and --port")
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}", EXIT_FAILED)

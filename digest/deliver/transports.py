@@ -218,6 +218,17 @@ class SmtpTransport:
                     return None, SendResult(message.message_id, ok=False, code=exc.args[1], error=exc.args[0]), True
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def check_connection(self) -> str | None:
+        """None when the server takes a connection (kept for sending), else why not.
+
+        TransportError for configuration problems (login refused, untrusted certificate).
+        """
+        conn = self._connect_or_none()
+        if conn is None:
+            return self._unreachable()
+        self._idle.put(conn)
+        return None
+
     def _address(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
