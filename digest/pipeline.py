@@ -162,7 +162,8 @@ def build_issue(settings: Settings, engine: Engine, now: datetime, since: dateti
                              "--since must be before --until (and before now)")
         target = issue_for_window(engine, Window(window.start, window.end)) or current
         issue = _compose_window(settings, engine, window, now, target.editorial if target else Editorial())
-        if target is None and not (allow_empty or has_news(issue)):
+        # Nothing new is no issue, and never a reason to move or empty an open draft of another window.
+        if not (allow_empty or has_news(issue)) and (target is None or target.window != window):
             return None
         return _save_issue(settings, engine, target, issue, now)
 

@@ -264,6 +264,17 @@ def test_cli_nothing_new_exits_zero(cli):
     assert cli("build", "--since", "yesterday").exit_code == 2
 
 
+def test_cli_an_empty_window_leaves_the_open_draft_alone(cli):
+    assert cli("build", "--since", "2026-11-16", "--until", "2026-11-23").exit_code == 0
+    result = cli("build", "--since", "2025-01-01", "--until", "2025-01-08", "--json", "-")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["issue"] is None and "Nothing new" in result.stderr
+    shown = json.loads(cli("build", "--since", "2026-11-16", "--until", "2026-11-23", "--json", "-").stdout)
+    assert shown["issue"]["number"] == 1
+    assert shown["issue"]["window"]["start"] == "2026-11-16T00:00:00+01:00"
+    assert sum(len(s["items"]) for s in shown["sections"]) > 0
+
+
 def test_items_in_series_matches_the_exact_id(settings, engine):
     from digest.store.items import items_in_series, latest_items
 
