@@ -28,6 +28,9 @@ from .models import Subscriber, SubscriberStatus
 
 MAX_NAME = 200
 CSV_COLUMNS = ("email", "name", "language", "series")
+# Optional columns (as `export` writes them): a reader's section choices survive export then import.
+SECTION_COLUMNS = ("want_events", "want_media")
+YES, NO = ("true", "yes", "1", "y", "oui", "ja"), ("false", "no", "0", "n", "non", "nein")
 EXPORT_COLUMNS = ("email", "name", "language", "series", "want_events", "want_media", "status",
                   "consent_at", "consent_method", "consent_ip", "created_at")
 # Cells starting with these are formulas to spreadsheet programs (CSV injection).
@@ -51,6 +54,8 @@ class ListRow:
 
     line: int
     subscriber: Subscriber
+    # Whether the file had want_events/want_media columns; without them the stored choices stand.
+    sections_given: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = Su
         looks_like_data = any("@" in c for c in columns)
         hint = "the first line looks like data" if looks_like_data else "no 'email' column in the first line"
         raise ListFileError(f"{path}: {hint}: start the file with the header line `email,name,language,series`")
-    report = ImportReport(ignored_columns=tuple(c for c in columns if c not in CSV_COLUMNS), delimiter=delimiter)
+    report = ImportReport(ignored_columns=tuple(c for c in columns if c not in CSV_COLUMNS + SECTION_COLUMNS),
+                          delimiter=delimiter)
     base = Subscriber(email="", status=status, consent_at=consent_at, consent_method="import")
     return report, _rows(handle, columns, delimiter, settings, base)
 
@@ -212,6 +218,8 @@ def _rows(handle: io.TextIOBase, columns: list[str], delimiter: str, settings: S
                 email = normalise_email(row.get("email", ""))
                 language = parse_language(row.get("language", ""), settings.site.language)
                 series = parse_series(row.get("series", ""), settings)
+                want_events = parse_flag(row.get("want_events", ""), "want_events")
+                want_media = parse_flag(row.get("want_media", ""), "want_media")
             except InvalidSubscriber as exc:
                 yield RejectedRow(line, str(exc))
                 continue
@@ -220,7 +228,18 @@ def _rows(handle: io.TextIOBase, columns: list[str], delimiter: str, settings: S
                 continue
             seen[email] = line
             yield ListRow(line, replace(base, email=email, name=clean_name(row.get("name", "")), language=language,
-                                        series=series))
+                                        series=series, want_events=want_events, want_media=want_media),
+                          sections_given=any(c in columns for c in SECTION_COLUMNS))
+
+
+def parse_flag(raw: str, column: str) -> bool:
+    """A yes/no cell; empty means yes (every section is wanted unless the reader said otherwise)."""
+    text = raw.strip().lower()
+    if text in YES or not text:
+        return True
+    if text in NO:
+        return False
+    raise InvalidSubscriber(f"{column} is {raw.strip()!r}: use true or false")
 
 
 def _checked(reader: Iterator[list[str]]) -> Iterator[list[str]]:

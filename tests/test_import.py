@@ -212,3 +212,49 @@ def test_read_list_file_streams_rows(tmp_path, settings):
     assert (row.line, row.subscriber.email, row.subscriber.name) == (2, "t@example.org", "Tab Person")
     with pytest.raises(ListFileError, match="is a folder"):
         read_list_file(tmp_path, settings)
+
+
+def test_section_choices_survive_export_then_import_into_another_store(cli, engine, tmp_path, sqlite_url):
+    from dataclasses import replace
+
+    from digest.store import open_store
+
+    ana = store.add_subscriber(engine, Subscriber(email="ana@example.org", name="Ana", status=SubscriberStatus.CONFIRMED))
+    store.update_choices(engine, replace(ana, want_events=False, want_media=True))
+    code, out, _ = cli("subscribers", "export")
+    assert code == 0
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out, encoding="utf-8")
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = open_store(other_url)
+    (tmp_path / "other").mkdir()
+    config = write_config(tmp_path / "other", other_url)
+    result = CliRunner().invoke(main, ["--config", str(config), "subscribers", "import", str(exported)])
+    assert result.exit_code == 0, result.output
+    moved = store.get_subscriber(other, "ana@example.org")
+    assert (moved.want_events, moved.want_media) == (False, True)
+    ignored = result.output.split("ignored columns:")[1]
+    assert "consent_at" in ignored and "want_events" not in ignored and "want_media" not in ignored
+    other.dispose()
+
+
+def test_a_list_without_section_columns_leaves_stored_choices_alone(cli, engine, tmp_path):
+    from dataclasses import replace
+
+    bo = store.add_subscriber(engine, Subscriber(email="bo@example.org", name="Bo", status=SubscriberStatus.CONFIRMED))
+    store.update_choices(engine, replace(bo, want_media=False))
+    plain = tmp_path / "plain.csv"
+    plain.write_text("email,name,language,series\nbo@example.org,Bo B.,en,\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(plain))
+    assert code == 0 and out.startswith("added 0, updated 1")
+    again = store.get_subscriber(engine, "bo@example.org")
+    assert (again.name, again.want_events, again.want_media) == ("Bo B.", True, False)
+
+
+def test_a_section_flag_that_is_not_yes_or_no_rejects_its_row(cli, engine, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("email,name,language,series,want_events\ncy@example.org,Cy,en,,maybe\n"
+                   "di@example.org,Di,en,,no\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(bad))
+    assert code == 1 and "line 2: rejected: want_events is 'maybe': use true or false" in out
+    assert store.get_subscriber(engine, "di@example.org").want_events is False

@@ -259,7 +259,7 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
     with engine.begin() as conn:
         existing = {r.email: r for r in conn.execute(select(
             subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.language, subscribers.c.series,
-            subscribers.c.status, subscribers.c.source).where(subscribers.c.email.in_(emails)))}
+            subscribers.c.want_events, subscribers.c.want_media, subscribers.c.status, subscribers.c.source).where(subscribers.c.email.in_(emails)))}
         fresh = [r for r in batch if r.subscriber.email not in existing]
         hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in fresh}
         erased = _suppressed(conn, [h for hs in hashes.values() for h in hs])
@@ -275,7 +275,7 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
             elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES:
                 report.suppressed.append(row.line)
             else:
-                change = _import_change(old, new, now)
+                change = _import_change(old, row, now)
                 if change is None:
                     report.unchanged += 1
                     continue
@@ -292,6 +292,7 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
         if updates:
             conn.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")).values(
                 name=bindparam("name"), language=bindparam("language"), series=bindparam("series"),
+                want_events=bindparam("want_events"), want_media=bindparam("want_media"),
                 updated_at=bindparam("updated_at")), updates)
         if confirms:
             # A pending web sign-up staff now import: the consent is the import's (staff vouch for it).
@@ -303,16 +304,20 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
         report.updated += len(updates)
 
 
-def _import_change(old, new: Subscriber, now: datetime) -> dict | None:  # noqa: ANN001
+def _import_change(old, row: ListRow, now: datetime) -> dict | None:  # noqa: ANN001
     """The update for an existing row, or None when the file says nothing new."""
+    new = row.subscriber
     own_choice = old.source == "reader"
     language = old.language if own_choice else new.language
     series = list(old.series or ()) if own_choice else list(new.series)
+    keep_sections = own_choice or not row.sections_given
+    sections = (old.want_events, old.want_media) if keep_sections else (new.want_events, new.want_media)
     confirming = old.status == SubscriberStatus.PENDING.value and new.status == SubscriberStatus.CONFIRMED
-    if (old.name, old.language, list(old.series or ())) == (new.name, language, series) and not confirming:
+    before = (old.name, old.language, list(old.series or ()), (old.want_events, old.want_media))
+    if before == (new.name, language, series, sections) and not confirming:
         return None
-    return {"row_id": old.id, "name": new.name, "language": language, "series": series, "updated_at": now,
-            "confirming": confirming}
+    return {"row_id": old.id, "name": new.name, "language": language, "series": series,
+            "want_events": sections[0], "want_media": sections[1], "updated_at": now, "confirming": confirming}
 
 
 def _events(conn: Connection, ids: list[int], event: str, now: datetime, detail: str) -> None:
