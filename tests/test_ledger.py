@@ -18,6 +18,7 @@ from digest.store import open_store
 from digest.store.issues import create_issue, get_issue
 from digest.store.ledger import (
     LedgerError,
+    SentMarks,
     claim_batch,
     finish_if_done,
     ledger_counts,
@@ -165,6 +166,26 @@ def test_outcomes_and_finishing(engine, issue):
     rows = _rows(engine, issue)
     assert rows[subs[0].id].attempts == 1 and rows[subs[0].id].message_id == "<a@example.org>"
     assert rows[subs[1].id].last_error == "550 no such user"
+
+
+def test_sent_marks_write_what_mark_sent_writes_and_only_for_the_holder(engine, issue):
+    subs = [add_confirmed(engine, f"m{i}@example.net") for i in range(3)]
+    start_sending(engine, issue, NOW)
+    claim_batch(engine, issue, "h", 10, NOW, 300)
+    mark_sent(engine, issue, subs[0].id, "h", "<a@example.org>", NOW)
+    marks = SentMarks(engine)
+    try:
+        assert marks.mark_sent(issue, subs[1].id, "h", "<b@example.org>", NOW)
+        assert not marks.mark_sent(issue, subs[1].id, "h", "<b@example.org>", NOW)  # already sent
+        assert not marks.mark_sent(issue, subs[2].id, "other", "<c@example.org>", NOW)  # not its claim
+    finally:
+        marks.close()
+    rows = _rows(engine, issue)
+    by_function, by_marks = rows[subs[0].id], rows[subs[1].id]
+    assert by_marks.status == "sent" and by_marks.message_id == "<b@example.org>" and by_marks.attempts == 1
+    assert by_marks.sent_at == by_function.sent_at == NOW and by_marks.next_attempt_at is None
+    assert rows[subs[2].id].status == "sending"  # committed, not left in an open transaction
+    assert ledger_counts(engine, issue)["sent"] == 2
 
 
 # --- locks -----------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The send loop: claim ledger rows in batches, send each message, record each outcome at once.
 
 The loop depends on the ledger (store functions), a message factory (subscriber → message) and a
-transport factory only. One thread per SMTP connection takes messages from a bounded queue, sends
-one, and commits its row `sent` (or failed) before taking the next, so a crash can leave at most one
-message per connection both delivered and unrecorded: the only duplicates `at least once` allows.
+transport factory only. The main thread claims rows (committed `sending`) into a bounded queue;
+one thread per SMTP connection takes a few at a time and, for each, builds the message, sends it and
+commits its row `sent` (or failed) before the next, so a crash can leave at most one message per
+connection both delivered and unrecorded: the only duplicates `at least once` allows.
 
 Failures: 5xx for a recipient is permanent (counted towards `bounced`); 4xx and connection errors
 are retried after `retry_delay · 2^(attempt-1)` until `max_attempts`; when every connection fails in
@@ -14,6 +15,7 @@ rows are deferred without using an attempt, and sending resumes with the next me
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import sys
 import threading
@@ -29,12 +31,13 @@ from ..models import DeliveryStatus, Subscriber, SubscriberStatus
 from ..store import relaxed_durability
 from ..store.ledger import (
     Claim,
-    claim_batch,
+    SentMarks,
+    claim_rows,
+    claimed_subscribers,
     finish_if_done,
     issue_status,
     ledger_counts,
     mark_failed,
-    mark_sent,
     mark_skipped,
     next_retry_at,
     renew_claims,
@@ -44,7 +47,12 @@ from ..store.locks import acquire_lock, holder_is_dead, lock_owner, release_lock
 from ..store.subscribers import record_bounce
 from .transport import OutgoingMessage, SendResult, Transport
 
+log = logging.getLogger(__name__)
 SEND_LOCK = "send"
+# Claimed rows handed to a sending thread at a time: a queue hand-off (two condition variables and
+# a thread wake-up) costs about what building a message does, so a few rows share one; few enough
+# that the threads share a batch evenly.
+CHUNK = 8
 LOCK_TTL = 60.0
 KEEP_ALIVE_EVERY = 5.0
 
@@ -154,6 +162,9 @@ class _Outage:
             now = time.monotonic()
             if now >= self.resume_at:
                 self.resume_at = now + self.delay
+                # Said on stderr (and in the scheduler's log): otherwise a pause looks like a hang.
+                log.warning("every SMTP connection failed: the server looks down; sending pauses for %.0f s "
+                            "(unsent messages stay queued; Ctrl-C stops, run the same command later)", self.delay)
                 self.delay = min(self.delay * 2, self.policy.retry_max_delay)
             return self.resume_at - now
 
@@ -166,12 +177,6 @@ class _Outage:
 
 
 @dataclass
-class _Job:
-    claim: Claim
-    message: OutgoingMessage
-
-
-@dataclass
 class _Run:
     """Everything the sending threads share for one issue."""
 
@@ -181,6 +186,8 @@ class _Run:
     policy: RetryPolicy
     tally: _Tally
     outage: _Outage
+    make_message: MessageFactory
+    # Lists of claimed rows (at most CHUNK each), then one None per sending thread.
     jobs: queue.Queue = field(default_factory=queue.Queue)
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[BaseException] = field(default_factory=list)
@@ -188,6 +195,10 @@ class _Run:
     # more (its busy handler), which would cost every connection a pause per message. Taking turns
     # on a Python lock first wakes the next writer as soon as the previous one commits.
     writing: contextlib.AbstractContextManager = field(default_factory=threading.Lock)
+    # The message factory caches a template per segment and is not promised to be thread-safe; the
+    # GIL runs one build at a time anyway, so taking turns costs next to nothing (and no segment is
+    # rendered twice by threads racing to its first subscriber).
+    building: threading.Lock = field(default_factory=threading.Lock)
 
 
 # --- the sender lock -----------------------------------------------------------------------------
@@ -243,8 +254,9 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
     # Outcomes are committed without waiting for the disk: a killed process loses nothing, a power
     # loss may roll back the last `sent` marks and those messages go again (still at least once).
     durability = contextlib.ExitStack()
-    run = _Run(durability.enter_context(relaxed_durability(engine)), number, holder, options.policy, _Tally(total, progress),
-               _Outage(options.connections, options.policy), queue.Queue(maxsize=options.batch_size))
+    run = _Run(durability.enter_context(relaxed_durability(engine)), number, holder, options.policy,
+               _Tally(total, progress), _Outage(options.connections, options.policy), make_message,
+               queue.Queue(maxsize=max(options.batch_size // CHUNK, 2)))
     if engine.dialect.name == "postgresql":
         run.writing = contextlib.nullcontext()  # row locks: writers never wait for each other
     renew = _throttled(lambda: (keep_alive(), renew_claims(engine, number, holder, _now())))
@@ -252,13 +264,13 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
                                 name=f"digest-send-{i}") for i in range(options.connections)]
     for thread in threads:
         thread.start()
-    # The main thread builds messages (pure CPU) while the sending threads wait on sockets and the
-    # database: with the default 5 ms switch interval each wake-up of a sending thread can wait that
-    # long for the GIL, several times per SMTP transaction. 0.5 ms keeps them close to the wire.
+    # Each sending thread builds its next message (pure CPU) while the others wait on their sockets:
+    # with the default 5 ms switch interval each wake-up of a waiting thread can wait that long for
+    # the GIL, several times per SMTP transaction. 0.5 ms keeps them close to the wire.
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, 0.0005))
     try:
-        _claim_and_queue(run, make_message, options, renew)
+        _claim_and_queue(run, options, renew)
     except BaseException:
         run.stop.set()  # interrupted: threads finish the message in hand and skip the rest
         raise
@@ -274,13 +286,13 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
                       duration=time.monotonic() - started, ledger=ledger_counts(engine, number))
 
 
-def _claim_and_queue(run: _Run, make_message: MessageFactory, options: SendOptions,
-                     renew: Callable[[], None]) -> None:
+def _claim_and_queue(run: _Run, options: SendOptions, renew: Callable[[], None]) -> None:
     while not run.errors:
         renew()
-        with run.writing:
-            claims = claim_batch(run.engine, run.number, run.holder, options.batch_size, _now(),
-                                 options.policy.claim_timeout)
+        with run.writing:  # only the UPDATE needs the writer's turn; reading subscribers does not
+            rows = claim_rows(run.engine, run.number, run.holder, options.batch_size, _now(),
+                              options.policy.claim_timeout)
+        claims = claimed_subscribers(run.engine, rows)
         if not claims:
             _wait_drained(run, renew)
             if run.errors or _claimable_now(run):
@@ -288,17 +300,11 @@ def _claim_and_queue(run: _Run, make_message: MessageFactory, options: SendOptio
             if not options.wait_for_retries or not _wait_for_retry(run, renew):
                 return
             continue
-        skipped = []
-        for claim in claims:
-            message = _message_or_failure(run, make_message, claim) if _is_confirmed(claim) else None
-            if message is None:
-                skipped.append(claim.subscriber.id)
-            elif message is not _FAILED:
-                _put(run, _Job(claim, message), renew)
-        with run.writing:
-            mark_skipped(run.engine, run.number, skipped, run.holder, "not confirmed, or nothing selected")
-        if skipped:
-            run.tally.add("skipped", n=len(skipped))
+        # Messages are built by the sending threads, each right before sending it: a thread building
+        # messages ahead would hold the GIL in long stretches that the socket-waiting threads queue
+        # behind, several times per SMTP transaction.
+        for start in range(0, len(claims), CHUNK):
+            _put(run, claims[start:start + CHUNK], renew)
 
 
 _FAILED = object()
@@ -308,14 +314,16 @@ def _is_confirmed(claim: Claim) -> bool:
     return claim.subscriber.status == SubscriberStatus.CONFIRMED
 
 
-def _message_or_failure(run: _Run, make_message: MessageFactory, claim: Claim) -> object:
+def _message_or_failure(run: _Run, conn: Connection, claim: Claim) -> object:
     """The subscriber's message, None if there is nothing for them, or _FAILED (recorded) when their
     own data cannot make a message (an address no header can carry): that costs their row only."""
     try:
-        return make_message(claim.subscriber)
+        with run.building:
+            return run.make_message(claim.subscriber)
     except (ValueError, KeyError) as exc:
-        mark_failed(run.engine, run.number, claim.subscriber.id, run.holder, DeliveryStatus.FAILED_PERMANENT,
-                    f"cannot build the message: {exc}")
+        with run.writing:
+            mark_failed(conn, run.number, claim.subscriber.id, run.holder, DeliveryStatus.FAILED_PERMANENT,
+                        f"cannot build the message: {exc}")
         run.tally.add("failed")
         return _FAILED
 
@@ -337,10 +345,10 @@ def _wait_for_retry(run: _Run, renew: Callable[[], None]) -> bool:
     return True
 
 
-def _put(run: _Run, job: _Job, renew: Callable[[], None]) -> None:
+def _put(run: _Run, claims: list[Claim], renew: Callable[[], None]) -> None:
     while not run.errors:
         try:
-            run.jobs.put(job, timeout=1.0)
+            run.jobs.put(claims, timeout=1.0)
             return
         except queue.Full:
             renew()
@@ -373,14 +381,10 @@ def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
     transport = None
     try:
         transport = make_transport()
-        with run.engine.connect() as conn:
-            while (job := run.jobs.get()) is not None:
+        with run.engine.connect() as conn, contextlib.closing(SentMarks(run.engine)) as marks:
+            while (claims := run.jobs.get()) is not None:
                 try:
-                    if not run.stop.is_set():
-                        run.outage.wait(run.stop)
-                        result = _send_one(transport, job.message)
-                        with run.writing:
-                            _record(run, conn, job, result)
+                    _send_claimed(run, transport, conn, marks, claims)
                 finally:
                     run.jobs.task_done()
         run.jobs.task_done()
@@ -391,6 +395,33 @@ def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
     finally:
         if transport is not None:
             transport.close()
+
+
+def _send_claimed(run: _Run, transport: Transport, conn: Connection, marks: SentMarks, claims: list[Claim]) -> None:
+    """Build, send and record each row's message in turn; rows with nothing to send end `skipped`.
+
+    Once the run stops, the rest stay claimed and go back to the queue (`_stop_threads`).
+    """
+    skipped = []
+    for claim in claims:
+        if run.stop.is_set():
+            break
+        message = _message_or_failure(run, conn, claim) if _is_confirmed(claim) else None
+        if message is None:
+            skipped.append(claim.subscriber.id)
+            continue
+        if message is _FAILED:
+            continue
+        run.outage.wait(run.stop)
+        if run.stop.is_set():  # stopped while the server was taken to be down
+            break
+        result = _send_one(transport, message)
+        with run.writing:
+            _record(run, conn, marks, claim, message, result)
+    if skipped:
+        with run.writing:
+            mark_skipped(conn, run.number, skipped, run.holder, "not confirmed, or nothing selected")
+        run.tally.add("skipped", n=len(skipped))
 
 
 def _drain(jobs: queue.Queue) -> None:
@@ -409,13 +440,14 @@ def _send_one(transport: Transport, message: OutgoingMessage) -> SendResult:
         return SendResult(message.message_id, ok=False, error=f"{exc.__class__.__name__}: {exc}")
 
 
-def _record(run: _Run, conn: Connection, job: _Job, result: SendResult) -> None:
-    """Commit one row's outcome (the step that makes `sent` durable) on the thread's connection."""
+def _record(run: _Run, conn: Connection, marks: SentMarks, claim: Claim, message: OutgoingMessage,
+            result: SendResult) -> None:
+    """Commit one row's outcome (the step that makes `sent` durable) on the thread's connections."""
     number, holder, now = run.number, run.holder, _now()
-    subscriber_id, attempt = job.claim.subscriber.id, job.claim.attempts + 1
+    subscriber_id, attempt = claim.subscriber.id, claim.attempts + 1
     if result.ok:
         run.outage.success()
-        mark_sent(conn, number, subscriber_id, holder, result.message_id or job.message.message_id, now)
+        marks.mark_sent(number, subscriber_id, holder, result.message_id or message.message_id, now)
         run.tally.add("sent")
         return
     error = f"{result.code or ''} {result.error}".strip() or "unknown error"
