@@ -364,13 +364,11 @@ def _wait_drained(run: _Run, renew: Callable[[], None]) -> None:
 
 
 def _stop_threads(run: _Run, threads: list[threading.Thread]) -> None:
-    for _ in threads:
-        while any(t.is_alive() for t in threads):
-            try:
-                run.jobs.put(None, timeout=0.5)
-                break
-            except queue.Full:
-                continue
+    # One None per live thread is not enough: a thread that fails drains the queue, sentinels
+    # included, so keep offering them until every thread has gone (leftovers are harmless).
+    while any(t.is_alive() for t in threads):
+        with contextlib.suppress(queue.Full):
+            run.jobs.put(None, timeout=0.1)
     for thread in threads:
         thread.join()
     # Rows claimed but never sent (interrupted): back to the queue, for this or another sender.
