@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from admin_fixtures import READERS, admin_store, set_next_run
-from compose_fixtures import NOW
+from compose_fixtures import NOW, WINDOW
 
 from digest.models import IssueStatus
 from digest.schedule import JOBS_TABLE, ensure_jobs, make_scheduler
@@ -74,8 +74,12 @@ def processes():
 def write_config(store, path: Path, cron: str, send_cron: str = "0 11 1 1 *", extra: str = "") -> Path:
     feeds = "".join(f'[[feeds]]\nname = "{f.name}"\nurl = "{f.url}"\nkind = "{f.kind.value}"\n\n'
                     for f in store.settings.feeds)
+    # These processes build on the real clock: the first window must reach back to the fixture week
+    # whatever today's date is.
+    window_days = (datetime.now(UTC) - WINDOW.start).days + 2
     path.write_text(
         f'[site]\ntimezone = "Europe/Brussels"\n[store]\nurl = "{store.settings.store.url}"\n'
+        f'[digest]\nwindow_days = {window_days}\n'
         f'[delivery]\noutbox_dir = "{store.settings.resolve_path(store.settings.delivery.outbox_dir)}"\n'
         f'[schedule]\ncron = "{cron}"\nsend_cron = "{send_cron}"\nfetch_every_hours = 24\n{extra}\n{feeds}',
         encoding="utf-8")
