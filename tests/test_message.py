@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import random
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -18,6 +19,7 @@ from digest.deliver.dkim import DkimError, DkimSigner, signer_from_settings
 from digest.deliver.message import (
     HeaderError,
     MessageTemplate,
+    _encode_qp_general,
     check_address,
     clean_header_text,
     encode_qp,
@@ -181,6 +183,16 @@ def test_quoted_printable_lines_never_pass_76(length):
         encoded = encode_qp("x" * (length - 1) + tail)
         assert encoded.endswith(b"=\r\n")
         assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+
+
+def test_quoted_printable_fast_path_is_byte_for_byte_the_general_one():
+    rnd = random.Random(6)
+    samples = ["x" * n for n in range(1, 320)] + [".", ". ", "a.", "=", "a=b", " a", "a "]
+    samples += ["".join(rnd.choice("ab. ~:/?&%-_=\té") for _ in range(rnd.randint(1, 320))) for _ in range(3000)]
+    for text in samples:
+        encoded = encode_qp(text)
+        assert encoded == _encode_qp_general(text), text
+        assert binascii.a2b_qp(encoded).decode("utf-8") == text
 
 
 def test_missing_token_value_is_a_clear_error():

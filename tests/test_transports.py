@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import smtplib
 import ssl
 from email import message_from_bytes, policy
 
@@ -11,7 +12,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult
 from conftest import free_port, make_settings, start_smtp_server
-from test_message import dns_stub, make_edition, rsa_key, values  # noqa: F401 - rsa_key is a fixture
+from test_message import TEXT, dns_stub, make_edition, rsa_key, values  # noqa: F401 - rsa_key is a fixture
 
 from digest.deliver.message import MessageTemplate
 from digest.deliver.transport import OutgoingMessage
@@ -21,6 +22,7 @@ from digest.deliver.transports import (
     RateLimiter,
     SmtpTransport,
     TransportError,
+    dot_stuffed,
     outbox_filename,
     transport_from_settings,
 )
@@ -71,6 +73,28 @@ def test_smtp_delivers_messages_that_parse_cleanly(tmp_path, smtp_server, transp
         assert received["To"].addresses[0].display_name.startswith("Zoë ")
         assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert "Hello Zoë" in received.get_body(("plain",)).get_content()
+
+
+def test_smtp_lines_starting_with_a_dot_arrive_intact(tmp_path, smtp_server, transport_for):
+    text = ".\n..two dots\n.hidden line\nHello [[DIGEST:name]]\n.\n" + TEXT
+    template = MessageTemplate.from_settings(make_settings(tmp_path), make_edition(text=text),
+                                             issue_values={"view_url": "https://www.example.org/a/12"})
+    sent = template.build_for("s0@example.com", "Zoë", values(0, name="Zoë"))
+    assert b"\r\n.hidden line" in sent.data and b"\r\n..two dots" in sent.data  # what needs stuffing
+    (result,) = transport_for(smtp_server.port).send_messages([sent])
+    assert result.ok
+    (received,) = smtp_server.received
+    assert received[2].replace(b"\r\n", b"\n") == sent.data.replace(b"\r\n", b"\n")
+    body = smtp_server.messages()[0].get_body(("plain",)).get_content()
+    assert body.replace("\r\n", "\n").startswith(".\n..two dots\n.hidden line\nHello Zoë\n.\n")
+
+
+@pytest.mark.parametrize("data", [b"", b".", b"a", b".\r\n", b"a\r\n.\r\nb", b"..x\r\n\r\n.", b"x\n.y\r\n",
+                                  b"\r\n.\r\n.\r\n", b"no break at end."])
+def test_dot_stuffing_is_what_smtplib_sends(data):
+    stuffed = smtplib._quote_periods(data)
+    stuffed += b"" if stuffed.endswith(b"\r\n") else b"\r\n"
+    assert dot_stuffed(data) == stuffed + b".\r\n"
 
 
 def test_smtp_temporary_and_permanent_refusals(tmp_path, smtp_server, transport_for):

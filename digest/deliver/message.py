@@ -14,6 +14,7 @@ with `=_`, which quoted-printable output can never contain.
 from __future__ import annotations
 
 import binascii
+import functools
 import itertools
 import re
 import secrets
@@ -58,14 +59,24 @@ def check_address(address: str) -> str:
     local, at, domain = address.strip().rpartition("@")
     if not at or len(local) > 64 or not _LOCAL_RE.fullmatch(local):
         raise HeaderError(f"invalid email address {address!r}: use local@domain (ASCII local part)")
+    ascii_domain = _ascii_domain(domain)
+    if ascii_domain is None:
+        raise HeaderError(f"invalid email address {address!r}: the domain is not a valid host name")
+    return f"{local}@{ascii_domain}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _ascii_domain(domain: str) -> str | None:
+    """The host name in lower-case ASCII (IDNA), None if it is not one; cached because the idna
+    codec is slow and a list's domains repeat (gmail.com ...)."""
     try:
         ascii_domain = domain.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise HeaderError(f"invalid email address {address!r}: the domain is not a valid host name") from None
+        return None
     labels = ascii_domain.split(".")
     if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels) or len(ascii_domain) > 253:
-        raise HeaderError(f"invalid email address {address!r}: the domain is not a valid host name")
-    return f"{local}@{ascii_domain}"
+        return None
+    return ascii_domain
 
 
 def encoded_words(text: str) -> list[str]:
@@ -147,6 +158,31 @@ def check_url(url: str) -> str:
 
 def encode_qp(text: str) -> bytes:
     """Quoted-printable UTF-8, CRLF line breaks, lines of at most 76, ending on a (hard or soft) break."""
+    if _QP_PLAIN.fullmatch(text) and text != ".":
+        return _plain_qp(text.encode("ascii"))
+    return _encode_qp_general(text)
+
+
+# One line of printable ASCII without "=" and without a space at either end: what the per-subscriber
+# values (names, addresses, URLs) mostly are. b2a_qp leaves such text as it is and only wraps it.
+_QP_PLAIN = re.compile(r"[!-<>-~]([ -<>-~]*[!-<>-~])?")
+
+
+def _plain_qp(data: bytes) -> bytes:
+    """Byte for byte what _encode_qp_general makes of a _QP_PLAIN line, without its passes.
+
+    b2a_qp cuts lines longer than 76 after 75 characters; the last line then gets the soft break,
+    so at 76 characters it is cut once more after 74 (as _rewrap does).
+    """
+    pieces = []
+    while len(data) > _QP_LINE:
+        pieces.append(data[:_QP_LINE - 1])
+        data = data[_QP_LINE - 1:]
+    pieces += [data[:_QP_LINE - 2], data[_QP_LINE - 2:]] if len(data) == _QP_LINE else [data]
+    return _SOFT_BREAK.join(pieces) + _SOFT_BREAK
+
+
+def _encode_qp_general(text: str) -> bytes:
     if not text:
         return b""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")

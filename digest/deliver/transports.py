@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import smtplib
 import ssl
 import threading
@@ -297,7 +298,7 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
     """One SMTP transaction; raises _LostConnection when the connection is gone."""
     mid = message.message_id
     try:
-        refused = conn.sendmail(message.envelope_from, list(message.recipients), message.data)
+        refused = _transaction(conn, message)
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
         return _failure(mid, code, text)
@@ -318,6 +319,74 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
         code, text = next(iter(refused.values()))
         return _failure(mid, code, text)
     return SendResult(mid, ok=True, code=250)
+
+
+def _transaction(conn: smtplib.SMTP, message: OutgoingMessage) -> dict[str, tuple[int, bytes]]:
+    """`conn.sendmail()` for a bytes message, minus its per-message regex and address parsing.
+
+    Same replies, same exceptions, same {refused recipient: (code, text)} result. The saving is
+    CPU per message: smtplib dot-stuffs with a multi-line regex over the whole body and re-parses
+    each address with email.utils.parseaddr; here both are C-speed bytes/str operations.
+    """
+    conn.ehlo_or_helo_if_needed()
+    data = message.data
+    size = f" size={len(data)}" if conn.does_esmtp and conn.has_extn("size") else ""
+    code, resp = conn.docmd("mail", f"FROM:{_path(message.envelope_from)}{size}")
+    if code != 250:
+        _end_transaction(conn, code)
+        raise smtplib.SMTPSenderRefused(code, resp, message.envelope_from)
+    refused = {}
+    for recipient in message.recipients:
+        code, resp = conn.docmd("rcpt", f"TO:{_path(recipient)}")
+        if code not in (250, 251):
+            refused[recipient] = (code, resp)
+        if code == 421:
+            conn.close()
+            raise smtplib.SMTPRecipientsRefused(refused)
+    if len(refused) == len(message.recipients):
+        _end_transaction(conn, code)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, resp = conn.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, resp)
+    conn.send(dot_stuffed(data))
+    code, resp = conn.getreply()
+    if code != 250:
+        _end_transaction(conn, code)
+        raise smtplib.SMTPDataError(code, resp)
+    return refused
+
+
+def _end_transaction(conn: smtplib.SMTP, code: int) -> None:
+    """As sendmail does after a refusal: drop the connection on 421, else RSET (ignoring a hang-up)."""
+    if code == 421:
+        conn.close()
+        return
+    try:
+        conn.rset()
+    except smtplib.SMTPServerDisconnected:
+        pass
+
+
+# A plain local@domain (what message.check_address lets through): safe inside <> as it is.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _path(address: str) -> str:
+    """`<address>` for MAIL FROM / RCPT TO; anything unusual goes through smtplib's own quoting."""
+    return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """DATA payload with its terminating `CRLF . CRLF`, lines starting with "." doubled (RFC 5321 4.5.2).
+
+    Byte for byte what smtplib.SMTP.data sends for bytes: its regex `(?m)^\\.` matches at the start
+    and after every LF, exactly what startswith and replace(b"\\n.") find, at a third of the cost.
+    """
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\n.", b"\n..")
+    return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 def _failure(message_id: str, code: int, text: bytes | str) -> SendResult:
