@@ -15,3 +15,16 @@ def test_help_lists_commands():
 def test_store_has_every_table(engine):
     tables = set(inspect(engine).get_table_names())
     assert {"items", "feeds", "issues", "subscribers", "deliveries", "locks", "alembic_version"} <= tables
+
+
+def test_error_messages_keep_their_brackets(tmp_path):
+    """fail() prints plain text: `[[feeds]]` and `[site]` in a message are not read as rich markup."""
+    config = tmp_path / "digest.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(config), "fetch"])
+    assert result.exit_code == 2
+    assert "add [[feeds]] tables" in result.output
+
+    config.write_text("[site]\nnmae = 'x'\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(config), "fetch"])
+    assert result.exit_code == 2 and "site.nmae" in result.output

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 
 from ..config import ConfigError, Settings, find_config, load_settings
@@ -81,7 +82,9 @@ def handle_errors(func: Callable) -> Callable:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
-    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    """Print `error: message` on stderr and exit; the message is plain text (config keys such as
+    `[[feeds]]` or `feeds[0].url` are shown as they are, never read as rich markup)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     sys.exit(code)
 
 
