@@ -7,11 +7,14 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .models import Feed, ItemKind, Series
@@ -19,6 +22,11 @@ from .models import Feed, ItemKind, Series
 CONFIG_ENV = "DIGEST_CONFIG"
 DEFAULT_CONFIG_NAME = "digest.toml"
 LANGUAGES = ("en", "fr", "de")
+MAX_FEED_NAME_CHARS = 200  # the store's feed name columns
+FEED_SCHEMES = ("http", "https", "file")
+# A scheme has two letters or more, so a Windows drive ("C:\\feeds\\a.xml") reads as a path.
+_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
 
 
 class ConfigError(Exception):
@@ -92,7 +100,7 @@ class SmtpSettings:
     security: str = _help("none, starttls or tls (implicit TLS, usually port 465).", "none")
     username: str = _help("SMTP AUTH user; empty disables AUTH.", "")
     password_env: str = _help("Environment variable holding the SMTP password (never the file).", "DIGEST_SMTP_PASSWORD")
-    connections: int = _help("SMTP connections used in parallel.", 4)
+    connections: int = _help("SMTP connections used in parallel (1 to 64; each sender thread also holds a database connection).", 4)
     rate_limit: float = _help("Messages per second at most across connections; 0 is unlimited.", 0.0)
     timeout: float = _help("Seconds for one SMTP command.", 30.0)
     ca_file: str = _help("PEM file of CA certificates trusted for starttls/tls instead of the system ones (certificates are always verified).", "")
@@ -115,7 +123,8 @@ class DeliverySettings:
     unsubscribe_mailto: str = _help("mailto: address added to List-Unsubscribe; empty leaves it out.", "")
     batch_size: int = _help("Ledger rows a sender claims at a time.", 200)
     max_attempts: int = _help("Temporary failures before a message is given up.", 5)
-    bounce_threshold: int = _help("Permanent failures after which a subscriber is marked bounced.", 2)
+    bounce_threshold: int = _help("Refusals of a subscriber's address (5.1.x, 5.2.x, a bare 550) after which they are marked bounced.", 2)
+    stop_after_refusals: int = _help("Permanent refusals in a row, none accepted in between, after which sending stops: the server refuses everyone (relay or login settings); those messages stay queued. 0 never stops.", 20)
     retry_delay: float = _help("Seconds before a temporary failure (4xx, connection) is retried; doubles each attempt.", 60.0)
     retry_max_delay: float = _help("Longest wait between retries, and the longest pause while the server is down.", 3600.0)
     claim_timeout: float = _help("Seconds after which rows claimed by a sender that stopped answering are sent by another.", 300.0)
@@ -128,8 +137,10 @@ class DeliverySettings:
 class WebSettings:
     base_url: str = _help("Public URL where `digest serve` is reached (links in emails).", "http://127.0.0.1:8080")
     secret_env: str = _help("Environment variable holding the signing secret(s), comma-separated, newest first.", "DIGEST_SECRET")
+    suppression_key_env: str = _help("Environment variable holding the suppression key(s) of erased addresses (hex, comma-separated, newest first); unset uses digest-suppression.key next to the config file, generated once.", "DIGEST_SUPPRESSION_KEY")
     admin_password_hash: str = _help("scrypt hash of the admin password (`digest admin hash-password`); or set DIGEST_ADMIN_PASSWORD_HASH.", "")
     confirm_hours: int = _help("Hours a subscription confirmation link stays valid.", 72)
+    confirm_mail_cooldown_hours: float = _help("Hours before the subscribe form sends another confirmation email to the same address (the page shown is the same either way); 0 sends one for every sign-up.", 1.0)
     subscribe_rate_per_minute: float = _help("Sign-ups allowed per client IP per minute (token bucket); more get 429.", 6.0)
     subscribe_burst: int = _help("Sign-ups one client IP may make in a quick burst before the rate applies.", 5)
     unsubscribe_rate_per_minute: float = _help("Unsubscribe and preference requests per client IP per minute (mailbox providers post RFC 8058 one-clicks from few IPs, so keep it generous).", 120.0)
@@ -279,10 +290,30 @@ def _feed(raw: Any, key: str) -> Feed:
     url = _scalar(str, raw["url"], f"{key}.url").strip()
     if not name or not url:
         raise ConfigError(f"'{key}': name and url must not be empty")
+    if len(name) > MAX_FEED_NAME_CHARS:
+        raise ConfigError(f"'{key}.name' is {len(name)} characters long: use at most {MAX_FEED_NAME_CHARS}")
+    _check_feed_url(url, f"{key}.url")
     language = raw.get("language")
     if language is not None:
         language = _scalar(str, language, f"{key}.language")
     return Feed(name=name, url=url, kind=kind, language=language)
+
+
+def _check_feed_url(url: str, key: str) -> None:
+    """An http(s) URL with a host, a file: URL or a local path; anything else names the key."""
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        return  # a local path
+    scheme = match.group(1).lower()
+    if scheme not in FEED_SCHEMES:
+        raise ConfigError(f"'{key}' is {url!r}: the {scheme}: scheme is not fetched; use an http:// or https:// URL "
+                          "or a local file path")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"'{key}' is {url!r}, not a valid URL ({exc}); fix the URL") from None
+    if scheme != "file" and not parts.hostname:
+        raise ConfigError(f"'{key}' is {url!r}: the URL has no host name; use e.g. https://www.example.org/feed/")
 
 
 def _series(raw: Any, key: str) -> Series:
@@ -318,11 +349,79 @@ def _check_semantics(s: Settings) -> None:
                         ("delivery.batch_size", s.delivery.batch_size), ("delivery.smtp.connections", s.delivery.smtp.connections)):
         if value < 1:
             raise ConfigError(f"'{name}' is {value}: use a number of at least 1")
+    _check_delivery(s.delivery)
+    _check_base_url(s.web.base_url)
+    _check_fetch(s.fetch)
+    if not 0 <= s.web.confirm_mail_cooldown_hours < float("inf"):  # also refuses nan
+        raise ConfigError(f"'web.confirm_mail_cooldown_hours' is {s.web.confirm_mail_cooldown_hours}: use 0 (no cooldown) or more hours")
+    if not s.web.suppression_key_env.strip() or s.web.suppression_key_env == s.web.secret_env:
+        raise ConfigError(f"'web.suppression_key_env' is {s.web.suppression_key_env!r}: name an environment variable of its own "
+                          "(not web.secret_env), e.g. \"DIGEST_SUPPRESSION_KEY\"")
     _check_unique([f.name for f in s.feeds], "feeds", "name")
     _check_unique([x.id for x in s.series], "series", "id")
     for i, f in enumerate(s.feeds):
         if f.language is not None and f.language not in LANGUAGES and len(f.language) != 2:
             raise ConfigError(f"'feeds[{i}].language' is {f.language!r}: use a two-letter code such as \"de\"")
+
+
+# (setting, smallest, largest, whether the smallest itself is allowed); None: no bound.
+_FETCH_BOUNDS = (
+    ("connect_timeout", 0, None, False), ("read_timeout", 0, None, False), ("deadline", 0, None, False),
+    ("max_bytes", 1, None, True), ("max_redirects", 0, 20, True), ("retries", 0, 10, True),
+    ("retry_backoff", 0, None, True), ("retry_after_max_hours", 0, None, True),
+    ("parse_cpu_seconds", 0, None, True),
+)
+
+
+def _check_fetch(fetch: FetchSettings) -> None:
+    """[fetch] numbers within their sense: timeouts above 0, counts not negative, nothing infinite."""
+    for name, low, high, low_allowed in _FETCH_BOUNDS:
+        value = getattr(fetch, name)
+        above_low = value >= low if low_allowed else value > low
+        if not math.isfinite(value) or not above_low or (high is not None and value > high):
+            wanted = f"{'at least' if low_allowed else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
+            raise ConfigError(f"'fetch.{name}' is {value!r}: use a number {wanted}")
+    if not _PRINTABLE_ASCII.fullmatch(fetch.user_agent):
+        raise ConfigError(f"'fetch.user_agent' is {fetch.user_agent!r}: use printable ASCII text (it is sent as a header)")
+
+
+MAX_SMTP_CONNECTIONS = 64
+# What a URL inside `<...>` in a header may hold (deliver.message.check_url), minus "?" and "#":
+# links are made by appending paths to web.base_url.
+_BASE_URL_CHARS = frozenset("!$%&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_abcdefghijklmnopqrstuvwxyz~")
+_BASE_URL_MAX = 200
+
+
+def _check_delivery(d: DeliverySettings) -> None:
+    if d.smtp.connections > MAX_SMTP_CONNECTIONS:
+        raise ConfigError(f"'delivery.smtp.connections' is {d.smtp.connections}: use 1 to {MAX_SMTP_CONNECTIONS} "
+                          "(more rarely helps: ask your provider how many it allows)")
+    if d.stop_after_refusals < 0:
+        raise ConfigError(f"'delivery.stop_after_refusals' is {d.stop_after_refusals}: use 0 (never stop) or more")
+
+
+def _check_base_url(url: str) -> None:
+    """web.base_url starts every link in emails (unsubscribe, preferences, archive): it must be usable."""
+    from urllib.parse import urlsplit
+
+    problem = ""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts, problem = None, "it is not a URL"
+    if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+        problem = "it must be an absolute http:// or https:// URL"
+    elif parts is not None and (parts.query or parts.fragment or "?" in url or "#" in url):
+        problem = "it must not have a query (?) or fragment (#): links are made by adding paths to it"
+    elif not set(url) <= _BASE_URL_CHARS:
+        bad = "".join(sorted(set(url) - _BASE_URL_CHARS))
+        problem = f"it has characters a link in an email header cannot carry ({bad!r}; spaces, quotes, <> and non-ASCII)"
+    elif len(url) > _BASE_URL_MAX:
+        problem = f"it is longer than {_BASE_URL_MAX} characters"
+    if problem:
+        raise ConfigError(f"'web.base_url' is {url!r}: {problem}. Use the public address of `digest serve`, "
+                          "e.g. \"https://digest.example.org\" (percent-encode anything unusual, e.g. %20 for a space)")
 
 
 def _check_unique(values: list[str], table: str, key: str) -> None:

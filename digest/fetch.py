@@ -39,6 +39,7 @@ _CHUNK = 64 * 1024
 # A validator is echoed back to the server in a header: keep only short, printable ASCII.
 _SAFE_VALIDATOR = re.compile(r"[\x20-\x7e]{1,1024}")
 _URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
+_HTTPX_BAD_LOCATION = "Invalid URL in location header"
 T = TypeVar("T")
 
 
@@ -113,7 +114,10 @@ def feed_location(url: str, resolve_path) -> str | Path:  # noqa: ANN001 - Setti
         return resolve_path(url)
     scheme = match.group(1).lower()
     if scheme == "file":
-        return resolve_path(urlsplit(url).path)
+        try:
+            return resolve_path(urlsplit(url).path)
+        except ValueError:  # unreadable (e.g. "file://[::1/x"): fetch_feed reports it
+            return url
     return url
 
 
@@ -159,7 +163,10 @@ async def _fetch_following_redirects(url: str, validators: Validators, settings:
     seen = [url]
     current = url
     for _hop in range(settings.max_redirects + 1):
-        scheme = urlsplit(current).scheme.lower()
+        try:
+            scheme = urlsplit(current).scheme.lower()
+        except ValueError as exc:  # e.g. "http://[::1": urllib refuses to read it (redirects are checked earlier)
+            return _failed(current, FetchErrorKind.SCHEME, f"not a valid URL {current!r} ({exc}); fix the feed's url")
         if scheme not in ALLOWED_SCHEMES:
             where = "" if current == url else f" (redirected from {url})"
             return _failed(current, FetchErrorKind.SCHEME,
@@ -184,11 +191,15 @@ async def _request_once(url: str, validators: Validators, settings: FetchSetting
         return _failed(url, FetchErrorKind.SCHEME, f"not a valid http(s) URL {url!r}: {exc}")
     try:
         response = await client.send(request, stream=True)
+    except httpx.RemoteProtocolError as exc:
+        # httpx parses a redirect's Location before handing the response back, and says so this way.
+        if str(exc).startswith(_HTTPX_BAD_LOCATION):
+            return _invalid_redirect(url, str(exc)[len(_HTTPX_BAD_LOCATION):].strip(" :."))
+        return FetchOutcome(url=url, error=_transport_error(exc, settings))
     except httpx.HTTPError as exc:
         return FetchOutcome(url=url, error=_transport_error(exc, settings))
-    except httpx.InvalidURL as exc:
-        # httpx parses a redirect's Location before handing the response back.
-        return _failed(url, FetchErrorKind.REDIRECT, f"the server redirected to an invalid URL ({exc})")
+    except httpx.InvalidURL as exc:  # the same, for a Location httpx reads but cannot join
+        return _invalid_redirect(url, str(exc))
     try:
         return await _handle_response(url, response, settings)
     except httpx.HTTPError as exc:
@@ -203,7 +214,12 @@ async def _handle_response(url: str, response: httpx.Response, settings: FetchSe
         location = response.headers.get("location", "").strip()
         if not location:
             return _failed(url, FetchErrorKind.REDIRECT, f"HTTP {status} redirect without a Location header", status)
-        return urljoin(str(response.url), location)
+        try:
+            target = urljoin(str(response.url), location)
+            urlsplit(target)
+        except ValueError as exc:
+            return _invalid_redirect(url, f"{location[:200]!r}: {exc}", status)
+        return target
     etag, last_modified = _validators_from(response.headers)
     if status == 304:
         return FetchOutcome(url=url, not_modified=True, etag=etag, last_modified=last_modified, status_code=status)
@@ -222,6 +238,10 @@ async def _handle_response(url: str, response: httpx.Response, settings: FetchSe
         return FetchOutcome(url=url, error=body, status_code=status)
     return FetchOutcome(url=url, body=body, etag=etag, last_modified=last_modified,
                         content_location=response.headers.get("content-location"), status_code=status)
+
+
+def _invalid_redirect(url: str, detail: str, status: int | None = None) -> FetchOutcome:
+    return _failed(url, FetchErrorKind.REDIRECT, f"the server redirected to an invalid URL ({detail})", status)
 
 
 def _status_message(status: int, reason: str) -> str:

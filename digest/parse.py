@@ -1,7 +1,8 @@
 """Feed bytes → clean, typed Items. Pure: no I/O, no clock.
 
 feedparser always reads an `io.BytesIO` (given a string it would open files and URLs), and
-only after the DTD was checked for entity declarations (billion laughs, external entities).
+only after `digest.feedbytes` checked the DTD for entity declarations (billion laughs, external
+entities) and cut over-long author texts (feedparser's e-mail regex is quadratic in them).
 feedparser's own sanitiser and URI resolution are off; every HTML field goes through nh3
 (`digest.sanitize`) with relative links resolved against xml:base, else the channel's link,
 and never against the URL the feed was fetched from. See docs/feeds.md.
@@ -14,7 +15,6 @@ import html
 import io
 import re
 import time
-import xml.parsers.expat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 import feedparser
 
 from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_workers
+from .feedbytes import refusal, trim_person_names
 from .language import detect_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
 from .sanitize import (
@@ -36,15 +37,11 @@ from .sanitize import (
 )
 from .series import match_series
 
-MAX_KEY_CHARS = 2000  # the store's key column
+# Longer keys are hashed. Counted in UTF-8 bytes, not characters: PostgreSQL's unique index on
+# the key column refuses entries over 2,704 bytes (1,990 CJK characters are 5,970 bytes).
+MAX_KEY_BYTES = 2000
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
 
-ERROR_EMPTY = "empty response: the feed sent no content; check the feed URL"
-ERROR_ENTITIES = (
-    "refused: the document's DTD declares entities (billion-laughs or external-entity attack, "
-    "or an unusual feed); digest does not read such feeds, ask the publisher to remove the <!ENTITY> declarations"
-)
-ERROR_HTML = "not a feed: looks like an HTML page; point the feed URL at the RSS or Atom feed itself"
 ERROR_NOT_FEED = "not a feed: no RSS, Atom or RDF document found"
 
 
@@ -72,9 +69,10 @@ def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_locati
     `content_location` (the URL the body came from) is accepted but deliberately not used as a
     base for relative links: a feed served through a redirect or CDN would get wrong links.
     """
-    refusal = _refusal(body)
-    if refusal:
-        return ParseResult([], [], refusal)
+    refused = refusal(body)
+    if refused:
+        return ParseResult([], [], refused)
+    body = trim_person_names(body)
     try:
         parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # noqa: BLE001 - a feedparser bug on odd input costs this feed only
@@ -103,7 +101,7 @@ def parse_feed_limited(
     except CpuLimitExceeded:
         return ParseResult([], [], (
             f"parsing took more than {cpu_seconds:g} s of CPU time and was abandoned (a hostile or "
-            "pathological feed, e.g. a huge author string); raise fetch.parse_cpu_seconds if the feed is just very large"
+            "pathological feed, e.g. thousands of long author strings); raise fetch.parse_cpu_seconds if the feed is just very large"
         ))
     except WorkerFailed as exc:
         return ParseResult([], [], f"parsing failed: {exc}")
@@ -116,67 +114,6 @@ def start_parse_workers(count: int, cpu_seconds: float) -> None:
     """
     if cpu_seconds > 0 and count > 0:
         start_workers(count, preload=(__name__,))
-
-
-# --- refusing what must not reach feedparser ------------------------------------------------------
-class _RootFound(Exception):
-    pass
-
-
-class _EntityDeclared(Exception):
-    pass
-
-
-def _refusal(body: bytes) -> str | None:
-    if not body or body.isspace():
-        return ERROR_EMPTY
-    root, declares_entities = _inspect_prologue(body)
-    if declares_entities:
-        return ERROR_ENTITIES
-    if root is not None and root.rsplit(":", 1)[-1].lower() in ("html", "head", "body"):
-        return ERROR_HTML
-    if root is None and _looks_like_html(body):
-        return ERROR_HTML
-    return None
-
-
-def _inspect_prologue(body: bytes) -> tuple[str | None, bool]:
-    """(root element name, whether the DTD declares entities), reading no further than the root.
-
-    expat reports entity declarations before anything expands them. When expat cannot read
-    the prologue (bad encoding, HTML doctype), any `<!ENTITY` in the bytes counts.
-    """
-    parser = xml.parsers.expat.ParserCreate()
-    root: list[str] = []
-
-    def on_entity(*_: object) -> None:
-        raise _EntityDeclared
-
-    def on_start(name: str, _: object) -> None:
-        root.append(name)
-        raise _RootFound
-
-    parser.EntityDeclHandler = on_entity
-    parser.UnparsedEntityDeclHandler = on_entity
-    parser.StartElementHandler = on_start
-    try:
-        parser.Parse(body, True)
-    except _EntityDeclared:
-        return None, True
-    except _RootFound:
-        return root[0], False
-    except Exception:  # noqa: BLE001 - ExpatError, LookupError (unknown encoding) …: fall back to bytes
-        pass
-    return None, _ENTITY_BYTES.search(body.replace(b"\x00", b"")) is not None
-
-
-_ENTITY_BYTES = re.compile(rb"<!\s*ENTITY", re.IGNORECASE)
-_HTML_START = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.I | re.S)
-
-
-def _looks_like_html(body: bytes) -> bool:
-    head = body[:4096].lstrip(b"\xef\xbb\xbf")
-    return _HTML_START.match(head) is not None
 
 
 def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:
@@ -265,8 +202,9 @@ def _key(entry: feedparser.FeedParserDict, link: str, kind: ItemKind) -> str:
     if not key:
         seed = f"{entry.get('title', '')}\n{entry.get('published', '') or entry.get('updated', '')}"
         key = "sha256:" + hashlib.sha256(seed.encode("utf-8", "replace")).hexdigest()
-    if len(key) > MAX_KEY_CHARS:
-        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+    encoded = key.encode("utf-8", "replace")
+    if len(encoded) > MAX_KEY_BYTES:
+        key = "sha256:" + hashlib.sha256(encoded).hexdigest()
     return key
 
 
@@ -373,7 +311,7 @@ def _offset_of(raw: str | None) -> timezone | None:
     except ValueError:
         try:
             stamp = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
     offset = stamp.utcoffset()
     return timezone(offset) if offset is not None else None
@@ -393,7 +331,7 @@ def event_time(raw: str | None, naive_offset: timezone | None = None) -> datetim
     except ValueError:
         try:
             stamp = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
         return stamp.replace(tzinfo=UTC)

@@ -57,7 +57,7 @@ def _fetch_all(settings: Settings, engine: Engine, progress=None):  # noqa: ANN0
 
     for job_index, outcome, parsed in fetch_feeds([job for _, job in jobs], settings.fetch, then=parse):
         index = jobs[job_index][0]
-        reports[index] = _store_outcome(engine, settings.feeds[index], outcome, parsed)
+        reports[index] = _store_outcome_safely(engine, settings, settings.feeds[index], outcome, parsed)
         _notify(progress, reports[index])
     return [reports[i] for i in range(len(settings.feeds))]
 
@@ -74,7 +74,23 @@ def _parse_outcome(settings: Settings, feed, outcome):  # noqa: ANN001, ANN202
         return ParseResult([], [], f"the parser failed unexpectedly ({type(exc).__name__}: {exc}); please report this feed")
 
 
-def _store_outcome(engine: Engine, feed, outcome, parsed):  # noqa: ANN001, ANN202
+def _store_outcome_safely(engine: Engine, settings: Settings, feed, outcome, parsed):  # noqa: ANN001, ANN202
+    """_store_outcome, or an ERROR report for this feed when storing fails in any way; never raises.
+
+    Whatever goes wrong here (the store refusing a value, a lost connection, a bug) costs this
+    feed's report only: the other feeds are still fetched, stored and reported.
+    """
+    try:
+        return _store_outcome(engine, feed, outcome, parsed, [f.name for f in settings.feeds])
+    except Exception as exc:  # noqa: BLE001 - one feed's outcome must never stop the run
+        from .models import FeedStatus, FetchReport
+
+        detail = (str(exc).splitlines() or [""])[0][:300]
+        message = f"could not store this feed's outcome: {type(exc).__name__}: {detail}"
+        return FetchReport(feed=feed.name, url=feed.url, status=FeedStatus.ERROR, message=message)
+
+
+def _store_outcome(engine: Engine, feed, outcome, parsed, feed_order=()):  # noqa: ANN001, ANN202
     """Store one feed's items and record how its fetch went; the FetchReport for it."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -89,7 +105,7 @@ def _store_outcome(engine: Engine, feed, outcome, parsed):  # noqa: ANN001, ANN2
                      last_modified=outcome.last_modified, retry_after=outcome.retry_after)
         return FetchReport(feed=feed.name, url=feed.url, status=status, message=message)
     try:
-        counts = save_items(engine, parsed.items)
+        counts = save_items(engine, parsed.items, feed_order=feed_order)
     except SQLAlchemyError as exc:
         message = f"could not store the items: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         record_fetch(engine, feed.name, feed.url, FeedStatus.ERROR, message)
@@ -141,9 +157,11 @@ def build_issue(settings: Settings, engine: Engine, now: datetime, since: dateti
     """Compose the draft issue for a window (creating or refreshing it); None when nothing is new.
 
     Default window: the open draft's start (else the end of the last sent issue, else
-    `window_days` back) to `now`. The open draft, or the issue with exactly this window, is
-    refreshed, keeping its editorial choices; otherwise a new draft gets the next number.
-    Raises ValueError for an empty window, IssueStateError when the window's issue was sent.
+    `window_days` back on the site's clock) to `now`. The open draft, or the issue with exactly
+    this window, is refreshed, keeping its editorial choices; otherwise a new draft gets the next
+    number. Raises ValueError for an empty window, IssueStateError when the window's issue was
+    sent, WindowConflict when the window overlaps another issue that is not cancelled or would
+    reopen a cancelled issue while another is open (a reader must never get an item twice).
     """
     from .store.issues import last_sent_end, open_issue
 
@@ -152,15 +170,16 @@ def build_issue(settings: Settings, engine: Engine, now: datetime, since: dateti
     def attempt():  # noqa: ANN202
         from .compose import default_window, has_news
         from .models import Editorial, Window
-        from .store.issues import issue_for_window
+        from .store.issues import issue_for_window, refuse_window_conflict
 
         current = open_issue(engine)
         start = since or (current.window.start if current else None) or last_sent_end(engine)
-        window = default_window(until or now, start, settings.digest.window_days)
+        window = default_window(until or now, start, settings.digest.window_days, settings.site.tz)
         if not window.start < window.end:
             raise ValueError(f"the window {window.start.isoformat()} .. {window.end.isoformat()} is empty; "
                              "--since must be before --until (and before now)")
         target = issue_for_window(engine, Window(window.start, window.end)) or current
+        refuse_window_conflict(engine, window, target, settings.site.tz)
         issue = _compose_window(settings, engine, window, now, target.editorial if target else Editorial())
         # Nothing new is no issue, and never a reason to move or empty an open draft of another window.
         if not (allow_empty or has_news(issue)) and (target is None or target.window != window):
@@ -321,14 +340,17 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress=None, *
     Only approved (or already sending) issues are sent: LedgerError otherwise. A sent issue sends
     nothing again unless `late` (subscribers confirmed since then get it). On SQLite one sender runs
     at a time: SenderBusy if another holds the lock after `wait` seconds. `progress(done, total)`.
+    EditionError (nothing queued) when links in emails cannot work, e.g. an http web.base_url over
+    SMTP; SendStopped (rows queued again) when messages fail for everyone alike.
     """
     from datetime import UTC
 
-    from .deliver.editions import edition_messages, load_issue
+    from .deliver.editions import check_links, edition_messages, load_issue
     from .deliver.sender import deliver_issue, sender_slot
     from .store.ledger import start_sending
     from .store.locks import lock_holder
 
+    check_links(settings)
     holder = lock_holder("send")
     with sender_slot(engine, holder, wait) as keep_alive:
         start_sending(engine, number, datetime.now(UTC), late=late)
@@ -347,10 +369,11 @@ def work_pending(settings: Settings, engine: Engine, holder: str, progress=None,
     """
     from dataclasses import replace
 
-    from .deliver.editions import edition_messages, load_issue
+    from .deliver.editions import check_links, edition_messages, load_issue
     from .deliver.sender import deliver_issue, sender_slot
     from .store.ledger import issues_being_sent
 
+    check_links(settings)
     options = replace(_send_options(settings, batch_size), wait_for_retries=False)
     reports = []
     with sender_slot(engine, holder, wait) as keep_alive:

@@ -12,7 +12,7 @@ import html
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import nh3
 
@@ -29,6 +29,17 @@ MAX_TITLE_CHARS = 1000
 MAX_NAME_CHARS = 200
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Characters XML 1.0 forbids (C0 controls but tab/LF/CR, surrogates, U+FFFE, U+FFFF): one in an
+# edition's markup breaks MJML compilation of every edition, so none leaves this module.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Invisible in a title and only trouble there: Unicode non-characters (U+FDD0-U+FDEF and the last
+# two code points of every plane) and the bidi embedding/override/isolate controls, which can make
+# a title read backwards ("spoofing") and leak their direction into the text around it.
+_TITLE_INVISIBLE = re.compile(
+    "[\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff\u202a-\u202e\u2066-\u2069"
+    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(1, 17))
+    + "]"
+)
 _SPACES = re.compile(r"\s+")
 _TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
 # The WHATWG URL parser drops ASCII tab and newline anywhere in a URL.
@@ -45,23 +56,27 @@ def sanitize_html(value: str, base_url: str | None = None) -> str:
     """
     if not value or not value.strip():
         return ""
-    return _cleaner(_web_base(base_url)).clean(value).strip()
+    # Before nh3 too: it cannot take a lone surrogate at all.
+    cleaned = _cleaner(_web_base(base_url)).clean(_XML_INVALID.sub("", value))
+    return _XML_INVALID.sub("", cleaned).strip()  # and after: &#xFFFF; is only decoded by nh3
 
 
 def html_from_text(value: str) -> str:
     """A plain-text field (e.g. a text/plain summary) as safe HTML."""
-    text = _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r" else "", value or "").strip()
-    return html.escape(text, quote=False)
+    text = _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r" else "", value or "")
+    return html.escape(_XML_INVALID.sub("", text).strip(), quote=False)
 
 
 def plain_text(value: str, is_html: bool = False, limit: int = MAX_TITLE_CHARS) -> str:
     """One line of plain text: markup stripped (if `is_html`), entities decoded once, no controls.
 
     CR, LF, NUL and other control characters become spaces or vanish, whitespace collapses,
-    and text longer than `limit` is cut with an ellipsis.
+    non-characters, surrogates and bidi override/isolate controls vanish, and text longer than
+    `limit` is cut with an ellipsis.
     """
     if not value:
         return ""
+    value = _TITLE_INVISIBLE.sub("", value)
     if is_html:
         # nh3 drops tags (and script/style bodies) and re-escapes the text; unescape once.
         value = html.unescape(_text_cleaner().clean(value))
@@ -69,7 +84,7 @@ def plain_text(value: str, is_html: bool = False, limit: int = MAX_TITLE_CHARS) 
         # Markup in text (escaped twice at the source, or typed as text): strip it too, but
         # protect "&" so that no entity is decoded a second time.
         value = html.unescape(_text_cleaner().clean(value.replace("&", "&amp;")))
-    value = _CONTROL.sub(" ", value)
+    value = _CONTROL.sub(" ", _TITLE_INVISIBLE.sub("", value))  # again: entities decoded above
     value = _SPACES.sub(" ", value).strip()
     if len(value) > limit:
         value = value[: limit - 1].rstrip() + "…"
@@ -77,21 +92,23 @@ def plain_text(value: str, is_html: bool = False, limit: int = MAX_TITLE_CHARS) 
 
 
 def safe_link(url: str | None, base_url: str | None = None) -> str:
-    """An absolute http(s) URL, resolved against `base_url` if relative; "" when unsafe or unusable."""
+    """An absolute http(s) URL, resolved against `base_url` if relative; "" when unsafe or unusable.
+
+    Unusable includes what urllib cannot read at all (an unclosed IPv6 bracket: `http://[::1`):
+    the link is dropped, never the item or the feed that carries it.
+    """
     if not url:
         return ""
     url = _URL_NOISE.sub("", url).strip(" \x0c")
     if _CONTROL.search(url):
         return ""
-    url = url.replace(" ", "%20")
-    parts = urlsplit(url)
-    if not parts.scheme:
+    url = _XML_INVALID.sub("", url).replace(" ", "%20")
+    parts = _split(url)
+    if parts is not None and not parts.scheme:
         base = _web_base(base_url)
-        if base is None:
-            return ""
-        url = urljoin(base, url)
-        parts = urlsplit(url)
-    if parts.scheme.lower() not in WEB_SCHEMES or not parts.hostname:
+        url = _join(base, url) if base else ""
+        parts = _split(url)
+    if parts is None or parts.scheme.lower() not in WEB_SCHEMES or not parts.hostname:
         return ""
     return url
 
@@ -102,7 +119,9 @@ def unwrap_redirect(url: str) -> str:
     The target is percent-decoded exactly once and used only when it is an absolute http(s)
     URL; anything else, and any redirector not known here, returns `url` unchanged.
     """
-    parts = urlsplit(url)
+    parts = _split(url)
+    if parts is None:
+        return url
     host = (parts.hostname or "").lower()
     if parts.scheme.lower() not in WEB_SCHEMES or parts.path != "/url" or not _is_google(host):
         return url
@@ -113,8 +132,25 @@ def unwrap_redirect(url: str) -> str:
 
 def host_name(url: str) -> str:
     """The host of `url` without a leading "www." (an outlet name of last resort)."""
-    host = (urlsplit(url).hostname or "").lower()
+    parts = _split(url)
+    host = (parts.hostname or "").lower() if parts else ""
     return host[4:] if host.startswith("www.") else host
+
+
+def _split(url: str) -> SplitResult | None:
+    """urlsplit, or None for what it refuses to read (ValueError: "Invalid IPv6 URL" and friends)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
+def _join(base: str, url: str) -> str:
+    """`url` resolved against `base`; "" when urllib cannot read either."""
+    try:
+        return urljoin(base, url)
+    except ValueError:
+        return ""
 
 
 def _is_google(host: str) -> bool:
@@ -133,8 +169,8 @@ def _query_params(query: str) -> dict[str, str]:
 def _web_base(base_url: str | None) -> str | None:
     if not base_url:
         return None
-    parts = urlsplit(base_url.strip())
-    if parts.scheme.lower() not in WEB_SCHEMES or not parts.hostname:
+    parts = _split(base_url.strip())
+    if parts is None or parts.scheme.lower() not in WEB_SCHEMES or not parts.hostname:
         return None
     return base_url.strip()
 
@@ -153,10 +189,12 @@ def _cleaner(base_url: str | None) -> nh3.Cleaner:
 
 def _relative_resolver(base_url: str | None) -> Callable[[str], str | None]:
     def resolve(url: str) -> str | None:
+        # Runs inside nh3's Rust callback: an exception here would only print a traceback.
         if base_url is None:
             return None
-        resolved = urljoin(base_url, _URL_NOISE.sub("", url).strip())
-        return resolved if urlsplit(resolved).scheme.lower() in WEB_SCHEMES else None
+        resolved = _join(base_url, _XML_INVALID.sub("", _URL_NOISE.sub("", url)).strip())
+        parts = _split(resolved)
+        return resolved if parts is not None and parts.scheme.lower() in WEB_SCHEMES else None
 
     return resolve
 

@@ -75,6 +75,26 @@ port = 587
         ("[store]\nurl = 'mysql://x'", "'store.url'"),
         ("site = 3", "[site] must be a table"),
         ("[site\nname='x'", "invalid TOML"),
+        ("[fetch]\ndeadline = -1", "'fetch.deadline' is -1.0: use a number more than 0"),
+        ("[fetch]\nread_timeout = 0", "'fetch.read_timeout' is 0.0: use a number more than 0"),
+        ("[fetch]\nconnect_timeout = nan", "'fetch.connect_timeout' is nan"),
+        ("[fetch]\ndeadline = inf", "'fetch.deadline' is inf"),
+        ("[fetch]\nmax_bytes = 0", "'fetch.max_bytes' is 0: use a number at least 1"),
+        ("[fetch]\nmax_redirects = -3", "'fetch.max_redirects' is -3: use a number at least 0 and at most 20"),
+        ("[fetch]\nmax_redirects = 1000", "'fetch.max_redirects' is 1000"),
+        ("[fetch]\nretries = -1", "'fetch.retries' is -1"),
+        ("[fetch]\nretries = 50", "'fetch.retries' is 50: use a number at least 0 and at most 10"),
+        ("[fetch]\nretry_backoff = -0.5", "'fetch.retry_backoff' is -0.5"),
+        ("[fetch]\nretry_after_max_hours = -1", "'fetch.retry_after_max_hours' is -1.0"),
+        ("[fetch]\nparse_cpu_seconds = -2", "'fetch.parse_cpu_seconds' is -2.0"),
+        ("[fetch]\nconcurrency = 0", "'fetch.concurrency' is 0"),
+        ('[fetch]\nuser_agent = "digest\\r\\nX-Evil: 1"', "'fetch.user_agent' is 'digest\\r\\nX-Evil: 1': use printable ASCII"),
+        ("[[feeds]]\nname = 'A'\nurl = 'htps://www.example.org/feed/'", "'feeds[0].url' is 'htps://www.example.org/feed/'"),
+        ("[[feeds]]\nname = 'A'\nurl = 'a.xml'\n[[feeds]]\nname = 'B'\nurl = 'ftp://example.org/f'",
+         "'feeds[1].url' is 'ftp://example.org/f': the ftp: scheme is not fetched"),
+        ("[[feeds]]\nname = 'A'\nurl = 'http://[::1'", "'feeds[0].url' is 'http://[::1', not a valid URL"),
+        ("[[feeds]]\nname = 'A'\nurl = 'https:///feed'", "'feeds[0].url' is 'https:///feed': the URL has no host name"),
+        ("[[feeds]]\nname = '" + "n" * 201 + "'\nurl = 'a.xml'", "'feeds[0].name' is 201 characters long: use at most 200"),
     ],
 )
 def test_errors_name_the_key_and_the_fix(tmp_path, text, expected):
@@ -118,3 +138,25 @@ def test_init_writes_a_config_that_loads_and_creates_the_store(tmp_path):
 def test_settings_from_dict_keeps_absolute_store_urls(tmp_path):
     s = settings_from_dict({"store": {"url": "postgresql+psycopg://u@h/db"}}, base_dir=tmp_path)
     assert s.store.url == "postgresql+psycopg://u@h/db"
+
+
+def test_feed_urls_that_are_fine(tmp_path):
+    text = "".join(f"[[feeds]]\nname = 'F{i}'\nurl = '{url}'\n" for i, url in enumerate(
+        ["https://www.example.org/feed/", "HTTP://Example.org/rss", "feeds/local.xml", "/srv/feeds/a.xml",
+         "file:///srv/feeds/b.xml", "C:/feeds/c.xml"]))
+    text += "[[feeds]]\nname = '" + "n" * 200 + "'\nurl = 'a.xml'\n"
+    assert len(load_settings(write(tmp_path, text)).feeds) == 7
+
+
+def test_fetch_bounds_that_are_fine(tmp_path):
+    text = ("[fetch]\nmax_redirects = 0\nretries = 0\nretry_backoff = 0\nparse_cpu_seconds = 0\n"
+            "max_bytes = 1\ndeadline = 0.5\nretry_after_max_hours = 0\n")
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.fetch.max_redirects, settings.fetch.parse_cpu_seconds, settings.fetch.max_bytes) == (0, 0.0, 1)
+
+
+def test_cli_an_unknown_feed_scheme_exits_2_naming_the_key(tmp_path):
+    path = write(tmp_path, "[[feeds]]\nname = 'A'\nurl = 'htps://www.example.org/feed/'\n")
+    result = CliRunner().invoke(main, ["--config", str(path), "fetch"])
+    assert result.exit_code == 2
+    assert "'feeds[0].url' is 'htps://www.example.org/feed/'" in result.output

@@ -8,11 +8,13 @@ import gzip
 import shutil
 import ssl
 import subprocess
+import threading
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from http_feed_server import FeedServer, gzip_bomb, redirect, static, status, trickle
+from http_feed_server import FeedServer, redirect, static, status, trickle
 
 from digest.config import FetchSettings
 from digest.fetch import (
@@ -137,18 +139,43 @@ def test_a_redirect_to_a_non_http_scheme_is_refused(server, target):
     assert "only http and https" in outcome.error.message and "redirected from" in outcome.error.message
 
 
-def test_a_redirect_to_an_unparsable_url_is_reported(server):
-    server.routes["/weird"] = redirect("javascript:alert(1)")
+@pytest.mark.parametrize("target", ["javascript:alert(1)", "http://[::1", "//[::1/x", "http://[zz]/feed"])
+def test_a_redirect_to_an_unparsable_url_is_reported(server, target):
+    server.routes["/weird"] = redirect(target)
     outcome = fetch(server.url("/weird"))
-    assert outcome.error.kind in (FetchErrorKind.REDIRECT, FetchErrorKind.SCHEME)
+    assert outcome.error.kind == FetchErrorKind.REDIRECT and not outcome.error.retryable
+    assert outcome.error.message.startswith("the server redirected to an invalid URL (")
     assert server.hits("/weird") == 1
 
 
-def test_a_gzip_bomb_stops_at_the_decoded_cap(server):
-    server.routes["/bomb"] = gzip_bomb(40 * 1024 * 1024)
-    outcome = fetch(server.url("/bomb"), FetchSettings(max_bytes=1_000_000, retries=0))
+def test_a_redirect_without_a_location_is_reported(server):
+    server.routes["/nowhere"] = status(302)
+    outcome = fetch(server.url("/nowhere"))
+    assert outcome.error.kind == FetchErrorKind.REDIRECT and outcome.status_code == 302
+    assert outcome.error.message == "HTTP 302 redirect without a Location header"
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://[::1/feed", "http://[zz]/feed"])
+def test_a_feed_url_urllib_or_httpx_cannot_read_is_a_clear_error(url):
+    outcome = fetch(url)
+    assert outcome.error.kind == FetchErrorKind.SCHEME
+    assert "not a valid" in outcome.error.message and repr(url) in outcome.error.message
+
+
+def test_a_gzip_bomb_stops_at_the_decoded_cap_without_inflating_it_in_memory(server):
+    # 128 gzip members of 16 MiB of spaces: a 2 MB body that would inflate to 2 GiB.
+    member = gzip.compress(b" " * (16 << 20), compresslevel=9)
+    server.routes["/bomb"] = status(200, {"Content-Encoding": "gzip"}, member * 128)
+    tracemalloc.start()
+    try:
+        outcome = fetch(server.url("/bomb"), FetchSettings(max_bytes=1_000_000, retries=0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert outcome.error.kind == FetchErrorKind.TOO_LARGE
     assert "once decompressed" in outcome.error.message and "fetch.max_bytes" in outcome.error.message
+    # Inflating even one 64 KiB piece of this body unbounded would take ~66 MB, all of it 2 GiB.
+    assert peak < 32_000_000, f"peak {peak:,} bytes"
 
 
 def test_a_gzipped_feed_under_the_cap_is_decoded(server):
@@ -280,6 +307,11 @@ def test_local_file_errors_are_clear(tmp_path):
     assert missing.error.kind == FetchErrorKind.FILE and "no such file" in missing.error.message
     folder = fetch(tmp_path)
     assert folder.error.kind == FetchErrorKind.FILE and "not a file" in folder.error.message
+    (tmp_path / "feed.xml").write_bytes(RSS)
+    below_a_file = tmp_path / "feed.xml" / "inner.xml"  # a file used as a folder: NotADirectoryError
+    unreadable = fetch(below_a_file)
+    assert unreadable.error.kind == FetchErrorKind.FILE
+    assert unreadable.error.message == f"cannot read {below_a_file}: Not a directory"
     big = tmp_path / "big.xml"
     big.write_bytes(b"x" * 2000)
     assert read_feed_file(big, Validators(), 1000).error.kind == FetchErrorKind.TOO_LARGE
@@ -305,6 +337,24 @@ def test_many_feeds_at_once_one_failing(server):
     assert sorted(outcomes) == list(range(6))
     assert outcomes[3].error.kind == FetchErrorKind.HTTP_STATUS
     assert all(outcomes[i].body and f"Item {i}".encode() in outcomes[i].body for i in (0, 1, 2, 4, 5))
+
+
+def test_feeds_are_fetched_at_once(server):
+    """Each route answers only once all N requests have arrived: one at a time, the barrier times out."""
+    count = 4
+    barrier = threading.Barrier(count, timeout=10)
+
+    def together(h):  # noqa: ANN001, ANN202
+        barrier.wait()
+        static(RSS)(h)
+
+    for i in range(count):
+        server.routes[f"/together{i}"] = together
+    jobs = [FetchJob(server.url(f"/together{i}")) for i in range(count)]
+    settings = FetchSettings(concurrency=count, retries=0, read_timeout=15, deadline=20)
+    outcomes = [outcome for _, outcome, _ in fetch_feeds(jobs, settings)]
+    assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes]
+    assert not barrier.broken
 
 
 def test_stopping_early_cancels_the_remaining_fetches(server):

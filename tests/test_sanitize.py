@@ -1,6 +1,7 @@
 """Sanitising untrusted feed text: HTML through nh3, plain-text titles, checked and unwrapped URLs."""
 
 import re
+import sys
 
 import pytest
 
@@ -179,3 +180,47 @@ def test_host_name_drops_www():
     assert host_name("https://www.lesoir.be/a") == "lesoir.be"
     assert host_name("https://APA.at/x") == "apa.at"
     assert host_name("") == ""
+
+
+# --- URLs urllib cannot read ("Invalid IPv6 URL") cost the link, never the item -------------------
+@pytest.mark.parametrize("url, base", [
+    ("http://[::1", None),
+    ("https://[zz]/a", None),
+    ("//[::1/x", "https://www.example.org/"),
+    ("/a", "http://[::1"),
+])
+def test_a_url_urllib_cannot_read_is_dropped(url, base):
+    assert safe_link(url, base) == ""
+
+
+def test_unreadable_urls_in_html_are_dropped_without_a_traceback(monkeypatch):
+    unraisable = []  # nh3 hands what its URL callback raises to sys.unraisablehook, which prints a traceback
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    cleaned = sanitize_html('<a href="//[::1/x">x</a><a href="/ok">ok</a>', BASE)
+    assert hrefs(cleaned) == ["https://www.example.org/ok"] and ">x</a>" in cleaned
+    assert hrefs(sanitize_html('<a href="/a">a</a>', "http://[::1")) == []
+    assert unraisable == []
+
+
+def test_host_name_and_unwrap_redirect_of_an_unreadable_url():
+    assert host_name("http://[::1") == ""
+    assert unwrap_redirect("http://[::1") == "http://[::1"
+    assert unwrap_redirect(GA.format("http://[::1")) == GA.format("http://[::1")
+
+
+# --- characters XML (and so MJML) refuses, and invisible ones in titles ---------------------------
+@pytest.mark.parametrize("raw", [
+    "Odd \uffff title", "Odd \ufffe title", "Odd \ufdd0 title", "Odd \U0001ffff title", "Odd \U0010fffe title",
+    "Odd \ud800 title", "Odd \u202e title", "Odd \u202a\u202b\u202c\u202d title", "Odd \u2066\u2067\u2068\u2069 title",
+])
+def test_titles_lose_non_characters_surrogates_and_bidi_controls(raw):
+    assert plain_text(raw) == "Odd title"
+    assert plain_text(raw.replace("\uffff", "&#xFFFF;"), is_html=True) == "Odd title"
+
+
+def test_html_and_text_fields_lose_xml_invalid_characters():
+    assert sanitize_html("<p>a\uffff b\ufffe c\x01 d\x0b</p>", BASE) == "<p>a b c d</p>"
+    assert sanitize_html('<a href="https://www.example.org/x\uffffy">l</a>', BASE) == (
+        '<a href="https://www.example.org/xy" rel="noopener noreferrer">l</a>')
+    assert html_from_text("a\uffff b\ud800 c") == "a b c"
+    assert safe_link("https://www.example.org/a\uffffb") == "https://www.example.org/ab"

@@ -2,14 +2,17 @@
 
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from digest.models import FeedStatus
-from digest.store import open_store, relaxed_durability
+from digest.models import FeedStatus, Item, ItemKind
+from digest.store import StoreError, open_store, relaxed_durability
 from digest.store.feeds import get_feed_state, record_fetch
+from digest.store.items import SaveCounts, content_hash, get_item, save_items
 from digest.store.migrate import HEAD_REVISION, VERSION_TABLE, alembic_config, stored_revisions
 
 
@@ -67,13 +70,62 @@ def test_the_migrations_downgrade_to_nothing_and_upgrade_again(store_url):
         engine.dispose()
 
 
-def test_an_unknown_revision_is_left_to_alembic_which_refuses_it(store_url):
+def test_a_store_written_by_a_newer_digest_is_a_store_error(store_url):
     engine = open_store(store_url)
     with engine.begin() as conn:  # a store written by a newer digest
         conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
     engine.dispose()
-    with pytest.raises(Exception, match="9999"):
+    with pytest.raises(StoreError, match="^the store is at revision 9999, newer than this digest: upgrade digest"):
         open_store(store_url)
+    assert revisions(store_url) == ["9999"]  # left as it was
+
+
+def test_an_unusable_sqlite_folder_is_a_store_error_naming_store_url():
+    with pytest.raises(StoreError, match="store.url") as excinfo:
+        open_store("sqlite:////proc/nope/x.db")
+    assert "/proc/nope" in str(excinfo.value)
+
+
+def test_the_cli_exits_2_for_an_unusable_store(tmp_path):
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    config = tmp_path / "digest.toml"
+    config.write_text('[store]\nurl = "sqlite:////proc/nope/x.db"\n[[feeds]]\nname = "A"\nurl = "a.xml"\n',
+                      encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(config), "fetch"])
+    assert result.exit_code == 2 and "store.url" in result.output and "/proc/nope" in result.output
+
+
+# --- two feeds, one item ---------------------------------------------------------------------------
+SHARED = Item(key="https://www.example.org/?p=1", feed="Publications", kind=ItemKind.BRIEF, title="Shared",
+              url="https://www.example.org/shared/", published=datetime(2026, 11, 18, tzinfo=UTC))
+ORDER = ("Publications", "News")
+
+
+@pytest.mark.parametrize("arrival", [ORDER, ORDER[::-1]], ids=["earlier-first", "later-first"])
+def test_the_feed_earlier_in_the_config_owns_a_shared_item_whichever_lands_last(engine, arrival):
+    copies = {"Publications": SHARED, "News": replace(SHARED, feed="News", kind=ItemKind.NEWS, title="Shared (news)")}
+    for name in arrival:
+        save_items(engine, [copies[name]], feed_order=ORDER)
+    for name in arrival:  # and again on the next run
+        save_items(engine, [copies[name]], feed_order=ORDER)
+    stored = get_item(engine, SHARED.key)
+    assert (stored.feed, stored.kind, stored.title) == ("Publications", ItemKind.BRIEF, "Shared")
+
+
+def test_a_later_feeds_copy_counts_as_unchanged_and_an_unlisted_owner_gives_way(engine):
+    save_items(engine, [SHARED], feed_order=ORDER)
+    news = replace(SHARED, feed="News", kind=ItemKind.NEWS)
+    assert save_items(engine, [news], feed_order=ORDER) == SaveCounts(unchanged=1)
+    assert save_items(engine, [news], feed_order=("News",)) == SaveCounts(updated=1)  # Publications was removed
+    assert get_item(engine, SHARED.key).feed == "News"
+
+
+def test_the_content_hash_leaves_the_feed_out():
+    assert content_hash(SHARED) == content_hash(replace(SHARED, feed="News"))
+    assert content_hash(SHARED) != content_hash(replace(SHARED, kind=ItemKind.NEWS))
 
 
 def _durability(engine) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from .migrate import upgrade_to_head
+from .migrate import MigrationError, upgrade_to_head
 
 
 class StoreError(Exception):
@@ -21,7 +21,10 @@ class StoreError(Exception):
 
 
 def open_store(url: str, migrate: bool = True) -> Engine:
-    """Connect to the store at `url` and bring its schema up to date (never losing data)."""
+    """Connect to the store at `url` and bring its schema up to date (never losing data).
+
+    Raises StoreError (the CLI's exit 2) when the store cannot be opened or migrated.
+    """
     try:
         engine = _create_engine(url)
         if migrate:
@@ -29,23 +32,30 @@ def open_store(url: str, migrate: bool = True) -> Engine:
     except ArgumentError as exc:
         raise StoreError(f"store.url {url!r} is not a database URL ({exc})") from None
     except OperationalError as exc:
-        raise StoreError(f"cannot open the store at {_redact(url)}: {exc.orig}") from None
+        raise StoreError(f"cannot open the store at {_redact(url)} (store.url): {exc.orig}") from None
+    except MigrationError as exc:
+        raise StoreError(f"{exc} (store.url {_redact(url)})") from None
+    except OSError as exc:  # the SQLite file's folder cannot be created
+        where = exc.filename or url
+        raise StoreError(f"cannot create the store's folder {where} ({exc.strerror or exc}): "
+                         f"point store.url at a folder digest can write (now {_redact(url)})") from None
     return engine
 
 
 @contextmanager
-def relaxed_durability(engine: Engine) -> Iterator[Engine]:
+def relaxed_durability(engine: Engine, pool_size: int | None = None) -> Iterator[Engine]:
     """The same store through connections whose commits do not wait for the disk; for writes a rerun redoes.
 
     SQLite (WAL) commits with synchronous=NORMAL, PostgreSQL with synchronous_commit off: a
     crashed or killed process loses nothing, a power loss may roll back the last commits (never
     corrupting the store). Only for work that is simply done again, e.g. a fetch: its items and
     validators roll back together, so the next run downloads those feeds again. See docs/store.md.
+    `pool_size`: connections kept for threads that each hold one (SQLAlchemy's default is 5).
     """
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         yield engine  # an in-memory database exists only behind its own engine
         return
-    relaxed = _create_engine(engine.url.render_as_string(hide_password=False))
+    relaxed = _create_engine(engine.url.render_as_string(hide_password=False), pool_size)
     statement = "PRAGMA synchronous=NORMAL" if relaxed.dialect.name == "sqlite" else "SET synchronous_commit TO off"
 
     def relax(dbapi_connection, _record) -> None:  # noqa: ANN001
@@ -65,15 +75,16 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, pool_size: int | None = None) -> Engine:
+    pool = {"pool_size": pool_size} if pool_size else {}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, select
 
 from ..models import EventInfo, Item, ItemKind, MediaInfo
 from .schema import items as items_table
@@ -21,24 +21,23 @@ class SaveCounts:
     unchanged: int = 0
 
 
-def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = None) -> SaveCounts:
-    """Insert new items and update changed ones in place (same key = same item); one transaction."""
+def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = None,
+               feed_order: Sequence[str] = ()) -> SaveCounts:
+    """Insert new items and update changed ones in place (same key = same item); one transaction.
+
+    Two feeds may carry one item (the same guid). `feed_order` (the configured feed names, in
+    config order) decides which feed owns it, whichever fetch finishes last: an item stored from
+    another feed is left as it is unless this item's feed comes earlier in `feed_order`, or the
+    other feed is no longer listed. Without `feed_order` the latest save wins.
+    """
     now = now or datetime.now(UTC)
     batch = _dedupe(items)
     if not batch:
         return SaveCounts()
+    rank = {name: position for position, name in enumerate(feed_order)}
     new = updated = unchanged = 0
     with engine.begin() as conn:
-        existing = {}
-        keys = list(batch)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = conn.execute(
-                select(items_table.c.key, items_table.c.content_hash, items_table.c.first_seen).where(
-                    items_table.c.key.in_(chunk)
-                )
-            )
-            existing.update({r.key: r for r in rows})
+        existing = _existing_rows(conn, list(batch))
         inserts, seen_again = [], []
         for key, item in batch.items():
             digest = content_hash(item)
@@ -46,7 +45,10 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
             if old is None:
                 inserts.append(_row(item, digest, first_seen=item.first_seen or now, last_seen=now))
                 new += 1
-            elif old.content_hash != digest:
+            elif old.feed != item.feed and _owned_elsewhere(old.feed, item.feed, rank):
+                seen_again.append(key)
+                unchanged += 1
+            elif old.content_hash != digest or old.feed != item.feed:
                 row = _row(item, digest, first_seen=old.first_seen, last_seen=now)
                 conn.execute(items_table.update().where(items_table.c.key == key).values(**row))
                 updated += 1
@@ -62,15 +64,35 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
     return SaveCounts(new=new, updated=updated, unchanged=unchanged)
 
 
+def _existing_rows(conn: Connection, keys: list[str]) -> dict[str, Row]:
+    """key -> (key, feed, content_hash, first_seen) of the stored items among `keys`."""
+    existing = {}
+    columns = (items_table.c.key, items_table.c.feed, items_table.c.content_hash, items_table.c.first_seen)
+    for start in range(0, len(keys), 500):
+        rows = conn.execute(select(*columns).where(items_table.c.key.in_(keys[start : start + 500])))
+        existing.update({r.key: r for r in rows})
+    return existing
+
+
+def _owned_elsewhere(stored_feed: str, feed: str, rank: dict[str, int]) -> bool:
+    """Whether the item stays with `stored_feed`: a listed feed earlier than `feed`, or `feed` is unlisted."""
+    if stored_feed not in rank:
+        return False
+    return feed not in rank or rank[stored_feed] < rank[feed]
+
+
 def _dedupe(items: Iterable[Item]) -> dict[str, Item]:
     # The same key twice in one batch is one item; the later occurrence wins.
     return {item.key: item for item in items}
 
 
 def content_hash(item: Item) -> str:
-    """Stable hash of everything a reader sees, so re-fetching an unchanged item writes nothing."""
+    """Stable hash of everything a reader sees, so re-fetching an unchanged item writes nothing.
+
+    The feed is not part of it: which feed owns an item is settled by save_items.
+    """
     payload = _row(item, "", first_seen=None, last_seen=None)
-    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at"):
+    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at", "feed"):
         payload.pop(volatile)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

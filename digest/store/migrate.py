@@ -17,8 +17,12 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0001"  # the newest file in migrations/versions; update it with every new migration
+HEAD_REVISION = "0003"  # the newest file in migrations/versions; update it with every new migration
 VERSION_TABLE = "alembic_version"
+
+
+class MigrationError(Exception):
+    """The store's schema cannot be brought to this digest's version; the message says why and what to do."""
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001, ARG001
@@ -37,16 +41,29 @@ def alembic_config() -> Config:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Apply every pending migration inside one transaction; nothing (not even an import) when at head."""
+    """Apply every pending migration inside one transaction; nothing (not even an import) when at head.
+
+    Raises MigrationError for a store this digest cannot migrate, e.g. one a newer digest wrote.
+    """
     with engine.connect() as connection:
-        if stored_revisions(connection) == [HEAD_REVISION]:
-            return
+        stored = stored_revisions(connection)
+    if stored == [HEAD_REVISION]:
+        return
     from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
     config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    unknown = [revision for revision in stored if revision not in known]
+    if unknown:
+        raise MigrationError(f"the store is at revision {', '.join(unknown)}, newer than this digest: upgrade digest")
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except CommandError as exc:
+        raise MigrationError(f"cannot migrate the store to this digest's schema: {exc}") from None
 
 
 def stored_revisions(connection: Connection) -> list[str]:
