@@ -50,9 +50,14 @@ class EditorialError(ValueError):
 
 # --- the window -----------------------------------------------------------------------------------
 
-def default_window(now: datetime, last_end: datetime | None, window_days: int) -> Window:
-    """From the end of the last sent issue (first issue: `window_days` back) to now."""
-    start = last_end if last_end is not None else now - timedelta(days=window_days)
+def default_window(now: datetime, last_end: datetime | None, window_days: int, tz: ZoneInfo) -> Window:
+    """From the end of the last sent issue (first issue: `window_days` back) to now.
+
+    The days are the site's wall-clock days (`tz`): across a daylight-saving change, 7 days back
+    from Monday 09:00 is the Monday before at 09:00, 7 days plus or minus an hour.
+    """
+    # Aware arithmetic within one tzinfo is wall-clock arithmetic; the offset is recomputed after.
+    start = last_end if last_end is not None else now.astimezone(tz) - timedelta(days=window_days)
     return Window(start=start, end=now)
 
 

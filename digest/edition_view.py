@@ -1,8 +1,9 @@
 """What an edition shows: an Issue and a Segment turned into plain data for the templates.
 
-Pure functions. Every string from a feed or the staff is plain text here (control characters and line
-breaks collapsed, tokens neutralised), summaries are text excerpts, and only absolute http(s) URLs
-survive; the templates escape everything. Labels and dates are localised in the segment's language.
+Pure functions. Every string from a feed or the staff is plain text here (control characters,
+non-characters and line breaks collapsed, tokens and Jinja openers neutralised), summaries are text
+excerpts, and only absolute http(s) URLs survive; the templates escape everything. Labels and dates
+are localised in the segment's language.
 """
 
 from __future__ import annotations
@@ -23,12 +24,23 @@ from .segments import edition_sections
 
 # Per-subscriber tokens start with this (see render.TOKENS); content must never contain one.
 TOKEN_PREFIX = "[[DIGEST:"
-CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+# What never belongs in an edition's text or URLs: C0 and C1 controls, DEL, the Unicode line and
+# paragraph separators, lone surrogates and the non-characters (U+FDD0–U+FDEF and U+FFFE/U+FFFF in
+# every plane). MRML refuses the XML-invalid ones (most C0 controls, U+FFFE, U+FFFF) outright, so
+# one such character in one feed title would fail every edition.
+_NONCHARACTERS = "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufdd0-\ufdef" + _NONCHARACTERS + "]+")
+# "{{" and "{%" in content would read as unrendered Jinja in the output (render.py refuses that).
+_JINJA_OPENERS = re.compile(r"\{(?=[{%])")
 
 
-def neutralise_tokens(text: str) -> str:
-    """Break any token marker in content (a title saying "[[DIGEST:email]]" must not leak the address)."""
-    return text.replace(TOKEN_PREFIX, "[[DIGEST\u2060:")
+def neutralise_markers(text: str) -> str:
+    """Break token markers and Jinja openers in content with an invisible word joiner.
+
+    A title saying "[[DIGEST:email]]" must not leak the address, and a title saying "{{ x }}" must
+    not look like a template mistake.
+    """
+    return _JINJA_OPENERS.sub("{\u2060", text.replace(TOKEN_PREFIX, "[[DIGEST\u2060:"))
 
 
 # --- the view: plain data the templates show ------------------------------------------------------
@@ -198,10 +210,10 @@ _SPACES = re.compile(r"\s+")
 
 
 def plain_text(text: str | None) -> str:
-    """One line of plain text: control characters and line breaks collapsed, tokens neutralised."""
+    """One line of plain text: control characters, non-characters and line breaks collapsed, markers neutralised."""
     if not text:
         return ""
-    return neutralise_tokens(_SPACES.sub(" ", CONTROL.sub(" ", text)).strip())
+    return neutralise_markers(_SPACES.sub(" ", CONTROL.sub(" ", text)).strip())
 
 
 def summary_text(summary_html: str | None) -> str:
@@ -232,7 +244,7 @@ _URL_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ' "<>\'`[]{}|\\^'})
 
 
 def safe_url(url: str | None) -> str | None:
-    """The URL if it is absolute http(s) with a host (control characters refused); else None."""
+    """The URL if it is absolute http(s) with a host (control characters and non-characters refused); else None."""
     if not url or CONTROL.search(url):
         return None
     url = url.strip()

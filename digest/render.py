@@ -10,28 +10,29 @@ from __future__ import annotations
 
 import functools
 import re
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import (
-    ChoiceLoader,
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateNotFound,
-    TemplateSyntaxError,
-    select_autoescape,
-)
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from mjml import mjml2html
 
 from . import i18n
 from .config import ConfigError, Settings
-from .edition_view import CONTROL, TOKEN_PREFIX, edition_view, neutralise_tokens, plain_text, safe_url
+from .edition_view import CONTROL, TOKEN_PREFIX, edition_view, neutralise_markers, plain_text, safe_url
 from .models import Issue, Segment
+from .template_errors import (
+    RenderError,
+    TracingTemplate,
+    find_leftover,
+    leftover_error,
+    mjml_error,
+    render_template,
+    trace_render,
+    unbalanced,
+)
 
 # --- tokens -------------------------------------------------------------------------------------
 
@@ -48,10 +49,6 @@ def token(name: str) -> str:
     if name not in TOKENS:
         raise KeyError(f"unknown token {name!r}; tokens are {', '.join(TOKENS)}")
     return f"{TOKEN_PREFIX}{name}]]"
-
-
-class RenderError(Exception):
-    """A template or MJML problem; the message names the template file and line."""
 
 
 # --- palettes (the contrast test reads these) -----------------------------------------------------
@@ -143,8 +140,11 @@ def render_edition(issue: Issue, segment: Segment, settings: Settings, *,
         html = _compile_html(env, view, inliner)
         if fit is not None or len(html.encode("utf-8")) <= limit:
             break
-    full_view = edition_view(issue, segment, settings, settings.digest.summary_chars)
-    text = render_template(env, "edition.txt.j2", _template_context(full_view, subscriber))
+    full_view = _template_context(edition_view(issue, segment, settings, settings.digest.summary_chars), subscriber)
+    text = render_template(env, "edition.txt.j2", full_view)
+    leftover = find_leftover(text, is_html=False)
+    if leftover is not None:
+        raise leftover_error(trace_render(env, "edition.txt.j2", full_view), leftover)
     notes = _fit_notes(step, view, settings, segment, len(html.encode("utf-8")), limit)
     return Edition(html=html, text=_tidy_text(text), subject=view["subject"], preheader=view["preheader"],
                    language=segment.language, segment_id=segment.id, notes=notes, fit=step)
@@ -245,7 +245,7 @@ def _clean_values(values: Mapping[str, str]) -> dict[str, str]:
     clean = {}
     for name in TOKENS:
         # No line breaks or control characters: they would forge lines in the text part.
-        value = neutralise_tokens(CONTROL.sub(" ", str(values[name])).strip())
+        value = neutralise_markers(CONTROL.sub(" ", str(values[name])).strip())
         if name in _URL_TOKENS and not _PLAIN_URL.fullmatch(value) and safe_url(value) != value:
             raise ValueError(f"{name} must be an absolute http(s) URL without spaces, got {value!r}")
         clean[name] = value
@@ -289,30 +289,9 @@ def template_environment(user_dir: str, language: str) -> Environment:
         undefined=StrictUndefined, extensions=["jinja2.ext.i18n"],
         trim_blocks=True, lstrip_blocks=True,
     )
+    env.template_class = TracingTemplate  # error messages can then say which template wrote what
     env.install_gettext_translations(i18n.translations(language), newstyle=True)
     return env
-
-
-def render_template(env: Environment, name: str, context: Mapping[str, Any]) -> str:
-    """Render one template; any template error becomes a RenderError naming the file and line."""
-    try:
-        return env.get_template(name).render(context)
-    except TemplateSyntaxError as exc:
-        raise RenderError(f"{exc.filename or exc.name} line {exc.lineno}: {exc.message}") from None
-    except TemplateNotFound as exc:
-        raise RenderError(f"template {exc.name!r} not found (needed by {name})") from None
-    except RenderError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a user's template can fail in any way; say where
-        raise RenderError(f"{_template_location(exc, name)}: {exc.__class__.__name__}: {exc}") from None
-
-
-def _template_location(exc: BaseException, name: str) -> str:
-    # Jinja rewrites tracebacks so template frames carry the template's file name and line.
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith((".j2", ".css"))]
-    if frames:
-        return f"{frames[-1].filename} line {frames[-1].lineno}"
-    return name
 
 
 @functools.lru_cache(maxsize=32)
@@ -330,7 +309,13 @@ def _compile_html(env: Environment, view: Mapping[str, Any], inliner: css_inline
     try:
         compiled = mjml2html(source, disable_comments=True, fonts={})
     except ValueError as exc:
-        raise RenderError(f"MJML from edition.mjml.j2 (and the partials it includes) is invalid: {exc}") from None
+        raise mjml_error(trace_render(env, "edition.mjml.j2", view), str(exc)) from None
+    if unbalanced(source):
+        raise mjml_error(trace_render(env, "edition.mjml.j2", view))
+    # MRML copies tags it does not know into the HTML, and leaves text alone: neither may reach a reader.
+    leftover = find_leftover(compiled)
+    if leftover is not None:
+        raise leftover_error(trace_render(env, "edition.mjml.j2", view), leftover)
     # MRML writes height="auto" on images, which is not valid HTML (the inline style already says it).
     compiled = _IMG_HEIGHT_AUTO.sub(r"\1", compiled)
     # MRML's own <style> blocks (responsive columns, dark mode) stay as they are; only inline.css is inlined.

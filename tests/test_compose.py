@@ -74,8 +74,19 @@ def test_an_item_without_any_date_counts_from_first_seen(settings):
 
 def test_default_window_runs_from_the_last_sent_end_or_window_days_back():
     last_end = datetime(2026, 11, 9, 8, tzinfo=UTC)
-    assert default_window(NOW, last_end, 7) == Window(last_end, NOW)
-    assert default_window(NOW, None, 7) == Window(NOW - timedelta(days=7), NOW)
+    assert default_window(NOW, last_end, 7, BRUSSELS) == Window(last_end, NOW)
+    assert default_window(NOW, None, 7, BRUSSELS) == Window(NOW - timedelta(days=7), NOW)
+
+
+def test_default_window_counts_wall_clock_days_across_a_daylight_saving_change():
+    # Summer time ends on Sunday 25 October 2026: Monday 09:00 CET back to Monday 09:00 CEST is 7 days and 1 hour.
+    now = datetime(2026, 10, 26, 8, tzinfo=UTC)  # 09:00 in Brussels
+    window = default_window(now, None, 7, BRUSSELS)
+    assert window.start == datetime(2026, 10, 19, 9, tzinfo=BRUSSELS) == datetime(2026, 10, 19, 7, tzinfo=UTC)
+    assert window.end - window.start == timedelta(days=7, hours=1)
+    # And in spring (29 March 2026) the week is an hour short.
+    spring = default_window(datetime(2026, 3, 30, 7, tzinfo=UTC), None, 7, BRUSSELS)
+    assert spring.start == datetime(2026, 3, 23, 9, tzinfo=BRUSSELS)
 
 
 def test_naive_command_line_times_are_in_the_site_timezone():

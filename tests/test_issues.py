@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from compose_fixtures import FIRST_SEEN, NOW, SEC, WINDOW, feeds_config, fixture_items, p
-from conftest import make_settings
+from compose_fixtures import BRUSSELS, FIRST_SEEN, NOW, SEC, WINDOW, feeds_config, fixture_items, p
+from conftest import ROOT, make_settings
 from sqlalchemy import func, select
 
 from digest.cli import main
@@ -22,6 +23,7 @@ from digest.store.issues import (
     IssueNotFound,
     IssueStateError,
     StaleVersion,
+    WindowConflict,
     approve_issue,
     get_issue,
     latest_sent_issue,
@@ -180,6 +182,49 @@ def test_numbers_are_consecutive_and_a_cancelled_window_reopens(settings, stored
     assert [s.number for s in list_issues(stored)] == [2, 1]
 
 
+def test_a_window_overlapping_a_sent_issue_is_refused(settings, stored):
+    build(settings, stored, since=WINDOW.start, until=WINDOW.end)
+    send(stored, 1)
+    later = WINDOW.end + timedelta(days=7)
+    with pytest.raises(WindowConflict, match=r"overlaps issue 1 \(sent, 2026-11-16 00:00 → 2026-11-23 00:00\).*"
+                                             r"--since 2026-11-23T00:00:00\+01:00"):
+        build(settings, stored, since=WINDOW.start + timedelta(days=2), until=later)
+    assert issue_count(stored) == 1
+    # Touching is not overlapping: the next window may start exactly where the sent one ended.
+    nxt = build(settings, stored, since=WINDOW.end, until=later)
+    assert nxt.number == 2 and p(1001) not in [e.item.key for s in nxt.sections for e in s.entries]
+
+
+def test_a_window_overlapping_another_open_issue_is_refused(settings, stored):
+    build(settings, stored, since=WINDOW.start, until=WINDOW.end)
+    set_status(stored, 1, IssueStatus.CANCELLED)
+    second = build(settings, stored, since=WINDOW.start, until=WINDOW.end + timedelta(days=1))
+    assert second.number == 2  # a cancelled issue's window is free again
+    with pytest.raises(WindowConflict, match=r"overlaps issue 2 \(draft, .*digest issue cancel 2"):
+        build(settings, stored, since=WINDOW.start, until=WINDOW.end)  # would reopen issue 1 with the same items
+    assert get_issue(stored, 1).status == IssueStatus.CANCELLED
+    assert [i.number for i in list_issues(stored, [IssueStatus.DRAFT])] == [2]
+
+
+def test_a_cancelled_issue_is_not_reopened_while_another_is_open(settings, stored):
+    build(settings, stored, since=WINDOW.start, until=WINDOW.end)
+    set_status(stored, 1, IssueStatus.CANCELLED)
+    nxt = build(settings, stored, since=WINDOW.end, until=WINDOW.end + timedelta(days=7))
+    assert nxt.number == 2
+    with pytest.raises(WindowConflict, match=r"would reopen cancelled issue 1 while issue 2 is draft"):
+        build(settings, stored, since=WINDOW.start, until=WINDOW.end)
+    assert get_issue(stored, 1).status == IssueStatus.CANCELLED
+    set_status(stored, 2, IssueStatus.CANCELLED)
+    assert build(settings, stored, since=WINDOW.start, until=WINDOW.end).number == 1  # now it may reopen
+
+
+def test_the_first_window_counts_wall_clock_days_across_daylight_saving(settings, engine):
+    # Monday 26 October 2026 09:00 in Brussels (CET); a week back is Monday 19 October 09:00 (CEST).
+    issue = build(settings, engine, now=datetime(2026, 10, 26, 8, tzinfo=UTC), allow_empty=True)
+    assert issue.window.start == datetime(2026, 10, 19, 9, tzinfo=BRUSSELS)
+    assert get_issue(engine, 1).window.start == datetime(2026, 10, 19, 7, tzinfo=UTC)
+
+
 def test_explicit_window_and_bad_windows(settings, stored):
     issue = build(settings, stored, since=WINDOW.start + timedelta(days=3), until=WINDOW.end)
     assert p(1001) not in [e.item.key for s in issue.sections for e in s.entries]  # 18 Nov, before the window
@@ -305,3 +350,66 @@ def test_cli_build_is_quiet_about_size_when_the_edition_fits(cli):
     result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23")
     assert result.exit_code == 0, result.output
     assert "note:" not in result.stderr
+
+
+def test_cli_an_overlapping_window_exits_2_and_names_the_other_issue(cli):
+    assert cli("build", "--since", "2026-11-16", "--until", "2026-11-23").exit_code == 0
+    assert cli("issue", "cancel", "1").exit_code == 0
+    assert cli("build", "--since", "2026-11-16", "--until", "2026-11-24").exit_code == 0
+    result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23")
+    assert result.exit_code == 2, result.output
+    assert "overlaps issue 2 (draft, 2026-11-16 00:00 → 2026-11-24 00:00)" in result.stderr
+    assert json.loads(cli("issue", "list", "--json").stdout)[-1]["status"] == "cancelled"
+
+
+def test_cli_build_template_error_names_file_and_line_and_still_writes_the_manifest(cli, tmp_path):
+    mine = tmp_path / "mine" / "partials"
+    mine.mkdir(parents=True)
+    bundled = (ROOT / "templates" / "partials" / "item.mjml.j2").read_text()
+    (mine / "item.mjml.j2").write_text(bundled.replace("{{ m.title(item) }}", "{{ m.title(item) }"))
+    config = tmp_path / "digest.toml"
+    config.write_text('templates_dir = "mine"\n' + config.read_text())  # a top-level key goes first
+    manifest = tmp_path / "manifest.json"
+    result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23", "--json", str(manifest))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"error: template error: {mine / 'item.mjml.j2'}:4: " in result.stderr
+    assert "Traceback" not in result.output
+    assert json.loads(manifest.read_text())["issue"]["number"] == 1
+    assert json.loads(cli("issue", "list", "--json").stdout)[0]["number"] == 1
+
+
+def test_cli_build_checks_the_size_in_every_language_subscribers_read(cli, tmp_path, sqlite_url):
+    from digest.models import Subscriber, SubscriberStatus
+    from digest.render import TOKEN_RESERVE_BYTES, full_segment, render_edition
+    from digest.store.subscribers import add_subscriber
+
+    engine = open_store(sqlite_url)
+    add_subscriber(engine, Subscriber(email="marie@example.com", language="fr", status=SubscriberStatus.CONFIRMED))
+    add_subscriber(engine, Subscriber(email="jonas@example.com", language="de", status=SubscriberStatus.PENDING))
+    assert cli("build", "--since", "2026-11-16", "--until", "2026-11-23").exit_code == 0
+    # A budget the English edition fits and the (longer) French one does not.
+    settings = make_settings(tmp_path, sqlite_url)
+    issue = get_issue(engine, 1)
+    engine.dispose()
+    en, fr = (render_edition(issue, full_segment(issue, lang), settings).html_bytes for lang in ("en", "fr"))
+    max_kib = math.ceil((en + TOKEN_RESERVE_BYTES) / 1024)
+    assert fr > max_kib * 1024 - TOKEN_RESERVE_BYTES, (en, fr)  # the case this test is about
+    with (tmp_path / "digest.toml").open("a", encoding="utf-8") as config:
+        config.write(f"[digest]\nmax_html_kib = {max_kib}\n")
+    result = cli("build", "--since", "2026-11-16", "--until", "2026-11-23")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes and all("edition all (fr)" in n for n in notes), notes  # en fits; nobody confirmed reads de
+
+
+def test_cli_a_sent_issues_manifest_has_no_segments_from_todays_subscribers(cli, sqlite_url):
+    assert cli("build", "--since", "2026-11-16", "--until", "2026-11-23").exit_code == 0
+    assert "segments" in json.loads(cli("issue", "show", "1", "--json").stdout)
+    engine = open_store(sqlite_url)
+    send(engine, 1)
+    with engine.connect() as conn:
+        stored = conn.execute(select(issues_table.c.manifest)).scalar_one()
+    engine.dispose()
+    shown = json.loads(cli("issue", "show", "1", "--json").stdout)
+    assert "segments" not in shown and shown["sections"] == stored["sections"]
+    assert shown["issue"]["status"] == "sent"

@@ -180,12 +180,17 @@ def hostile_issue() -> Issue:
         brief(5, SERIES_IDS[0], title="Token [[DIGEST:email]] in title",
               url="https://www.example.org/a?[[DIGEST:unsubscribe_url]]"),
         brief(6, SERIES_IDS[0], title="vbscript", url="vbscript:msgbox(1)"),
+        # Non-characters and XML-invalid controls: MRML refuses the whole document over one of them.
+        brief(7, SERIES_IDS[0], title="Non\ufffecharacters\uffff in\x0b a title\U0010fffe",
+              url="https://www.example.org/non\ufffe/",
+              summary="<p>Summary\ufffe with \uffff, &#xFFFE;, \ufdd0 and \x85</p>"),
     ]
     evil_event = replace(event(1), title="Event\nwith <b>tags</b>",
                          event=EventInfo(start=WINDOW.end, location='<a href="javascript:x">HQ</a>\r\nBcc: x'))
     evil_media = replace(media(1), url="https://press.example.net/x\" onmouseover=\"alert(7)",
-                         media=MediaInfo(outlet="<script>Outlet</script>"))
-    entries = tuple(IssueEntry(item=i, related=(RelatedLink("r", ItemKind.BRIEF, "<i>rel</i>", "javascript:alert(8)"),))
+                         media=MediaInfo(outlet="<script>Outlet</script>\uffff"))
+    entries = tuple(IssueEntry(item=i, related=(RelatedLink("r", ItemKind.BRIEF, "<i>rel</i>\ufffe", "javascript:alert(8)"),
+                                                RelatedLink("s", ItemKind.BRIEF, "ok", "https://www.example.org/\uffff")))
                     for i in items)
     sections = (
         replace(section(SERIES_IDS[0], SectionType.SERIES, "Series <script>", items, series=SERIES_IDS[0],
@@ -216,6 +221,10 @@ def test_no_script_handler_or_dangerous_url_survives(settings, language):
     # No forged lines: the CR/LF inside the title stays on the title's line.
     assert not any(line.startswith("Bcc:") for line in text.splitlines())
     assert "\r" not in text and "\r" not in html
+    for character in ("\ufffe", "\uffff", "\U0010fffe", "\ufdd0", "\x0b", "\x85"):
+        assert character not in html and character not in text, repr(character)
+    assert "Non characters in a title" in html and "Summary with , , and" in text
+    assert not [href for href, _ in tags.links if "example.org/non" in href or href == "https://www.example.org/"]
 
 
 def test_summaries_are_plain_text_excerpts():
@@ -231,6 +240,9 @@ def test_summaries_are_plain_text_excerpts():
     ("https://www.example.org/?q=[x]", "https://www.example.org/?q=%5Bx%5D"),
     ("javascript:alert(1)", None), ("JaVaScRiPt&#58;alert(1)", None), ("//www.example.org/", None),
     ("mailto:a@example.org", None), ("https://www.example.org/\r\nX", None), ("", None), ("http://[::1", None),
+    ("https://www.example.org/\ufffe", None), ("https://www.example.org/?q=\uffff", None),
+    ("https://www.example.org/\U0001ffff", None), ("https://www.example.org/\ufdd0", None),
+    ("https://www.example.org/\x85", None), ("https://www.exa\ufffemple.org/", None),
 ])
 def test_safe_url(url, expected):
     assert safe_url(url) == expected
@@ -381,7 +393,7 @@ def test_template_syntax_error_names_file_and_line(tmp_path):
     (mine / "event.mjml.j2").write_text("<div>\n<p>{{ item.title }</p>\n</div>\n")
     settings = make_settings(tmp_path, templates_dir="mine")
     issue = demo_issue()
-    with pytest.raises(RenderError, match=r"mine/partials/event\.mjml\.j2 line 2"):
+    with pytest.raises(RenderError, match=r"mine/partials/event\.mjml\.j2:2: unexpected '}'"):
         render_edition(issue, all_sections(issue), settings)
 
 
@@ -391,18 +403,71 @@ def test_template_runtime_error_names_file_and_line(tmp_path):
     (mine / "media.mjml.j2").write_text("<div>\n\n<p>{{ item.no_such_field }}</p></div>\n")
     settings = make_settings(tmp_path, templates_dir="mine")
     issue = demo_issue()
-    with pytest.raises(RenderError, match=r"media\.mjml\.j2 line 3: .*no_such_field"):
+    with pytest.raises(RenderError, match=r"mine/partials/media\.mjml\.j2:3: .*no_such_field"):
         render_edition(issue, all_sections(issue), settings)
 
 
-def test_invalid_mjml_is_a_render_error(tmp_path):
+def render_with_override(tmp_path, name: str, source: str):
+    """Render the demo issue with one user template; returns the RenderError it raises."""
     mine = tmp_path / "mine" / "partials"
     mine.mkdir(parents=True)
-    (mine / "media.mjml.j2").write_text("<p>unclosed</mj-text></mj-column>\n")
-    settings = make_settings(tmp_path, templates_dir="mine")
+    (mine / name).write_text(source)
     issue = demo_issue()
-    with pytest.raises(RenderError, match="MJML"):
-        render_edition(issue, all_sections(issue), settings)
+    with pytest.raises(RenderError) as raised:
+        render_edition(issue, all_sections(issue), make_settings(tmp_path, templates_dir="mine"))
+    return str(raised.value)
+
+
+def test_invalid_mjml_names_the_template_file_and_line_and_quotes_the_rendered_mjml(tmp_path):
+    # MRML itself complains about the next section's <mj-text>, far from the culprit partial.
+    message = render_with_override(tmp_path, "item.mjml.j2", "<div>{{ item.title }}\n<p>x</p></mj-text></mj-column></div>\n")
+    assert re.match(r".*/mine/partials/item\.mjml\.j2:2: invalid MJML: </mj-text> closes an element", message), message
+    assert re.search(r"MRML: unexpected element at line \d+, column \d+ of the rendered MJML: '.*</mj-column>", message), message
+    assert "position" not in message
+
+
+def test_an_mjml_element_left_unclosed_is_named(tmp_path):
+    message = render_with_override(tmp_path, "media.mjml.j2", "<div>\n<mj-text>{{ item.title }}</div>\n")
+    assert re.match(r".*/mine/partials/media\.mjml\.j2:2: invalid MJML: <mj-text> is opened but never closed", message)
+
+
+def test_mjml_that_mrml_would_accept_but_is_unbalanced_is_refused(tmp_path):
+    # MRML compiles this without a word and drops what it cannot place.
+    message = render_with_override(tmp_path, "item.mjml.j2", "<div>{{ item.title }}</div></mj-text>\n")
+    assert re.match(r".*/mine/partials/item\.mjml\.j2:1: invalid MJML: </mj-text> closes an element", message)
+
+
+@pytest.mark.parametrize("tag", ["mj-foo", "mj-text", "mj-button"])
+def test_mjml_tags_left_in_the_html_are_refused(tmp_path, tag):
+    # MRML copies unknown tags, and known ones inside mj-text (whose content it keeps as it is), into the HTML.
+    message = render_with_override(tmp_path, "item.mjml.j2", f"<div>{{{{ item.title }}}}\n\n<{tag}>x</{tag}></div>\n")
+    assert re.match(rf".*/mine/partials/item\.mjml\.j2:3: <{tag}> was left in the HTML", message), message
+
+
+@pytest.mark.parametrize("name", ["section.mjml.j2", "media.mjml.j2"])
+def test_unrendered_jinja_left_in_the_output_is_refused(tmp_path, name):
+    source = ('<mj-text css-class="section"><h2>{{ section.title }}</h2>\n{% raw %}{{ section.id }}{% endraw %}</mj-text>\n'
+              if name == "section.mjml.j2" else "<div>{{ item.title }}\n{% raw %}{% if %}{% endraw %}</div>\n")
+    message = render_with_override(tmp_path, name, source)
+    assert re.match(rf".*/mine/partials/{re.escape(name)}:2: unrendered Jinja '{{[{{%]' was left", message), message
+
+
+def test_unrendered_jinja_in_the_text_edition_is_refused(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    bundled = (ROOT / "templates" / "edition.txt.j2").read_text()
+    (mine / "edition.txt.j2").write_text(bundled.replace("{{ site.name }}\n", "{% raw %}{{ site.name }}{% endraw %}\n", 1))
+    issue = demo_issue()
+    with pytest.raises(RenderError, match=r"mine/edition\.txt\.j2:\d+: unrendered Jinja '\{\{'"):
+        render_edition(issue, all_sections(issue), make_settings(tmp_path, templates_dir="mine"))
+
+
+def test_template_like_text_in_content_is_shown_not_refused(settings):
+    issue = demo_issue(intro="Our {{ guide }} to {% templates %} and <mj-text> tags")
+    edition = render_edition(issue, all_sections(issue), settings)
+    html, text = personalise(edition, {**VALUES, "name": "{{ Zoë }}"})
+    assert "Our {\u2060{ guide }} to {\u2060% templates %} and &lt;mj-text&gt; tags" in html
+    assert "Hello {\u2060{ Zoë }}," in text
 
 
 def test_missing_templates_dir_is_a_config_error(tmp_path):
@@ -487,7 +552,7 @@ def test_render_command_template_error_exits_1(stored, tmp_path):
     stored.write_text('templates_dir = "broken"\n' + stored.read_text())  # a top-level key goes first
     result = run_cli("--config", str(stored), "render", "--issue", "1", "--out", str(tmp_path / "x"))
     assert result.exit_code == 1
-    assert "item.mjml.j2 line 1" in result.output
+    assert "template error: " in result.output and "item.mjml.j2:1:" in result.output
 
 
 def test_render_command_subscriber_with_nothing_to_read_exits_2(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
-"""The quality bar for editions, on a demo-like issue and on a 60-item issue in several languages:
-size, document metadata, accessible markup, preheader, html-validate, axe-core in Chromium
-(light and dark, 600 and 375 px) and horizontal overflow.
+"""The quality bar for editions, on the real demo issue (the bundled samples composed by the pipeline
+for the demo's week), a demo-like issue and a 60-item issue, in several languages: size, document
+metadata, accessible markup, preheader, html-validate, axe-core in Chromium (light and dark, 600 and
+375 px) and horizontal overflow. With CI set, a missing checker fails these tests instead of skipping.
 
 tests/htmlvalidate.json is html-validate's recommended rules minus what email HTML needs: inline
 styles, Outlook conditional comments, presentational attributes (align, bgcolor, cellpadding) and
@@ -10,8 +11,11 @@ MRML's `<div role="article">` wrapper.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,21 +28,56 @@ from digest.render import THEME, personalise, preview_values, render_edition
 TESTS = Path(__file__).resolve().parent
 HTML_VALIDATE = TESTS / "node_modules" / ".bin" / "html-validate"
 AXE = TESTS / "node_modules" / "axe-core" / "axe.min.js"
-CASES = [("demo", "en"), ("demo", "fr"), ("big", "de"), ("big", "fr")]
+# "sample": the real demo issue; "demo": a demo-like issue built by hand; "big": 60 items.
+CASES = [("sample", "en"), ("sample", "de"), ("demo", "en"), ("demo", "fr"), ("big", "de"), ("big", "fr")]
+LOGO = "https://www.example.org/logo.png"
 BANNED_LINK_TEXT = {"click here", "here", "read more", "more", "link", "this link", "ici", "hier", "cliquez ici",
                     "hier klicken", "mehr", "lire la suite", "weiterlesen"}
+
+
+def require_checker(path: Path, what: str) -> None:
+    """Skip when a checker is not installed; under CI (as the browser fixture does) fail instead."""
+    if path.exists():
+        return
+    message = f"{path} missing: {what}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must install it (.ci/run)")
+    pytest.skip(message)
+
+
+def sample_week(folder: Path):
+    """(settings, issue) of the real demo: the bundled sample feeds fetched, stored and composed by the
+    pipeline for the demo's fixed week, exactly as `digest demo` does."""
+    from digest.cli.demo import DEMO_NOW, DEMO_SINCE, DEMO_UNTIL, SAMPLES
+    from digest.config import load_settings
+    from digest.pipeline import build_issue, fetch_all
+    from digest.store import open_store
+
+    shutil.copytree(SAMPLES, folder, ignore=shutil.ignore_patterns("*.db", "*.db-*", "outbox", "__pycache__"))
+    settings = load_settings(folder / "digest.toml")
+    engine = open_store(settings.store.url)
+    try:
+        reports = fetch_all(settings, engine)
+        assert all(r.status.value == "ok" for r in reports), [(r.feed, r.status, r.message) for r in reports]
+        issue = build_issue(settings, engine, now=DEMO_NOW, since=DEMO_SINCE, until=DEMO_UNTIL)
+    finally:
+        engine.dispose()
+    assert issue is not None and sum(len(s.entries) for s in issue.sections) >= 10
+    # With a logo, as the other cases, so images are checked too.
+    return replace(settings, site=replace(settings.site, logo_url=LOGO)), issue
 
 
 @pytest.fixture(scope="module")
 def editions(tmp_path_factory):
     """(case, language) → (Edition, personalised html), with a logo so images are checked too."""
-    settings = make_settings(tmp_path_factory.mktemp("quality"), site={"logo_url": "https://www.example.org/logo.png"})
-    issues = {"demo": demo_issue(), "big": big_issue()}
+    settings = make_settings(tmp_path_factory.mktemp("quality"), site={"logo_url": LOGO})
+    cases = {"sample": sample_week(tmp_path_factory.mktemp("samples") / "demo"),
+             "demo": (settings, demo_issue()), "big": (settings, big_issue())}
     out = {}
     for case, language in CASES:
-        issue = issues[case]
-        edition = render_edition(issue, all_sections(issue, language), settings)
-        html, _ = personalise(edition, preview_values(settings, language, "https://www.example.org/archive/12"))
+        case_settings, issue = cases[case]
+        edition = render_edition(issue, all_sections(issue, language), case_settings)
+        html, _ = personalise(edition, preview_values(case_settings, language, "https://www.example.org/archive/12"))
         out[(case, language)] = (edition, html)
     return out
 
@@ -141,8 +180,7 @@ def test_palette_text_keeps_4_5_to_1_contrast(mode):
 
 
 def test_html_validate_reports_no_errors(editions, tmp_path):
-    if not HTML_VALIDATE.exists():
-        pytest.skip("tests/node_modules missing: run `make test` (npm install in tests/)")
+    require_checker(HTML_VALIDATE, "run `make test` (npm install in tests/)")
     files = []
     for (case, language), (_, html) in editions.items():
         path = tmp_path / f"{case}-{language}.html"
@@ -159,8 +197,9 @@ def test_html_validate_reports_no_errors(editions, tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("case,language", [("demo", "en"), ("big", "de")])
+@pytest.mark.parametrize("case,language", [("sample", "en"), ("demo", "en"), ("big", "de")])
 def test_axe_in_chromium_light_and_dark_at_600_and_375(editions, browser, case, language):
+    require_checker(AXE, "run `make test` (npm install in tests/)")
     _, html = editions[(case, language)]
     problems = []
     for scheme in ("light", "dark"):
@@ -181,3 +220,13 @@ def test_axe_in_chromium_light_and_dark_at_600_and_375(editions, browser, case, 
                 problems.append((scheme, width, "horizontal overflow", overflow))
         context.close()
     assert not problems, problems
+
+
+def test_a_missing_checker_skips_locally_and_fails_under_ci(monkeypatch, tmp_path):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="missing"):
+        require_checker(tmp_path / "html-validate", "npm install in tests/")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must install it"):
+        require_checker(tmp_path / "html-validate", "npm install in tests/")
+    require_checker(HTML_VALIDATE if HTML_VALIDATE.exists() else tmp_path, "present")  # no skip, no failure

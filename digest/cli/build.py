@@ -18,16 +18,17 @@ from .base import EXIT_FAILED, EXIT_USAGE, fail, handle_errors, main, print_json
 
 
 def _issue_errors(func: Callable) -> Callable:
-    """Unknown issues and bad input exit 2; a refused state change (e.g. a sent issue) exits 1."""
+    """Unknown issues, bad input and conflicting windows exit 2; a refused state change (e.g. a sent
+    issue) exits 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ..compose import EditorialError
-        from ..store.issues import IssueNotFound, IssueStateError
+        from ..store.issues import IssueNotFound, IssueStateError, WindowConflict
 
         try:
             return func(*args, **kwargs)
-        except (IssueNotFound, EditorialError, ValueError) as exc:
+        except (IssueNotFound, EditorialError, ValueError, WindowConflict) as exc:
             fail(str(exc), EXIT_USAGE)
         except IssueStateError as exc:
             fail(str(exc), EXIT_FAILED)
@@ -68,18 +69,33 @@ def build_command(since: str | None, until: str | None, json_out: str | None, al
         return
     manifest = _manifest(issue)
     _echo_summary(manifest, out)
-    _echo_size_notes(settings, issue)
-    if json_out:
+    if json_out:  # first: the issue is saved, whatever rendering says next
         _write_json(manifest, json_out)
+    _echo_size_notes(settings, issue, _edition_languages(settings, manifest))
 
 
-def _echo_size_notes(settings, issue) -> None:  # noqa: ANN001
-    """Say at build time when the edition must be shortened to stay under the clipping limit."""
-    from ..render import full_segment, render_edition
+def _edition_languages(settings, manifest: dict) -> list[str]:  # noqa: ANN001
+    """The site language, then every other language confirmed subscribers receive editions in."""
+    site = settings.site.language
+    return [site, *sorted({s["language"] for s in manifest.get("segments", ())} - {site})]
 
-    edition = render_edition(issue, full_segment(issue, settings.site.language), settings)
-    for note in edition.notes:
-        click.echo(f"note: {note}", err=True)
+
+def _echo_size_notes(settings, issue, languages: list[str]) -> None:  # noqa: ANN001
+    """Say at build time when an edition must be shortened to stay under the clipping limit.
+
+    The full edition is the largest a reader can get; labels and dates differ in length between
+    languages, so each language is checked. A template error exits 1 (the issue stays saved).
+    """
+    from ..render import RenderError, full_segment, render_edition
+
+    for language in languages:
+        try:
+            edition = render_edition(issue, full_segment(issue, language), settings)
+        except RenderError as exc:
+            fail(f"template error: {exc}" + f"\nIssue {issue.number} is saved: fix the template, then check it with "
+                 f"`digest render --issue {issue.number} --out DIR`.", EXIT_FAILED)
+        for note in edition.notes:
+            click.echo(f"note: {note}", err=True)
 
 
 @main.command("approve")
@@ -188,10 +204,16 @@ def echo_issue(issue, out=None, keys: bool = False) -> None:  # noqa: ANN001
 
 
 def _manifest(issue) -> dict:  # noqa: ANN001
+    """The issue's manifest; segments (from today's subscribers) only while it is a draft or approved.
+
+    A sending or sent issue's manifest is what was sent: today's subscribers say nothing about it.
+    """
     from ..manifest import issue_to_manifest
     from ..segments import segments_from_store
+    from ..store.issues import OPEN_STATUSES
 
-    return issue_to_manifest(issue, state().settings, segments_from_store(state().engine, issue))
+    segments = segments_from_store(state().engine, issue) if issue.status in OPEN_STATUSES else None
+    return issue_to_manifest(issue, state().settings, segments)
 
 
 def _write_json(data: dict, target: str) -> None:

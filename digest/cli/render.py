@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
 
 from .base import EXIT_FAILED, EXIT_USAGE, console, fail, handle_errors, main, state
 
@@ -34,7 +35,7 @@ def render_command(number: int, email: str | None, out_dir: str) -> None:
         fail(f"template error: {exc}", EXIT_FAILED)
     paths = write_rendered_issue(rendered, Path(out_dir))
     for note in rendered.edition.notes:
-        console.print(f"[yellow]note:[/] {note}", markup=True, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", markup=True, soft_wrap=True)
     size = rendered.edition.html_bytes / 1024
     click.echo(f"issue {number} ({rendered.edition.language}, {size:.0f} KiB HTML) for {rendered.recipient}:")
     for path in paths:

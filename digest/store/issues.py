@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -47,6 +48,11 @@ class IssueStateError(IssueError):
 
 class StaleVersion(IssueStateError):
     """The issue changed since the version the caller saw."""
+
+
+class WindowConflict(IssueStateError):
+    """A build whose window would give readers an item twice: it overlaps another issue's window, or
+    would reopen a cancelled issue while another one is open."""
 
 
 class ConcurrentChange(IssueError):
@@ -115,6 +121,47 @@ def issue_for_window(engine: Engine, window: Window) -> Issue | None:
     with engine.connect() as conn:
         row = conn.execute(query).first()
     return _issue(row) if row else None
+
+
+def overlapping_issues(engine: Engine, window: Window) -> list[IssueSummary]:
+    """Issues that are not cancelled whose window shares an instant with `window` (ends exclusive)."""
+    query = select(issues_table).where(
+        issues_table.c.window_start < window.end, issues_table.c.window_end > window.start,
+        issues_table.c.status != IssueStatus.CANCELLED.value).order_by(issues_table.c.number)
+    with engine.connect() as conn:
+        return [_summary(r) for r in conn.execute(query)]
+
+
+def refuse_window_conflict(engine: Engine, window: Window, target: Issue | None, tz: ZoneInfo) -> None:
+    """Raise WindowConflict unless building `window` into `target` (None: a new issue) is safe.
+
+    Safe means: no other issue that is not cancelled overlaps the window (each item reaches a
+    reader once), and `target`, if cancelled, is reopened only while no other issue is open.
+    """
+    mine = target.number if target is not None else None
+    for other in overlapping_issues(engine, window):
+        if other.number != mine:
+            raise WindowConflict(f"the window {_span(window, tz)} overlaps issue {other.number} ({other.status.value}, "
+                                 f"{_span(other.window, tz)}): its items would reach readers twice; "
+                                 + _overlap_hint(other, tz))
+    if target is not None and target.status == IssueStatus.CANCELLED:
+        for other in list_issues(engine, OPEN_STATUSES):
+            if other.number != target.number:
+                raise WindowConflict(
+                    f"building {_span(window, tz)} would reopen cancelled issue {target.number} while issue "
+                    f"{other.number} is {other.status.value} ({_span(other.window, tz)}); cancel issue {other.number} "
+                    f"first (`digest issue cancel {other.number}`), or keep working on it")
+
+
+def _overlap_hint(other: IssueSummary, tz: ZoneInfo) -> str:
+    if other.status in OPEN_STATUSES:
+        return (f"refresh issue {other.number} by building its window (`digest build` with no --since), "
+                f"or cancel it first (`digest issue cancel {other.number}`)")
+    return f"start the window at its end or later (--since {other.window.end.astimezone(tz).isoformat()})"
+
+
+def _span(window: Window, tz: ZoneInfo) -> str:
+    return f"{window.start.astimezone(tz):%Y-%m-%d %H:%M} → {window.end.astimezone(tz):%Y-%m-%d %H:%M}"
 
 
 def list_issues(engine: Engine, statuses: Iterable[IssueStatus] | None = None) -> list[IssueSummary]:
