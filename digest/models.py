@@ -220,6 +220,8 @@ class Subscriber:
     consent_at: datetime | None = None
     consent_method: str = ""
     consent_ip: str = ""
+    # When the row was stored (None for a subscriber not read from the store).
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,32 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
-from .config import LANGUAGES, Settings
+from .config import LANGUAGES, ConfigError, Settings
 from .models import Subscriber, SubscriberStatus
 
 MAX_NAME = 200
 CSV_COLUMNS = ("email", "name", "language", "series")
 # Optional columns (as `export` writes them): a reader's section choices survive export then import.
 SECTION_COLUMNS = ("want_events", "want_media")
+# Optional columns (as `export` writes them): a move to another store keeps opt-outs and consent records.
+STATUS_COLUMNS = ("status", "consent_at", "consent_method", "consent_ip")
+CONSENT_METHODS = ("import", "web", "admin")
 YES, NO = ("true", "yes", "1", "y", "oui", "ja"), ("false", "no", "0", "n", "non", "nein")
 EXPORT_COLUMNS = ("email", "name", "language", "series", "want_events", "want_media", "status",
                   "consent_at", "consent_method", "consent_ip", "created_at")
 # Cells starting with these are formulas to spreadsheet programs (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A cell that starts like a formula, possibly behind `'` guards of our own (so guarding is reversible).
+_FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
+# A `;`- or tab-separated part of a cell that starts like a formula: a spreadsheet in a `;` locale
+# splits an exported line there, making that part a cell of its own.
+_FORMULA_PART = re.compile(r"(?<=[;\t])(?='*[=+\-@])")
+_GUARDED_PART = re.compile(r"(?<=[;\t])'(?='*[=+\-@])")
 # A subscriber in one of these states was removed by their own action or their mailbox:
 # imports never bring them back; only their own confirmed sign-up does.
 SUPPRESSED_STATUSES = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
@@ -48,9 +57,27 @@ class ListFileError(Exception):
     """A list file cannot be read at all (encoding, header); the message says how to fix it."""
 
 
+class SuppressionKeyMissing(ConfigError):
+    """Erasure hashes in the store were made with a suppression key this process does not have.
+
+    Importing or adding then could re-add an erased address, so it is refused (exit 2).
+    """
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """A web sign-up waiting for its confirmation link: what the form asked for, kept in the store."""
+
+    subscriber_id: int
+    nonce: str
+    choices: Subscriber  # name, language, series, want_events, want_media as submitted
+    ip: str
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class ListRow:
-    """A valid row of a list file; `line` is where it ends in the file (the spreadsheet row)."""
+    """A valid row of a list file; `line` is its spreadsheet row number (the header is row 1)."""
 
     line: int
     subscriber: Subscriber
@@ -66,7 +93,7 @@ class RejectedRow:
 
 @dataclass
 class ImportReport:
-    """What an import did; lists hold file line numbers."""
+    """What an import did; lists hold spreadsheet row numbers (header = 1)."""
 
     added: int = 0
     updated: int = 0
@@ -163,6 +190,11 @@ def make_subscriber(settings: Settings, email: str, name: str = "", language: st
                       series=parse_series(series, settings), **fields)
 
 
+def suppression_key_id(key: bytes) -> str:
+    """The fingerprint stored with each erasure hash: names the key without revealing it."""
+    return hashlib.sha256(b"digest-suppression-key-id:" + key).hexdigest()[:16]
+
+
 def email_hash(key: bytes, email: str, normalised: bool = False) -> str:
     """The keyed hash kept in `suppressions` instead of an erased address.
 
@@ -193,43 +225,100 @@ def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = Su
     delimiter = _sniff_delimiter(first)
     header = next(csv.reader([first], delimiter=delimiter), [])
     columns = [_unquote_cell(h).strip().lower() for h in header]
-    if "email" not in columns:
+    try:
+        _check_header(path, columns)
+    except ListFileError:
         handle.close()
+        raise
+    known = CSV_COLUMNS + SECTION_COLUMNS + STATUS_COLUMNS
+    ignored = tuple(c or f"(column {i}, no name)" for i, c in enumerate(columns, start=1) if c not in known)
+    report = ImportReport(ignored_columns=ignored, delimiter=delimiter)
+    base = Subscriber(email="", status=status, consent_at=consent_at, consent_method="import")
+    return report, _rows(handle, columns, delimiter, settings, base)
+
+
+def _check_header(path: Path, columns: list[str]) -> None:
+    if "email" not in columns:
         looks_like_data = any("@" in c for c in columns)
         hint = "the first line looks like data" if looks_like_data else "no 'email' column in the first line"
         raise ListFileError(f"{path}: {hint}: start the file with the header line `email,name,language,series`")
-    report = ImportReport(ignored_columns=tuple(c for c in columns if c not in CSV_COLUMNS + SECTION_COLUMNS),
-                          delimiter=delimiter)
-    base = Subscriber(email="", status=status, consent_at=consent_at, consent_method="import")
-    return report, _rows(handle, columns, delimiter, settings, base)
+    for number, column in enumerate(columns, start=1):
+        if column and column in columns[:number - 1]:
+            raise ListFileError(f"{path}: the header names the column {column!r} twice (columns "
+                                f"{columns.index(column) + 1} and {number}): keep one of them and import again")
 
 
 def _rows(handle: io.TextIOBase, columns: list[str], delimiter: str, settings: Settings,
           base: Subscriber) -> Iterator[ListRow | RejectedRow]:
     seen: dict[str, int] = {}
+    sections_given = any(c in columns for c in SECTION_COLUMNS)
     with handle:
         reader = csv.reader(handle, delimiter=delimiter, strict=True)
-        for cells in _checked(reader):
-            line = reader.line_num + 1  # + the header line read before the reader started
+        # Records, not physical lines: a quoted cell with line breaks is still one spreadsheet row.
+        for line, cells in enumerate(_checked(reader), start=2):
             if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(columns):  # e.g. an unquoted delimiter: every later cell is shifted
+                yield RejectedRow(line, "more cells than columns: quote the series cell (or any cell holding "
+                                        f"the delimiter {delimiter!r})")
                 continue
             row = dict(zip(columns, (_unquote_cell(c) for c in cells), strict=False))
             try:
-                email = normalise_email(row.get("email", ""))
-                language = parse_language(row.get("language", ""), settings.site.language)
-                series = parse_series(row.get("series", ""), settings)
-                want_events = parse_flag(row.get("want_events", ""), "want_events")
-                want_media = parse_flag(row.get("want_media", ""), "want_media")
+                subscriber = _row_subscriber(row, settings, base)
             except InvalidSubscriber as exc:
                 yield RejectedRow(line, str(exc))
                 continue
-            if email in seen:
-                yield RejectedRow(line, f"duplicate: the address is already on line {seen[email]}")
+            if subscriber.email in seen:
+                yield RejectedRow(line, f"duplicate: the address is already on line {seen[subscriber.email]}")
                 continue
-            seen[email] = line
-            yield ListRow(line, replace(base, email=email, name=clean_name(row.get("name", "")), language=language,
-                                        series=series, want_events=want_events, want_media=want_media),
-                          sections_given=any(c in columns for c in SECTION_COLUMNS))
+            seen[subscriber.email] = line
+            yield ListRow(line, subscriber, sections_given=sections_given)
+
+
+def _row_subscriber(row: dict[str, str], settings: Settings, base: Subscriber) -> Subscriber:
+    """The Subscriber one row describes; InvalidSubscriber names the first bad cell."""
+    subscriber = replace(
+        base, email=normalise_email(row.get("email", "")), name=clean_name(row.get("name", "")),
+        language=parse_language(row.get("language", ""), settings.site.language),
+        series=parse_series(row.get("series", ""), settings),
+        want_events=parse_flag(row.get("want_events", ""), "want_events"),
+        want_media=parse_flag(row.get("want_media", ""), "want_media"))
+    if any(row.get(c) for c in STATUS_COLUMNS):
+        subscriber = _with_status_and_consent(subscriber, row)
+    return subscriber
+
+
+def _with_status_and_consent(subscriber: Subscriber, row: dict[str, str]) -> Subscriber:
+    """The status and consent record an export wrote; empty cells keep the import's own."""
+    status = subscriber.status
+    raw_status = row.get("status", "").strip().lower()
+    if raw_status:
+        try:
+            status = SubscriberStatus(raw_status)
+        except ValueError:
+            raise InvalidSubscriber(f"status is {raw_status[:20]!r}: use one of "
+                                    f"{', '.join(s.value for s in SubscriberStatus)} (or leave it empty)") from None
+    method = row.get("consent_method", "").strip().lower() or subscriber.consent_method
+    if method not in CONSENT_METHODS:
+        raise InvalidSubscriber(f"consent_method is {method[:20]!r}: use one of {', '.join(CONSENT_METHODS)}")
+    consent_at = parse_time(row.get("consent_at", ""), "consent_at")
+    if consent_at is None and status != SubscriberStatus.PENDING:
+        consent_at = subscriber.consent_at  # a pending sign-up has not consented yet
+    return replace(subscriber, status=status, consent_at=consent_at, consent_method=method,
+                   consent_ip=row.get("consent_ip", "").strip()[:64] or subscriber.consent_ip)
+
+
+def parse_time(raw: str, column: str) -> datetime | None:
+    """An ISO 8601 date and time (UTC when it has no offset); empty gives None."""
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidSubscriber(f"{column} is {text[:40]!r}: use an ISO date and time such as "
+                                "2026-11-23T09:00:00+00:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_flag(raw: str, column: str) -> bool:
@@ -280,21 +369,36 @@ def _sniff_delimiter(header_line: str) -> str:
 
 
 def _unquote_cell(cell: str) -> str:
-    """Undo export's formula guard ('=...) so an exported file imports unchanged."""
-    return cell[1:] if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_STARTS else cell
+    """Undo export's formula guards ('=..., a;'=...) so an exported file imports unchanged."""
+    if cell.startswith("'") and _FORMULA_START.match(cell, 1):
+        cell = cell[1:]
+    if "'" in cell and (";" in cell or "\t" in cell):
+        cell = _GUARDED_PART.sub("", cell)
+    return cell
 
 
 def safe_cell(value: object) -> str:
-    """A CSV cell spreadsheet programs will not run as a formula (prefixes a `'`)."""
+    """A CSV cell spreadsheet programs will not run as a formula (CSV injection).
+
+    A `'` goes before the cell when it starts like a formula, and after each `;` or tab that a
+    formula-like part follows: a spreadsheet in a `;` locale (or reading tabs) splits the line
+    there, and the `'` makes that part text too.
+    """
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    if ";" in text or "\t" in text:
+        text = _FORMULA_PART.sub("'", text)
+    return "'" + text if _FORMULA_START.match(text) else text
 
 
-def export_row(subscriber: Subscriber, created_at: datetime | None = None) -> list[str]:
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def export_row(subscriber: Subscriber) -> list[str]:
+    """The EXPORT_COLUMNS cells of a subscriber, formula-safe."""
     s = subscriber
     values = (s.email, s.name, s.language, ";".join(s.series), str(s.want_events).lower(), str(s.want_media).lower(),
-              s.status.value, s.consent_at.isoformat() if s.consent_at else "", s.consent_method, s.consent_ip,
-              created_at.isoformat() if created_at else "")
+              s.status.value, _iso(s.consent_at), s.consent_method, s.consent_ip, _iso(s.created_at))
     return [safe_cell(v) for v in values]
 
 
@@ -302,5 +406,5 @@ def subscriber_json(subscriber: Subscriber) -> dict:
     s = subscriber
     return {"id": s.id, "email": s.email, "name": s.name, "language": s.language, "series": list(s.series),
             "want_events": s.want_events, "want_media": s.want_media, "status": s.status.value,
-            "consent_at": s.consent_at.isoformat() if s.consent_at else None,
-            "consent_method": s.consent_method, "consent_ip": s.consent_ip}
+            "consent_at": _iso(s.consent_at) or None, "consent_method": s.consent_method,
+            "consent_ip": s.consent_ip, "created_at": _iso(s.created_at) or None}

@@ -1,4 +1,4 @@
-"""Signed links for subscribers: confirm (expiring), preferences and unsubscribe (per subscriber).
+"""Signed links for subscribers (confirm, preferences, unsubscribe) and the suppression keys.
 
 Tokens are itsdangerous URL-safe timed signatures (HMAC-SHA1 over a key derived per purpose).
 The secrets come from the environment variable named by `web.secret_env`, comma-separated,
@@ -6,6 +6,12 @@ newest first: links are signed with the first and verified with any, so a new se
 put in front without breaking links already sent. When the variable is unset, a random secret
 is generated once and kept in `digest-secret.key` next to the config file (with a warning):
 fine for one machine, but set the variable when several machines share a PostgreSQL store.
+
+Erased addresses are kept as HMACs under a suppression key of their own, which never changes
+with the signing secrets: from `web.suppression_key_env`, and/or `digest-suppression.key` next to
+the config file (generated once). Each hash is stored with its key's fingerprint, so a missing
+key is noticed (digest.store.subscribers.usable_suppression_keys) instead of an erasure being
+silently forgotten.
 """
 
 from __future__ import annotations
@@ -15,19 +21,24 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
 
-from .config import LANGUAGES, ConfigError, Settings
+from .config import ConfigError, Settings
 from .models import Subscriber
+from .subscribers import suppression_key_id
 
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "digest-secret.key"
+SUPPRESSION_KEY_FILE = "digest-suppression.key"
+MIN_SUPPRESSION_KEY_BYTES = 16
 CONFIRM, PREFERENCES, UNSUBSCRIBE = "confirm", "preferences", "unsubscribe"
 PURPOSES = (CONFIRM, PREFERENCES, UNSUBSCRIBE)
 
@@ -39,16 +50,14 @@ class SubscriberLinks:
 
 
 @dataclass(frozen=True)
-class ConfirmRequest:
-    """What a confirmation link carries: the row and the choices made on the sign-up form."""
+class ConfirmToken:
+    """What a confirmation link carries: the subscriber and the nonce of their stored sign-up request.
+
+    The choices and IP of the sign-up stay in the store (signup_requests), never in the link.
+    """
 
     subscriber_id: int
-    name: str
-    language: str
-    series: tuple[str, ...]
-    want_events: bool
-    want_media: bool
-    ip: str
+    nonce: str
 
 
 def signing_secrets(settings: Settings) -> tuple[str, ...]:
@@ -85,13 +94,106 @@ def derived_keys(settings: Settings, purpose: str) -> tuple[bytes, ...]:
     return tuple(hashlib.sha256(f"digest-{purpose}:{s}".encode()).digest() for s in signing_secrets(settings))
 
 
-def suppression_keys(settings: Settings) -> tuple[bytes, ...]:
-    """HMAC keys for the suppression hashes of erased addresses, newest first.
+class SuppressionKeys(tuple):
+    """The HMAC keys (bytes) of the suppression list, newest first: erasures use the first, lookups all.
 
-    Erasures are hashed with the newest key and found with any listed key: removing a secret
-    from the list forgets the erasures hashed with it, so keep retired secrets at the end.
+    Also knows where the keys come from (for messages) and how to keep the pre-0002 keys, which
+    were derived from the signing secrets, in the key file (`with_legacy_keys`).
     """
-    return derived_keys(settings, "suppression")
+
+    def __new__(cls, keys: Iterable[bytes], env: str, file: Path,
+                legacy: Callable[[], tuple[bytes, ...]] = tuple) -> SuppressionKeys:
+        keyring = super().__new__(cls, dict.fromkeys(keys))  # without repeats, order kept
+        keyring.env, keyring.file, keyring._legacy = env, file, legacy
+        return keyring
+
+    def where(self) -> str:
+        return f"${self.env} or {self.file}"
+
+    def with_legacy_keys(self) -> tuple[SuppressionKeys, str]:
+        """These keys plus those erasures were hashed with before digest had its own key, and the newest one's id.
+
+        Those were derived from the signing secrets, so they are written to the key file now,
+        before a change of secret can lose them.
+        """
+        legacy = self._legacy()
+        if not legacy:
+            raise ConfigError("the store has erasures from before digest kept its own suppression key, but no signing secret "
+                              "to recover their key from: set the old signing secret in the environment and run again")
+        missing = [k for k in legacy if k not in self]
+        if missing:
+            _append_keys(self.file, missing, f"added {datetime.now(UTC):%Y-%m-%d}: the key(s) erasures made before "
+                         "digest kept its own suppression key were hashed with (derived from the signing secret(s) then in use)")
+        return SuppressionKeys((*self, *legacy), self.env, self.file), suppression_key_id(legacy[0])
+
+
+def suppression_keys(settings: Settings) -> SuppressionKeys:
+    """The suppression keys: from $web.suppression_key_env (hex, comma-separated, newest first), then the key file.
+
+    With neither, a random key is generated once into `digest-suppression.key` next to the
+    config file (with a warning to back it up). The signing secrets play no part: rotating or
+    setting DIGEST_SECRET never forgets an erasure.
+    """
+    env = settings.web.suppression_key_env
+    from_env = [_key_bytes(v.strip(), f"${env}") for v in os.environ.get(env, "").split(",") if v.strip()]
+    path = settings.resolve_path(SUPPRESSION_KEY_FILE)
+    from_file = _read_keys(path)
+    if not from_env and not from_file:
+        from_file = _create_key_file(path)
+    return SuppressionKeys([*from_env, *from_file], env, path, legacy=lambda: derived_keys(settings, "suppression"))
+
+
+def _key_bytes(value: str, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        key = b""
+    if len(key) < MIN_SUPPRESSION_KEY_BYTES:
+        raise ConfigError(f"{where}: {value[:8]!r}… is not a suppression key (hex, at least {2 * MIN_SUPPRESSION_KEY_BYTES} "
+                          "digits): copy it exactly from digest-suppression.key or your backup")
+    return key
+
+
+def _read_keys(path: Path) -> list[bytes]:
+    """The keys in a key file, newest first ([] if there is no file); `#` starts a comment."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return []
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read the suppression key file ({exc}): restore it from your backup") from None
+    keys = [_key_bytes(value, f"{path} line {number}") for number, line in enumerate(text.splitlines(), start=1)
+            if (value := line.split("#", 1)[0].strip())]
+    if not keys:
+        raise ConfigError(f"{path} holds no suppression key: restore it from your backup (erasures hashed with "
+                          "a lost key cannot be recognised; imports refuse to run while the store has them)")
+    return keys
+
+
+KEY_FILE_HEADER = ("# digest: suppression keys for erased addresses, newest first, one hex key per line.\n"
+                   "# Back this file up with the store and move it with it (see docs/subscribers.md).\n")
+
+
+def _create_key_file(path: Path) -> list[bytes]:
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it a moment ago
+        return _read_keys(path)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(KEY_FILE_HEADER + key.hex() + "\n")
+    log.warning("generated the suppression key for erased addresses in %s: back it up with the store "
+                "(without it, imports refuse to run once the store holds an erasure)", path)
+    return [key]
+
+
+def _append_keys(path: Path, keys: list[bytes], comment: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="ascii") as handle:
+        if handle.tell() == 0:
+            handle.write(KEY_FILE_HEADER)
+        handle.write(f"# {comment}\n" + "".join(k.hex() + "\n" for k in keys))
+    log.warning("kept the suppression key(s) of earlier erasures in %s: back it up with the store", path)
 
 
 class _KeyCachingSigner(TimestampSigner):
@@ -164,13 +266,9 @@ def subscriber_links(settings: Settings, subscriber: Subscriber, signer: TokenSi
                            preferences_url=signer.url(PREFERENCES, subscriber.id))
 
 
-def confirm_url(settings: Settings, subscriber: Subscriber, ip: str = "", signer: TokenSigner | None = None) -> str:
-    """The expiring double opt-in link; it carries the choices in `subscriber`, applied on confirmation."""
-    if subscriber.id is None:
-        raise ValueError("confirm_url needs a stored subscriber (id is None)")
-    payload = {"i": subscriber.id, "n": subscriber.name, "l": subscriber.language, "s": list(subscriber.series),
-               "e": subscriber.want_events, "m": subscriber.want_media, "a": ip}
-    return (signer or TokenSigner(settings)).url(CONFIRM, payload)
+def confirm_url(settings: Settings, subscriber_id: int, nonce: str, signer: TokenSigner | None = None) -> str:
+    """The expiring double opt-in link for the stored sign-up request `nonce` of a subscriber."""
+    return (signer or TokenSigner(settings)).url(CONFIRM, {"i": subscriber_id, "n": nonce})
 
 
 def verify(settings: Settings, token: str, purpose: str, max_age: int | None = None,
@@ -180,22 +278,20 @@ def verify(settings: Settings, token: str, purpose: str, max_age: int | None = N
     Confirm tokens expire after web.confirm_hours unless `max_age` (seconds) says otherwise.
     """
     if purpose == CONFIRM:
-        request = read_confirm_token(settings, token, max_age, signer)
-        return request.subscriber_id if request else None
+        confirm = read_confirm_token(settings, token, max_age, signer)
+        return confirm.subscriber_id if confirm else None
     payload = (signer or TokenSigner(settings)).load(purpose, token, max_age)
     return payload if isinstance(payload, int) and not isinstance(payload, bool) and payload > 0 else None
 
 
 def read_confirm_token(settings: Settings, token: str, max_age: int | None = None,
-                       signer: TokenSigner | None = None) -> ConfirmRequest | None:
-    """The confirmation request in a genuine, unexpired confirm token; None otherwise."""
+                       signer: TokenSigner | None = None) -> ConfirmToken | None:
+    """The subscriber id and request nonce in a genuine, unexpired confirm token; None otherwise."""
     max_age = settings.web.confirm_hours * 3600 if max_age is None else max_age
     payload = (signer or TokenSigner(settings)).load(CONFIRM, token, max_age)
-    try:
-        request = ConfirmRequest(
-            subscriber_id=int(payload["i"]), name=str(payload["n"]), language=str(payload["l"]),
-            series=tuple(str(s) for s in payload["s"]), want_events=bool(payload["e"]),
-            want_media=bool(payload["m"]), ip=str(payload["a"]))
-    except (TypeError, KeyError, ValueError):
+    if not isinstance(payload, dict):
         return None
-    return request if request.language in LANGUAGES and request.subscriber_id > 0 else None
+    sid, nonce = payload.get("i"), payload.get("n")
+    if type(sid) is not int or sid <= 0 or not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
+        return None
+    return ConfirmToken(subscriber_id=sid, nonce=nonce)

@@ -76,6 +76,7 @@ def test_subscribe_confirm_change_preferences_unsubscribe(browser, served, smtp_
 
     mail = wait_for_mail(smtp_server, "leser@example.org")
     assert mail["Subject"].startswith("Bitte bestätigen Sie Ihr Abonnement")
+    assert mail["To"] == "leser@example.org" and "Lea" not in mail.as_string()  # nothing typed is mailed
     link = re.search(rf"{re.escape(base)}/confirm/\S+", mail.get_content()).group(0)
     page.goto(link)
     page.get_by_role("button", name="Abonnement bestätigen").click()

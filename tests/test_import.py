@@ -234,7 +234,7 @@ def test_section_choices_survive_export_then_import_into_another_store(cli, engi
     moved = store.get_subscriber(other, "ana@example.org")
     assert (moved.want_events, moved.want_media) == (False, True)
     ignored = result.output.split("ignored columns:")[1]
-    assert "consent_at" in ignored and "want_events" not in ignored and "want_media" not in ignored
+    assert ignored.strip() == "created_at"  # every other exported column is read back
     other.dispose()
 
 
@@ -258,3 +258,141 @@ def test_a_section_flag_that_is_not_yes_or_no_rejects_its_row(cli, engine, tmp_p
     code, out, _ = cli("subscribers", "import", str(bad))
     assert code == 1 and "line 2: rejected: want_events is 'maybe': use true or false" in out
     assert store.get_subscriber(engine, "di@example.org").want_events is False
+
+
+def test_export_then_import_keeps_opt_outs_and_consent(cli, engine, tmp_path):
+    """Moving a list to a fresh store never brings back someone who left, nor confirms a pending sign-up."""
+    from datetime import UTC, datetime
+
+    from digest.store import open_store
+
+    consented = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    people = {}
+    for email, status in (("stays", "confirmed"), ("left", "unsubscribed"), ("dead", "bounced"),
+                          ("spam", "complained"), ("wait", "pending")):
+        added = store.add_subscriber(engine, Subscriber(
+            email=f"{email}@example.org", name=email.title(), status=SubscriberStatus.CONFIRMED if status != "pending"
+            else SubscriberStatus.PENDING, consent_at=consented if status != "pending" else None,
+            consent_method="web", consent_ip="198.51.100.9"))
+        if status not in ("confirmed", "pending"):
+            store.set_status(engine, added.id, SubscriberStatus(status))
+        people[f"{email}@example.org"] = status
+    code, out, _ = cli("subscribers", "export")
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out, encoding="utf-8")
+
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = open_store(other_url)
+    (tmp_path / "other").mkdir()
+    config = write_config(tmp_path / "other", other_url)
+    result = CliRunner().invoke(main, ["--config", str(config), "subscribers", "import", str(exported), "--json"])
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0, result.output
+    assert (report["added"], report["suppressed"]) == (2, [3, 4, 5])  # stays + wait; left, dead, spam
+    assert statuses(other) == people
+    assert [s.email for s in store.iter_confirmed(other)] == ["stays@example.org"]
+    stays = store.get_subscriber(other, "stays@example.org")
+    assert (stays.consent_at, stays.consent_method, stays.consent_ip) == (consented, "web", "198.51.100.9")
+    assert store.get_subscriber(other, "wait@example.org").consent_at is None  # no consent yet
+    again = CliRunner().invoke(main, ["--config", str(config), "subscribers", "import", str(exported), "--json"])
+    assert json.loads(again.stdout)["suppressed"] == [3, 4, 5] and statuses(other) == people  # pending stays pending
+    other.dispose()
+
+
+def test_an_opt_out_in_the_file_applies_to_a_confirmed_subscriber(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,name\nann@example.org,Ann\n", encoding="utf-8")
+    cli("subscribers", "import", str(listing))
+    listing.write_text("email,name,status\nann@example.org,Ann,Unsubscribed\nbo@example.org,Bo,maybe\n",
+                       encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["suppressed"] == [2]
+    assert report["rejected"] == [{"line": 3, "reason": "status is 'maybe': use one of pending, confirmed, "
+                                                        "unsubscribed, bounced, complained (or leave it empty)"}]
+    assert statuses(engine) == {"ann@example.org": "unsubscribed"}
+    events = store.subscriber_record(engine, "ann@example.org")["events"]
+    assert (events[-1]["event"], events[-1]["detail"]) == ("unsubscribed", "import")
+
+
+def test_an_unsubscribed_address_stays_suppressed_whatever_its_case(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\nmixed.case@example.org\n", encoding="utf-8")
+    cli("subscribers", "import", str(listing))
+    cli("subscribers", "remove", "mixed.case@example.org")
+    listing.write_text("email,name\n  Mixed.CASE@EXAMPLE.org ,Again\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["suppressed"] == [2] and report["added"] == report["updated"] == 0
+    (only,) = store.iter_subscribers(engine)
+    assert (only.email, only.status, only.name) == ("mixed.case@example.org", SubscriberStatus.UNSUBSCRIBED, "")
+
+
+@pytest.mark.parametrize("content, line", [
+    ("email;name;language;series\nsc@example.org;Sc;fr;esa-security-defence;esa-economy-trade\n", 2),
+    ("email,name,language,series\nok@example.org,Ok,en,\ndoe@example.org,Doe, John,en,\n", 3),
+    ("email,series\none@example.org,esa-security-defence,esa-economy-trade\n", 2),
+])
+def test_rows_with_more_cells_than_columns_are_rejected(cli, engine, tmp_path, content, line):
+    listing = tmp_path / "list.csv"
+    listing.write_text(content, encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    report = json.loads(out)
+    assert code == 1
+    (rejected,) = report["rejected"]
+    assert rejected["line"] == line and rejected["reason"].startswith("more cells than columns: quote the series cell")
+    assert "sc@example.org" not in statuses(engine) and "doe@example.org" not in statuses(engine)
+
+
+def test_empty_columns_a_spreadsheet_adds_are_harmless(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,name,,\ntrail@example.org,Trail,,\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing))
+    assert code == 0 and store.get_subscriber(engine, "trail@example.org").name == "Trail"
+    assert "ignored columns: (column 3, no name), (column 4, no name)" in out
+
+
+def test_a_column_named_twice_is_refused(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,Email,name\nfirst@example.org,second@example.org,N\n", encoding="utf-8")
+    code, _, err = cli("subscribers", "import", str(listing))
+    assert code == 2 and "the header names the column 'email' twice (columns 1 and 2)" in err
+    assert statuses(engine) == {}
+
+
+def test_rows_are_numbered_as_a_spreadsheet_does_across_multi_line_cells(cli, engine, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text('email,name\nml@example.org,"Line one\nline two\nline three"\nbad-address,X\n\n'
+                       'ml@example.org,again\n', encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    rejected = {r["line"]: r["reason"] for r in json.loads(out)["rejected"]}
+    assert set(rejected) == {3, 5}  # physical lines 5 and 7
+    assert rejected[3].startswith("invalid address")
+    assert rejected[5] == "duplicate: the address is already on line 2"
+    assert store.get_subscriber(engine, "ml@example.org").name == "Line one line two line three"
+
+
+def test_export_has_created_at_in_csv_and_json(cli, engine):
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    store.add_subscriber(engine, Subscriber(email="c@example.org", status=SubscriberStatus.CONFIRMED), when)
+    code, out, _ = cli("subscribers", "export")
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["created_at"] == "2026-01-02T03:04:05+00:00"
+    code, out, _ = cli("subscribers", "export", "--format", "json")
+    assert json.loads(out)["created_at"] == "2026-01-02T03:04:05+00:00"
+    assert store.get_subscriber(engine, "c@example.org").created_at == when
+
+
+def test_a_name_that_splits_into_a_formula_in_a_semicolon_locale_is_neutralised(cli, engine, tmp_path):
+    store.add_subscriber(engine, Subscriber(email="ann@example.org", name="Ann;=1+1", status=SubscriberStatus.CONFIRMED))
+    code, out, _ = cli("subscribers", "export")
+    line = out.splitlines()[1]
+    # What a spreadsheet in a French or German locale makes of the line: cells split at every ';'.
+    assert all(not cell.startswith(("=", "+", "-", "@")) for cell in line.split(";"))
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out, encoding="utf-8")
+    code, again, _ = cli("subscribers", "import", str(exported))
+    assert again.startswith("added 0, updated 0, unchanged 1")
+    assert store.get_subscriber(engine, "ann@example.org").name == "Ann;=1+1"

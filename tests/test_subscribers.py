@@ -29,9 +29,11 @@ from digest.tokens import (
     CONFIRM,
     PREFERENCES,
     SECRET_FILE,
+    SUPPRESSION_KEY_FILE,
     UNSUBSCRIBE,
     TokenSigner,
     confirm_url,
+    derived_keys,
     read_confirm_token,
     signing_secrets,
     subscriber_links,
@@ -113,6 +115,25 @@ def test_make_subscriber_defaults_language_to_the_site(settings):
 def test_safe_cell_guards_formulas():
     assert [safe_cell(v) for v in ("=1+1", "+31", "-2", "@SUM(A1)", "\tx", "ok", None)] == [
         "'=1+1", "'+31", "'-2", "'@SUM(A1)", "'\tx", "ok", ""]
+
+
+@pytest.mark.parametrize("value, guarded", [
+    ("Ann;=1+1", "Ann;'=1+1"),  # a `;`-locale spreadsheet splits the line there: "=1+1" would be a cell
+    ("a;b;@SUM(A1)", "a;b;'@SUM(A1)"),
+    ("Tab\t+HYPERLINK(x)", "Tab\t'+HYPERLINK(x)"),
+    ("=x;-y", "'=x;'-y"),
+    ("esa-a;esa-b", "esa-a;esa-b"),
+    ("O'Neil; Ann", "O'Neil; Ann"),
+    ("'=already", "''=already"),  # a genuine leading quote survives the round trip
+    ("a;'=b", "a;''=b"),
+])
+def test_safe_cell_guards_every_part_a_spreadsheet_may_split_off(value, guarded):
+    from digest.subscribers import _unquote_cell
+
+    assert safe_cell(value) == guarded
+    assert _unquote_cell(safe_cell(value)) == value
+    for part in guarded.replace("\t", ";").split(";"):
+        assert not part.startswith(("=", "+", "-", "@"))
 
 
 # --- store ----------------------------------------------------------------------------------------
@@ -262,18 +283,18 @@ def test_links_are_absolute_and_verify_for_their_purpose_only(settings):
         subscriber_links(settings, confirmed("b@example.org"))
 
 
-def test_confirm_tokens_carry_choices_and_expire(settings, monkeypatch):
-    s = Subscriber(email="a@example.org", id=7, name="A", language="de", series=("esa-economy-trade",),
-                   want_media=False)
-    token = confirm_url(settings, s, ip="192.0.2.9").rsplit("/", 1)[1]
-    request = read_confirm_token(settings, token)
-    assert (request.subscriber_id, request.language, request.series, request.want_media, request.ip) == (
-        7, "de", ("esa-economy-trade",), False, "192.0.2.9")
+def test_confirm_tokens_carry_only_the_id_and_a_nonce_and_expire(settings, monkeypatch):
+    token = confirm_url(settings, 7, "n0nce").rsplit("/", 1)[1]
+    assert TokenSigner(settings).load(CONFIRM, token) == {"i": 7, "n": "n0nce"}
+    confirm = read_confirm_token(settings, token)
+    assert (confirm.subscriber_id, confirm.nonce) == (7, "n0nce")
     assert verify(settings, token, CONFIRM) == 7
+    assert read_confirm_token(settings, TokenSigner(settings).sign(CONFIRM, {"i": 7})) is None
+    assert read_confirm_token(settings, TokenSigner(settings).sign(CONFIRM, {"i": True, "n": "x"})) is None
     real = time.time()
     with monkeypatch.context() as m:
         m.setattr(time, "time", lambda: real - settings.web.confirm_hours * 3600 - 60)
-        old = confirm_url(settings, s).rsplit("/", 1)[1]
+        old = confirm_url(settings, 7, "n0nce").rsplit("/", 1)[1]
     assert verify(settings, old, CONFIRM) is None
     assert verify(settings, old, CONFIRM, max_age=settings.web.confirm_hours * 3600 + 3600) == 7
 
@@ -371,3 +392,144 @@ def test_cli_erase_and_show(cli, engine):
     assert code == 1 and "was erased" in err
     assert cli("subscribers", "erase", "other@example.org", "--yes")[1].strip().endswith("its hash is now suppressed")
 
+
+
+def test_list_and_export_refuse_an_unknown_series(cli, engine):
+    cli("subscribers", "add", "all@example.org")
+    for command in ("list", "export"):
+        code, out, err = cli("subscribers", command, "--series", "esa-secuirty-defence")
+        assert code == 2 and out == "", command
+        assert "'esa-secuirty-defence' is not a configured series" in err
+        assert "esa-security-defence, esa-economy-trade, esa-digital-technology" in err
+
+
+def test_cli_add_reactivates_a_bounced_address_only_when_asked(cli, engine):
+    cli("subscribers", "add", "b@example.org", "--name", "Bea")
+    bounced = store.get_subscriber(engine, "b@example.org")
+    store.record_bounce(engine, bounced.id, threshold=1, detail="550 mailbox full")
+    code, _, err = cli("subscribers", "add", "b@example.org")
+    assert code == 1 and "--reactivate-bounced" in err
+    code, out, _ = cli("subscribers", "add", "b@example.org", "--reactivate-bounced", "--language", "de")
+    assert (code, out.strip()) == (0, "reactivated b@example.org (had bounced)")
+    record = store.subscriber_record(engine, "b@example.org")["subscriber"]
+    assert (record["status"], record["bounce_count"], record["consent_method"], record["language"]) == (
+        "confirmed", 0, "admin", "de")
+    cli("subscribers", "add", "c@example.org")
+    store.set_status(engine, store.get_subscriber(engine, "c@example.org").id, SubscriberStatus.COMPLAINED)
+    code, _, err = cli("subscribers", "add", "c@example.org", "--reactivate-bounced")
+    assert code == 1 and "complained: only their own sign-up" in err  # never re-added by staff
+    assert store.get_subscriber(engine, "c@example.org").status == SubscriberStatus.COMPLAINED
+
+
+def test_show_json_has_every_column_events_and_deliveries(cli, engine):
+    cli("subscribers", "add", "all-of-it@example.org", "--name", "Al")
+    s = store.get_subscriber(engine, "all-of-it@example.org")
+    _add_delivery(engine, s.id)
+    store.set_status(engine, s.id, SubscriberStatus.UNSUBSCRIBED, detail="web 198.51.100.7", issue_number=1)
+    code, out, _ = cli("subscribers", "show", "all-of-it@example.org", "--json")
+    record = json.loads(out)
+    assert code == 0 and set(record) == {"subscriber", "events", "deliveries", "signup_requests"}
+    assert set(record["subscriber"]) == {c.name for c in schema.subscribers.columns}
+    assert record["subscriber"]["unsubscribed_at"] and record["subscriber"]["created_at"]
+    assert [(e["event"], e["detail"]) for e in record["events"]] == [("subscribed", "admin"),
+                                                                      ("unsubscribed", "web 198.51.100.7")]
+    assert set(record["events"][0]) == {c.name for c in schema.subscriber_events.columns}
+    (delivery,) = record["deliveries"]
+    assert set(delivery) == {c.name for c in schema.deliveries.columns}
+    assert delivery["message_id"] == "<1.2@example.org>"
+
+
+# --- the suppression key of erasures -------------------------------------------------------------
+
+def _list(tmp_path, *emails: str):
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\n" + "".join(f"{e}\n" for e in emails), encoding="utf-8")
+    return str(listing)
+
+
+def test_erasures_survive_a_change_of_signing_secret(cli, engine, tmp_path, monkeypatch):
+    assert cli("subscribers", "erase", "gone@example.org", "--yes")[0] == 0
+    monkeypatch.setenv("DIGEST_SECRET", "a-brand-new-secret")  # set as the start-up warning advises
+    code, out, _ = cli("subscribers", "import", _list(tmp_path, "Gone@Example.org", "new@example.org"), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["suppressed"] == [2] and report["added"] == 1
+    assert store.get_subscriber(engine, "gone@example.org") is None
+    monkeypatch.setenv("DIGEST_SECRET", "a-brand-new-secret,newest-secret")
+    code, _, err = cli("subscribers", "add", "gone@example.org")
+    assert code == 1 and "was erased" in err
+
+
+def test_import_and_add_refuse_while_an_erasures_key_is_missing(cli, engine, tmp_path, monkeypatch):
+    cli("subscribers", "erase", "gone@example.org", "--yes")
+    key_file = tmp_path / SUPPRESSION_KEY_FILE
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    backup = key_file.read_text(encoding="ascii")
+    key_file.unlink()  # lost: the next command generates a new key
+    listing = _list(tmp_path, "gone@example.org", "other@example.org")
+    code, out, err = cli("subscribers", "import", listing)
+    assert code == 2 and out == ""
+    assert "(1 erasure) that are not among the suppression keys" in err and "no erased address came back" in err
+    assert list(store.iter_subscribers(engine)) == []  # nothing stored
+    code, _, err = cli("subscribers", "add", "gone@example.org")
+    assert code == 2 and "not among the suppression keys" in err
+    assert store.get_subscriber(engine, "gone@example.org") is None
+
+    key_file.write_text(key_file.read_text(encoding="ascii") + backup, encoding="ascii")  # restored from the backup
+    code, out, _ = cli("subscribers", "import", listing)
+    assert code == 0 and out.startswith("added 1, updated 0, unchanged 0, rejected 0, suppressed 1")
+
+
+def test_the_suppression_key_can_come_from_the_environment(cli, engine, tmp_path, monkeypatch):
+    cli("subscribers", "erase", "gone@example.org", "--yes")
+    key_file = tmp_path / SUPPRESSION_KEY_FILE
+    (key,) = [line for line in key_file.read_text(encoding="ascii").splitlines() if not line.startswith("#")]
+    key_file.unlink()
+    monkeypatch.setenv("DIGEST_SUPPRESSION_KEY", f"{'ab' * 32}, {key}")  # a newer key first, the moved one after
+    code, out, _ = cli("subscribers", "import", _list(tmp_path, "gone@example.org"))
+    assert code == 0 and "suppressed 1" in out and not key_file.exists()
+    monkeypatch.setenv("DIGEST_SUPPRESSION_KEY", "not-hex")
+    code, _, err = cli("subscribers", "import", _list(tmp_path, "gone@example.org"))
+    assert code == 2 and "$DIGEST_SUPPRESSION_KEY" in err and "is not a suppression key" in err
+
+
+def test_erasures_from_before_the_suppression_key_are_adopted(cli, engine, settings, tmp_path, monkeypatch):
+    from digest.subscribers import email_hash, suppression_key_id
+
+    legacy = derived_keys(settings, "suppression")[0]  # how erasures were hashed before migration 0002
+    with engine.begin() as conn:  # a row as migration 0002 leaves it: key_id ""
+        conn.execute(schema.suppressions.insert().values(email_hash=email_hash(legacy, "old@example.org"),
+                                                         reason="erased", created_at=NOW))
+    code, out, _ = cli("subscribers", "import", _list(tmp_path, "old@example.org"))
+    assert code == 0 and "suppressed 1" in out
+    assert legacy.hex() in (tmp_path / SUPPRESSION_KEY_FILE).read_text(encoding="ascii")
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.suppressions.c.key_id)).scalars().all() == [suppression_key_id(legacy)]
+    monkeypatch.setenv("DIGEST_SECRET", "changed-after-the-upgrade")
+    code, out, _ = cli("subscribers", "import", _list(tmp_path, "OLD@example.org"))
+    assert code == 0 and "suppressed 1" in out and store.get_subscriber(engine, "old@example.org") is None
+
+
+@pytest.mark.parametrize("page", ["docs/subscribers.md", "docs/web-public.md"])
+def test_the_pages_link_to_files_and_sections_that_exist(page):
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    source = root / page
+
+    def slugs(path: Path) -> set[str]:  # GitHub's heading anchors
+        headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)
+        return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+    links = re.findall(r"\]\(([^)\s]+)\)", source.read_text(encoding="utf-8"))
+    assert links
+    for link in links:
+        if link.startswith(("http://", "https://", "mailto:")):
+            continue
+        target, _, anchor = link.partition("#")
+        path = (source.parent / target).resolve() if target else source
+        assert path.exists(), f"{page} links {link}: no such file"
+        if anchor:
+            assert anchor in slugs(path), f"{page} links {link}: no such section"
+    mentioned = re.findall(r"`((?:bench|docs)/[\w./-]+\.md)`", source.read_text(encoding="utf-8"))
+    assert all((root / m).exists() for m in mentioned), mentioned

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from digest.deliver.transports import MemoryTransport
 from digest.models import Subscriber, SubscriberStatus
-from digest.store import open_store
+from digest.store import open_store, signups
 from digest.store import subscribers as store
 from digest.tokens import (
     PREFERENCES,
@@ -69,6 +69,19 @@ def confirm_path(message) -> str:
     return LINK_RE.search(message.get_content()).group(1)
 
 
+def pending_link(settings, engine, subscriber: Subscriber, **choices) -> str:
+    """A confirmation link for a sign-up request stored as the subscribe form would store it."""
+    wanted = Subscriber(email=subscriber.email, **choices)
+    nonce = signups.record_signup_request(engine, subscriber.id, wanted, "192.0.2.1")
+    return confirm_url(settings, subscriber.id, nonce)
+
+
+def confirm(client: TestClient, path: str):
+    page = client.get(path)
+    match = CSRF_RE.search(page.text)
+    return client.post(path, data={"csrf_token": match.group(1) if match else csrf(client)})
+
+
 def test_double_opt_in(client, web_settings, engine):
     answer = sign_up(client, "Reader@Example.org", name="Rita <Reader>", language="fr",
                      series=["esa-economy-trade", "esa-digital-technology"], want_events="1")
@@ -77,7 +90,7 @@ def test_double_opt_in(client, web_settings, engine):
     assert pending.status == SubscriberStatus.PENDING and pending.consent_ip == "testclient"
     (mail,) = outbox(web_settings)
     assert mail["To"].addresses[0].addr_spec == "reader@example.org"
-    assert mail["To"].addresses[0].display_name == "Rita <Reader>"
+    assert mail["To"].addresses[0].display_name == "" and "Rita" not in mail.get_content()  # nothing typed is mailed
     assert mail["From"] == web_settings.delivery.sender
     assert mail["Subject"] == "Confirmez votre abonnement à la lettre de Europa Progressiva Foundation"
     assert mail["Content-Language"] == "fr" and mail["Message-ID"]
@@ -89,15 +102,106 @@ def test_double_opt_in(client, web_settings, engine):
     done = client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
     assert done.status_code == 200 and "Vous êtes abonné·e" in done.text
     now = store.get_subscriber(engine, pending.id)
-    assert (now.status, now.language, now.series, now.want_events, now.want_media) == (
-        SubscriberStatus.CONFIRMED, "fr", ("esa-economy-trade", "esa-digital-technology"), True, False)
+    assert (now.status, now.name, now.language, now.series, now.want_events, now.want_media) == (
+        SubscriberStatus.CONFIRMED, "Rita <Reader>", "fr", ("esa-economy-trade", "esa-digital-technology"), True, False)
     assert (now.consent_method, now.consent_ip) == ("web", "testclient") and now.consent_at
     prefs = re.search(r'href="(http://testserver/preferences/[^"]+)"', done.text).group(1)
     assert client.get(prefs).status_code == 200
     again = client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
     assert again.status_code == 200 and "Vous êtes abonné·e" in again.text  # repeating is harmless
-    events = [e["event"] for e in store.subscriber_record(engine, "reader@example.org")["events"]]
-    assert events == ["signup", "confirmed"]
+    record = store.subscriber_record(engine, "reader@example.org")
+    assert [e["event"] for e in record["events"]] == ["signup", "confirmed"]
+    assert record["signup_requests"] == []  # used up: the form's choices and IP are kept nowhere else
+
+
+def test_confirmation_link_carries_no_name_or_ip(client, web_settings, engine):
+    from digest.tokens import CONFIRM
+
+    sign_up(client, "tok@example.org", name="Tomasz Okonkwo")
+    token = confirm_path(outbox(web_settings)[0]).rsplit("/", 1)[1]
+    payload = TokenSigner(web_settings).load(CONFIRM, token)
+    assert set(payload) == {"i", "n"}  # the subscriber id and the request's nonce, nothing else
+    (request,) = store.subscriber_record(engine, "tok@example.org")["signup_requests"]
+    assert (request["name"], request["ip"], request["nonce"]) == ("Tomasz Okonkwo", "testclient", payload["n"])
+
+
+def test_a_line_break_in_the_name_never_reaches_the_email_headers(client, web_settings, engine):
+    sign_up(client, "crlf@example.org", name="Eve\r\nBcc: victim@example.net\r\nX-Injected: 1")
+    (path,) = sorted(Path(web_settings.delivery.outbox_dir).glob("*.eml"))
+    raw = path.read_bytes()
+    headers = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+    names = [line.split(b":", 1)[0].lower() for line in headers.splitlines() if line and not line[:1].isspace()]
+    assert b"bcc" not in names and b"x-injected" not in names and names.count(b"to") == 1
+    to = next(line for line in headers.splitlines() if line.lower().startswith(b"to:"))
+    assert to == b"To: crlf@example.org"
+    assert b"victim" not in raw and b"Eve" not in raw
+    saved = confirm(client, confirm_path(outbox(web_settings)[0]))
+    assert saved.status_code == 200
+    assert store.get_subscriber(engine, "crlf@example.org").name == "Eve Bcc: victim@example.net X-Injected: 1"
+
+
+def test_one_confirmation_email_per_address_per_cooldown(client, web_settings, engine):
+    pages = [sign_up(client, "often@example.org", name=f"Try {i}").text for i in range(4)]
+    assert len(set(pages)) == 1  # the same page every time: nothing tells the cooldown applied
+    assert [m["To"].addresses[0].addr_spec for m in outbox(web_settings)] == ["often@example.org"]
+    assert len(store.subscriber_record(engine, "often@example.org")["signup_requests"]) == 1
+
+
+def test_cooldown_zero_sends_for_every_signup(tmp_path, store_url, engine):
+    settings = make_settings(tmp_path, store_url, web={"base_url": "http://testserver", "confirm_mail_cooldown_hours": 0})
+    with TestClient(create_app(settings, engine)) as client:
+        sign_up(client, "twice@example.org", language="de")
+        sign_up(client, "twice@example.org", language="fr")
+    first, second = outbox(settings)
+    assert first["Content-Language"] == "de" and second["Content-Language"] == "fr"
+
+
+def test_the_cooldown_ends_after_its_hours(engine):
+    from datetime import UTC, datetime, timedelta
+
+    s = store.add_subscriber(engine, Subscriber(email="cool@example.org"), event="signup")
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    assert signups.record_signup_request(engine, s.id, s, "ip", hour, start)
+    assert signups.record_signup_request(engine, s.id, s, "ip", hour, start + timedelta(minutes=59)) is None
+    assert signups.record_signup_request(engine, s.id, s, "ip", hour, start + timedelta(minutes=61))
+
+
+def test_old_confirmation_links_never_undo_an_opt_out(client, web_settings, engine):
+    sign_up(client, "undo@example.org")
+    path = confirm_path(outbox(web_settings)[0])
+    assert confirm(client, path).status_code == 200
+    s = store.get_subscriber(engine, "undo@example.org")
+    assert s.status == SubscriberStatus.CONFIRMED
+    one_click = TestClient(client.app).post(subscriber_links(web_settings, s).unsubscribe_url,
+                                            data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200
+    replay = confirm(client, path)
+    assert replay.status_code == 400 and "This link is not valid" in replay.text
+    assert client.get(path).status_code == 400
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_a_link_sent_before_staff_removed_a_pending_signup_is_dead(client, web_settings, engine):
+    sign_up(client, "staff-removed@example.org")
+    path = confirm_path(outbox(web_settings)[0])
+    s = store.get_subscriber(engine, "staff-removed@example.org")
+    store.set_status(engine, s.id, SubscriberStatus.UNSUBSCRIBED, detail="staff")
+    assert confirm(client, path).status_code == 400
+    assert store.get_subscriber(engine, s.id).status == SubscriberStatus.UNSUBSCRIBED
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.COMPLAINED, SubscriberStatus.BOUNCED])
+def test_complained_or_bounced_are_never_confirmed_by_a_link(client, web_settings, engine, status):
+    s = store.add_subscriber(engine, Subscriber(email="cb@example.org"), event="signup")
+    path = pending_link(web_settings, engine, s)
+    store.set_status(engine, s.id, status)
+    # Even a request recorded after the status change (as a race could leave it) confirms nothing.
+    late = pending_link(web_settings, engine, s)
+    for link in (path, late):
+        answer = confirm(client, link.replace("http://testserver", ""))
+        assert answer.status_code == 400 and "This link is not valid" in answer.text
+    assert store.get_subscriber(engine, s.id).status == status
 
 
 def test_repeated_signups_reveal_nothing(client, web_settings, engine):
@@ -177,7 +281,7 @@ def test_csrf_is_required_on_every_form(client, web_settings, engine):
     assert client.post(links.preferences_url, data={"action": "save", "language": "de"}).status_code == 403
     assert client.post(links.unsubscribe_url, data={}).status_code == 403
     pending = store.add_subscriber(engine, Subscriber(email="p@example.org"))
-    assert client.post(confirm_url(web_settings, pending), data={}).status_code == 403
+    assert client.post(pending_link(web_settings, engine, pending), data={}).status_code == 403
     assert store.get_subscriber(engine, s.id) == s
     assert store.get_subscriber(engine, pending.id).status == SubscriberStatus.PENDING
     assert outbox(web_settings) == []
@@ -278,7 +382,8 @@ def test_bad_tokens_all_get_the_same_page_and_change_nothing(web_settings, engin
     real = time.time()
     with monkeypatch.context() as m:
         m.setattr(time, "time", lambda: real - (web_settings.web.confirm_hours + 1) * 3600)
-        expired = confirm_url(web_settings, pending).rsplit("/", 1)[1]
+        expired = pending_link(web_settings, engine, pending).rsplit("/", 1)[1]
+    withdrawn = confirm_url(web_settings, pending.id, "no-such-request").rsplit("/", 1)[1]
     monkeypatch.setenv("DIGEST_SECRET", "attacker-secret")
     forged = TokenSigner(web_settings).sign(UNSUBSCRIBE, s.id)
     monkeypatch.setenv("DIGEST_SECRET", "web-test-secret")
@@ -288,6 +393,7 @@ def test_bad_tokens_all_get_the_same_page_and_change_nothing(web_settings, engin
              ("get", f"/unsubscribe/{tampered}"), ("post", f"/unsubscribe/{tampered}"),
              ("post", f"/unsubscribe/{wrong_purpose}"), ("get", f"/preferences/{good_unsub}"),
              ("post", f"/preferences/{forged}"), ("get", f"/confirm/{expired}"), ("post", f"/confirm/{expired}"),
+             ("get", f"/confirm/{withdrawn}"), ("post", f"/confirm/{withdrawn}"),
              ("get", "/confirm/not-a-token"), ("get", f"/unsubscribe/{good_unsub}x")]
     bodies = set()
     for method, path in cases:
@@ -342,10 +448,16 @@ def test_rate_limits(tmp_path, store_url, engine):
         assert store.get_subscriber(engine, "r2@example.org") is None
         s = store.add_subscriber(engine, Subscriber(email="u@example.org", status=SubscriberStatus.CONFIRMED))
         url = subscriber_links(settings, s).unsubscribe_url
-        codes = [client.get(url).status_code for _ in range(3)]
-        blocked = client.post(url, data={"List-Unsubscribe": "One-Click"})
-        assert codes == [200, 200, 200] and blocked.status_code == 429 and blocked.headers["retry-after"]
-        assert store.get_subscriber(engine, s.id).status == SubscriberStatus.CONFIRMED
+        codes = [client.get(url).status_code for _ in range(4)]  # a mail provider's link scanner
+        assert codes == [200, 200, 200, 429]
+        # The provider's RFC 8058 one-click POST, from the same IP, still goes through: its token verifies.
+        mailbox = TestClient(client.app)
+        assert mailbox.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+        assert store.get_subscriber(engine, s.id).status == SubscriberStatus.UNSUBSCRIBED
+        assert mailbox.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # and again
+        # Posts whose token does not verify are what is limited.
+        blocked = mailbox.post("/unsubscribe/guessed-token", data={"List-Unsubscribe": "One-Click"})
+        assert blocked.status_code == 429 and blocked.headers["retry-after"]
 
 
 def test_security_headers_and_static(client):
@@ -375,6 +487,26 @@ def test_oversized_form_is_refused(client, engine):
     answer = client.post("/subscribe", data={"csrf_token": token, "email": "big@example.org", "name": "x" * 70_000})
     assert answer.status_code == 413
     assert store.get_subscriber(engine, "big@example.org") is None
+
+
+def test_a_chunked_body_is_capped_too(client, engine):
+    from urllib.parse import urlencode
+
+    start = urlencode({"csrf_token": csrf(client), "email": "chunked@example.org", "name": ""}).encode()
+    sent = []
+
+    def body():  # no Content-Length: httpx sends it chunked
+        yield start
+        for _ in range(32):
+            sent.append(1)
+            yield b"x" * 65_536
+
+    answer = client.post("/subscribe", content=body(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 413 and "too large" in answer.text
+    assert store.get_subscriber(engine, "chunked@example.org") is None
+    small = client.post("/subscribe", content=iter([start]), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert small.status_code == 200  # a chunked form within the limit is read as usual
+    assert store.get_subscriber(engine, "chunked@example.org").status == SubscriberStatus.PENDING
 
 
 def test_failed_confirmation_send_is_logged(web_settings, engine, caplog):
@@ -448,7 +580,7 @@ def test_every_public_page_is_valid_html(tmp_path, sqlite_url):
             "subscribe": client.get("/subscribe").text,
             "subscribe-errors": client.post("/subscribe", data={"csrf_token": token, "email": "x", "series": ["?"]}).text,
             "check-inbox": client.post("/subscribe", data={"csrf_token": token, "email": "n@example.org"}).text,
-            "confirm": client.get(confirm_url(settings, pending)).text,
+            "confirm": client.get(pending_link(settings, engine, pending)).text,
             "preferences": client.get(subscriber_links(settings, active).preferences_url).text,
             "preferences-inactive": client.get(subscriber_links(settings, gone).preferences_url).text,
             "unsubscribe": client.get(subscriber_links(settings, active).unsubscribe_url).text,

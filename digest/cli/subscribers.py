@@ -42,7 +42,8 @@ def import_command(file: Path, as_json: bool) -> None:
     """Sync a CSV list (email,name,language,series) into the store; prints what changed.
 
     New addresses are added as confirmed with consent method "import": staff vouch for consent.
-    Unsubscribed, bounced, complained and erased addresses are never re-added. Exit 1 if rows were rejected.
+    Unsubscribed, bounced, complained and erased addresses are never re-added; a `status` column (as
+    `export` writes it) keeps opt-outs. Exit 1 if rows were rejected, 2 if the file or a suppression key is unusable.
     """
     from ..pipeline import import_subscribers
 
@@ -65,7 +66,7 @@ def _print_import_report(report) -> None:  # noqa: ANN001
         click.echo(f"  line {row.line}: rejected: {row.reason}")
     if report.suppressed:
         lines = ", ".join(str(n) for n in report.suppressed[:50]) + (" …" if len(report.suppressed) > 50 else "")
-        click.echo(f"  suppressed (unsubscribed, bounced, complained or erased; not re-added): lines {lines}")
+        click.echo(f"  suppressed (unsubscribed, bounced, complained or erased; never mailed): lines {lines}")
     if report.ignored_columns:
         click.echo(f"  ignored columns: {', '.join(report.ignored_columns)}")
 
@@ -78,6 +79,7 @@ def _print_import_report(report) -> None:  # noqa: ANN001
 @handle_errors
 def export_command(fmt: str, status: str | None, series_id: str | None, output: Path | None) -> None:
     """Write subscribers as CSV (formula-safe, re-importable) or JSON lines."""
+    _check_series(series_id)
     engine = state().engine
     rows = store.iter_subscribers(engine, SubscriberStatus(status) if status else None, series_id)
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
@@ -102,11 +104,15 @@ def export_command(fmt: str, status: str | None, series_id: str | None, output: 
               help="A series id to follow (repeat, or ;-separated); none = all series.")
 @click.option("--no-events", is_flag=True, help="Leave out the upcoming events section.")
 @click.option("--no-media", is_flag=True, help="Leave out the in-the-media section.")
+@click.option("--reactivate-bounced", is_flag=True,
+              help="The address bounced and its owner asked you to send again: confirm it anew (consent admin).")
 @handle_errors
-def add_command(email: str, name: str, language: str, series: tuple[str, ...], no_events: bool, no_media: bool) -> None:
+def add_command(email: str, name: str, language: str, series: tuple[str, ...], no_events: bool, no_media: bool,
+                reactivate_bounced: bool) -> None:
     """Add (or update) one confirmed subscriber; consent method "admin".
 
-    Refuses addresses that unsubscribed, bounced, complained or were erased.
+    Refuses addresses that unsubscribed, complained or were erased (only their own sign-up brings
+    them back), and bounced ones unless --reactivate-bounced.
     """
     settings, engine = state().settings, state().engine
     try:
@@ -115,11 +121,14 @@ def add_command(email: str, name: str, language: str, series: tuple[str, ...], n
                                  consent_at=datetime.now(UTC), consent_method="admin")
     except InvalidSubscriber as exc:
         fail(str(exc), EXIT_USAGE)
-    keys = suppression_keys(settings)
-    if store.is_suppressed(engine, wanted.email, keys):
-        fail(f"{wanted.email} unsubscribed, bounced, complained or was erased: only their own sign-up "
-             "on the subscribe page can add them again")
+    keys = store.usable_suppression_keys(engine, suppression_keys(settings))
     existing = store.get_subscriber(engine, wanted.email)
+    if existing is not None and existing.status == SubscriberStatus.BOUNCED and reactivate_bounced:
+        store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "")
+        click.echo(f"reactivated {wanted.email} (had bounced)")
+        return
+    if store.is_suppressed(engine, wanted.email, keys):
+        fail(_suppressed_reason(wanted.email, existing))
     if existing is None:
         store.add_subscriber(engine, wanted, source="admin")
         click.echo(f"added {wanted.email}")
@@ -129,6 +138,15 @@ def add_command(email: str, name: str, language: str, series: tuple[str, ...], n
     else:
         store.update_choices(engine, replace(wanted, id=existing.id), source="admin")
         click.echo(f"updated {wanted.email}")
+
+
+def _suppressed_reason(email: str, existing) -> str:  # noqa: ANN001
+    if existing is not None and existing.status == SubscriberStatus.BOUNCED:
+        return (f"{email} bounced: add --reactivate-bounced if its owner asked you to send again "
+                "(a stranger typing it on the subscribe page cannot)")
+    what = existing.status.value if existing is not None else "was erased"
+    return (f"{email} {what}: only their own sign-up on the subscribe page can add them again "
+            "(staff never re-add an unsubscribed, complained or erased address)")
 
 
 @subscribers.command("remove")
@@ -151,6 +169,7 @@ def remove_command(email: str) -> None:
 @handle_errors
 def list_command(status: str | None, series_id: str | None, as_json: bool) -> None:
     """List subscribers: email, status, language, series (all = every series), name."""
+    _check_series(series_id)
     count = 0
     for s in store.iter_subscribers(state().engine, SubscriberStatus(status) if status else None, series_id):
         count += 1
@@ -171,7 +190,9 @@ def erase_command(email: str, yes: bool) -> None:
     address = _address(email)
     if not yes:
         click.confirm(f"Erase everything about {address}? This cannot be undone", abort=True)
-    existed = store.erase_subscriber(state().engine, address, suppression_keys(state().settings))
+    engine = state().engine
+    keys = store.usable_suppression_keys(engine, suppression_keys(state().settings), require=False)
+    existed = store.erase_subscriber(engine, address, keys)
     click.echo(f"erased {address}" if existed else f"{address} was not stored; its hash is now suppressed")
 
 
@@ -183,18 +204,27 @@ def show_command(email: str, as_json: bool) -> None:
     """Everything stored about one address: the subscriber, their events and deliveries."""
     address = _address(email)
     settings, engine = state().settings, state().engine
+    keys = store.usable_suppression_keys(engine, suppression_keys(settings), require=False)
     record = store.subscriber_record(engine, address)
     if record is None:
-        erased = store.is_suppressed(engine, address, suppression_keys(settings))
+        erased = store.is_suppressed(engine, address, keys)
         fail(f"{address} is not stored" + (" (erased: only a keyed hash is kept)" if erased else ""))
     if as_json:
         print_json(record)
         return
     for key, value in record["subscriber"].items():
         click.echo(f"{key}: {value}")
-    click.echo(f"events: {len(record['events'])}, deliveries: {len(record['deliveries'])}")
+    click.echo(f"events: {len(record['events'])}, deliveries: {len(record['deliveries'])}, "
+               f"sign-up requests waiting: {len(record['signup_requests'])}")
     for event in record["events"]:
         click.echo(f"  {event['at']}  {event['event']}  {event['detail']}")
+
+
+def _check_series(series_id: str | None) -> None:
+    known = [s.id for s in state().settings.series]
+    if series_id is not None and series_id not in known:
+        fail(f"--series {series_id!r} is not a configured series: use one of {', '.join(known) or '(none configured)'}",
+             EXIT_USAGE)
 
 
 def _address(email: str) -> str:

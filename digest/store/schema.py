@@ -146,7 +146,28 @@ suppressions = Table(
     Column("email_hash", String(128), primary_key=True),
     Column("reason", String(40), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Fingerprint of the suppression key the hash was made with (digest.subscribers.suppression_key_id);
+    # "" for hashes made before migration 0002, when the key was derived from the signing secret.
+    Column("key_id", String(32), nullable=False, server_default=""),
 )
+
+# What a web sign-up asked for (choices, the form's IP), kept here rather than in the confirmation
+# link: the link carries only the subscriber id and `nonce`. Deleted once used or expired.
+signup_requests = Table(
+    "signup_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("nonce", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False, default=""),
+    Column("language", String(10), nullable=False),
+    Column("series", JSON, nullable=False),
+    Column("want_events", Boolean, nullable=False),
+    Column("want_media", Boolean, nullable=False),
+    Column("ip", String(64), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_signup_requests_subscriber", signup_requests.c.subscriber_id, signup_requests.c.created_at)
 
 # Sign-ups, confirmations, unsubscribes... for the admin charts and per-issue reports.
 subscriber_events = Table(
@@ -200,3 +221,12 @@ run_log = Table(
     Column("issue_number", Integer),
 )
 Index("ix_run_log_job", run_log.c.job, run_log.c.scheduled_for)
+
+# Admin sessions signed out before their cookie expired (digest.web.admin_auth): a copied cookie
+# stops working. Rows go once the cookie would have expired anyway.
+revoked_admin_sessions = Table(
+    "revoked_admin_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

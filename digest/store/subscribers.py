@@ -2,7 +2,8 @@
 
 Status changes always write a subscriber_event in the same transaction, so the admin charts and
 GDPR access (`subscriber_record`) see every step. Erasure deletes the row (deliveries cascade),
-blanks the details of its events and keeps only keyed hashes of the address in `suppressions`.
+blanks the details of its events and keeps only keyed hashes of the address in `suppressions`,
+each with the fingerprint of its key: `usable_suppression_keys` refuses to go on without one.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from ..subscribers import (
     InvalidSubscriber,
     ListRow,
     RejectedRow,
+    SuppressionKeyMissing,
     email_hash,
     normalise_email,
+    suppression_key_id,
 )
-from .schema import UTCDateTime, deliveries, subscriber_events, subscribers, suppressions
+from .schema import UTCDateTime, deliveries, signup_requests, subscriber_events, subscribers, suppressions
+from .signups import forget_signup_requests
 
 IMPORT_BATCH = 2000
 
@@ -37,7 +41,8 @@ def _subscriber(row) -> Subscriber:  # noqa: ANN001
     return Subscriber(id=m["id"], email=m["email"], name=m["name"], language=m["language"],
                       series=tuple(m["series"] or ()), want_events=bool(m["want_events"]),
                       want_media=bool(m["want_media"]), status=SubscriberStatus(m["status"]),
-                      consent_at=m["consent_at"], consent_method=m["consent_method"], consent_ip=m["consent_ip"])
+                      consent_at=m["consent_at"], consent_method=m["consent_method"], consent_ip=m["consent_ip"],
+                      created_at=m["created_at"])
 
 
 def _values(s: Subscriber) -> dict:
@@ -116,7 +121,8 @@ def last_issue_sent(engine: Engine, subscriber_id: int) -> int | None:
 def is_suppressed(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
     """True if the address unsubscribed, bounced, complained or was erased: never mail it a digest.
 
-    `keys` are the suppression HMAC keys (digest.tokens.suppression_keys(settings)).
+    `keys` are the suppression HMAC keys (digest.tokens.suppression_keys(settings)); see
+    `usable_suppression_keys` for making sure none is missing.
     """
     address = normalise_email(email)
     with engine.connect() as conn:
@@ -132,6 +138,35 @@ def _suppressed(conn: Connection, hashes: list[str]) -> set[str]:
         return set()
     query = select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(hashes))
     return set(conn.execute(query).scalars())
+
+
+LEGACY_KEY_ID = ""  # suppression rows hashed before migration 0002, under a key derived from the signing secret
+
+
+def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool = True) -> Sequence[bytes]:
+    """`keys`, after checking that every erasure hash in the store was made with one of them.
+
+    Hashes from before digest kept its own suppression key are adopted first: their key (derived
+    from the current signing secrets) is written to the key file and their rows get its id.
+    Raises SuppressionKeyMissing when a key is missing (unless not `require`): an import or add
+    could then re-add an erased address.
+    """
+    with engine.connect() as conn:
+        counts = dict(conn.execute(select(suppressions.c.key_id, func.count()).group_by(suppressions.c.key_id)).all())
+    if LEGACY_KEY_ID in counts and hasattr(keys, "with_legacy_keys"):
+        keys, legacy_id = keys.with_legacy_keys()
+        with engine.begin() as conn:
+            conn.execute(suppressions.update().where(suppressions.c.key_id == LEGACY_KEY_ID).values(key_id=legacy_id))
+        counts[legacy_id] = counts.get(legacy_id, 0) + counts.pop(LEGACY_KEY_ID)
+    missing = {key_id: n for key_id, n in counts.items() if key_id not in {suppression_key_id(k) for k in keys}}
+    if missing and require:
+        where = f" ({keys.where()})" if hasattr(keys, "where") else ""
+        listed = ", ".join(f"{key_id or 'pre-0002'} ({n} erasure{'s' if n != 1 else ''})" for key_id, n in sorted(missing.items()))
+        raise SuppressionKeyMissing(
+            f"the suppression list holds erasures hashed with key(s) {listed} that are not among the suppression "
+            f"keys{where}: restore the missing key (from your backup of digest-suppression.key, see "
+            "docs/subscribers.md#the-suppression-key) and run again. Nothing was changed, so no erased address came back")
+    return keys
 
 
 # --- writing one subscriber -----------------------------------------------------------------------
@@ -158,7 +193,7 @@ def add_subscriber(engine: Engine, subscriber: Subscriber, now: datetime | None 
             **_values(subscriber), created_at=now, updated_at=now, source=source,
             confirmed_at=now if subscriber.status == SubscriberStatus.CONFIRMED else None)).inserted_primary_key[0]
         record_event(conn, new_id, event, now, f"{subscriber.consent_method} {subscriber.consent_ip}".strip())
-    return replace(subscriber, id=new_id)
+    return replace(subscriber, id=new_id, created_at=now)
 
 
 def update_choices(engine: Engine, subscriber: Subscriber, now: datetime | None = None,
@@ -178,7 +213,11 @@ def update_choices(engine: Engine, subscriber: Subscriber, now: datetime | None 
 
 def set_status(engine: Engine, subscriber_id: int, status: SubscriberStatus, now: datetime | None = None,
                detail: str = "", issue_number: int | None = None) -> bool:
-    """Move a subscriber to `status`, recording an event named after it; False if gone or already there."""
+    """Move a subscriber to `status`, recording an event named after it; False if gone or already there.
+
+    An opt-out (unsubscribed, bounced, complained) also withdraws pending sign-up requests, so an
+    older confirmation link can never undo it.
+    """
     now = _now(now)
     values: dict = {"status": status.value, "updated_at": now}
     if status == SubscriberStatus.CONFIRMED:
@@ -190,6 +229,8 @@ def set_status(engine: Engine, subscriber_id: int, status: SubscriberStatus, now
                                                        subscribers.c.status != status.value).values(**values)).rowcount
         if done:
             record_event(conn, subscriber_id, status.value, now, detail, issue_number)
+        if status in SUPPRESSED_STATUSES:
+            forget_signup_requests(conn, subscriber_id)
     return bool(done)
 
 
@@ -197,7 +238,8 @@ def confirm_subscriber(engine: Engine, subscriber: Subscriber, method: str, ip: 
                        forget_hashes: Iterable[str] = ()) -> bool:
     """Confirm with a fresh consent record and the given choices; drops suppression hashes of the address.
 
-    Used when the person confirms (double opt-in) or staff add them; False if the row is gone.
+    Used when the person confirms (double opt-in) or staff add them; False if the row is gone. Any
+    sign-up requests are used up: a repeated click on the link finds the subscriber confirmed.
     """
     now = _now(now)
     with engine.begin() as conn:
@@ -208,6 +250,7 @@ def confirm_subscriber(engine: Engine, subscriber: Subscriber, method: str, ip: 
             confirmed_at=now, unsubscribed_at=None, bounce_count=0, updated_at=now)).rowcount
         if done:
             record_event(conn, subscriber.id, "confirmed", now, f"{method} {ip}".strip())
+            forget_signup_requests(conn, subscriber.id)
             hashes = list(forget_hashes)
             if hashes:
                 conn.execute(suppressions.delete().where(suppressions.c.email_hash.in_(hashes)))
@@ -236,9 +279,13 @@ def import_rows(engine: Engine, rows: Iterable[ListRow | RejectedRow], keys: Seq
 
     New addresses are added; confirmed and pending ones are updated (a subscriber who saved their
     own preferences keeps their language and series); unsubscribed, bounced, complained and erased
-    addresses are counted as suppressed and never touched.
+    addresses are counted as suppressed and never touched. A row whose `status` cell records an
+    opt-out is stored with it (new address) or applies it (confirmed or pending one), and counts
+    as suppressed. Raises SuppressionKeyMissing, before anything is stored, when an erasure's key
+    is missing from `keys`.
     """
     now = _now(now)
+    keys = usable_suppression_keys(engine, keys)
     batch: list[ListRow] = []
     for row in rows:
         if isinstance(row, RejectedRow):
@@ -263,16 +310,20 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
         fresh = [r for r in batch if r.subscriber.email not in existing]
         hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in fresh}
         erased = _suppressed(conn, [h for hs in hashes.values() for h in hs])
-        inserts, updates, confirms = [], [], []
+        inserts, updates, confirms, opt_outs = [], [], [], []
         for row in batch:
             new, old = row.subscriber, existing.get(row.subscriber.email)
             if old is None:
                 if erased.intersection(hashes[new.email]):
                     report.suppressed.append(row.line)
-                else:
-                    inserts.append({**_values(new), "created_at": now, "updated_at": now, "source": source,
-                                    "confirmed_at": now if new.status == SubscriberStatus.CONFIRMED else None})
+                    continue
+                inserts.append(_insert_values(new, now, source))
+                if new.status in SUPPRESSED_STATUSES:
+                    report.suppressed.append(row.line)
             elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES:
+                report.suppressed.append(row.line)
+            elif new.status in SUPPRESSED_STATUSES:  # the file records an opt-out made elsewhere: it wins
+                opt_outs.append((old.id, new.status))
                 report.suppressed.append(row.line)
             else:
                 change = _import_change(old, row, now)
@@ -282,13 +333,7 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
                 updates.append(change)
                 if change.pop("confirming"):
                     confirms.append(old.id)
-        if inserts:
-            conn.execute(subscribers.insert(), inserts)
-            # One INSERT ... SELECT for the history rows: far cheaper than a parameter set per row.
-            added = select(subscribers.c.id, literal("subscribed"), literal(now, UTCDateTime()), literal("import"))
-            conn.execute(subscriber_events.insert().from_select(
-                ["subscriber_id", "event", "at", "detail"],
-                added.where(subscribers.c.email.in_([i["email"] for i in inserts]))))
+        _insert_imported(conn, inserts, now)
         if updates:
             conn.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")).values(
                 name=bindparam("name"), language=bindparam("language"), series=bindparam("series"),
@@ -300,8 +345,34 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
                 status=SubscriberStatus.CONFIRMED.value, consent_at=now, consent_method="import", consent_ip="",
                 confirmed_at=now, updated_at=now))
             _events(conn, confirms, "confirmed", now, "import")
-        report.added += len(inserts)
-        report.updated += len(updates)
+    for subscriber_id, status in opt_outs:
+        set_status(engine, subscriber_id, status, now, "import")
+    report.added += sum(1 for i in inserts if SubscriberStatus(i["status"]) not in SUPPRESSED_STATUSES)
+    report.updated += len(updates)
+
+
+def _insert_values(new: Subscriber, now: datetime, source: str) -> dict:
+    confirmed = new.status == SubscriberStatus.CONFIRMED
+    return {**_values(new), "created_at": now, "updated_at": now, "source": source,
+            "confirmed_at": now if confirmed else None,
+            "unsubscribed_at": now if new.status in SUPPRESSED_STATUSES else None}
+
+
+def _insert_imported(conn: Connection, inserts: list[dict], now: datetime) -> None:
+    """Insert new rows with their history: "subscribed" for confirmed ones, "imported" (with the status) for others."""
+    if not inserts:
+        return
+    conn.execute(subscribers.insert(), inserts)
+    by_status: dict[str, list[str]] = {}
+    for values in inserts:
+        by_status.setdefault(values["status"], []).append(values["email"])
+    for status, emails in by_status.items():
+        confirmed = status == SubscriberStatus.CONFIRMED.value
+        event, detail = ("subscribed", "import") if confirmed else ("imported", f"import {status}")
+        # One INSERT ... SELECT for the history rows: far cheaper than a parameter set per row.
+        added = select(subscribers.c.id, literal(event), literal(now, UTCDateTime()), literal(detail))
+        conn.execute(subscriber_events.insert().from_select(
+            ["subscriber_id", "event", "at", "detail"], added.where(subscribers.c.email.in_(emails))))
 
 
 def _import_change(old, row: ListRow, now: datetime) -> dict | None:  # noqa: ANN001
@@ -331,9 +402,9 @@ def _events(conn: Connection, ids: list[int], event: str, now: datetime, detail:
 def erase_subscriber(engine: Engine, email: str, keys: Sequence[bytes], now: datetime | None = None) -> bool:
     """Delete everything personal about an address; keep only its keyed hash so it is never mailed again.
 
-    The row goes (its deliveries cascade), its events stay for statistics with subscriber and
-    details blanked, and the hash under the newest key joins `suppressions`. Returns whether a row existed
-    (the hash is added either way).
+    The row goes (its deliveries and sign-up requests too), its events stay for statistics with
+    subscriber and details blanked, and the hash under the newest key joins `suppressions` with that
+    key's id. Returns whether a row existed (the hash is added either way).
     """
     now = _now(now)
     address = normalise_email(email)
@@ -343,11 +414,13 @@ def erase_subscriber(engine: Engine, email: str, keys: Sequence[bytes], now: dat
             conn.execute(subscriber_events.update().where(subscriber_events.c.subscriber_id == sid)
                          .values(subscriber_id=None, detail=""))
             conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == sid))
+            forget_signup_requests(conn, sid)
             conn.execute(subscribers.delete().where(subscribers.c.id == sid))
             record_event(conn, None, "erased", now)
         digest = email_hash(keys[0], address)
         if not conn.execute(select(suppressions.c.email_hash).where(suppressions.c.email_hash == digest)).first():
-            conn.execute(suppressions.insert().values(email_hash=digest, reason="erased", created_at=now))
+            conn.execute(suppressions.insert().values(email_hash=digest, reason="erased", created_at=now,
+                                                      key_id=suppression_key_id(keys[0])))
     return sid is not None
 
 
@@ -370,7 +443,7 @@ def purge_unconfirmed(engine: Engine, before: datetime) -> int:
 
 
 def subscriber_record(engine: Engine, email: str) -> dict | None:
-    """Everything stored about an address (GDPR access): the row, its events and its deliveries."""
+    """Everything stored about an address (GDPR access): the row, its events, deliveries and pending sign-up requests."""
     address = normalise_email(email)
     with engine.connect() as conn:
         row = conn.execute(select(subscribers).where(subscribers.c.email == address)).first()
@@ -381,9 +454,12 @@ def subscriber_record(engine: Engine, email: str) -> dict | None:
                               .order_by(subscriber_events.c.id)).all()
         sent = conn.execute(select(deliveries).where(deliveries.c.subscriber_id == sid)
                             .order_by(deliveries.c.issue_number)).all()
+        requests = conn.execute(select(signup_requests).where(signup_requests.c.subscriber_id == sid)
+                                .order_by(signup_requests.c.id)).all()
     return {"subscriber": _plain(row._mapping),
             "events": [_plain(e._mapping) for e in events],
-            "deliveries": [_plain(d._mapping) for d in sent]}
+            "deliveries": [_plain(d._mapping) for d in sent],
+            "signup_requests": [_plain(r._mapping) for r in requests]}
 
 
 def _plain(mapping) -> dict:  # noqa: ANN001

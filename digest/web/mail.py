@@ -1,4 +1,8 @@
-"""The double opt-in email: plain text, localised, built with Python's email package."""
+"""The double opt-in email: plain text, localised, built with Python's email package.
+
+Nothing a visitor typed goes into it but the address: the form's name is applied on confirmation
+only, so the subscribe form cannot be used to mail a stranger a message of someone else's making.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +20,18 @@ from .texts import texts
 
 def confirmation_message(settings: Settings, subscriber: Subscriber, url: str,
                          now: datetime | None = None) -> OutgoingMessage:
-    """The email asking `subscriber` to open `url`; the name was cleaned of control characters on input."""
+    """The email asking `subscriber` (their address only) to open `url`."""
     t = texts(subscriber.language)
     sender = parseaddr(settings.delivery.sender)[1]
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = settings.delivery.sender
-    message["To"] = Address(display_name=subscriber.name, addr_spec=subscriber.email)
+    message["To"] = Address(addr_spec=subscriber.email)
     message["Subject"] = t["mail_subject"].format(site=settings.site.name)
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message_id = make_msgid(domain=sender.rpartition("@")[2] or None)
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
-    name = f" {subscriber.name}" if subscriber.name else ""
-    message.set_content(t["mail_body"].format(name=name, site=settings.site.name, url=url,
+    message.set_content(t["mail_body"].format(site=settings.site.name, url=url,
                                               hours=settings.web.confirm_hours,
                                               address=settings.site.postal_address))
     message["Content-Language"] = subscriber.language  # after set_content, which resets Content-* headers

@@ -2,14 +2,17 @@
 
 URLs: GET/POST /subscribe · GET/POST /confirm/{token} · GET/POST /preferences/{token} ·
 GET/POST /unsubscribe/{token}. GET never changes anything. Every token problem (forged,
-tampered, expired, unknown purpose) answers the same 400 "this link is not valid" page.
-Sign-ups answer the same page whatever the address's state, and the email goes out after the
-response, so neither the page nor its timing tells whether someone is subscribed.
+tampered, expired, unknown purpose, a sign-up request withdrawn by a later opt-out) answers
+the same 400 "this link is not valid" page. Sign-ups answer the same page whatever the
+address's state, and the email goes out after the response, so neither the page nor its
+timing tells whether someone is subscribed; one address gets at most one confirmation email
+per `web.confirm_mail_cooldown_hours`, however many sign-ups name it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,9 +30,11 @@ from starlette.routing import Route
 from ..config import LANGUAGES, Settings
 from ..deliver.transport import Transport
 from ..models import Subscriber, SubscriberStatus
+from ..store import signups
 from ..store import subscribers as store
 from ..subscribers import (
     InvalidSubscriber,
+    SignupRequest,
     clean_name,
     email_hash,
     normalise_email,
@@ -39,7 +44,6 @@ from ..subscribers import (
 from ..tokens import (
     PREFERENCES,
     UNSUBSCRIBE,
-    ConfirmRequest,
     TokenSigner,
     confirm_url,
     read_confirm_token,
@@ -56,7 +60,10 @@ MAX_FORM_BYTES = 64 * 1024
 # Bounced mailboxes are dead and complainers marked us as spam: a stranger typing their address
 # must not make us mail them. Unsubscribed people may come back through their own confirmation.
 NO_CONFIRMATION_MAIL = (SubscriberStatus.CONFIRMED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+# ... and their old confirmation links stay dead too.
+NEVER_CONFIRMED_BY_LINK = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+FORM_TOO_LARGE = f"The form is too large: at most {MAX_FORM_BYTES // 1024} KiB can be sent."
 
 TransportFactory = Callable[[], Transport]
 
@@ -92,10 +99,14 @@ class PublicSite:
         web = settings.web
         self.settings, self.engine, self.transport_factory = settings, engine, transport_factory
         self.signer = TokenSigner(settings)
-        self.keys = suppression_keys(settings)
+        # Adopting pre-0002 erasures here too, so `digest serve` keeps them before a secret changes.
+        self.keys = store.usable_suppression_keys(engine, suppression_keys(settings), require=False)
         self.templates = make_templates()
         self.subscribe_limit = RateLimiter(web.subscribe_rate_per_minute, web.subscribe_burst)
         self.link_limit = RateLimiter(web.unsubscribe_rate_per_minute, web.unsubscribe_burst)
+        # One sign-up at a time in this process, so the per-address cooldown holds on SQLite too
+        # (PostgreSQL also locks the subscriber row, for several processes).
+        self.signup_lock = threading.Lock()
 
     # --- shared page helpers ------------------------------------------------------------------
 
@@ -131,11 +142,23 @@ class PublicSite:
         return self.message(request, lang, "csrf_title", [texts(lang)["csrf_body"]], 403)
 
     async def read_form(self, request: Request) -> FormData:
-        """The posted form (urlencoded or multipart, no files); 413 when larger than MAX_FORM_BYTES."""
+        """The posted form (urlencoded or multipart, no files); 413 when larger than MAX_FORM_BYTES.
+
+        The body is counted as it streams in, so a chunked body (no Content-Length) is capped too.
+        """
         length = request.headers.get("content-length", "")
         if length and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-            raise HTTPException(413, "form too large")
-        return await request.form(max_files=0, max_fields=50)
+            raise HTTPException(413, FORM_TOO_LARGE)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise HTTPException(413, FORM_TOO_LARGE)
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return await Request(request.scope, replay).form(max_files=0, max_fields=50)
 
     def subscriber_for(self, token: str, purpose: str) -> Subscriber | None:
         sid = self.signer.load(purpose, token)
@@ -169,9 +192,9 @@ class PublicSite:
         if errors:
             return self.page(request, "subscribe.html", values["language"], "subscribe_title", 400,
                              values=values, errors=errors, **self.choice_lists())
-        to_mail = await run_in_threadpool(self.register_signup, wanted)
+        to_mail = await run_in_threadpool(self.register_signup, wanted, client_ip(request))
         t = texts(wanted.language)
-        task = BackgroundTask(self.send_confirmation, to_mail, client_ip(request)) if to_mail else None
+        task = BackgroundTask(self.send_confirmation, *to_mail) if to_mail else None
         response = self.message(request, wanted.language, "check_title",
                                 [t["check_body"].format(hours=self.settings.web.confirm_hours)])
         response.background = task
@@ -200,29 +223,40 @@ class PublicSite:
                             consent_method="web", consent_ip=ip)
         return wanted, values, {}
 
-    def register_signup(self, wanted: Subscriber) -> Subscriber | None:
-        """Store a new address as pending; the subscriber to send a confirmation to, or None.
+    def register_signup(self, wanted: Subscriber, ip: str) -> tuple[Subscriber, str] | None:
+        """Store the sign-up; the subscriber to send a confirmation to and their request's nonce, or None.
 
-        Sign-ups whose confirmation link has expired are deleted first (data minimisation).
+        A new address is stored as pending; a known one keeps its row as it is until the link is
+        used. Either way the choices and IP wait in a sign-up request. None (no email) for
+        confirmed, bounced and complained addresses, and while the address's last confirmation
+        email is younger than web.confirm_mail_cooldown_hours. Sign-ups whose link has expired
+        are deleted first (data minimisation).
         """
-        expired = datetime.now(UTC) - timedelta(hours=self.settings.web.confirm_hours)
+        web, now = self.settings.web, datetime.now(UTC)
+        expired = now - timedelta(hours=web.confirm_hours)
+        cooldown = timedelta(hours=web.confirm_mail_cooldown_hours)
         store.purge_unconfirmed(self.engine, expired)
-        existing = store.get_subscriber(self.engine, wanted.email)
-        if existing is None:
-            try:
-                added = store.add_subscriber(self.engine, wanted, source="web", event="signup")
-            except IntegrityError:  # the same address signed up twice at once
-                added = None
-            if added is not None:
-                return added
-            existing = store.get_subscriber(self.engine, wanted.email)
-        if existing is None or existing.status in NO_CONFIRMATION_MAIL:
-            return None
-        # The row keeps its current choices; the new ones travel in the link, applied on confirmation.
-        return replace(wanted, id=existing.id)
+        signups.purge_signup_requests(self.engine, min(expired, now - cooldown))
+        with self.signup_lock:
+            stored = self.stored_signup(wanted)
+            if stored is None or stored.status in NO_CONFIRMATION_MAIL:
+                return None
+            nonce = signups.record_signup_request(self.engine, stored.id, wanted, ip, cooldown, now)
+        return (replace(wanted, id=stored.id), nonce) if nonce else None
 
-    def send_confirmation(self, subscriber: Subscriber, ip: str) -> None:
-        url = confirm_url(self.settings, subscriber, ip, self.signer)
+    def stored_signup(self, wanted: Subscriber) -> Subscriber | None:
+        """The stored row for the address, added as pending if new."""
+        existing = store.get_subscriber(self.engine, wanted.email)
+        if existing is not None:
+            return existing
+        try:
+            added = store.add_subscriber(self.engine, wanted, source="web", event="signup")
+        except IntegrityError:  # the same address signed up at the same moment in another process
+            added = None
+        return added or store.get_subscriber(self.engine, wanted.email)
+
+    def send_confirmation(self, subscriber: Subscriber, nonce: str) -> None:
+        url = confirm_url(self.settings, subscriber.id, nonce, self.signer)
         transport = self.transport_factory()
         try:
             results = transport.send_messages([confirmation_message(self.settings, subscriber, url)])
@@ -237,21 +271,33 @@ class PublicSite:
 
     # --- confirm ------------------------------------------------------------------------------
 
-    async def confirmation_for(self, request: Request) -> tuple[ConfirmRequest | None, Subscriber | None]:
-        """The request in a genuine, unexpired confirm token and its stored subscriber (None if gone)."""
-        confirmation = read_confirm_token(self.settings, request.path_params["token"], signer=self.signer)
-        if confirmation is None:
+    async def confirmation_for(self, request: Request) -> tuple[Subscriber | None, SignupRequest | None]:
+        """The subscriber a genuine, unexpired confirm token names, and its sign-up request.
+
+        (None, None) when the link is not valid: bad token, subscriber gone, bounced or complained.
+        The request is None when it was used (the subscriber is confirmed: a harmless repeat) or
+        withdrawn by a later opt-out (the link is then not valid either).
+        """
+        token = read_confirm_token(self.settings, request.path_params["token"], signer=self.signer)
+        if token is None:
             return None, None
-        return confirmation, await run_in_threadpool(store.get_subscriber, self.engine, confirmation.subscriber_id)
+        found = await run_in_threadpool(store.get_subscriber, self.engine, token.subscriber_id)
+        if found is None or found.status in NEVER_CONFIRMED_BY_LINK:
+            return None, None
+        signup = await run_in_threadpool(signups.find_signup_request, self.engine, token.subscriber_id, token.nonce)
+        if signup is None and found.status != SubscriberStatus.CONFIRMED:
+            return None, None
+        return found, signup
 
     async def confirm_page(self, request: Request) -> Response:
-        confirmation, found = await self.confirmation_for(request)
+        found, signup = await self.confirmation_for(request)
         if found is None:
             return self.invalid_link(request)
-        t = texts(confirmation.language)
-        if found.status == SubscriberStatus.CONFIRMED:
+        if signup is None:
             return self.confirmed(request, found)
-        return self.page(request, "confirm.html", confirmation.language, "confirm_title",
+        lang = signup.choices.language
+        t = texts(lang)
+        return self.page(request, "confirm.html", lang, "confirm_title",
                          body=t["confirm_body"].format(email=found.email), button=t["confirm_button"],
                          action=request.url.path)
 
@@ -259,17 +305,19 @@ class PublicSite:
         wait = self.link_limit.retry_after(client_ip(request))
         if wait:
             return self.too_many(request, wait)
-        confirmation, found = await self.confirmation_for(request)
+        found, signup = await self.confirmation_for(request)
         if found is None:
             return self.invalid_link(request)
         form = await self.read_form(request)
+        lang = signup.choices.language if signup else found.language
         if not csrf_ok(request, form.get(CSRF_FIELD)):
-            return self.forbidden(request, confirmation.language)
-        if found.status != SubscriberStatus.CONFIRMED:
-            found = replace(found, name=confirmation.name, language=confirmation.language,
-                            series=tuple(s for s in confirmation.series if s in self.settings.series_by_id()),
-                            want_events=confirmation.want_events, want_media=confirmation.want_media)
-            await run_in_threadpool(store.confirm_subscriber, self.engine, found, "web", confirmation.ip,
+            return self.forbidden(request, lang)
+        if signup is not None:
+            chosen = signup.choices
+            found = replace(found, name=chosen.name, language=chosen.language, want_events=chosen.want_events,
+                            series=tuple(s for s in chosen.series if s in self.settings.series_by_id()),
+                            want_media=chosen.want_media)
+            await run_in_threadpool(store.confirm_subscriber, self.engine, found, "web", signup.ip,
                                     None, self.forget_hashes(found.email))
         return self.confirmed(request, found)
 
@@ -352,13 +400,15 @@ class PublicSite:
                          action=request.url.path)
 
     async def unsubscribe_submit(self, request: Request) -> Response:
-        """RFC 8058 one-click (no cookie, no CSRF token) or the confirmation page's own form (CSRF)."""
-        wait = self.link_limit.retry_after(client_ip(request))
-        if wait:
-            return self.too_many(request, wait)
+        """RFC 8058 one-click (no cookie, no CSRF token) or the confirmation page's own form (CSRF).
+
+        Only posts with a token that does not verify are rate-limited: mailbox providers' link
+        scanners may use up an IP's bucket with GETs, and the one-click POST must still work.
+        """
         sid = self.signer.load(UNSUBSCRIBE, request.path_params["token"])
         if not isinstance(sid, int) or isinstance(sid, bool):
-            return self.invalid_link(request)
+            wait = self.link_limit.retry_after(client_ip(request))
+            return self.too_many(request, wait) if wait else self.invalid_link(request)
         form = await self.read_form(request)
         one_click = form.get(ONE_CLICK[0]) == ONE_CLICK[1]
         found = await run_in_threadpool(store.get_subscriber, self.engine, sid)

@@ -57,7 +57,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "language_error": "Please choose one of the listed languages.",
         "error_summary": "Please correct the highlighted field.",
         "mail_subject": "Please confirm your subscription to the {site} digest",
-        "mail_body": "Hello{name},\n\nplease confirm that you want to receive the {site} digest at this address by opening this link:\n\n{url}\n\nThe link stays valid for {hours} hours. If you did not ask for this, ignore this email: nothing will be sent to you.\n\n{site}\n{address}\n",
+        "mail_body": "Hello,\n\nplease confirm that you want to receive the {site} digest at this address by opening this link:\n\n{url}\n\nThe link stays valid for {hours} hours. If you did not ask for this, ignore this email: nothing will be sent to you.\n\n{site}\n{address}\n",
     },
     "fr": {
         "skip_text": "Aller au contenu",
@@ -105,7 +105,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "language_error": "Veuillez choisir l’une des langues proposées.",
         "error_summary": "Veuillez corriger le champ signalé.",
         "mail_subject": "Confirmez votre abonnement à la lettre de {site}",
-        "mail_body": "Bonjour{name},\n\nveuillez confirmer que vous souhaitez recevoir la lettre de {site} à cette adresse en ouvrant ce lien :\n\n{url}\n\nLe lien reste valable {hours} heures. Si vous n’avez rien demandé, ignorez ce courriel : rien ne vous sera envoyé.\n\n{site}\n{address}\n",
+        "mail_body": "Bonjour,\n\nveuillez confirmer que vous souhaitez recevoir la lettre de {site} à cette adresse en ouvrant ce lien :\n\n{url}\n\nLe lien reste valable {hours} heures. Si vous n’avez rien demandé, ignorez ce courriel : rien ne vous sera envoyé.\n\n{site}\n{address}\n",
     },
     "de": {
         "skip_text": "Zum Inhalt springen",
@@ -153,7 +153,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "language_error": "Bitte wählen Sie eine der angebotenen Sprachen.",
         "error_summary": "Bitte korrigieren Sie das markierte Feld.",
         "mail_subject": "Bitte bestätigen Sie Ihr Abonnement des Newsletters von {site}",
-        "mail_body": "Guten Tag{name},\n\nbitte bestätigen Sie, dass Sie den Newsletter von {site} an diese Adresse erhalten möchten, indem Sie diesen Link öffnen:\n\n{url}\n\nDer Link ist {hours} Stunden gültig. Falls Sie nichts angefordert haben, ignorieren Sie diese E-Mail: Sie erhalten nichts.\n\n{site}\n{address}\n",
+        "mail_body": "Guten Tag,\n\nbitte bestätigen Sie, dass Sie den Newsletter von {site} an diese Adresse erhalten möchten, indem Sie diesen Link öffnen:\n\n{url}\n\nDer Link ist {hours} Stunden gültig. Falls Sie nichts angefordert haben, ignorieren Sie diese E-Mail: Sie erhalten nichts.\n\n{site}\n{address}\n",
     },
 }
 
