@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -36,6 +38,7 @@ from digest.store.locks import (
     holder_is_dead,
     lock_holder,
     lock_owner,
+    process_scope,
     release_lock,
     renew_lock,
 )
@@ -208,16 +211,50 @@ def test_lease_lock_is_exclusive_until_released_or_expired(engine):
 
 def test_a_dead_local_holder_is_taken_over_at_once(engine):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    dead = f"send@{socket.gethostname()}:{child.pid}:abcd1234"  # the shape lock_holder() makes
+    host, scope = socket.gethostname(), process_scope()
+    dead = f"send@{host}:{child.pid}:{scope}:abcd1234"  # the shape lock_holder() makes
+    assert lock_holder("send").rsplit(":", 2)[0] == f"send@{host}:{os.getpid()}"
+    assert lock_holder("send").rsplit(":", 2)[1] == scope
     assert not holder_is_dead(dead)
     assert acquire_lock(engine, "send", dead, 600, NOW)
     assert not acquire_lock(engine, "send", lock_holder(), 600, NOW)
     child.kill()
     child.wait()
     assert holder_is_dead(dead)
+    # The same host name and pid in another PID namespace or boot (another container): not judged.
+    assert not holder_is_dead(f"send@{host}:{child.pid}:0000beef:abcd1234")
+    assert not holder_is_dead(f"send@{host}:{child.pid}:abcd1234")  # older holders name no scope
     assert acquire_lock(engine, "send", lock_holder(), 600, NOW)
-    assert not holder_is_dead("somebody@other-host:1:abcd")
+    assert not holder_is_dead(f"somebody@other-host:{child.pid}:{scope}:abcd")
     assert not holder_is_dead("not a holder name")
+
+
+def test_the_process_scope_names_this_boot_and_pid_namespace():
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+        expected = f"{boot.read().strip()}|{os.stat('/proc/self/ns/pid').st_ino}"
+    assert process_scope() == hashlib.sha256(expected.encode()).hexdigest()[:8]
+    # A child in the same namespace has the same scope, so it can tell when its parent's holder died.
+    child = subprocess.run([sys.executable, "-c", "from digest.store.locks import process_scope; "
+                            "print(process_scope())"], capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == process_scope()
+
+
+def test_a_holder_in_another_pid_namespace_is_never_taken_for_dead():
+    # A container sharing this host name: its pids mean other processes than ours.
+    try:
+        other = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c",
+                                "from digest.store.locks import lock_holder; print(lock_holder('send'))"],
+                               capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no unshare(1) here")
+    if other.returncode != 0:
+        pytest.skip(f"cannot create a PID namespace here: {other.stderr.strip()[:200]}")
+    role_host, pid, scope, suffix = other.stdout.strip().rsplit(":", 3)
+    assert pid == "1" and scope != process_scope()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that runs nothing here
+    assert not holder_is_dead(f"{role_host}:{gone.pid}:{scope}:{suffix}")
+    assert holder_is_dead(f"{role_host}:{gone.pid}:{process_scope()}:{suffix}")
 
 
 @pytest.mark.postgres

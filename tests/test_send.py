@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -23,7 +25,7 @@ from send_helpers import (
 from sqlalchemy import select
 
 from digest.cli import main
-from digest.deliver.sender import SenderBusy
+from digest.deliver.sender import RetryPolicy, SenderBusy
 from digest.models import IssueStatus, SubscriberStatus
 from digest.pipeline import send_issue, send_test, work_pending
 from digest.store.issues import create_issue, get_issue
@@ -350,3 +352,101 @@ def test_smtp_settings_that_cannot_work_exit_2_and_keep_the_queue(engine, settin
     result = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(issue)])
     assert result.exit_code == 2 and "DIGEST_TEST_NO_PASSWORD is empty" in result.output
     assert ledger_counts(engine, issue)["queued"] == 3 and smtp_server.received == []
+
+
+# --- backoff, progress, rate limit, languages -----------------------------------------------------
+
+def test_retry_delays_double_from_retry_delay_up_to_retry_max_delay():
+    policy = RetryPolicy(retry_delay=60.0, retry_max_delay=200.0)
+    assert [policy.delay(attempt) for attempt in (1, 2, 3, 4, 10)] == [60.0, 120.0, 200.0, 200.0, 200.0]
+
+
+def test_each_retry_is_written_to_the_ledger_after_the_backoff(engine, tmp_path, store_url, smtp_server):
+    settings = smtp_settings(tmp_path, store_url, smtp_server.port, retry_delay=1000.0, retry_max_delay=3000.0)
+    number = approved_issue(engine, settings)
+    later = add_confirmed(engine, "later@example.net")
+    smtp_server.replies[later.email] = ["451 4.3.0 try later"] * 3
+    start_sending(engine, number, NOW)
+    for attempt, delay in ((1, 1000), (2, 2000), (3, 3000)):  # doubling, then capped
+        before = datetime.now(UTC)
+        [report] = work_pending(settings, engine, "worker@test:1:x:abcd")  # a pass does not wait for retries
+        after = datetime.now(UTC)
+        row = _row(engine, number, later.id)
+        retry_at = row.next_attempt_at.replace(tzinfo=UTC) if row.next_attempt_at.tzinfo is None else row.next_attempt_at
+        assert (row.status, row.attempts, report.retried) == ("failed_temporary", attempt, 1)
+        assert before + timedelta(seconds=delay) <= retry_at <= after + timedelta(seconds=delay)
+        with engine.begin() as conn:  # let the retry come due now
+            conn.execute(deliveries.update().where(deliveries.c.subscriber_id == later.id)
+                         .values(next_attempt_at=NOW))
+
+
+def test_progress_is_reported_after_every_finished_row(engine, settings, issue, smtp_server):
+    add_many(engine, 30)
+    calls = []
+    report = send_issue(settings, engine, issue, progress=lambda done, total: calls.append((done, total)))
+    assert report.sent == 30
+    assert calls == [(n, 30) for n in range(1, 31)]
+
+
+def test_the_progress_bar_shows_done_total_and_rate():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from digest.cli.send import _progress_bar
+
+    clock = iter([100.0, 104.0])  # started, then 4 s later
+    bar = _progress_bar("issue 7", on=Console(file=StringIO(), width=120), clock=lambda: next(clock))
+    with bar as progress:
+        progress(200, 1000)
+        shown = Console(file=StringIO(), width=120, record=True)
+        shown.print(bar.bar.make_tasks_table(bar.bar.tasks))
+    text = shown.export_text()
+    assert "issue 7" in text and "200/1000" in text and "50 msg/s" in text and "20%" in text
+
+
+def test_the_rate_limit_is_shared_out_over_the_connections(engine, tmp_path, store_url, smtp_server):
+    from digest.deliver.transports import RateLimiter
+    from digest.pipeline import _connection_transport
+
+    settings = smtp_settings(tmp_path, store_url, smtp_server.port,
+                             smtp={"host": "127.0.0.1", "port": smtp_server.port, "connections": 2, "rate_limit": 40.0})
+    number = approved_issue(engine, settings)
+    add_many(engine, 20)
+    schedules: list[list[float]] = []
+
+    class RecordingLimiter(RateLimiter):
+        """The transport's limiter, recording each slot it gives (and not sleeping: no wall time here)."""
+
+        def __init__(self, rate: float):
+            super().__init__(rate, sleep=lambda seconds: None)
+            self.slots: list[float] = []
+            schedules.append(self.slots)
+
+        def wait(self) -> float:
+            self.slots.append(super().wait())
+            return self.slots[-1]
+
+    one_connection = _connection_transport(settings)
+
+    def make_transport():
+        transport = one_connection()
+        assert transport.limiter.rate == 20.0  # 40 per second over 2 connections
+        transport.limiter = RecordingLimiter(transport.limiter.rate)
+        return transport
+
+    report = send_issue(settings, engine, number, make_transport=make_transport)
+    assert report.sent == 20 and len(schedules) == 2
+    assert sum(len(slots) for slots in schedules) == 20
+    for slots in schedules:
+        assert all(b - a >= 0.05 - 1e-9 for a, b in itertools.pairwise(slots))  # 1/20 s apart
+
+
+def test_subjects_arrive_in_each_subscribers_language(engine, settings, issue, smtp_server):
+    for language in ("en", "fr", "de"):
+        add_confirmed(engine, f"{language}@example.net", language=language)
+    send_issue(settings, engine, issue)
+    subjects = {lang: smtp_server.for_recipient(f"{lang}@example.net")[0]["Subject"] for lang in ("en", "fr", "de")}
+    assert subjects == {"en": "Europa Progressiva Foundation digest — 23 November 2026",
+                        "fr": "Digest Europa Progressiva Foundation — 23 novembre 2026",
+                        "de": "Europa Progressiva Foundation Digest — 23. November 2026"}

@@ -23,6 +23,7 @@ from digest.deliver.transports import (
     SmtpTransport,
     TransportError,
     dot_stuffed,
+    is_recipient_refusal,
     outbox_filename,
     transport_from_settings,
 )
@@ -100,24 +101,82 @@ def test_dot_stuffing_is_what_smtplib_sends(data):
 def test_smtp_temporary_and_permanent_refusals(tmp_path, smtp_server, transport_for):
     smtp_server.replies["s0@example.com"] = ["451 4.3.0 try later", None]
     smtp_server.replies["s1@example.com"] = ["550 5.1.1 no such user"]
+    smtp_server.replies["s2@example.com"] = ["554 5.7.1 Relay access denied"]
     transport = transport_for(smtp_server.port, connections=1)
-    batch = messages(make_settings(tmp_path), 3)
-    later, gone, fine = transport.send_messages(batch)
-    assert (later.ok, later.permanent, later.code) == (False, False, 451) and "try later" in later.error
-    assert (gone.ok, gone.permanent, gone.code) == (False, True, 550) and "no such user" in gone.error
+    batch = messages(make_settings(tmp_path), 4)
+    later, gone, relay, fine = transport.send_messages(batch)
+    assert (later.ok, later.permanent, later.code, later.unreachable) == (False, False, 451, False)
+    assert "try later" in later.error
+    assert (gone.ok, gone.permanent, gone.code, gone.bounce) == (False, True, 550, True) and "no such user" in gone.error
+    # The relay refusing is about the sender, never a bounce for the subscriber.
+    assert (relay.ok, relay.permanent, relay.code, relay.bounce) == (False, True, 554, False)
     assert fine.ok
     (retry,) = transport.send_messages(batch[:1])
     assert retry.ok
-    assert sorted(r[0] for _, r, _ in smtp_server.received) == ["s0@example.com", "s2@example.com"]
+    assert sorted(r[0] for _, r, _ in smtp_server.received) == ["s0@example.com", "s3@example.com"]
+
+
+@pytest.mark.parametrize("code, text, bounce", [
+    (550, "5.1.1 <a@example.net>: Recipient address rejected: User unknown", True),
+    (550, "5.1.10 RESOLVER.ADR.RecipientNotFound", True),
+    (552, "5.2.2 mailbox full", True),
+    (553, "sorry, that domain isn't in my list of allowed rcpthosts", True),
+    (550, "no such user here", True),
+    (551, "User not local", True),
+    (554, "5.7.1 Relay access denied", False),
+    (550, "5.7.1 Relaying denied", False),
+    (550, "5.7.26 Unauthenticated email is not accepted (DMARC)", False),
+    (554, "Transaction failed", False),
+    (552, "message size exceeds fixed limit", False),
+    (450, "4.1.1 mailbox unavailable", False),
+    (550, b"5.1.1 bytes, as smtplib gives them", True),
+])
+def test_only_refusals_of_the_address_itself_are_bounces(code, text, bounce):
+    assert is_recipient_refusal(code, text) is bounce
 
 
 def test_smtp_reconnects_after_the_server_closes_the_connection(tmp_path, smtp_server, transport_for):
-    smtp_server.replies["s0@example.com"] = ["421 4.3.2 shutting down"]  # smtplib closes the connection
+    # 421 closes the connection (smtplib drops it): the message goes again on a fresh one.
+    smtp_server.replies["s0@example.com"] = ["421 4.3.2 shutting down"]
+    smtp_server.replies["s1@example.com"] = ["421 4.3.2 shutting down", "421 4.3.2 still shutting down"]
     transport = transport_for(smtp_server.port, connections=1)
-    closed, after = transport.send_messages(messages(make_settings(tmp_path), 2))
-    assert (closed.ok, closed.permanent, closed.code) == (False, False, 421)
+    again, closed, after = transport.send_messages(messages(make_settings(tmp_path), 3))
+    assert again.ok
+    # 421 twice: the server refuses service for now, whatever the message (the send loop pauses).
+    assert (closed.ok, closed.permanent, closed.code, closed.unreachable) == (False, False, 421, True)
     assert after.ok
-    assert [r[0] for _, r, _ in smtp_server.received] == ["s1@example.com"]
+    assert [r[0] for _, r, _ in smtp_server.received] == ["s0@example.com", "s2@example.com"]
+
+
+class HangUpAtData:
+    """Wraps the conftest handler: drops the connection instead of answering DATA for one address."""
+
+    def __init__(self, inner, address):
+        self.inner, self.address, self.hang_ups = inner, address, 0
+
+    async def handle_RCPT(self, *args):  # noqa: N802
+        return await self.inner.handle_RCPT(*args)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.address in envelope.rcpt_tos:
+            self.hang_ups += 1
+            server.transport.abort()
+            return "421 never heard"
+        return await self.inner.handle_DATA(server, session, envelope)
+
+
+def test_smtp_a_message_the_server_hangs_up_on_is_its_own_failure(tmp_path, transport_for):
+    server, controller = start_smtp_server()
+    controller.handler = hang_up = HangUpAtData(controller.handler, "s1@example.com")
+    try:
+        transport = transport_for(server.port, connections=1)
+        before, poison, after = transport.send_messages(messages(make_settings(tmp_path), 3))
+        assert before.ok and after.ok
+        # Reconnected and tried once more; the server was reachable both times: not an outage.
+        assert (poison.ok, poison.permanent, poison.code, poison.unreachable) == (False, False, None, False)
+        assert "connection lost" in poison.error and hang_up.hang_ups == 2
+    finally:
+        controller.stop()
 
 
 def test_smtp_server_down_gives_temporary_failures_then_recovers(tmp_path, transport_for):
@@ -182,7 +241,7 @@ def test_smtp_refused_data_is_permanent_for_5xx_and_temporary_for_4xx(tmp_path, 
     try:
         refused, full, fine = transport_for(server.port, connections=1).send_messages(
             messages(make_settings(tmp_path), 3))
-        assert (refused.ok, refused.permanent, refused.code) == (False, True, 554)
+        assert (refused.ok, refused.permanent, refused.code, refused.bounce) == (False, True, 554, False)
         assert (full.ok, full.permanent, full.code) == (False, False, 452)
         assert fine.ok and len(server.received) == 1
     finally:
@@ -220,8 +279,7 @@ def test_rate_limiter_spaces_slots_evenly():
         slept.append(round(seconds, 6))
 
     limiter = RateLimiter(4.0, clock=lambda: now[0], sleep=sleep)
-    for _ in range(3):
-        limiter.wait()
+    assert [limiter.wait() for _ in range(3)] == [100.0, 100.25, 100.5]  # the slots
     assert slept == [0.25, 0.5]
     now[0] = 110.0  # idle time is not saved up
     limiter.wait()
@@ -298,6 +356,31 @@ def test_smtp_auth_with_password_from_environment(tmp_path, auth_server, transpo
     transport = transport_for(auth_server.port, username="digest", password_env="TEST_SMTP_PASSWORD")
     assert all(r.ok for r in transport.send_messages(messages(make_settings(tmp_path), 2)))
     assert len(auth_server.received) == 2
+
+
+def test_smtp_auth_failing_for_now_is_temporary(tmp_path, transport_for, monkeypatch):
+    sessions = []
+
+    def busy_then_fine(server, session, envelope, mechanism, auth_data):
+        # Every mechanism smtplib tries on the first connection gets 454; later connections log in.
+        if not sessions:
+            sessions.append(session)
+        if session is sessions[0]:
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
+        return authenticator(server, session, envelope, mechanism, auth_data)
+
+    server, controller = start_smtp_server(authenticator=busy_then_fine, auth_required=True, auth_require_tls=False)
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret p@ss:word")
+    try:
+        transport = transport_for(server.port, username="digest", password_env="TEST_SMTP_PASSWORD")
+        batch = messages(make_settings(tmp_path), 2)
+        (later,) = transport.send_messages(batch[:1])  # no TransportError: nothing is wrong with the settings
+        assert (later.ok, later.permanent, later.unreachable) == (False, False, True)
+        assert "454" in later.error
+        assert all(r.ok for r in transport.send_messages(batch))
+        assert len(server.received) == 2
+    finally:
+        controller.stop()
 
 
 def test_smtp_auth_refused_is_a_clear_error(tmp_path, auth_server, transport_for, monkeypatch):

@@ -18,8 +18,8 @@ from rich.progress import (
 )
 
 from ..deliver.dkim import DkimError
-from ..deliver.editions import EditionError
-from ..deliver.sender import SenderBusy, SendReport
+from ..deliver.editions import EditionError, check_links
+from ..deliver.sender import SenderBusy, SendReport, SendStopped
 from ..deliver.transports import TransportError
 from ..pipeline import send_issue, send_test, work_pending
 from ..render import RenderError
@@ -59,6 +59,7 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
     settings, engine = state().settings, state().engine
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: unsent rows go back to the queue
     try:
+        check_links(settings)  # before anything is queued
         _check_server(settings, engine, number, late)
         with _progress_bar(f"issue {number}") as progress:
             report = send_issue(settings, engine, number, progress, late=late, wait=wait)
@@ -66,7 +67,7 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
         fail(str(exc), EXIT_USAGE)
     except SETUP_ERRORS as exc:
         fail(f"cannot send: {exc}", EXIT_USAGE)
-    except SenderBusy as exc:
+    except (SenderBusy, SendStopped) as exc:
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         fail("interrupted: unsent messages stay queued; run the same command again to continue", EXIT_FAILED)
@@ -107,6 +108,8 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
                 told_busy, reports = True, []
             except SETUP_ERRORS as exc:
                 fail(f"cannot send: {exc}", EXIT_USAGE)
+            except SendStopped as exc:  # every pass would stop the same way: say so and exit
+                fail(str(exc), EXIT_FAILED)
             for report in reports:
                 if as_json:  # one object per line: a pass may cover several issues
                     click.echo(json.dumps(report.as_json(), ensure_ascii=False))
@@ -183,11 +186,12 @@ def _test_send(number: int, recipients: tuple[str, ...], subscriber: str | None,
 class _progress_bar:  # noqa: N801 - used like a function: `with _progress_bar(label) as progress`
     """A rich progress bar on stderr with rate and ETA; yields the `progress(done, total)` callback."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, on=None, clock=time.monotonic):  # noqa: ANN001 - a rich Console; a clock
         self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[rate]}"),
-                            TimeRemainingColumn(), console=console, transient=True)
-        self.started = time.monotonic()
+                            TimeRemainingColumn(), console=on or console, transient=True)
+        self.clock = clock
+        self.started = clock()
 
     def __enter__(self):  # noqa: ANN204
         self.bar.start()
@@ -195,7 +199,7 @@ class _progress_bar:  # noqa: N801 - used like a function: `with _progress_bar(l
         return self.update
 
     def update(self, done: int, total: int) -> None:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         rate = f"{done / elapsed:,.0f} msg/s" if elapsed > 0 else ""
         self.bar.update(self.task, completed=done, total=total, rate=rate)
 

@@ -2,13 +2,18 @@
 
 `edition_messages(settings, issue)` returns the send loop's message factory. The first subscriber of
 a (sections, language) combination pays for Jinja2 + MJML (render_edition) and for the MIME skeleton
-(MessageTemplate); every later one only signs their links and fills the tokens.
+(MessageTemplate); every later one only signs their links and fills the tokens. A new template is
+first tried on one message for nobody in particular, so a problem of the edition (a link no header
+can carry) stops the send instead of failing every subscriber. `check_links` refuses links that
+cannot work where the messages go (http over SMTP).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
@@ -26,8 +31,36 @@ STAFF_ID = 0
 
 
 class EditionError(Exception):
-    """A segment's message template cannot be built (e.g. a bad `delivery.sender`): no subscriber of
-    it could be sent to, so sending stops instead of failing them one by one."""
+    """A segment's message template cannot be built (e.g. a bad `delivery.sender`, or links that
+    cannot work): no subscriber of it could be sent to, so sending stops instead of failing them one
+    by one."""
+
+
+def check_links(settings: Settings) -> None:
+    """EditionError unless the links in emails can work where they are going.
+
+    Over SMTP, `web.base_url` must be https: RFC 8058 one-click unsubscribe (the button Gmail and
+    Yahoo show, and require of bulk senders) is https only. A loopback host (local tests) and the
+    outbox transport may use http.
+    """
+    if settings.delivery.transport != "smtp":
+        return
+    base = urlsplit(settings.web.base_url)
+    if base.scheme == "https" or _is_loopback(base.hostname or ""):
+        return
+    raise EditionError(f"'web.base_url' is {settings.web.base_url!r}, but links in emails sent over SMTP must be "
+                       "https: one-click unsubscribe (RFC 8058; Gmail and Yahoo require it) only works over https. "
+                       "Serve `digest serve` behind https and set web.base_url = \"https://…\" (http is accepted "
+                       "only for a loopback host such as 127.0.0.1, for local tests, or with the outbox transport)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_issue(engine: Engine, number: int) -> Issue:
@@ -63,10 +96,17 @@ def edition_messages(settings: Settings, issue: Issue) -> Callable[[Subscriber],
         if template is None:
             segment = Segment(id=segment_id(ids, subscriber.language), section_ids=ids, language=subscriber.language)
             try:
-                template = templates[key] = segment_template(settings, issue, segment, issue_values)
+                template = segment_template(settings, issue, segment, issue_values)
+                # One message for nobody in particular: a problem it meets (e.g. a web.base_url no
+                # List-Unsubscribe header can carry) is the edition's, not each subscriber's.
+                personalised(template, replace(subscriber, email=template.envelope_from, name="", id=STAFF_ID))
             except (ValueError, KeyError) as exc:  # subscriber-level errors are these too: tell them apart
                 raise EditionError(f"cannot build the {subscriber.language} edition of issue {issue.number} "
                                    f"({', '.join(ids)}): {exc}") from exc
+            templates[key] = template
+        return personalised(template, subscriber)
+
+    def personalised(template: MessageTemplate, subscriber: Subscriber) -> OutgoingMessage:
         links = subscriber_links(settings, subscriber, signer)
         values = reader_values(subscriber.name, subscriber.email, subscriber.language,
                                links.unsubscribe_url, links.preferences_url)

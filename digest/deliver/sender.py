@@ -6,27 +6,23 @@ one thread per SMTP connection takes a few at a time and, for each, builds the m
 commits its row `sent` (or failed) before the next, so a crash can leave at most one message per
 connection both delivered and unrecorded: the only duplicates `at least once` allows.
 
-Failures: 5xx for a recipient is permanent (counted towards `bounced`); 4xx and connection errors
-are retried after `retry_delay · 2^(attempt-1)` until `max_attempts`; when every connection fails in
-a row the server is taken to be down: sending pauses (doubling up to `retry_max_delay`), the failed
-rows are deferred without using an attempt, and sending resumes with the next message.
+What each outcome does (retries, bounces, outages, and stopping a run that fails for everyone the
+same way) is in outcomes.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
 
-from ..config import Settings
 from ..models import DeliveryStatus, Subscriber, SubscriberStatus
 from ..store import relaxed_durability
 from ..store.ledger import (
@@ -37,17 +33,18 @@ from ..store.ledger import (
     finish_if_done,
     issue_status,
     ledger_counts,
-    mark_failed,
     mark_skipped,
     next_retry_at,
     renew_claims,
     requeue_orphans,
 )
 from ..store.locks import acquire_lock, holder_is_dead, lock_owner, release_lock, renew_lock
-from ..store.subscribers import record_bounce
+from .outcomes import ProgressFn, Recorder, RetryPolicy, SendStopped, Tally
 from .transport import OutgoingMessage, SendResult, Transport
 
-log = logging.getLogger(__name__)
+__all__ = ["ProgressFn", "RetryPolicy", "SendOptions", "SendReport", "SendStopped", "SenderBusy", "deliver_issue",
+           "sender_slot"]
+
 SEND_LOCK = "send"
 # Claimed rows handed to a sending thread at a time: a queue hand-off (two condition variables and
 # a thread wake-up) costs about what building a message does, so a few rows share one; few enough
@@ -55,35 +52,16 @@ SEND_LOCK = "send"
 CHUNK = 8
 LOCK_TTL = 60.0
 KEEP_ALIVE_EVERY = 5.0
+# Database connections beyond the one each sending thread holds: claims, reads and bounce records.
+SPARE_CONNECTIONS = 3
 
 # subscriber → their message, or None when their preferences select nothing in this issue.
 MessageFactory = Callable[[Subscriber], OutgoingMessage | None]
 TransportFactory = Callable[[], Transport]
-# (rows finished so far, rows to finish) after each finished row.
-ProgressFn = Callable[[int, int], None]
 
 
 class SenderBusy(Exception):
     """Another sender holds the store's send lock (SQLite runs one sender at a time)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    retry_delay: float = 60.0
-    retry_max_delay: float = 3600.0
-    bounce_threshold: int = 2
-    claim_timeout: float = 300.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        d = settings.delivery
-        return cls(max_attempts=d.max_attempts, retry_delay=d.retry_delay, retry_max_delay=d.retry_max_delay,
-                   bounce_threshold=d.bounce_threshold, claim_timeout=d.claim_timeout)
-
-    def delay(self, attempt: int) -> float:
-        """Seconds before retrying after failed attempt number `attempt` (1-based): exponential, capped."""
-        return min(self.retry_delay * 2 ** max(attempt - 1, 0), self.retry_max_delay)
 
 
 @dataclass(frozen=True)
@@ -124,58 +102,6 @@ class SendReport:
                 "open": self.open_rows}
 
 
-class _Tally:
-    """Counters shared by the sending threads."""
-
-    def __init__(self, total: int, progress: ProgressFn | None):
-        self.lock = threading.Lock()
-        self.counts = {"sent": 0, "failed": 0, "bounced": 0, "skipped": 0, "retried": 0, "gave_up": 0}
-        self.total, self.done, self.progress = total, 0, progress
-
-    def add(self, name: str, finished: bool = True, n: int = 1) -> None:
-        with self.lock:
-            self.counts[name] += n
-            if finished:
-                self.done += n
-            if self.progress and finished:
-                self.progress(self.done, self.total)
-
-
-class _Outage:
-    """Consecutive connection failures across threads, and the pause they impose."""
-
-    def __init__(self, connections: int, policy: RetryPolicy):
-        self.lock = threading.Lock()
-        self.connections, self.policy = connections, policy
-        self.failures, self.delay, self.resume_at = 0, policy.retry_delay, 0.0
-
-    def success(self) -> None:
-        with self.lock:
-            self.failures, self.delay = 0, self.policy.retry_delay
-
-    def failure(self) -> float | None:
-        """Count a connection failure; seconds until sending resumes when the server is down, else None."""
-        with self.lock:
-            self.failures += 1
-            if self.failures < self.connections:
-                return None
-            now = time.monotonic()
-            if now >= self.resume_at:
-                self.resume_at = now + self.delay
-                # Said on stderr (and in the scheduler's log): otherwise a pause looks like a hang.
-                log.warning("every SMTP connection failed: the server looks down; sending pauses for %.0f s "
-                            "(unsent messages stay queued; Ctrl-C stops, run the same command later)", self.delay)
-                self.delay = min(self.delay * 2, self.policy.retry_max_delay)
-            return self.resume_at - now
-
-    def wait(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            remaining = self.resume_at - time.monotonic()
-            if remaining <= 0:
-                return
-            stop.wait(min(remaining, 1.0))
-
-
 @dataclass
 class _Run:
     """Everything the sending threads share for one issue."""
@@ -184,17 +110,12 @@ class _Run:
     number: int
     holder: str
     policy: RetryPolicy
-    tally: _Tally
-    outage: _Outage
+    outcomes: Recorder
     make_message: MessageFactory
     # Lists of claimed rows (at most CHUNK each), then one None per sending thread.
     jobs: queue.Queue = field(default_factory=queue.Queue)
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[BaseException] = field(default_factory=list)
-    # SQLite has one writer: threads that collide on it back off in sleeps of a millisecond and
-    # more (its busy handler), which would cost every connection a pause per message. Taking turns
-    # on a Python lock first wakes the next writer as soon as the previous one commits.
-    writing: contextlib.AbstractContextManager = field(default_factory=threading.Lock)
     # The message factory caches a template per segment and is not promised to be thread-safe; the
     # GIL runs one build at a time anyway, so taking turns costs next to nothing (and no segment is
     # rendered twice by threads racing to its first subscriber).
@@ -245,7 +166,8 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
                   keep_alive: Callable[[], None] = lambda: None, progress: ProgressFn | None = None) -> SendReport:
     """Send every claimable row of issue `number` (the ledger already filled); returns the report.
 
-    Marks the issue `sent` when no row is left open. Call inside `sender_slot`.
+    Marks the issue `sent` when no row is left open. Call inside `sender_slot`. SendStopped when
+    messages fail for everyone alike (their rows queued again); a sending thread's error is re-raised.
     """
     started = time.monotonic()
     requeue_orphans(engine, number, orphan_check(engine, holder))
@@ -253,43 +175,55 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
     total = sum(before[s] for s in ("queued", "sending", "failed_temporary"))
     # Outcomes are committed without waiting for the disk: a killed process loses nothing, a power
     # loss may roll back the last `sent` marks and those messages go again (still at least once).
-    durability = contextlib.ExitStack()
-    run = _Run(durability.enter_context(relaxed_durability(engine)), number, holder, options.policy,
-               _Tally(total, progress), _Outage(options.connections, options.policy), make_message,
-               queue.Queue(maxsize=max(options.batch_size // CHUNK, 2)))
-    if engine.dialect.name == "postgresql":
-        run.writing = contextlib.nullcontext()  # row locks: writers never wait for each other
-    renew = _throttled(lambda: (keep_alive(), renew_claims(engine, number, holder, _now())))
+    # Each sending thread holds one pooled connection for the whole run.
+    with relaxed_durability(engine, pool_size=options.connections + SPARE_CONNECTIONS) as writes:
+        # SQLite has one writer: threads take turns on a Python lock (see Recorder); PostgreSQL's
+        # row locks never make writers wait for each other.
+        writing = contextlib.nullcontext() if engine.dialect.name == "postgresql" else threading.Lock()
+        recorder = Recorder(writes, number, holder, options.policy, options.connections, Tally(total, progress),
+                            writing)
+        run = _Run(writes, number, holder, options.policy, recorder, make_message,
+                   queue.Queue(maxsize=max(options.batch_size // CHUNK, 2)))
+        _run_threads(run, options, make_transport, keep_alive)
+    if run.errors:
+        raise run.errors[0]
+    finish_if_done(engine, number, _now())
+    status = issue_status(engine, number)
+    return SendReport(issue=number, status=status.value if status else "", **recorder.tally.counts,
+                      duration=time.monotonic() - started, ledger=ledger_counts(engine, number))
+
+
+def _run_threads(run: _Run, options: SendOptions, make_transport: TransportFactory,
+                 keep_alive: Callable[[], None]) -> None:
+    """Start the sending threads, feed them claimed rows until none is left, stop them whatever happens."""
+    renew = _throttled(lambda: (keep_alive(), renew_claims(run.engine, run.number, run.holder, _now())))
     threads = [threading.Thread(target=_sending_thread, args=(run, make_transport), daemon=True,
                                 name=f"digest-send-{i}") for i in range(options.connections)]
-    for thread in threads:
-        thread.start()
     # Each sending thread builds its next message (pure CPU) while the others wait on their sockets:
     # with the default 5 ms switch interval each wake-up of a waiting thread can wait that long for
     # the GIL, several times per SMTP transaction. 0.5 ms keeps them close to the wire.
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, 0.0005))
+    finished = False
     try:
-        _claim_and_queue(run, options, renew)
-    except BaseException:
-        run.stop.set()  # interrupted: threads finish the message in hand and skip the rest
-        raise
-    finally:
-        _stop_threads(run, threads)
+        try:
+            for thread in threads:
+                thread.start()
+            _claim_and_queue(run, options, renew)
+            finished = True
+        except BaseException:
+            run.stop.set()  # interrupted: threads finish the message in hand and skip the rest
+            raise
+        finally:
+            _stop_threads(run, threads, record_held=finished)
+    finally:  # even when stopping the threads failed (e.g. the database went away)
         sys.setswitchinterval(switch_interval)
-        durability.close()
-    if run.errors:
-        raise run.errors[0]
-    finish_if_done(engine, number, _now())
-    status = issue_status(engine, number)
-    return SendReport(issue=number, status=status.value if status else "", **run.tally.counts,
-                      duration=time.monotonic() - started, ledger=ledger_counts(engine, number))
 
 
 def _claim_and_queue(run: _Run, options: SendOptions, renew: Callable[[], None]) -> None:
     while not run.errors:
         renew()
-        with run.writing:  # only the UPDATE needs the writer's turn; reading subscribers does not
+        with run.outcomes.writing:  # only the UPDATE needs the writer's turn; reading subscribers does not
             rows = claim_rows(run.engine, run.number, run.holder, options.batch_size, _now(),
                               options.policy.claim_timeout)
         claims = claimed_subscribers(run.engine, rows)
@@ -316,16 +250,17 @@ def _is_confirmed(claim: Claim) -> bool:
 
 def _message_or_failure(run: _Run, conn: Connection, claim: Claim) -> object:
     """The subscriber's message, None if there is nothing for them, or _FAILED (recorded) when their
-    own data cannot make a message (an address no header can carry): that costs their row only."""
+    own data cannot make a message (an address no header can carry): that costs their row only.
+    SendStopped when the run's first builds all fail with one error."""
     try:
         with run.building:
-            return run.make_message(claim.subscriber)
+            message = run.make_message(claim.subscriber)
     except (ValueError, KeyError) as exc:
-        with run.writing:
-            mark_failed(conn, run.number, claim.subscriber.id, run.holder, DeliveryStatus.FAILED_PERMANENT,
-                        f"cannot build the message: {exc}")
-        run.tally.add("failed")
+        run.outcomes.build_failed(conn, claim, exc)
         return _FAILED
+    if message is not None:
+        run.outcomes.built(conn)
+    return message
 
 
 def _claimable_now(run: _Run) -> bool:
@@ -363,15 +298,19 @@ def _wait_drained(run: _Run, renew: Callable[[], None]) -> None:
         renew()
 
 
-def _stop_threads(run: _Run, threads: list[threading.Thread]) -> None:
+def _stop_threads(run: _Run, threads: list[threading.Thread], record_held: bool) -> None:
     # One None per live thread is not enough: a thread that fails drains the queue, sentinels
     # included, so keep offering them until every thread has gone (leftovers are harmless).
     while any(t.is_alive() for t in threads):
         with contextlib.suppress(queue.Full):
             run.jobs.put(None, timeout=0.1)
     for thread in threads:
-        thread.join()
-    # Rows claimed but never sent (interrupted): back to the queue, for this or another sender.
+        if thread.ident is not None:  # started
+            thread.join()
+    if record_held and not run.errors:  # refusals and build failures held back until now
+        run.outcomes.record_held(run.engine)
+    # Rows claimed but never sent (interrupted, or held back when the run stopped): back to the
+    # queue, for this or another sender.
     requeue_orphans(run.engine, run.number, lambda other: other == run.holder)
 
 
@@ -379,7 +318,8 @@ def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
     transport = None
     try:
         transport = make_transport()
-        with run.engine.connect() as conn, contextlib.closing(SentMarks(run.engine)) as marks:
+        # One pooled connection per thread, in AUTOCOMMIT, shared by SentMarks and the other writes.
+        with run.engine.connect() as conn, contextlib.closing(SentMarks(conn)) as marks:
             while (claims := run.jobs.get()) is not None:
                 try:
                     _send_claimed(run, transport, conn, marks, claims)
@@ -410,16 +350,15 @@ def _send_claimed(run: _Run, transport: Transport, conn: Connection, marks: Sent
             continue
         if message is _FAILED:
             continue
-        run.outage.wait(run.stop)
+        run.outcomes.outage.wait(run.stop)
         if run.stop.is_set():  # stopped while the server was taken to be down
             break
         result = _send_one(transport, message)
-        with run.writing:
-            _record(run, conn, marks, claim, message, result)
+        run.outcomes.record(conn, marks, claim, message.message_id, result)
     if skipped:
-        with run.writing:
+        with run.outcomes.writing:
             mark_skipped(conn, run.number, skipped, run.holder, "not confirmed, or nothing selected")
-        run.tally.add("skipped", n=len(skipped))
+        run.outcomes.tally.add("skipped", n=len(skipped))
 
 
 def _drain(jobs: queue.Queue) -> None:
@@ -436,44 +375,6 @@ def _send_one(transport: Transport, message: OutgoingMessage) -> SendResult:
         return transport.send_messages([message])[0]
     except OSError as exc:  # transports report failures as results; a stray socket error is one too
         return SendResult(message.message_id, ok=False, error=f"{exc.__class__.__name__}: {exc}")
-
-
-def _record(run: _Run, conn: Connection, marks: SentMarks, claim: Claim, message: OutgoingMessage,
-            result: SendResult) -> None:
-    """Commit one row's outcome (the step that makes `sent` durable) on the thread's connections."""
-    number, holder, now = run.number, run.holder, _now()
-    subscriber_id, attempt = claim.subscriber.id, claim.attempts + 1
-    if result.ok:
-        run.outage.success()
-        marks.mark_sent(number, subscriber_id, holder, result.message_id or message.message_id, now)
-        run.tally.add("sent")
-        return
-    error = f"{result.code or ''} {result.error}".strip() or "unknown error"
-    if result.permanent:
-        run.outage.success()
-        if mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_PERMANENT, error):
-            run.tally.add("failed")
-            if record_bounce(run.engine, subscriber_id, run.policy.bounce_threshold, now, error, number):
-                run.tally.add("bounced", finished=False)
-        return
-    pause = None
-    if result.code is None:
-        pause = run.outage.failure()
-    else:  # the server answered (4xx): it is up
-        run.outage.success()
-    if pause is not None:
-        retry_at = now + timedelta(seconds=pause)
-        mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_TEMPORARY,
-                    f"server unreachable: {error}", retry_at, count_attempt=False)
-        run.tally.add("retried", finished=False)
-    elif attempt >= run.policy.max_attempts:
-        mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_PERMANENT,
-                    f"gave up after {attempt} attempts: {error}")
-        run.tally.add("gave_up")
-    else:
-        retry_at = now + timedelta(seconds=run.policy.delay(attempt))
-        mark_failed(conn, number, subscriber_id, holder, DeliveryStatus.FAILED_TEMPORARY, error, retry_at)
-        run.tally.add("retried", finished=False)
 
 
 def _throttled(action: Callable[[], object], every: float = KEEP_ALIVE_EVERY) -> Callable[[], None]:

@@ -25,10 +25,17 @@ class OutgoingMessage:
 class SendResult:
     message_id: str
     ok: bool
-    # For failures: permanent (5xx for the recipient) or temporary (4xx, connection trouble).
+    # For failures: permanent (5xx) or temporary (4xx, connection trouble).
     permanent: bool = False
     code: int | None = None
     error: str = ""
+    # A permanent failure that refuses the recipient's address itself (5.1.x, 5.2.x, a bare 550):
+    # it counts towards the subscriber's bounces. Relay or policy refusals (5.7.x) and refused
+    # message content (5xx after DATA) do not.
+    bounce: bool = False
+    # A temporary failure of the server as a whole, not of this message: no connection could be
+    # made, or the server closed it with 421. The send loop pauses instead of using an attempt.
+    unreachable: bool = False
 
 
 class Transport(Protocol):

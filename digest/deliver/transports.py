@@ -2,7 +2,7 @@
 
 Pick one with `transport_from_settings(settings)`. Every transport returns one SendResult per
 message, in order, and never raises for a bad recipient. SmtpTransport raises TransportError only
-for configuration problems no retry can fix (missing password, rejected login, untrusted
+for configuration problems no retry can fix (missing password, login refused with 5xx, untrusted
 certificate), and only before any message of the batch went out.
 """
 
@@ -52,7 +52,8 @@ class MemoryTransport:
             reply = queue.pop(0) if queue else None
             if reply is not None:
                 code, text = reply
-                return SendResult(message.message_id, ok=False, permanent=code >= 500, code=code, error=text)
+                return SendResult(message.message_id, ok=False, permanent=code >= 500, code=code, error=text,
+                                  bounce=is_recipient_refusal(code, text), unreachable=code == 421)
         self.outbox.append(message)
         return SendResult(message.message_id, ok=True, code=250)
 
@@ -77,7 +78,7 @@ class OutboxTransport:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             error = f"cannot create outbox folder {self.directory}: {exc.strerror}"
-            return [SendResult(m.message_id, ok=False, error=error) for m in messages]
+            return [SendResult(m.message_id, ok=False, error=error, unreachable=True) for m in messages]
         results = [self._write(m) for m in messages]
         _fsync_directory(self.directory)
         return results
@@ -93,7 +94,9 @@ class OutboxTransport:
             os.replace(temp, final)
         except OSError as exc:
             temp.unlink(missing_ok=True)
-            return SendResult(message.message_id, ok=False, error=f"cannot write {final}: {exc.strerror}")
+            # The folder, not the message (disk full, permissions): the send loop pauses and retries.
+            return SendResult(message.message_id, ok=False, error=f"cannot write {final}: {exc.strerror}",
+                              unreachable=True)
         return SendResult(message.message_id, ok=True)
 
     def close(self) -> None:
@@ -127,19 +130,21 @@ class RateLimiter:
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate = rate
         self.interval = 1.0 / rate
         self._clock, self._sleep = clock, sleep
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
-        """Block until this caller's slot comes."""
+    def wait(self) -> float:
+        """Block until this caller's slot comes; returns the slot (a time on the limiter's clock)."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next)
             self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
+        return slot
 
 
 # --- smtp ---------------------------------------------------------------------------------------
@@ -155,7 +160,7 @@ class SmtpTransport:
         self.settings = smtp
         self._password = _password(smtp)
         self._context = _tls_context(smtp, ca_file)
-        self._limiter = RateLimiter(smtp.rate_limit) if smtp.rate_limit > 0 else None
+        self.limiter = RateLimiter(smtp.rate_limit) if smtp.rate_limit > 0 else None
         self._idle: SimpleQueue[smtplib.SMTP] = SimpleQueue()
         self._last_error = ""
         self._pool = ThreadPoolExecutor(max_workers=smtp.connections, thread_name_prefix="smtp")
@@ -166,7 +171,7 @@ class SmtpTransport:
             return []
         first = self._checkout_or_connect()
         if first is None:
-            return [SendResult(m.message_id, ok=False, error=self._unreachable()) for m in messages]
+            return [self._unreachable_result(m) for m in messages]
         self._idle.put(first)
         work: SimpleQueue[int] = SimpleQueue()
         for index in range(len(messages)):
@@ -179,7 +184,8 @@ class SmtpTransport:
             futures = [self._pool.submit(self._worker, messages, work, results) for _ in range(workers)]
             for future in futures:
                 future.result()
-        unsent = SendResult("", ok=False, error=f"not attempted: no connection to {self._address()} was free")
+        unsent = SendResult("", ok=False, error=f"not attempted: no connection to {self._address()} was free",
+                            unreachable=True)
         return [r or replace(unsent, message_id=m.message_id) for r, m in zip(results, messages, strict=True)]
 
     def _worker(self, messages: Sequence[OutgoingMessage], work: SimpleQueue[int],
@@ -196,27 +202,34 @@ class SmtpTransport:
             if reachable:
                 conn, results[index], reachable = self._send_with_retry(conn, messages[index])
             else:  # the server did not take a new connection: fail the rest fast, retry next batch
-                results[index] = SendResult(messages[index].message_id, ok=False, error=self._unreachable())
+                results[index] = self._unreachable_result(messages[index])
         if conn is not None:
             self._idle.put(conn)
 
     def _send_with_retry(self, conn: smtplib.SMTP | None,
                          message: OutgoingMessage) -> tuple[smtplib.SMTP | None, SendResult, bool]:
-        """(connection to keep, result, server reachable): a lost connection is reconnected once."""
-        if self._limiter is not None:
-            self._limiter.wait()
+        """(connection to keep, result, server reachable): a lost connection is reconnected once.
+
+        Lost again on a fresh connection, the failure is this message's (a temporary one, using an
+        attempt: a message that makes the server hang up must not look like an outage forever),
+        unless the server said 421 (closing down, or too busy), which concerns every message.
+        """
+        if self.limiter is not None:
+            self.limiter.wait()
         for attempt in (1, 2):
             if conn is None:
                 conn = self._connect_quietly()
                 if conn is None:
-                    return None, SendResult(message.message_id, ok=False, error=self._unreachable()), False
+                    return None, self._unreachable_result(message), False
             try:
                 return conn, _send_one(conn, message), True
             except _LostConnection as exc:
                 _close(conn)
                 conn = None
                 if attempt == 2:
-                    return None, SendResult(message.message_id, ok=False, code=exc.args[1], error=exc.args[0]), True
+                    error, code = exc.args
+                    return None, SendResult(message.message_id, ok=False, code=code, error=error,
+                                            unreachable=code == 421), True
         raise AssertionError("unreachable")  # pragma: no cover
 
     def check_connection(self) -> str | None:
@@ -236,6 +249,9 @@ class SmtpTransport:
     def _unreachable(self) -> str:
         return f"cannot connect to {self._address()}: {self._last_error}"
 
+    def _unreachable_result(self, message: OutgoingMessage) -> SendResult:
+        return SendResult(message.message_id, ok=False, error=self._unreachable(), unreachable=True)
+
     def _checkout_or_connect(self, quiet: bool = False) -> smtplib.SMTP | None:
         try:
             return self._idle.get_nowait()
@@ -243,13 +259,20 @@ class SmtpTransport:
             return self._connect_quietly() if quiet else self._connect_or_none()
 
     def _connect_or_none(self) -> smtplib.SMTP | None:
-        """A connection, None if the server is unreachable; TransportError for bad configuration."""
+        """A connection, None if the server is unreachable; TransportError for bad configuration.
+
+        A login refused with 4xx (e.g. `454 4.7.0 Temporary authentication failure`) is the server
+        being unable to check it for now: unreachable, retried; 5xx (535) means the credentials.
+        """
         try:
             return self._connect()
         except (smtplib.SMTPException, OSError) as exc:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 raise TransportError(f"SMTP server {self.settings.host}:{self.settings.port}: certificate not "
                                      f"trusted ({exc.verify_message}); set 'delivery.smtp.ca_file' to its CA") from None
+            if isinstance(exc, smtplib.SMTPAuthenticationError) and 400 <= exc.smtp_code < 500:
+                self._last_error = f"login refused for now: {exc.smtp_code} {_text(exc.smtp_error)}"
+                return None
             if isinstance(exc, smtplib.SMTPAuthenticationError):
                 raise TransportError(f"SMTP login as {self.settings.username!r} refused ({exc.smtp_code}): check "
                                      f"'delivery.smtp.username' and ${self.settings.password_env}") from None
@@ -301,7 +324,9 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
         refused = _transaction(conn, message)
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
-        return _failure(mid, code, text)
+        if code == 421:  # the connection is closed already (_transaction)
+            raise _LostConnection(f"server closing connection: {_text(text)}", 421) from None
+        return _failure(mid, code, text, recipient=True)
     except smtplib.SMTPSenderRefused as exc:
         # Not the recipient's fault (a setting or server policy): never a permanent failure for them.
         if exc.smtp_code == 421:
@@ -309,7 +334,7 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
         return SendResult(mid, ok=False, code=exc.smtp_code,
                           error=f"sender {exc.sender} refused: {exc.smtp_code} {_text(exc.smtp_error)} "
                                 "(check 'delivery.sender' and the [delivery.smtp] login)")
-    except smtplib.SMTPResponseException as exc:  # DATA refused and other replies
+    except smtplib.SMTPResponseException as exc:  # DATA refused and other replies: the content, never a bounce
         if exc.smtp_code == 421:
             raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
         return _failure(mid, exc.smtp_code, exc.smtp_error)
@@ -317,7 +342,7 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
         raise _LostConnection(f"connection lost: {exc or exc.__class__.__name__}", None) from None
     if refused:
         code, text = next(iter(refused.values()))
-        return _failure(mid, code, text)
+        return _failure(mid, code, text, recipient=True)
     return SendResult(mid, ok=True, code=250)
 
 
@@ -389,8 +414,31 @@ def dot_stuffed(data: bytes) -> bytes:
     return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
-def _failure(message_id: str, code: int, text: bytes | str) -> SendResult:
-    return SendResult(message_id, ok=False, permanent=500 <= code < 600, code=code, error=f"{code} {_text(text)}")
+def _failure(message_id: str, code: int, text: bytes | str, recipient: bool = False) -> SendResult:
+    """A refusal; `recipient` when it answered RCPT TO (only those can be bounces)."""
+    return SendResult(message_id, ok=False, permanent=500 <= code < 600, code=code, error=f"{code} {_text(text)}",
+                      bounce=recipient and is_recipient_refusal(code, text))
+
+
+# An RFC 3463 enhanced status code at the start of a reply's text: class.subject.detail.
+_ENHANCED_CODE = re.compile(r"\s*([245])\.(\d{1,3})\.\d{1,3}\b")
+
+
+def is_recipient_refusal(code: int, text: bytes | str) -> bool:
+    """True when a 5xx reply to RCPT TO refuses the address itself: a bounce for the subscriber.
+
+    The enhanced code decides when there is one: 5.1.x (bad address) and 5.2.x (mailbox) are the
+    recipient's; 5.7.x (relay denied, authentication required, policy) is the sender's or the
+    server's. Without one (or with another subject), only 550, 551 and 553 are taken as bounces.
+    """
+    if not 500 <= code < 600:
+        return False
+    enhanced = _ENHANCED_CODE.match(_text(text))
+    if enhanced and enhanced[2] in ("1", "2"):
+        return True
+    if enhanced and enhanced[2] == "7":
+        return False
+    return code in (550, 551, 553)
 
 
 def _text(value: bytes | str) -> str:

@@ -225,10 +225,14 @@ class SentMarks:
     runs on a DB-API cursor of an AUTOCOMMIT connection: the single statement commits its row at
     once, as `mark_sent` does, in one call (one round trip on PostgreSQL instead of two).
     Use one per thread and `close()` it; DB-API errors come through unwrapped.
+
+    Given a Connection (a sending thread's own), it sets it to AUTOCOMMIT and shares it instead
+    of taking a second one from the pool: the thread's other writes (`mark_failed`, `mark_skipped`)
+    are single statements too, so they commit just the same.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        dialect = engine.dialect
+    def __init__(self, bind: Engine | Connection) -> None:
+        dialect = bind.dialect
         compiled = _MARK_SENT.compile(dialect=dialect)
         self._sql = compiled.string
         self._order = compiled.positiontup  # None for a named paramstyle (psycopg)
@@ -237,7 +241,9 @@ class SentMarks:
         self._bind_time = deliveries.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or _unchanged
         # SQLAlchemy sets AUTOCOMMIT on the DB-API connection and resets it when the connection
         # goes back to the pool.
-        self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._owned = isinstance(bind, Engine)
+        connection = bind.connect() if isinstance(bind, Engine) else bind
+        self._connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         self._cursor = self._connection.connection.dbapi_connection.cursor()
 
     def mark_sent(self, number: int, subscriber_id: int, holder: str, message_id: str, now: datetime) -> bool:
@@ -248,11 +254,12 @@ class SentMarks:
         return self._cursor.rowcount == 1
 
     def close(self) -> None:
-        """Give the connection back to the engine's pool."""
+        """Give the connection back to the engine's pool (a shared one stays open for its owner)."""
         try:
             self._cursor.close()
         finally:
-            self._connection.close()
+            if self._owned:
+                self._connection.close()
 
 
 def _unchanged(value: object) -> object:

@@ -2,8 +2,10 @@
 
 A lease lock is a row in `locks` (name, holder, expires_at): it works on SQLite and PostgreSQL and
 survives nothing but its own expiry, so the holder renews it while it works. A holder made by
-`lock_holder()` names its host and process id, which lets a new process on the same host take over
-at once from a holder that was killed (kill -9 leaves its lease behind) instead of waiting for expiry.
+`lock_holder()` names its host, its process id and its process scope (the boot and PID namespace
+the id belongs to), which lets a new process in the same scope take over at once from a holder that
+was killed (kill -9 leaves its lease behind) instead of waiting for expiry. Containers that share a
+host name but not a PID namespace have different scopes: they never judge each other's processes.
 
 An advisory lock (PostgreSQL only) belongs to a database session and vanishes when that session
 ends, however the process died; `advisory_lock` keeps one connection open for as long as it is held.
@@ -11,6 +13,7 @@ ends, however the process died; `advisory_lock` keeps one connection open for as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -26,19 +29,43 @@ from .schema import locks
 
 
 def lock_holder(role: str = "digest") -> str:
-    """A holder name unique to this process: `role@host:pid:random`."""
-    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A holder name unique to this process: `role@host:pid:scope:random` (scope: see process_scope)."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{process_scope()}:{uuid.uuid4().hex[:8]}"
+
+
+@functools.cache
+def process_scope() -> str:
+    """8 hex digits naming where this process's id means something: this boot and PID namespace.
+
+    Two processes may test each other's pids only when their scopes match. Made from the kernel's
+    boot id and the inode of /proc/self/ns/pid; where neither exists (not Linux) the host name has
+    to do, and the scope is the same for every process on it.
+    """
+    parts = []
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            parts.append(boot.read().strip())
+    except OSError:
+        pass
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
 
 
 def holder_is_dead(holder: str) -> bool:
-    """True when `holder` (from lock_holder) names a process on this host that no longer runs."""
+    """True when `holder` (from lock_holder) names a process in this host's scope that no longer runs.
+
+    Holders from another host or scope (another container, another boot), or in an older format
+    without a scope, are never taken for dead: their rows wait for claim_timeout.
+    """
     try:
-        host_pid = holder.rsplit("@", 1)[1]
-        host, pid, _ = host_pid.rsplit(":", 2)
+        host, pid, scope, _ = holder.rsplit("@", 1)[1].rsplit(":", 3)
         pid_number = int(pid)
     except (IndexError, ValueError):
         return False
-    if host != socket.gethostname() or pid_number == os.getpid():
+    if host != socket.gethostname() or scope != process_scope() or pid_number == os.getpid():
         return False
     try:
         os.kill(pid_number, 0)

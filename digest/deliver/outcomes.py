@@ -1,0 +1,304 @@
+"""What each send outcome does to the ledger, and the checks that stop a run failing for everyone alike.
+
+A message is `sent`; refused for good (`failed_permanent`, a bounce only when the refusal is of the
+recipient's address); retried after `retry_delay · 2^(attempt-1)` (4xx, a lost connection) until
+`max_attempts`; or, while the server takes no connection at all (an outage: every connection failed
+in a row), deferred without using an attempt, at most MAX_DEFERRALS times per row and run.
+
+Refusals in a row are held back from the ledger: the next accepted message shows the server takes
+mail, and they are recorded then (or at the end of the run). `stop_after_refusals` of them with none
+accepted in between means the server refuses everything (a relay that wants a login, a sender it
+does not accept): the run stops with those rows still claimed, so they go back to the queue instead
+of being failed, and bounced, for a setting. The first message builds are held the same way: when
+the first FIRST_BUILDS all fail with one error, the problem is the issue or the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine
+
+from ..config import Settings
+from ..models import DeliveryStatus
+from ..store.ledger import Claim, SentMarks, mark_failed
+from ..store.subscribers import record_bounce
+from .transport import SendResult
+
+log = logging.getLogger(__name__)
+# A row deferred this often in one run without the server coming back for it starts using attempts:
+# a message the server answers with 421 every time would otherwise be deferred for ever. With the
+# default delays that is a day or more of outage.
+MAX_DEFERRALS = 30
+# Message builds checked for one error common to all at the start of a run.
+FIRST_BUILDS = 5
+
+# (rows finished so far, rows to finish) after each finished row.
+ProgressFn = Callable[[int, int], None]
+
+
+class SendStopped(Exception):
+    """Sending stopped because messages fail for everybody the same way (the server or a setting, not
+    the subscribers); those rows are queued again. The message names the error and the fix."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    retry_delay: float = 60.0
+    retry_max_delay: float = 3600.0
+    bounce_threshold: int = 2
+    claim_timeout: float = 300.0
+    stop_after_refusals: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        d = settings.delivery
+        return cls(max_attempts=d.max_attempts, retry_delay=d.retry_delay, retry_max_delay=d.retry_max_delay,
+                   bounce_threshold=d.bounce_threshold, claim_timeout=d.claim_timeout,
+                   stop_after_refusals=d.stop_after_refusals)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retrying after failed attempt number `attempt` (1-based): exponential, capped."""
+        return min(self.retry_delay * 2 ** max(attempt - 1, 0), self.retry_max_delay)
+
+
+class Tally:
+    """Counters shared by the sending threads."""
+
+    def __init__(self, total: int, progress: ProgressFn | None):
+        self.lock = threading.Lock()
+        self.counts = {"sent": 0, "failed": 0, "bounced": 0, "skipped": 0, "retried": 0, "gave_up": 0}
+        self.total, self.done, self.progress = total, 0, progress
+
+    def add(self, name: str, finished: bool = True, n: int = 1) -> None:
+        with self.lock:
+            self.counts[name] += n
+            if finished:
+                self.done += n
+            if self.progress and finished:
+                self.progress(self.done, self.total)
+
+
+class Outage:
+    """Consecutive connection failures across threads, and the pause they impose."""
+
+    def __init__(self, connections: int, policy: RetryPolicy):
+        self.lock = threading.Lock()
+        self.connections, self.policy = connections, policy
+        self.failures, self.delay, self.resume_at = 0, policy.retry_delay, 0.0
+        self.deferrals: Counter[int] = Counter()
+
+    def success(self) -> None:
+        with self.lock:
+            self.failures, self.delay = 0, self.policy.retry_delay
+
+    def failure(self) -> float | None:
+        """Count a connection failure; seconds until sending resumes when the server is down, else None."""
+        with self.lock:
+            self.failures += 1
+            if self.failures < self.connections:
+                return None
+            now = time.monotonic()
+            if now >= self.resume_at:
+                self.resume_at = now + self.delay
+                # Said on stderr (and in the scheduler's log): otherwise a pause looks like a hang.
+                log.warning("every SMTP connection failed: the server looks down; sending pauses for %.0f s "
+                            "(unsent messages stay queued; Ctrl-C stops, run the same command later)", self.delay)
+                self.delay = min(self.delay * 2, self.policy.retry_max_delay)
+            return self.resume_at - now
+
+    def may_defer(self, subscriber_id: int) -> bool:
+        """Whether this row may wait out the outage without using an attempt (MAX_DEFERRALS a run)."""
+        with self.lock:
+            self.deferrals[subscriber_id] += 1
+            return self.deferrals[subscriber_id] <= MAX_DEFERRALS
+
+    def wait(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            remaining = self.resume_at - time.monotonic()
+            if remaining <= 0:
+                return
+            stop.wait(min(remaining, 1.0))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A failed row held back from the ledger: its error, and whether it counts as a bounce."""
+
+    claim: Claim
+    error: str
+    bounce: bool = False
+
+
+class RefusalStreak:
+    """Permanent refusals since the last accepted message, held back (see the module's doc)."""
+
+    def __init__(self, limit: int):
+        self.lock = threading.Lock()
+        self.limit, self.held, self.tripped = limit, [], False
+
+    def accepted(self) -> list[Refusal]:
+        """A message was accepted: the refusals held so far were the recipients' own; record them."""
+        with self.lock:
+            if self.tripped:
+                return []
+            held, self.held = self.held, []
+            return held
+
+    def refused(self, refusal: Refusal) -> tuple[list[Refusal], bool]:
+        """(refusals to record now, whether this one reached the limit)."""
+        if self.limit <= 0:
+            return [refusal], False
+        with self.lock:
+            self.held.append(refusal)
+            if self.tripped or len(self.held) < self.limit:
+                return [], False
+            self.tripped = True
+            return [], True
+
+
+class FirstBuilds:
+    """The run's first message builds: failures held while they all fail with the same error."""
+
+    def __init__(self, limit: int = FIRST_BUILDS):
+        self.lock = threading.Lock()
+        self.limit, self.held, self.error = limit, [], None
+        self.checked = self.tripped = False
+
+    def built(self) -> list[Refusal]:
+        """A message was built: the check is over; the failures held so far are the subscribers' own."""
+        if self.checked:  # set once and never cleared: no lock needed to see it
+            return []
+        with self.lock:
+            if self.tripped:
+                return []
+            self.checked = True
+            held, self.held = self.held, []
+            return held
+
+    def failed(self, failure: Refusal) -> tuple[list[Refusal], bool]:
+        """(failures to record now, whether the first `limit` builds all failed alike)."""
+        with self.lock:
+            if self.tripped:
+                return [], False
+            if self.checked:
+                return [failure], False
+            if self.error is not None and failure.error != self.error:
+                self.checked = True
+                held, self.held = [*self.held, failure], []
+                return held, False
+            self.error = failure.error
+            self.held.append(failure)
+            if len(self.held) < self.limit:
+                return [], False
+            self.tripped = True
+            return [], True
+
+
+class Recorder:
+    """Commits each row's outcome for one run; shared by the sending threads, each on its connection.
+
+    `writing` is taken around every write: on SQLite (one writer) threads take turns on a Python lock,
+    which wakes the next writer as soon as the previous commits instead of after the busy handler's
+    sleep of a millisecond or more.
+    """
+
+    def __init__(self, engine: Engine, number: int, holder: str, policy: RetryPolicy, connections: int,
+                 tally: Tally, writing) -> None:  # noqa: ANN001 - a lock or a null context
+        self.engine, self.number, self.holder, self.policy = engine, number, holder, policy
+        self.tally, self.writing = tally, writing
+        self.outage = Outage(connections, policy)
+        self.refusals = RefusalStreak(policy.stop_after_refusals)
+        self.builds = FirstBuilds()
+
+    def built(self, conn: Connection) -> None:
+        """Note a message built; records build failures held until now."""
+        if not self.builds.checked:
+            self._record_failures(conn, self.builds.built())
+
+    def build_failed(self, conn: Connection, claim: Claim, exc: Exception) -> None:
+        """A subscriber's message cannot be built: their row fails (SendStopped when every one does)."""
+        now, tripped = self.builds.failed(Refusal(claim, f"cannot build the message: {exc}"))
+        self._record_failures(conn, now)
+        if tripped:
+            raise SendStopped(f"stopped: the first {self.builds.limit} messages could not be built, all with the "
+                              f"same error ({exc}). That is the issue or the settings, not the subscribers: fix it "
+                              "and send again (their rows are queued again; nobody was marked failed)")
+
+    def record(self, conn: Connection, marks: SentMarks, claim: Claim, message_id: str, result: SendResult) -> None:
+        """Commit one row's outcome (the step that makes `sent` durable); SendStopped at the refusal limit."""
+        if result.ok:
+            self.outage.success()
+            with self.writing:
+                marks.mark_sent(self.number, claim.subscriber.id, self.holder, result.message_id or message_id, _now())
+            self.tally.add("sent")
+            if self.refusals.held:  # a glance without the lock; accepted() takes it
+                self._record_failures(conn, self.refusals.accepted())
+            return
+        error = f"{result.code or ''} {result.error}".strip() or "unknown error"
+        if not result.permanent:
+            self._record_temporary(conn, claim, result, error)
+            return
+        self.outage.success()  # the server answered
+        now, tripped = self.refusals.refused(Refusal(claim, error, result.bounce))
+        self._record_failures(conn, now)
+        if tripped:
+            raise SendStopped(_refusals_message(self.refusals.limit, error))
+
+    def record_held(self, conn: Connection | Engine) -> None:
+        """At the end of a run that was not stopped: record the failures still held back."""
+        self._record_failures(conn, self.builds.built())
+        self._record_failures(conn, self.refusals.accepted())
+
+    def _record_failures(self, conn: Connection | Engine, failures: list[Refusal]) -> None:
+        for failure in failures:
+            subscriber_id = failure.claim.subscriber.id
+            with self.writing:
+                if not mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_PERMANENT,
+                                   failure.error):
+                    continue  # the claim was taken over meanwhile
+                bounced = failure.bounce and record_bounce(self.engine, subscriber_id, self.policy.bounce_threshold,
+                                                           _now(), failure.error, self.number)
+            self.tally.add("failed")
+            if bounced:
+                self.tally.add("bounced", finished=False)
+
+    def _record_temporary(self, conn: Connection, claim: Claim, result: SendResult, error: str) -> None:
+        subscriber_id, attempt, now = claim.subscriber.id, claim.attempts + 1, _now()
+        pause = self.outage.failure() if result.unreachable else None
+        if not result.unreachable:
+            self.outage.success()  # the server answered, or took a new connection: it is up
+        with self.writing:
+            if pause is not None and self.outage.may_defer(subscriber_id):
+                mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_TEMPORARY,
+                            f"server unreachable: {error}", now + timedelta(seconds=pause), count_attempt=False)
+                outcome = "retried"
+            elif attempt >= self.policy.max_attempts:
+                mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_PERMANENT,
+                            f"gave up after {attempt} attempts: {error}")
+                outcome = "gave_up"
+            else:
+                retry_at = now + timedelta(seconds=self.policy.delay(attempt))
+                mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_TEMPORARY,
+                            error, retry_at)
+                outcome = "retried"
+        self.tally.add(outcome, finished=outcome == "gave_up")
+
+
+def _refusals_message(count: int, error: str) -> str:
+    return (f"stopped: {count} messages in a row were refused and none accepted; the server's last answer was "
+            f"{error!r}. A server refusing everyone is refusing this sender, not the addresses: check that it "
+            "relays for you (its address in 'delivery.smtp.host'/'port'; 'delivery.smtp.username' and the "
+            "password variable if it wants a login) and accepts 'delivery.sender'. Those messages are queued "
+            "again and nobody was marked bounced: send again once fixed (or raise 'delivery.stop_after_refusals')")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
