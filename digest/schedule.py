@@ -260,7 +260,7 @@ def _staff_note(settings: Settings, address: str, number: int, link: str):  # no
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain=parseaddr(settings.delivery.sender)[1].rpartition("@")[2] or None)
     approval = "It goes out automatically" if settings.schedule.auto_approve else \
-        "It goes out at the next send time once approved"
+        "It goes out at the next send time once approved (at once if approved after it)"
     msg.set_content(f"Draft {number} of the {settings.site.name} digest is ready.\n\n"
                     f"Preview, edit and approve it here:\n{link}\n\n{approval}.\n")
     return OutgoingMessage(envelope_from=parseaddr(settings.delivery.sender)[1],

@@ -1,4 +1,8 @@
-"""What `digest status` shows: next runs, the current draft, the last sent issue, feed health, run notes.
+"""What `digest status` shows: next runs, the last build, the current draft, the last sent issue, feed health,
+run notes.
+
+The last build's outcome (built, skipped, missed, error) is kept apart from the run notes: fetches
+add a note every few hours, so a skipped week would soon scroll out of them.
 
 `collect_status` reads; `status_as_dict` gives the JSON shape; the CLI prints either.
 """
@@ -48,6 +52,7 @@ class Status:
     timezone: str
     next_runs: list[NextRun]
     scheduler: str | None
+    last_build: RunNote | None
     draft: IssueFigures | None
     last_sent: IssueFigures | None
     feeds: list[FeedState]
@@ -65,6 +70,7 @@ def collect_status(settings: Settings, engine: Engine, now: datetime, runs: int 
         timezone=settings.site.timezone,
         next_runs=next_runs,
         scheduler=active_scheduler(engine),
+        last_build=next(iter(recent_runs(engine, limit=1, job=JOB_BUILD)), None),
         draft=_figures(engine, current[0]) if current else None,
         last_sent=_figures(engine, sent[0]) if sent else None,
         feeds=_feeds(settings, engine),

@@ -39,10 +39,12 @@ class AdminStore:
     issue: Issue | None
 
 
-def admin_store(tmp_path: Path, store_url: str, build: bool = True, **sections) -> AdminStore:
-    """Settings with the fixture feeds and an admin password, the feeds ingested and (if `build`) draft 1 built."""
+def admin_store(tmp_path: Path, store_url: str, build: bool = True, extra_feeds: tuple[dict, ...] = (),
+                **sections) -> AdminStore:
+    """Settings with the fixture feeds (and `extra_feeds`) and an admin password, the feeds ingested and
+    (if `build`) draft 1 built."""
     web = {"admin_password_hash": PASSWORD_HASH, **sections.pop("web", {})}
-    settings = make_settings(tmp_path, store_url, feeds=feeds_config(), web=web, **sections)
+    settings = make_settings(tmp_path, store_url, feeds=feeds_config() + list(extra_feeds), web=web, **sections)
     engine = open_store(settings.store.url)
     pipeline.fetch_all(settings, engine)
     issue = pipeline.build_issue(settings, engine, now=NOW, since=WINDOW.start, until=WINDOW.end) if build else None

@@ -249,6 +249,16 @@ def test_demo_runs_the_whole_job_into_a_folder_and_says_where_to_look(tmp_path):
     assert str(outbox.resolve()) in done.stdout
     edition = tmp_path / "demo" / "edition" / "issue.html"
     assert edition.is_file() and str(edition.resolve()) in done.stdout
+    # It ends with how to open the demo issue in the admin, saying what is there: the issue is sent,
+    # so there is nothing left to approve, but its preview and its delivery report.
+    with sqlite3.connect(tmp_path / "demo" / "digest-demo.db") as db:
+        assert db.execute("SELECT status FROM issues WHERE number = 1").fetchone() == ("sent",)
+    ending = done.stdout.split("Store:", 1)[1]
+    assert "approve" not in ending.lower()
+    assert "already sent: its preview and delivery report" in ending
+    assert f"--config {(tmp_path / 'demo' / 'digest.toml').resolve()} serve" in ending
+    assert "http://127.0.0.1:8080/admin/issues/1 (password: demo)" in ending
+    assert "http://127.0.0.1:8080/admin/issues/1/report" in ending
     # The demo recreates its folder, so it never deletes one that holds something else.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")

@@ -31,7 +31,7 @@ from digest.schedule import (
 from digest.status import collect_status, status_as_dict
 from digest.store import open_store
 from digest.store.issues import approve_issue, get_issue, get_summary, set_status
-from digest.store.runs import recent_runs, set_send_time
+from digest.store.runs import recent_runs, record_run, set_send_time
 from digest.web.passwords import verify_password
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -344,6 +344,27 @@ def test_status_shows_next_runs_draft_last_sent_feeds_and_notes(store):
     assert after.runs[0].outcome == "sent" and after.runs[0].issue_number == 1
     data = json.loads(json.dumps(status_as_dict(after)))
     assert data["last_sent"]["deliveries"]["sent"] == len(READERS)
+
+
+def test_a_skipped_week_stays_in_status_when_fetch_notes_pile_up(tmp_path, store_url):
+    config = write_config(tmp_path, store_url)
+    settings = make_settings(tmp_path, store_url)  # no feeds: the week is empty
+    engine = open_store(settings.store.url)
+    assert build_for(settings, engine, NOW.astimezone(UTC), NOW) is None
+    for n in range(1, 16):  # two and a half days of fetches every 4 hours
+        record_run(engine, "fetch", "fetched", "0 feeds, 0 with errors", now=NOW + timedelta(hours=4 * n))
+    status = collect_status(settings, engine, NOW + timedelta(days=3))
+    assert {note.job for note in status.runs} == {"fetch"}  # the skip has left the recent notes
+    assert status.last_build.outcome == "skipped" and "week skipped: nothing new" in status.last_build.detail
+    runner = CliRunner()
+    data = json.loads(runner.invoke(main, ["--config", config, "status", "--json"]).output)
+    assert data["last_build"]["outcome"] == "skipped" and data["last_build"]["scheduled_for"] == NOW.astimezone(
+        UTC).isoformat()
+    text = runner.invoke(main, ["--config", config, "status"]).output
+    assert "last build" in text and "skipped  week skipped: nothing new" in text
+    (tmp_path / "new").mkdir()
+    fresh = write_config(tmp_path / "new", f"sqlite:///{tmp_path / 'new' / 'digest.db'}")
+    assert json.loads(runner.invoke(main, ["--config", fresh, "status", "--json"]).output)["last_build"] is None
 
 
 def test_status_reads_next_runs_from_the_job_store(store):

@@ -125,9 +125,11 @@ def _print_where(settings, config_path: Path, paths: list[Path], number: int) ->
     click.echo(f"Outbox ({count} personalised .eml files): {outbox}")
     click.echo(f"Store:                       {settings.store.url}")
     click.echo("")
-    click.echo("Preview and approve in the browser:")
+    # The demo issue is sent by now: its admin page previews it and links its delivery report.
+    click.echo("Open the demo issue in the admin (already sent: its preview and delivery report):")
     click.echo(f"  {_digest_command()} --config {config_path} serve")
     click.echo(f"  then open {base}/admin/issues/{number} (password: {DEMO_ADMIN_PASSWORD})")
+    click.echo(f"  delivery report: {base}/admin/issues/{number}/report · public page: {base}/archive/{number}")
 
 
 def _digest_command() -> str:

@@ -59,7 +59,7 @@ def _configure_logging() -> None:
               help="How many run-log notes to show.")
 @handle_errors
 def status_command(as_json: bool, runs: int) -> None:
-    """Show next runs, the current draft and its approval, the last sent issue, feed health and run notes."""
+    """Show next runs, the last build, the current draft and its approval, the last sent issue, feed health and run notes."""
     status = collect_status(state().settings, state().engine, datetime.now(UTC), runs=runs)
     if as_json:
         print_json(status_as_dict(status))
@@ -80,6 +80,9 @@ def print_status(status: Status, tz) -> None:  # noqa: ANN001
     for run in status.next_runs:
         late = " (overdue: runs when `digest run` starts)" if run.overdue else ""
         out.print(Text(f"  {run.job:<6} {when(run.at)}  [{run.source}]{late}"))
+    build = status.last_build
+    out.print(Text("last build", style="bold"))
+    out.print(Text(f"  {when(build.at)}  {build.outcome}  {_clean(build.detail)}" if build else "  none yet"))
     _print_issue(out, "current draft", status.draft, when)
     _print_issue(out, "last sent issue", status.last_sent, when)
     out.print(_feed_table(status, when))

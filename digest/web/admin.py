@@ -28,7 +28,7 @@ from ..config import Settings
 from ..models import IssueStatus
 from ..status import collect_status
 from ..store.runs import recent_runs, set_send_time
-from .admin_auth import AdminAuth, AdminSession, LoginLimiter, PasswordHashError, same_origin
+from .admin_auth import AdminAuth, AdminSession, LoginLimiter, PasswordHashError
 from .admin_preview import (
     PREVIEW_CSP,
     EditionCache,
@@ -45,6 +45,7 @@ CSS = (TEMPLATES / "admin" / "admin.css").read_text(encoding="utf-8")
 # Messages after a redirect are chosen by key, so a crafted URL cannot put words on the page.
 DONE = {
     "approved": "Approved. It goes out at the send time shown.",
+    "approved-due": "Approved. Its send time has passed, so it goes out now (the scheduler checks every minute).",
     "saved": "Saved. The preview shows the new version.",
     "items": "Item choices applied.",
     "rebuilt": "Draft rebuilt from the stored items.",
@@ -53,6 +54,9 @@ DONE = {
     "sending": "Sending started. The delivery report shows progress.",
     "unchanged": "Nothing changed.",
 }
+DROPPED_COOKIES = ("Signing in needs a Secure cookie, which browsers only keep over https: sign in over https, "
+                   "or on 127.0.0.1 / localhost. (Behind a reverse proxy, see the admin docs: web.base_url "
+                   "and the headers the proxy passes on.)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ Handler = Callable[[Admin, Request, AdminSession], Awaitable[Response]]
 
 def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
     """The /admin routes of the web app."""
-    admin = Admin(settings, engine, AdminAuth(settings), LoginLimiter(), _environment(settings), EditionCache())
+    admin = Admin(settings, engine, AdminAuth(settings, engine), LoginLimiter(), _environment(settings), EditionCache())
     get = functools.partial(_guarded, admin, post=False)
     post = functools.partial(_guarded, admin, post=True)
     return [
@@ -140,7 +144,7 @@ def _guarded(admin: Admin, handler: Handler, post: bool) -> Callable[[Request], 
             return _login_response(admin, request, status_code=401, next_path=_next_path(request, post))
         if post:
             form = await request.form()
-            if not same_origin(request) or not admin.auth.csrf_ok(session, form.get("csrf_token")):
+            if not admin.auth.same_origin(request) or not admin.auth.csrf_ok(session, form.get("csrf_token")):
                 return message(admin, request, session, 403, "Form expired",
                                "This form's security token is missing or wrong, so nothing was changed. "
                                "Reload the page and try again.", back=_next_path(request, post))
@@ -173,6 +177,8 @@ def _login_response(admin: Admin, request: Request, status_code: int = 200, next
                     error: str = "", name: str = "") -> HTMLResponse:
     response = HTMLResponse("")
     token = admin.auth.login_token(request, response)
+    if not error and admin.auth.cookies_dropped(request):
+        error = DROPPED_COOKIES
     rendered = page(admin, request, "admin/login.html",
                     {"configured": bool(admin.auth.password_hash()), "login_token": token,
                      "next": next_path, "name": name},
@@ -200,8 +206,9 @@ async def login(admin: Admin, request: Request) -> Response:
     if not admin.limiter.allowed(client):
         return _login_response(admin, request, 429, next_path,
                                "Too many failed sign-ins. Wait a few minutes, then try again.", name)
-    if not same_origin(request) or not admin.auth.login_token_ok(request, form.get("login_token")):
-        return _login_response(admin, request, 403, next_path, "The sign-in form expired: please try again.", name)
+    if not admin.auth.same_origin(request) or not admin.auth.login_token_ok(request, form.get("login_token")):
+        expired = DROPPED_COOKIES if admin.auth.cookies_dropped(request) else "The sign-in form expired: please try again."
+        return _login_response(admin, request, 403, next_path, expired, name)
     try:
         ok = await run_in_threadpool(admin.auth.check_password, str(form.get("password", "")))
     except PasswordHashError as exc:
@@ -222,8 +229,9 @@ def _safe_next(path: str) -> str:
 
 
 async def logout(admin: Admin, request: Request, session: AdminSession) -> Response:
+    """Sign out everywhere this session's cookie went: it is revoked in the store, then deleted."""
     response = _redirect("/admin/login")
-    admin.auth.end_session(response)
+    await run_in_threadpool(admin.auth.end_session, session, response)
     return response
 
 
@@ -296,7 +304,17 @@ async def approve(admin: Admin, request: Request, session: AdminSession) -> Resp
                      "Check the preview below (the current version), then approve again.")])
     except IssueError as exc:
         return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
-    return _redirect(f"/admin/issues/{number}", "approved")
+    return _redirect(f"/admin/issues/{number}", "approved-due" if _send_time_passed(admin, number) else "approved")
+
+
+def _send_time_passed(admin: Admin, number: int) -> bool:
+    """Whether the issue's send time is already behind us (the scheduler then sends it at its next check)."""
+    from ..schedule import due_time
+    from ..store.runs import issue_timing
+
+    timing = issue_timing(admin.engine, number)
+    due = due_time(admin.settings, timing) if timing else None
+    return due is not None and due <= datetime.now(UTC)
 
 
 async def edit_editorial(admin: Admin, request: Request, session: AdminSession) -> Response:

@@ -1,46 +1,57 @@
 """Admin sign-in: password check, the signed session cookie, CSRF tokens and the login rate limit.
 
 The session is a signed, timestamped cookie (itsdangerous, secrets from `web.secret_env`) holding the
-name the admin gave, a CSRF token and a fingerprint of the password hash, so changing the password
-ends every session. The cookie is HttpOnly, SameSite=Lax and Secure unless the site is reached on
-127.0.0.1/localhost. Every state change is a POST whose form carries the session's CSRF token.
+name the admin gave, a session id, a CSRF token and a fingerprint of the password hash, so changing
+the password ends every session. Signing out revokes the session id in the store, so a copy of the
+cookie stops working too. The cookie is HttpOnly, SameSite=Lax and Secure unless the browser talks
+plain http to a loopback name (127.0.0.1, ::1, localhost, *.localhost). Every state change is a POST
+whose form carries the session's CSRF token and, if the browser names one, an Origin that is the
+request's own or that of `web.base_url` (behind a reverse proxy the two differ).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
+from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import Settings
+from ..store.sessions import revoke_session, session_revoked
 from ..tokens import signing_secrets
 from .passwords import PasswordHashError, configured_hash, verify_password
 
 SESSION_COOKIE = "digest_admin"
 LOGIN_COOKIE = "digest_admin_login"
 SESSION_HOURS = 12
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_LOOPBACK_NAMES = {"localhost"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
 class AdminSession:
     name: str
     csrf: str
+    id: str = ""
 
 
 class AdminAuth:
-    """Signs and reads admin sessions for one app."""
+    """Signs, reads and revokes admin sessions for one app."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings, self.engine = settings, engine
+        self.base_url = settings.web.base_url
         secrets_ = list(signing_secrets(settings))
         self._serializer = URLSafeTimedSerializer(secrets_, salt="digest-admin-session")
         self._login_serializer = URLSafeTimedSerializer(secrets_, salt="digest-admin-login")
@@ -59,7 +70,7 @@ class AdminAuth:
 
     # --- the session ---------------------------------------------------------------------------
     def session(self, request: Request) -> AdminSession | None:
-        """The signed-in session, or None (no cookie, bad signature, expired, password changed)."""
+        """The signed-in session, or None (no cookie, bad signature, expired, signed out, password changed)."""
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw or not self.password_hash():
             return None
@@ -69,21 +80,31 @@ class AdminAuth:
             return None
         if not isinstance(data, dict) or not hmac.compare_digest(str(data.get("p", "")), self._fingerprint()):
             return None
-        return AdminSession(name=str(data.get("n", "admin"))[:100], csrf=str(data.get("c", "")))
+        session_id = str(data.get("s", ""))
+        if not session_id or session_revoked(self.engine, session_id):
+            return None
+        return AdminSession(name=str(data.get("n", "admin"))[:100], csrf=str(data.get("c", "")), id=session_id)
 
     def start_session(self, request: Request, response: Response, name: str) -> None:
-        value = self._serializer.dumps({"n": name, "c": secrets.token_urlsafe(32), "p": self._fingerprint()})
+        value = self._serializer.dumps({"n": name, "s": secrets.token_urlsafe(24), "c": secrets.token_urlsafe(32),
+                                        "p": self._fingerprint()})
         response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_HOURS * 3600, path="/admin",
                             httponly=True, samesite="lax", secure=cookie_secure(request))
         response.delete_cookie(LOGIN_COOKIE, path="/admin")
 
-    def end_session(self, response: Response) -> None:
+    def end_session(self, session: AdminSession, response: Response) -> None:
+        """Sign out: the session id is revoked in the store (every copy of the cookie) and the cookie deleted."""
+        # The cookie was signed at most SESSION_HOURS ago, so it expires by then at the latest.
+        revoke_session(self.engine, session.id, datetime.now(UTC) + timedelta(hours=SESSION_HOURS))
         response.delete_cookie(SESSION_COOKIE, path="/admin")
 
     # --- CSRF ----------------------------------------------------------------------------------
     @staticmethod
     def csrf_ok(session: AdminSession, submitted: object) -> bool:
         return isinstance(submitted, str) and bool(session.csrf) and hmac.compare_digest(submitted, session.csrf)
+
+    def same_origin(self, request: Request) -> bool:
+        return same_origin(request, self.base_url)
 
     def login_token(self, request: Request, response: Response) -> str:
         """A double-submit token for the login form (there is no session yet to bind it to)."""
@@ -101,45 +122,99 @@ class AdminAuth:
         except BadData:
             return False
 
+    def cookies_dropped(self, request: Request) -> bool:
+        """True when the browser is on plain http to a name that is not loopback: it drops our Secure cookies."""
+        scheme, host = _browser_origin(request)
+        if scheme != "http" or is_loopback(host):
+            return False
+        # A TLS proxy that passes Host but not X-Forwarded-Proto: the browser is on base_url's https.
+        base = urlsplit(self.base_url)
+        return not (base.scheme == "https" and (base.hostname or "") == host)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1, localhost and *.localhost: names that never leave the machine (RFC 6761)."""
+    host = host.lower().rstrip(".").strip("[]")
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def cookie_secure(request: Request) -> bool:
-    """Secure cookies everywhere except a site served on loopback (local testing over plain http)."""
-    return request.url.scheme == "https" or (request.url.hostname or "") not in _LOOPBACK
+    """Secure cookies everywhere except where the browser talks plain http to loopback (local use).
+
+    The browser's side is its Origin header when it sends one (a login POST behind a TLS proxy
+    that forwards neither Host nor the scheme says https there), else the request's own URL.
+    """
+    scheme, host = _browser_origin(request)
+    return scheme != "http" or not is_loopback(host)
 
 
-def same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site (Origin header)."""
+def _browser_origin(request: Request) -> tuple[str, str]:
+    """(scheme, host) the browser used, as far as the request says."""
+    origin = request.headers.get("origin", "")
+    parts = urlsplit(origin if origin and origin != "null" else str(request.url))
+    scheme = "https" if request.url.scheme == "https" else parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower()
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` as browsers write an Origin header (lower case, no default port); '' if unusable."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not scheme or not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS.get(scheme) else "")
+
+
+def same_origin(request: Request, base_url: str = "") -> bool:
+    """False when the browser says the form came from another site (Origin header).
+
+    Its own origin is the request's (scheme and Host as the server saw them) or, behind a reverse
+    proxy that rewrites Host or terminates TLS, the origin of `base_url`.
+    """
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin != "null"
-    return origin.rstrip("/") == f"{request.url.scheme}://{request.url.netloc}"
+    if not origin:
+        return True  # no Origin (older browsers, scripts): the CSRF token alone decides
+    if origin == "null":
+        return False
+    allowed = {origin_of(str(request.url)), origin_of(base_url)} - {""}
+    return origin_of(origin) in allowed
 
 
 class LoginLimiter:
-    """At most `attempts` failed logins per client per `window` seconds, and a global cap ten times that."""
+    """At most `attempts` failed logins per client per `window` seconds.
+
+    Per client only: a global cap would let anyone lock every admin out by failing on purpose.
+    Each attempt costs an scrypt hash, which bounds how fast anyone can guess anyway.
+    """
 
     def __init__(self, attempts: int = 5, window: float = 300.0):
         self.attempts, self.window = attempts, window
         self._failures: dict[str, deque[float]] = {}
-        self._all: deque[float] = deque()
         self._lock = threading.Lock()
 
     def allowed(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._expire(now)
-            return len(self._failures.get(client, ())) < self.attempts and len(self._all) < self.attempts * 10
+            return len(self._failures.get(client, ())) < self.attempts
 
     def failed(self, client: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._failures.setdefault(client, deque()).append(now)
-            self._all.append(now)
 
     def _expire(self, now: float) -> None:
         cutoff = now - self.window
-        while self._all and self._all[0] < cutoff:
-            self._all.popleft()
         for client in list(self._failures):
             times = self._failures[client]
             while times and times[0] < cutoff:
@@ -148,4 +223,5 @@ class LoginLimiter:
                 del self._failures[client]
 
 
-__all__ = ["AdminAuth", "AdminSession", "LoginLimiter", "PasswordHashError", "cookie_secure", "same_origin"]
+__all__ = ["AdminAuth", "AdminSession", "LoginLimiter", "PasswordHashError", "cookie_secure", "is_loopback",
+           "origin_of", "same_origin"]

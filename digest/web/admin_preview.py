@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy import Engine
@@ -155,10 +156,32 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
                     for s in issue.sections for e in s.entries],
         "editable": open_issue,
         "send_due": due_time(settings, timing) if open_issue and timing else None,
+        "send_note": send_note(settings, timing, datetime.now(UTC)) if open_issue and timing else "",
         "timezone": settings.site.timezone,
         "send_at_value": timing.send_at.astimezone(settings.site.tz).strftime("%Y-%m-%dT%H:%M")
         if timing and timing.send_at else "",
     }
+
+
+def send_note(settings: Settings, timing, now: datetime) -> str:  # noqa: ANN001
+    """What the page says under "Goes out" once the send time has passed ('' while it is ahead).
+
+    The send job runs every minute: an approved issue past its send time goes at its next check,
+    unless it is stale (then it is held for a fresh approval); approving a draft late is a fresh
+    decision, so it goes out at once.
+    """
+    from ..schedule import due_time
+
+    due = due_time(settings, timing)
+    if due is None or due > now:
+        return ""
+    send_time = f"its send time ({due.astimezone(settings.site.tz):%d %b %Y, %H:%M})"
+    if timing.status == IssueStatus.DRAFT.value:
+        return f"At once when approved: {send_time} has passed."
+    if now - max(due, timing.approved_at or due) > timedelta(hours=settings.schedule.stale_after_hours):
+        return (f"Only after a fresh approval: {send_time} passed more than {settings.schedule.stale_after_hours} h "
+                "ago (schedule.stale_after_hours), so the scheduler holds it back.")
+    return f"Now: {send_time} has passed, so the scheduler sends it at its next check (every minute)."
 
 
 def _showing(choice: PreviewChoice, segments: list[Segment], issue: Issue) -> str:

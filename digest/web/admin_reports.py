@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, distinct, func, select
 
 from ..config import Settings
 from ..store.ledger import ledger_counts
@@ -21,6 +21,7 @@ from ..store.reports import (
     recent_changes,
     weekly_changes,
 )
+from ..store.schema import subscriber_events
 from ..store.subscribers import count_by_status
 
 
@@ -45,13 +46,30 @@ def delivery_report(engine: Engine, number: int) -> DeliveryReport:
         deliveries=counts,
         sent=counts.get("sent", 0),
         failed=counts.get("failed_permanent", 0),
-        bounced=events.get("bounce", 0) + events.get("bounced", 0),
+        bounced=bounced_subscribers(engine, number),
         skipped=counts.get("skipped", 0),
         waiting=sum(counts.get(s, 0) for s in ("queued", "sending", "failed_temporary")),
         unsubscribes=events.get("unsubscribed", 0),
         complaints=events.get("complained", 0),
         events=events,
     )
+
+
+def bounced_subscribers(engine: Engine, number: int) -> int:
+    """Subscribers whose address bounced on this issue, each once.
+
+    A 5xx records a `bounce` event and, at the bounce threshold, a `bounced` status event too: the
+    same subscriber. Erased subscribers' events have no subscriber id left; each of their `bounce`
+    events still stands for one subscriber (a subscriber has one delivery per issue).
+    """
+    events = subscriber_events
+    bounce_events = events.c.event.in_(("bounce", "bounced"))
+    known = select(func.count(distinct(events.c.subscriber_id))).select_from(events).where(
+        events.c.issue_number == number, bounce_events, events.c.subscriber_id.is_not(None))
+    erased = select(func.count()).select_from(events).where(
+        events.c.issue_number == number, events.c.event == "bounce", events.c.subscriber_id.is_(None))
+    with engine.connect() as conn:
+        return conn.execute(known).scalar_one() + conn.execute(erased).scalar_one()
 
 
 @dataclass(frozen=True)
