@@ -169,3 +169,26 @@ def _safe_cut(body: bytes, start: int, limit: int, end: int) -> int:
     if ampersand >= 0 and body.find(b";", ampersand, cut) < 0:
         cut = ampersand
     return cut
+
+
+# --- character references feedparser cannot take --------------------------------------------------
+# feedparser turns `&#xD800;` into a lone surrogate and then fails encoding it: one such reference
+# would cost the whole feed. References to what no XML document may hold (surrogates, NUL, beyond
+# U+10FFFF) become U+FFFD before it sees them; everything else is left to it.
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9A-Fa-f]{1,16})|([0-9]{1,20}));")
+_REPLACEMENT_REF = b"&#xFFFD;"
+
+
+def replace_invalid_char_refs(body: bytes) -> bytes:
+    """`body` with numeric character references to surrogates, NUL or code points past U+10FFFF replaced."""
+    if b"&#" not in body:
+        return body
+    return _CHAR_REF.sub(_valid_char_ref, body)
+
+
+def _valid_char_ref(match: re.Match[bytes]) -> bytes:
+    hex_digits, decimal = match.groups()
+    code = int(hex_digits, 16) if hex_digits is not None else int(decimal)
+    if code == 0 or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        return _REPLACEMENT_REF
+    return match.group(0)

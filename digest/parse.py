@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 import feedparser
 
 from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_workers
-from .feedbytes import refusal, trim_person_names
+from .feedbytes import refusal, replace_invalid_char_refs, trim_person_names
 from .language import detect_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
 from .sanitize import (
@@ -72,7 +72,7 @@ def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_locati
     refused = refusal(body)
     if refused:
         return ParseResult([], [], refused)
-    body = trim_person_names(body)
+    body = replace_invalid_char_refs(trim_person_names(body))
     try:
         parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # noqa: BLE001 - a feedparser bug on odd input costs this feed only

@@ -328,6 +328,18 @@ def test_send_a_test_through_smtp(tmp_path, sqlite_url, smtp_server, monkeypatch
     assert get_issue(store.engine, 1).status == IssueStatus.DRAFT  # a test changes nothing
 
 
+def test_a_test_send_the_settings_cannot_make_is_a_message_not_a_crash(tmp_path, sqlite_url, monkeypatch):
+    monkeypatch.delenv("DIGEST_ADMIN_PASSWORD_HASH", raising=False)
+    store = admin_store(tmp_path, sqlite_url, delivery={"sender": "Digest <not an address>"})
+    with client_for(store) as c:
+        log_in(c)
+        response = c.post("/admin/issues/1/test", data={"csrf_token": issue_csrf(c), "address": "me@example.org"})
+    assert response.status_code == 502 and "The test could not be sent" in response.text
+    assert "invalid email address &#39;not an address&#39;" in response.text
+    outbox = store.settings.resolve_path(store.settings.delivery.outbox_dir)
+    assert not outbox.exists() or not list(outbox.glob("*.eml"))
+
+
 def test_a_bad_test_address_is_refused(admin):
     csrf = issue_csrf(admin)
     response = admin.post("/admin/issues/1/test", data={"csrf_token": csrf, "address": "me@example.org\r\nBcc: x@y"})

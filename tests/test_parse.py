@@ -505,6 +505,19 @@ def test_xml_invalid_and_invisible_characters_never_reach_an_item():
     assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", item.summary_html)
 
 
+def test_references_to_surrogates_and_beyond_unicode_cost_a_character_not_the_feed():
+    # feedparser itself fails on a lone surrogate: without the pre-pass the whole feed is lost.
+    body = rss("<item><title>Bad &#xD800; one</title><link>https://www.example.org/1</link></item>"
+               "<item><title>Also &#55296;&#x110000;&#0; bad</title><link>https://www.example.org/2</link>"
+               "<description>&#xDFFF; &#8211; kept</description></item>")
+    result = parse("inline", body=body)
+    assert result.error is None
+    first, second = sorted(result.items, key=lambda item: item.url)
+    assert "Bad" in first.title and "one" in first.title and "\ud800" not in first.title
+    assert "Also" in second.title and "\u2013 kept" in second.summary_html
+    assert not re.search("[\ud800-\udfff]", first.title + second.title + second.summary_html)
+
+
 # --- language detection ---------------------------------------------------------------------------
 @pytest.mark.parametrize("text, expected", [
     ("Die EU muss ihre Verteidigung stärken, sagt die Stiftung in einer neuen Studie.", "de"),

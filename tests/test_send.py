@@ -450,3 +450,26 @@ def test_subjects_arrive_in_each_subscribers_language(engine, settings, issue, s
     assert subjects == {"en": "Europa Progressiva Foundation digest — 23 November 2026",
                         "fr": "Digest Europa Progressiva Foundation — 23 novembre 2026",
                         "de": "Europa Progressiva Foundation Digest — 23. November 2026"}
+
+
+def test_a_server_refusing_the_sender_stops_the_send_and_fails_nobody(engine, tmp_path, store_url):
+    """530 at MAIL FROM: `digest send` stops at once (exit 2, naming the setting); every row stays queued."""
+    from test_transports import authenticator
+
+    server, controller = start_smtp_server(authenticator=authenticator, auth_required=True,
+                                           auth_require_tls=False)
+    try:
+        settings = smtp_settings(tmp_path, store_url, server.port)
+        number = approved_issue(engine, settings)
+        add_many(engine, 6)
+        config = _config(tmp_path, settings)
+        result = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(number)])
+    finally:
+        controller.stop()
+    assert result.exit_code == 2, result.output
+    assert "refuses the sender" in result.output and "delivery.sender" in result.output
+    counts = ledger_counts(engine, number)
+    assert counts["queued"] == 6 and counts["failed_permanent"] == counts["failed_temporary"] == 0
+    assert server.received == []
+    assert all(get_subscriber(engine, f"reader{i}@example.net").status == SubscriberStatus.CONFIRMED
+               for i in range(6))

@@ -405,10 +405,11 @@ def test_smtp_non_ascii_password_is_a_clear_error(tmp_path, monkeypatch):
         transport_from_settings(settings)
 
 
-def test_smtp_sender_refused_is_never_the_recipients_fault(tmp_path, auth_server, transport_for):
-    (result,) = transport_for(auth_server.port).send_messages(messages(make_settings(tmp_path), 1))
-    assert not result.ok and result.code == 530 and not result.permanent
-    assert "delivery.sender" in result.error
+def test_smtp_sender_refused_for_good_is_a_setting_not_the_recipients_fault(tmp_path, auth_server, transport_for):
+    # 530 at MAIL FROM (a login is required): every message would meet it, whoever it is for.
+    with pytest.raises(TransportError, match=r"refuses the sender .*530.*'delivery.sender'.*\[delivery.smtp\] login"):
+        transport_for(auth_server.port).send_messages(messages(make_settings(tmp_path), 1))
+    assert auth_server.received == []
 
 
 def test_dkim_signed_message_verifies_after_smtp(tmp_path, smtp_server, transport_for, rsa_key):  # noqa: F811

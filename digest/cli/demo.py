@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
+from rich.text import Text
 
 from .base import EXIT_FAILED, console, fail, handle_errors, main, state
 
@@ -112,7 +113,7 @@ def _is_demo_folder(directory: Path) -> bool:
 
 
 def _step(text: str) -> None:
-    console.print(f"[bold]{text}[/]", markup=True)
+    console.print(Text(text, style="bold"))
 
 
 def _print_where(settings, config_path: Path, paths: list[Path], number: int) -> None:  # noqa: ANN001

@@ -104,7 +104,7 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
                 if once:
                     fail(str(exc), EXIT_FAILED)
                 if not told_busy:
-                    console.print(f"waiting: {exc}", soft_wrap=True)
+                    console.print(f"waiting: {exc}", markup=False, soft_wrap=True)
                 told_busy, reports = True, []
             except SETUP_ERRORS as exc:
                 fail(f"cannot send: {exc}", EXIT_USAGE)

@@ -328,12 +328,17 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
             raise _LostConnection(f"server closing connection: {_text(text)}", 421) from None
         return _failure(mid, code, text, recipient=True)
     except smtplib.SMTPSenderRefused as exc:
-        # Not the recipient's fault (a setting or server policy): never a permanent failure for them.
+        # Not the recipient's fault (a setting or server policy): never a failure for them.
         if exc.smtp_code == 421:
             raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
+        refusal = f"the server refuses the sender {exc.sender}: {exc.smtp_code} {_text(exc.smtp_error)}"
+        if 500 <= exc.smtp_code < 600:
+            # MAIL FROM comes before any recipient: the same refusal awaits every message, so retrying
+            # each subscriber for hours would only end in failing them all for a setting.
+            raise TransportError(f"{refusal}; check 'delivery.sender' and the [delivery.smtp] login "
+                                 "(username, password_env, security)") from None
         return SendResult(mid, ok=False, code=exc.smtp_code,
-                          error=f"sender {exc.sender} refused: {exc.smtp_code} {_text(exc.smtp_error)} "
-                                "(check 'delivery.sender' and the [delivery.smtp] login)")
+                          error=f"{refusal} (check 'delivery.sender' and the [delivery.smtp] login)")
     except smtplib.SMTPResponseException as exc:  # DATA refused and other replies: the content, never a bounce
         if exc.smtp_code == 421:
             raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None

@@ -378,7 +378,9 @@ async def rebuild(admin: Admin, request: Request, session: AdminSession) -> Resp
 
 async def send_test(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Send this issue (the full edition or a subscriber's) to one address; subscribers get nothing."""
+    from ..deliver.editions import EditionError
     from ..deliver.message import HeaderError, check_address
+    from ..deliver.transports import TransportError
 
     number = request.path_params["number"]
     form = request.state.form
@@ -389,6 +391,10 @@ async def send_test(admin: Admin, request: Request, session: AdminSession) -> Re
                                           subscriber_email=like)
     except (HeaderError, LookupError, ValueError) as exc:
         return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
+    except (EditionError, TransportError) as exc:
+        # The settings or templates cannot make or send this edition: say so on the page, not as a 500.
+        return await issue_page(admin, request, session, status_code=502,
+                                notices=[("error", f"The test could not be sent: {exc}")])
     failed = [r for r in results if not r.ok]
     notice = ("error", f"The test to {address} failed: {failed[0].error}") if failed else \
         ("ok", f"Test sent to {address}.")
