@@ -21,7 +21,14 @@ from mjml import mjml2html
 
 from . import i18n
 from .config import ConfigError, Settings
-from .edition_view import CONTROL, TOKEN_PREFIX, edition_view, neutralise_markers, plain_text, safe_url
+from .edition_view import (
+    TOKEN_PREFIX,
+    edition_view,
+    neutralise_markers,
+    plain_text,
+    replace_controls,
+    safe_url,
+)
 from .models import Issue, Segment
 from .template_errors import (
     RenderError,
@@ -245,7 +252,7 @@ def _clean_values(values: Mapping[str, str]) -> dict[str, str]:
     clean = {}
     for name in TOKENS:
         # No line breaks or control characters: they would forge lines in the text part.
-        value = neutralise_markers(CONTROL.sub(" ", str(values[name])).strip())
+        value = neutralise_markers(replace_controls(str(values[name])).strip())
         if name in _URL_TOKENS and not _PLAIN_URL.fullmatch(value) and safe_url(value) != value:
             raise ValueError(f"{name} must be an absolute http(s) URL without spaces, got {value!r}")
         clean[name] = value

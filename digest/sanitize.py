@@ -77,8 +77,9 @@ def plain_text(value: str, is_html: bool = False, limit: int = MAX_TITLE_CHARS) 
     if not value:
         return ""
     value = _TITLE_INVISIBLE.sub("", value)
-    if is_html:
-        # nh3 drops tags (and script/style bodies) and re-escapes the text; unescape once.
+    if is_html and ("<" in value or "&" in value):
+        # nh3 drops tags (and script/style bodies) and re-escapes the text; unescape once. Text with
+        # neither "<" nor "&" has no markup and no entity: nh3 would hand it back as it is.
         value = html.unescape(_text_cleaner().clean(value))
     if _TAG.search(value):
         # Markup in text (escaped twice at the source, or typed as text): strip it too, but
