@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import nh3
 
 from . import i18n
+from .charsets import CONTROLS, NONCHARACTERS, SURROGATES
 from .config import Settings
 from .models import Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
 from .segments import edition_sections
@@ -28,8 +29,7 @@ TOKEN_PREFIX = "[[DIGEST:"
 # paragraph separators, lone surrogates and the non-characters (U+FDD0–U+FDEF and U+FFFE/U+FFFF in
 # every plane). MRML refuses the XML-invalid ones (most C0 controls, U+FFFE, U+FFFF) outright, so
 # one such character in one feed title would fail every edition.
-_NONCHARACTERS = "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufdd0-\ufdef" + _NONCHARACTERS + "]+")
+CONTROL = re.compile(f"[{CONTROLS}{SURROGATES}{NONCHARACTERS}]+")
 # The ASCII part of CONTROL: per-subscriber values (addresses, signed links) are nearly always ASCII,
 # and str.isascii() is free, so they skip the long character class (a third of a token fill's cost).
 _CONTROL_ASCII = re.compile("[\x00-\x1f\x7f]+")

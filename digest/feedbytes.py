@@ -1,9 +1,11 @@
 """A feed's raw bytes, checked and defused before feedparser reads them. Pure: bytes in, bytes out.
 
-Two jobs, both on bytes because feedparser must never see the input first: `refusal` says why a
+Three jobs, all on bytes because feedparser must never see the input first: `refusal` says why a
 document must not be parsed at all (empty, an HTML page, a DTD that declares entities: billion
-laughs, external entities), and `trim_person_names` cuts author texts long enough to send
-feedparser's quadratic e-mail regex into seconds of CPU. See docs/feeds.md.
+laughs, external entities); `trim_person_names` cuts author texts long enough to send feedparser's
+quadratic e-mail regex into seconds of CPU; `replace_invalid_char_refs` turns references to
+surrogates and other impossible characters, on which feedparser itself fails, into U+FFFD.
+See docs/feeds.md.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import nh3
 
+from .charsets import BIDI_CONTROLS, CONTROLS, NONCHARACTERS, SURROGATES, XML_INVALID
+
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 WEB_SCHEMES = frozenset({"http", "https"})
 # Dropped together with everything inside them, not just unwrapped.
@@ -28,18 +30,12 @@ ALLOWED_TAGS = frozenset(nh3.ALLOWED_TAGS - {"map", "area"})
 MAX_TITLE_CHARS = 1000
 MAX_NAME_CHARS = 200
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Characters XML 1.0 forbids (C0 controls but tab/LF/CR, surrogates, U+FFFE, U+FFFF): one in an
-# edition's markup breaks MJML compilation of every edition, so none leaves this module.
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-# Invisible in a title and only trouble there: Unicode non-characters (U+FDD0-U+FDEF and the last
-# two code points of every plane) and the bidi embedding/override/isolate controls, which can make
-# a title read backwards ("spoofing") and leak their direction into the text around it.
-_TITLE_INVISIBLE = re.compile(
-    "[\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff\u202a-\u202e\u2066-\u2069"
-    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(1, 17))
-    + "]"
-)
+_CONTROL = re.compile(f"[{CONTROLS}]")
+# One XML-invalid character in an edition's markup breaks MJML compilation of every edition, so none
+# leaves this module.
+_XML_INVALID = re.compile(f"[{XML_INVALID}]")
+# Invisible in a title and only trouble there (see digest.charsets).
+_TITLE_INVISIBLE = re.compile(f"[{SURROGATES}{NONCHARACTERS}{BIDI_CONTROLS}]")
 _SPACES = re.compile(r"\s+")
 _TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
 # The WHATWG URL parser drops ASCII tab and newline anywhere in a URL.

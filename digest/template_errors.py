@@ -20,6 +20,8 @@ from typing import Any
 
 from jinja2 import Environment, Template, TemplateNotFound, TemplateSyntaxError
 
+from .charsets import XML_INVALID
+
 
 class RenderError(Exception):
     """A template or MJML problem; the message starts with the template file and line ("file:line: …")."""
@@ -169,7 +171,7 @@ def _untangle(marked: str, recorder: _Recorder) -> TracedOutput:
 _POSITION = re.compile(r"\s*in root template at position ([0-9]+):([0-9]+)$")
 _MJ_TAG = re.compile(r"<(/?)(mjml|mj-[A-Za-z0-9-]+)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
 # XML 1.0 refuses these; MRML says only "unable to parse next template".
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_XML_INVALID = re.compile(f"[{XML_INVALID}]")
 
 
 def unbalanced(source: str) -> bool:
