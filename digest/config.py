@@ -7,6 +7,7 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -24,8 +25,9 @@ DEFAULT_CONFIG_NAME = "digest.toml"
 LANGUAGES = ("en", "fr", "de")
 MAX_FEED_NAME_CHARS = 200  # the store's feed name columns
 FEED_SCHEMES = ("http", "https", "file")
-# A scheme has two letters or more, so a Windows drive ("C:\\feeds\\a.xml") reads as a path.
-_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
+# A URL's scheme (group 1), as feeds are told from local paths here and in fetch.py. It has two
+# letters or more, so a Windows drive ("C:\\feeds\\a.xml") reads as a path.
+URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
 
 
@@ -124,7 +126,7 @@ class DeliverySettings:
     batch_size: int = _help("Ledger rows a sender claims at a time.", 200)
     max_attempts: int = _help("Temporary failures before a message is given up.", 5)
     bounce_threshold: int = _help("Refusals of a subscriber's address (5.1.x, 5.2.x, a bare 550) after which they are marked bounced.", 2)
-    stop_after_refusals: int = _help("Permanent refusals in a row, none accepted in between, after which sending stops: the server refuses everyone (relay or login settings); those messages stay queued. 0 never stops.", 20)
+    stop_after_refusals: int = _help("Permanent refusals in a row, none accepted in between, after which sending stops: the server refuses everyone (relay or login settings); those messages stay queued. Refusals naming the address (5.1.x, 5.2.x) never count. 0 never stops.", 20)
     retry_delay: float = _help("Seconds before a temporary failure (4xx, connection) is retried; doubles each attempt.", 60.0)
     retry_max_delay: float = _help("Longest wait between retries, and the longest pause while the server is down.", 3600.0)
     claim_timeout: float = _help("Seconds after which rows claimed by a sender that stopped answering are sent by another.", 300.0)
@@ -135,7 +137,7 @@ class DeliverySettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    base_url: str = _help("Public URL where `digest serve` is reached (links in emails).", "http://127.0.0.1:8080")
+    base_url: str = _help("Public URL where `digest serve` is reached (links in emails); https with the smtp transport, unless its host is loopback.", "http://127.0.0.1:8080")
     secret_env: str = _help("Environment variable holding the signing secret(s), comma-separated, newest first.", "DIGEST_SECRET")
     suppression_key_env: str = _help("Environment variable holding the suppression key(s) of erased addresses (hex, comma-separated, newest first); unset uses digest-suppression.key next to the config file, generated once.", "DIGEST_SUPPRESSION_KEY")
     admin_password_hash: str = _help("scrypt hash of the admin password (`digest admin hash-password`); or set DIGEST_ADMIN_PASSWORD_HASH.", "")
@@ -301,7 +303,7 @@ def _feed(raw: Any, key: str) -> Feed:
 
 def _check_feed_url(url: str, key: str) -> None:
     """An http(s) URL with a host, a file: URL or a local path; anything else names the key."""
-    match = _URL_SCHEME.match(url)
+    match = URL_SCHEME.match(url)
     if match is None:
         return  # a local path
     scheme = match.group(1).lower()
@@ -351,6 +353,7 @@ def _check_semantics(s: Settings) -> None:
             raise ConfigError(f"'{name}' is {value}: use a number of at least 1")
     _check_delivery(s.delivery)
     _check_base_url(s.web.base_url)
+    _check_https_over_smtp(s)
     _check_fetch(s.fetch)
     if not 0 <= s.web.confirm_mail_cooldown_hours < float("inf"):  # also refuses nan
         raise ConfigError(f"'web.confirm_mail_cooldown_hours' is {s.web.confirm_mail_cooldown_hours}: use 0 (no cooldown) or more hours")
@@ -422,6 +425,36 @@ def _check_base_url(url: str) -> None:
     if problem:
         raise ConfigError(f"'web.base_url' is {url!r}: {problem}. Use the public address of `digest serve`, "
                           "e.g. \"https://digest.example.org\" (percent-encode anything unusual, e.g. %20 for a space)")
+
+
+def _check_https_over_smtp(s: Settings) -> None:
+    """Over SMTP the links in emails must be https: RFC 8058 one-click unsubscribe (the button Gmail
+    and Yahoo show, and require of bulk senders) is https only. Loopback (local tests) may use http."""
+    if s.delivery.transport != "smtp":
+        return
+    base = urlsplit(s.web.base_url)
+    if base.scheme == "https" or is_loopback_host(base.hostname or ""):
+        return
+    raise ConfigError(f"'web.base_url' is {s.web.base_url!r}, but with delivery.transport = \"smtp\" the links in "
+                      "emails must be https: one-click unsubscribe (RFC 8058; Gmail and Yahoo require it) only works "
+                      "over https. Serve `digest serve` behind https and set web.base_url = \"https://…\" (http is "
+                      "accepted only for a loopback host such as 127.0.0.1, for local tests, or with "
+                      "delivery.transport = \"outbox\")")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for names that never leave the machine: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761).
+
+    `host` is a bare host (no port), as urlsplit's hostname or a Host header's name: any case, with
+    or without a trailing dot or IPv6 brackets. The package's one loopback test (links, cookies).
+    """
+    host = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_unique(values: list[str], table: str, key: str) -> None:

@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from .config import FetchSettings
+from .config import URL_SCHEME, FetchSettings
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RATE_LIMIT_CODES = frozenset({429, 503})
@@ -38,7 +38,6 @@ ALLOWED_SCHEMES = ("http", "https")
 _CHUNK = 64 * 1024
 # A validator is echoed back to the server in a header: keep only short, printable ASCII.
 _SAFE_VALIDATOR = re.compile(r"[\x20-\x7e]{1,1024}")
-_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
 _HTTPX_BAD_LOCATION = "Invalid URL in location header"
 T = TypeVar("T")
 
@@ -109,7 +108,7 @@ def feed_location(url: str, resolve_path) -> str | Path:  # noqa: ANN001 - Setti
 
     Any other scheme is returned as is, so fetching it fails with a clear SCHEME error.
     """
-    match = _URL_SCHEME.match(url)
+    match = URL_SCHEME.match(url)
     if match is None:
         return resolve_path(url)
     scheme = match.group(1).lower()

@@ -340,17 +340,16 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress=None, *
     Only approved (or already sending) issues are sent: LedgerError otherwise. A sent issue sends
     nothing again unless `late` (subscribers confirmed since then get it). On SQLite one sender runs
     at a time: SenderBusy if another holds the lock after `wait` seconds. `progress(done, total)`.
-    EditionError (nothing queued) when links in emails cannot work, e.g. an http web.base_url over
-    SMTP; SendStopped (rows queued again) when messages fail for everyone alike.
+    EditionError (rows still queued) when a segment's message cannot be built; SendStopped (rows
+    queued again) when messages fail for everyone alike, or the server refuses the sender.
     """
     from datetime import UTC
 
-    from .deliver.editions import check_links, edition_messages, load_issue
+    from .deliver.editions import edition_messages, load_issue
     from .deliver.sender import deliver_issue, sender_slot
     from .store.ledger import start_sending
     from .store.locks import lock_holder
 
-    check_links(settings)
     holder = lock_holder("send")
     with sender_slot(engine, holder, wait) as keep_alive:
         start_sending(engine, number, datetime.now(UTC), late=late)
@@ -369,11 +368,10 @@ def work_pending(settings: Settings, engine: Engine, holder: str, progress=None,
     """
     from dataclasses import replace
 
-    from .deliver.editions import check_links, edition_messages, load_issue
+    from .deliver.editions import edition_messages, load_issue
     from .deliver.sender import deliver_issue, sender_slot
     from .store.ledger import issues_being_sent
 
-    check_links(settings)
     options = replace(_send_options(settings, batch_size), wait_for_retries=False)
     reports = []
     with sender_slot(engine, holder, wait) as keep_alive:
@@ -389,7 +387,8 @@ def send_test(settings: Settings, engine: Engine, number: int, recipients, *,  #
               subscriber_email: str | None = None, make_transport=None):  # noqa: ANN001
     """Send the full edition (or `subscriber_email`'s) to each staff address; the ledger is untouched.
 
-    Returns one SendResult per recipient. LookupError for an unknown issue or subscriber.
+    Returns one SendResult per recipient (a refusal, the sender's too, is a failed result, not an
+    exception). LookupError for an unknown issue or subscriber.
     """
     from .deliver.editions import edition_messages, load_issue, staff_subscriber
     from .deliver.transports import transport_from_settings

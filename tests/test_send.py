@@ -452,24 +452,31 @@ def test_subjects_arrive_in_each_subscribers_language(engine, settings, issue, s
                         "de": "Europa Progressiva Foundation Digest — 23. November 2026"}
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_a_server_refusing_the_sender_stops_the_send_and_fails_nobody(engine, tmp_path, store_url):
-    """530 at MAIL FROM: `digest send` stops at once (exit 2, naming the setting); every row stays queued."""
+    """530 at MAIL FROM: `digest send` stops (exit 1, naming the reply and the settings); every row stays
+    queued, nobody failed or bounced. A test send just reports the refusal."""
     from test_transports import authenticator
 
     server, controller = start_smtp_server(authenticator=authenticator, auth_required=True,
                                            auth_require_tls=False)
     try:
-        settings = smtp_settings(tmp_path, store_url, server.port)
+        settings = smtp_settings(tmp_path, store_url, server.port, bounce_threshold=1)
         number = approved_issue(engine, settings)
         add_many(engine, 6)
         config = _config(tmp_path, settings)
         result = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(number)])
+        test = CliRunner().invoke(main, ["--config", config, "send", "--issue", str(number), "--test", "ed@example.org"])
     finally:
         controller.stop()
-    assert result.exit_code == 2, result.output
-    assert "refuses the sender" in result.output and "delivery.sender" in result.output
+    assert result.exit_code == 1, result.output
+    assert "refuses the sender digest@example.org: 530" in result.output
+    assert "'delivery.sender'" in result.output and "[delivery.smtp]" in result.output
     counts = ledger_counts(engine, number)
     assert counts["queued"] == 6 and counts["failed_permanent"] == counts["failed_temporary"] == 0
     assert server.received == []
     assert all(get_subscriber(engine, f"reader{i}@example.net").status == SubscriberStatus.CONFIRMED
                for i in range(6))
+    with engine.connect() as conn:
+        assert conn.execute(select(subscribers.c.bounce_count)).scalars().all() == [0] * 6
+    assert test.exit_code == 1 and "test send to ed@example.org: FAILED the server refuses the sender" in test.output

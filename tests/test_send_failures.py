@@ -111,6 +111,22 @@ class ReplyAtData(Wrapped):
         return await super().handle_DATA(server, session, envelope)
 
 
+class SizeLimit(Wrapped):
+    """Refuses MAIL FROM … SIZE=n above `limit` bytes (552), as a server with a message size limit does."""
+
+    def __init__(self, inner, limit):
+        super().__init__(inner)
+        self.limit = limit
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        size = next((int(o[5:]) for o in mail_options if o.upper().startswith("SIZE=")), 0)
+        if size > self.limit:
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+
 # --- a message the server hangs up on ------------------------------------------------------------
 
 def test_a_message_the_server_hangs_up_on_uses_attempts_and_the_send_ends(engine, tmp_path, store_url, server):
@@ -195,6 +211,57 @@ def test_refusals_in_a_row_below_the_limit_are_recorded_once_the_run_ends(engine
     assert (report.sent, report.failed, report.bounced, report.status) == (3, 4, 4, "sent")
     assert all(get_subscriber(engine, s.id).status == SubscriberStatus.BOUNCED for s in gone)
     assert len(smtp.received) == len(fine)
+
+
+def test_refusals_naming_the_address_are_recorded_at_once_and_never_stop_the_run(engine, tmp_path, store_url,
+                                                                                server):
+    # A list that starts with dead addresses: every run used to stop at the same rows, blaming the relay.
+    smtp, _ = server
+    settings = smtp_settings(tmp_path, store_url, smtp.port, stop_after_refusals=5, bounce_threshold=1,
+                             smtp={"host": "127.0.0.1", "port": smtp.port, "connections": 4, "timeout": 10.0})
+    number = approved_issue(engine, settings)
+    gone = [add_confirmed(engine, f"gone{i}@example.net") for i in range(40)]
+    for subscriber in gone:
+        smtp.replies[subscriber.email] = ["550 5.1.1 no such user"]
+    fine = add_many(engine, 10)
+    report = _send_within(60, settings, engine, number)
+    assert (report.sent, report.failed, report.bounced, report.status) == (10, 40, 40, "sent")
+    counts = ledger_counts(engine, number)
+    assert (counts["sent"], counts["failed_permanent"], counts["queued"]) == (10, 40, 0)
+    assert all(get_subscriber(engine, s.id).status == SubscriberStatus.BOUNCED for s in gone)
+    assert sorted(r for _, rcpts, _ in smtp.received for r in rcpts) == sorted(fine)
+
+
+@pytest.mark.parametrize("reply", ["550 Requested action not taken: mailbox unavailable",
+                                   "550 5.4.1 Recipient address rejected: Access denied"])
+def test_refusals_that_may_be_the_servers_still_stop_the_run(engine, tmp_path, store_url, server, reply):
+    # A bare 550, or an enhanced code that is not 5.1/5.2 (Exchange Online refusing a relay says 5.4.1).
+    smtp, _ = server
+    settings = smtp_settings(tmp_path, store_url, smtp.port, stop_after_refusals=5, bounce_threshold=1)
+    number = approved_issue(engine, settings)
+    emails = add_many(engine, 12)
+    for email in emails:
+        smtp.replies[email] = [reply]
+    with pytest.raises(SendStopped, match="5 messages in a row were refused"):
+        send_issue(settings, engine, number)
+    assert ledger_counts(engine, number)["queued"] == 12
+    assert all(_bounce_count(engine, get_subscriber(engine, e).id) == 0 for e in emails)
+
+
+def test_a_message_larger_than_the_server_takes_stops_the_run_naming_the_size(engine, tmp_path, store_url, server):
+    smtp, controller = server
+    settings = smtp_settings(tmp_path, store_url, smtp.port, bounce_threshold=1)
+    number = approved_issue(engine, settings)
+    emails = add_many(engine, 6)
+    controller.handler = SizeLimit(controller.handler, limit=1000)  # smaller than any edition
+    with pytest.raises(SendStopped) as stopped:
+        _send_within(60, settings, engine, number)
+    message = str(stopped.value)
+    assert "refuses the sender digest@example.org: 552 5.3.4" in message and "max_html_kib" in message
+    assert "'delivery.sender'" not in message  # the size, not the sender setting
+    counts = ledger_counts(engine, number)
+    assert counts["queued"] == 6 and counts["failed_permanent"] == counts["failed_temporary"] == 0
+    assert smtp.received == [] and all(_bounce_count(engine, get_subscriber(engine, e).id) == 0 for e in emails)
 
 
 def test_digest_send_exits_1_naming_the_relay_refusal(engine, tmp_path, store_url, server):
@@ -285,22 +352,21 @@ def test_a_login_failing_for_now_mid_run_is_retried(engine, tmp_path, store_url,
     assert sorted(r for _, rcpts, _ in smtp.received for r in rcpts) == sorted(emails)
 
 
-def test_smtp_refuses_http_links_outside_loopback(engine, tmp_path, store_url, smtp_server):
+def test_smtp_refuses_http_links_outside_loopback_before_anything_is_queued(engine, tmp_path, store_url,
+                                                                          smtp_server):
     settings = smtp_settings(tmp_path, store_url, smtp_server.port)
-    http = replace(settings, web=replace(settings.web, base_url="http://digest.example.org"))
     number = approved_issue(engine, settings)
     add_many(engine, 2)
-    with pytest.raises(EditionError, match=r"'web\.base_url' is 'http://digest\.example\.org'.*https"):
-        send_issue(http, engine, number)
-    assert sum(ledger_counts(engine, number).values()) == 0 and smtp_server.received == []  # nothing queued
     config = tmp_path / "digest.toml"
     config.write_text(f'[store]\nurl = "{store_url}"\n[web]\nbase_url = "http://digest.example.org"\n'
                       f'[delivery]\ntransport = "smtp"\n[delivery.smtp]\nport = {smtp_server.port}\n', encoding="utf-8")
     result = CliRunner().invoke(main, ["--config", str(config), "send", "--issue", str(number)])
     assert result.exit_code == 2 and "web.base_url" in result.output and "https" in result.output
-    assert sum(ledger_counts(engine, number).values()) == 0
-    loopback = replace(settings, web=replace(settings.web, base_url="http://127.0.0.1:8080"))
-    assert send_issue(loopback, engine, number).sent == 2  # local testing
+    assert sum(ledger_counts(engine, number).values()) == 0 and smtp_server.received == []
+    # Local testing: any loopback name, written as the admin's cookies take it (trailing dot too).
+    loopback = make_settings(tmp_path, store_url, web={"base_url": "http://localhost.:8080"},
+                             delivery={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": smtp_server.port}})
+    assert send_issue(loopback, engine, number).sent == 2
 
 
 def test_the_outbox_may_use_http_links(engine, tmp_path, store_url):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+from dataclasses import replace
 from email import message_from_bytes, policy
 
 import dkim
@@ -406,10 +407,51 @@ def test_smtp_non_ascii_password_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_smtp_sender_refused_for_good_is_a_setting_not_the_recipients_fault(tmp_path, auth_server, transport_for):
-    # 530 at MAIL FROM (a login is required): every message would meet it, whoever it is for.
-    with pytest.raises(TransportError, match=r"refuses the sender .*530.*'delivery.sender'.*\[delivery.smtp\] login"):
-        transport_for(auth_server.port).send_messages(messages(make_settings(tmp_path), 1))
+    # 530 at MAIL FROM (a login is required): a result for each message, never an exception and
+    # never a bounce; the send loop (outcomes.Recorder) stops the run on it.
+    results = transport_for(auth_server.port, connections=2).send_messages(messages(make_settings(tmp_path), 3))
+    assert [(r.ok, r.permanent, r.code, r.sender_refused, r.bounce) for r in results] == [(False, True, 530, True, False)] * 3
+    assert results[0].error.startswith("the server refuses the sender digest@example.org: 530 5.7.0")
     assert auth_server.received == []
+
+
+class SizeLimited:
+    """The test server's handler behind a size limit: MAIL FROM … SIZE=n above `limit` gets 552."""
+
+    def __init__(self, inner, limit: int):
+        self.inner, self.limit, self.sessions = inner, limit, []
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if not any(s is session for s in self.sessions):
+            self.sessions.append(session)
+        if any(o.upper().startswith("SIZE=") and int(o[5:]) > self.limit for o in mail_options):
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, *args):  # noqa: N802
+        return await self.inner.handle_RCPT(*args)
+
+    async def handle_DATA(self, *args):  # noqa: N802
+        return await self.inner.handle_DATA(*args)
+
+
+def test_a_refused_sender_mid_batch_loses_no_result_and_keeps_the_connection(tmp_path, transport_for):
+    server, controller = start_smtp_server()
+    try:
+        small = messages(make_settings(tmp_path), 3)
+        big = replace(small[1], data=small[1].data + b"x" * 70 * 200)
+        controller.handler = limited = SizeLimited(controller.handler, limit=len(small[0].data) + 1000)
+        first, refused, last = transport_for(server.port, connections=1).send_messages([small[0], big, small[2]])
+    finally:
+        controller.stop()
+    assert first.ok and last.ok
+    assert (refused.ok, refused.permanent, refused.code, refused.sender_refused, refused.bounce) == (False, True, 552,
+                                                                                                     True, False)
+    assert "552 5.3.4 Message size exceeds" in refused.error
+    assert sorted(r[0] for _, r, _ in server.received) == ["s0@example.com", "s2@example.com"]
+    assert len(limited.sessions) == 1  # the same connection went on after the refusal
 
 
 def test_dkim_signed_message_verifies_after_smtp(tmp_path, smtp_server, transport_for, rsa_key):  # noqa: F811

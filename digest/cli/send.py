@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from ..deliver.dkim import DkimError
-from ..deliver.editions import EditionError, check_links
+from ..deliver.editions import EditionError
 from ..deliver.sender import SenderBusy, SendReport, SendStopped
 from ..deliver.transports import TransportError
 from ..pipeline import send_issue, send_test, work_pending
@@ -59,7 +59,6 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
     settings, engine = state().settings, state().engine
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: unsent rows go back to the queue
     try:
-        check_links(settings)  # before anything is queued
         _check_server(settings, engine, number, late)
         with _progress_bar(f"issue {number}") as progress:
             report = send_issue(settings, engine, number, progress, late=late, wait=wait)

@@ -4,16 +4,14 @@
 a (sections, language) combination pays for Jinja2 + MJML (render_edition) and for the MIME skeleton
 (MessageTemplate); every later one only signs their links and fills the tokens. A new template is
 first tried on one message for nobody in particular, so a problem of the edition (a link no header
-can carry) stops the send instead of failing every subscriber. `check_links` refuses links that
-cannot work where the messages go (http over SMTP).
+can carry) stops the send instead of failing every subscriber. (Links that cannot work where the
+messages go, http over SMTP, are refused when the configuration loads: config._check_https_over_smtp.)
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
@@ -31,36 +29,9 @@ STAFF_ID = 0
 
 
 class EditionError(Exception):
-    """A segment's message template cannot be built (e.g. a bad `delivery.sender`, or links that
-    cannot work): no subscriber of it could be sent to, so sending stops instead of failing them one
-    by one."""
-
-
-def check_links(settings: Settings) -> None:
-    """EditionError unless the links in emails can work where they are going.
-
-    Over SMTP, `web.base_url` must be https: RFC 8058 one-click unsubscribe (the button Gmail and
-    Yahoo show, and require of bulk senders) is https only. A loopback host (local tests) and the
-    outbox transport may use http.
-    """
-    if settings.delivery.transport != "smtp":
-        return
-    base = urlsplit(settings.web.base_url)
-    if base.scheme == "https" or _is_loopback(base.hostname or ""):
-        return
-    raise EditionError(f"'web.base_url' is {settings.web.base_url!r}, but links in emails sent over SMTP must be "
-                       "https: one-click unsubscribe (RFC 8058; Gmail and Yahoo require it) only works over https. "
-                       "Serve `digest serve` behind https and set web.base_url = \"https://…\" (http is accepted "
-                       "only for a loopback host such as 127.0.0.1, for local tests, or with the outbox transport)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """A segment's message template cannot be built (e.g. a bad `delivery.sender`, or a link no
+    header can carry): no subscriber of it could be sent to, so sending stops instead of failing
+    them one by one."""
 
 
 def load_issue(engine: Engine, number: int) -> Issue:

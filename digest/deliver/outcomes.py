@@ -5,12 +5,17 @@ recipient's address); retried after `retry_delay · 2^(attempt-1)` (4xx, a lost 
 `max_attempts`; or, while the server takes no connection at all (an outage: every connection failed
 in a row), deferred without using an attempt, at most MAX_DEFERRALS times per row and run.
 
-Refusals in a row are held back from the ledger: the next accepted message shows the server takes
-mail, and they are recorded then (or at the end of the run). `stop_after_refusals` of them with none
-accepted in between means the server refuses everything (a relay that wants a login, a sender it
-does not accept): the run stops with those rows still claimed, so they go back to the queue instead
-of being failed, and bounced, for a setting. The first message builds are held the same way: when
-the first FIRST_BUILDS all fail with one error, the problem is the issue or the settings.
+Ambiguous refusals in a row (5.7.x, other enhanced codes, a bare 5xx) are held back from the
+ledger: the next accepted message shows the server takes mail, and they are recorded then (or at the
+end of the run). `stop_after_refusals` of them with none accepted in between means the server
+refuses everything (a relay that wants a login, a sender it does not accept): the run stops with
+those rows still claimed, so they go back to the queue instead of being failed, and bounced, for a
+setting. A refusal whose enhanced code names the address (5.1.x, 5.2.x: `550 5.1.1 no such user`)
+is the recipient's for certain: recorded at once, a bounce, and never part of a streak (a list
+starting with many dead addresses would otherwise stop every run at the same rows). A server
+refusing the sender (5xx to MAIL FROM) stops the run at once, rows queued again. The first message
+builds are held the same way: when the first FIRST_BUILDS all fail with one error, the problem is
+the issue or the settings.
 """
 
 from __future__ import annotations
@@ -233,7 +238,8 @@ class Recorder:
                               "and send again (their rows are queued again; nobody was marked failed)")
 
     def record(self, conn: Connection, marks: SentMarks, claim: Claim, message_id: str, result: SendResult) -> None:
-        """Commit one row's outcome (the step that makes `sent` durable); SendStopped at the refusal limit."""
+        """Commit one row's outcome (the step that makes `sent` durable); SendStopped at the refusal limit
+        or when the server refuses the sender (this row and the unsent ones stay claimed: queued again)."""
         if result.ok:
             self.outage.success()
             with self.writing:
@@ -243,10 +249,15 @@ class Recorder:
                 self._record_failures(conn, self.refusals.accepted())
             return
         error = f"{result.code or ''} {result.error}".strip() or "unknown error"
+        if result.sender_refused and result.permanent:  # before any recipient: every message meets it
+            raise SendStopped(_sender_refused_message(result))
         if not result.permanent:
             self._record_temporary(conn, claim, result, error)
             return
         self.outage.success()  # the server answered
+        if result.address_refused:  # certainly this recipient's: says nothing about the server
+            self._record_failures(conn, [Refusal(claim, error, result.bounce)])
+            return
         now, tripped = self.refusals.refused(Refusal(claim, error, result.bounce))
         self._record_failures(conn, now)
         if tripped:
@@ -298,6 +309,18 @@ def _refusals_message(count: int, error: str) -> str:
             "relays for you (its address in 'delivery.smtp.host'/'port'; 'delivery.smtp.username' and the "
             "password variable if it wants a login) and accepts 'delivery.sender'. Those messages are queued "
             "again and nobody was marked bounced: send again once fixed (or raise 'delivery.stop_after_refusals')")
+
+
+def _sender_refused_message(result: SendResult) -> str:
+    if result.code == 552:  # MAIL FROM … SIZE=n: the message is larger than the server takes
+        fix = ("the message is larger than the server accepts: shorten the issue (fewer items, or a lower "
+               "'digest.max_html_kib') or ask the provider for its size limit")
+    else:
+        fix = ("check 'delivery.sender' (an address the server lets you send from) and the [delivery.smtp] "
+               "login (username, password_env, security)")
+    return (f"stopped: {result.error}. Every message would meet that refusal, so it is not the subscribers': "
+            f"{fix}, then send again. The messages not sent are queued again and nobody was marked failed "
+            "or bounced")
 
 
 def _now() -> datetime:

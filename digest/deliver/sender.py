@@ -3,8 +3,12 @@
 The loop depends on the ledger (store functions), a message factory (subscriber → message) and a
 transport factory only. The main thread claims rows (committed `sending`) into a bounded queue;
 one thread per SMTP connection takes a few at a time and, for each, builds the message, sends it and
-commits its row `sent` (or failed) before the next, so a crash can leave at most one message per
-connection both delivered and unrecorded: the only duplicates `at least once` allows.
+commits its row `sent` before the next, so a crash can leave at most one message per connection
+both delivered and unrecorded: the only duplicates `at least once` allows. Temporary failures and
+refusals that name the address are committed at once too; ambiguous refusals and the run's first
+build failures are held back in memory (outcomes.py) until a later message shows the server or the
+issue is fine, or the run ends. A crash before then leaves those rows `sending`: the next sender
+queues them again and tries them once more (they were refused, so nobody gets a message twice).
 
 What each outcome does (retries, bounces, outages, and stopping a run that fails for everyone the
 same way) is in outcomes.py.

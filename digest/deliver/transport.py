@@ -33,6 +33,14 @@ class SendResult:
     # it counts towards the subscriber's bounces. Relay or policy refusals (5.7.x) and refused
     # message content (5xx after DATA) do not.
     bounce: bool = False
+    # A bounce whose RFC 3463 enhanced code (5.1.x, 5.2.x) names the address itself: certainly this
+    # recipient's, so the send loop records it at once and never counts it among the refusals in a
+    # row that stop a run (a bare 550 may be a server refusing everyone).
+    address_refused: bool = False
+    # The server refused the envelope sender (its reply to MAIL FROM): a setting (delivery.sender,
+    # the [delivery.smtp] login) or the message's size, never the recipient's fault. When permanent
+    # (5xx) every message would meet it: the send loop stops the run, rows queued again.
+    sender_refused: bool = False
     # A temporary failure of the server as a whole, not of this message: no connection could be
     # made, or the server closed it with 421. The send loop pauses instead of using an attempt.
     unreachable: bool = False

@@ -1,9 +1,12 @@
 """The transports behind `Transport.send_messages()`: outbox (.eml files), SMTP, memory (tests).
 
 Pick one with `transport_from_settings(settings)`. Every transport returns one SendResult per
-message, in order, and never raises for a bad recipient. SmtpTransport raises TransportError only
-for configuration problems no retry can fix (missing password, login refused with 5xx, untrusted
-certificate), and only before any message of the batch went out.
+message, in order, and never raises for a bad recipient or a refusal of any kind. SmtpTransport
+raises TransportError only for configuration problems no retry can fix, found before sending:
+when it is made (password variable empty, CA file unreadable) or while opening the batch's first
+connection (login refused with 5xx, untrusted certificate, STARTTLS not offered), so no result of
+the batch is lost. A server refusing the sender (5xx to MAIL FROM) is a result, `sender_refused`:
+the send loop stops the run on it; a test send just reports it.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class MemoryTransport:
             if reply is not None:
                 code, text = reply
                 return SendResult(message.message_id, ok=False, permanent=code >= 500, code=code, error=text,
-                                  bounce=is_recipient_refusal(code, text), unreachable=code == 421)
+                                  bounce=is_recipient_refusal(code, text),
+                                  address_refused=names_the_address(code, text), unreachable=code == 421)
         self.outbox.append(message)
         return SendResult(message.message_id, ok=True, code=250)
 
@@ -130,6 +134,8 @@ class RateLimiter:
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        # Only the tests read `rate` (and the slot wait() returns): they check each connection's
+        # share of delivery.smtp.rate_limit and the spacing without sleeping for real.
         self.rate = rate
         self.interval = 1.0 / rate
         self._clock, self._sleep = clock, sleep
@@ -160,6 +166,7 @@ class SmtpTransport:
         self.settings = smtp
         self._password = _password(smtp)
         self._context = _tls_context(smtp, ca_file)
+        # Public so that a test can swap in a recording limiter (test_the_rate_limit_is_shared_out…).
         self.limiter = RateLimiter(smtp.rate_limit) if smtp.rate_limit > 0 else None
         self._idle: SimpleQueue[smtplib.SMTP] = SimpleQueue()
         self._last_error = ""
@@ -328,16 +335,14 @@ def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
             raise _LostConnection(f"server closing connection: {_text(text)}", 421) from None
         return _failure(mid, code, text, recipient=True)
     except smtplib.SMTPSenderRefused as exc:
-        # Not the recipient's fault (a setting or server policy): never a failure for them.
+        # Not the recipient's fault (a setting, server policy or the size): never a bounce. A 5xx
+        # awaits every message alike (MAIL FROM comes before any recipient): the send loop stops.
         if exc.smtp_code == 421:
             raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
         refusal = f"the server refuses the sender {exc.sender}: {exc.smtp_code} {_text(exc.smtp_error)}"
-        if 500 <= exc.smtp_code < 600:
-            # MAIL FROM comes before any recipient: the same refusal awaits every message, so retrying
-            # each subscriber for hours would only end in failing them all for a setting.
-            raise TransportError(f"{refusal}; check 'delivery.sender' and the [delivery.smtp] login "
-                                 "(username, password_env, security)") from None
-        return SendResult(mid, ok=False, code=exc.smtp_code,
+        if 500 <= exc.smtp_code < 600:  # the send loop's SendStopped names the fix
+            return SendResult(mid, ok=False, permanent=True, code=exc.smtp_code, error=refusal, sender_refused=True)
+        return SendResult(mid, ok=False, code=exc.smtp_code, sender_refused=True,  # retried: the row keeps a hint
                           error=f"{refusal} (check 'delivery.sender' and the [delivery.smtp] login)")
     except smtplib.SMTPResponseException as exc:  # DATA refused and other replies: the content, never a bounce
         if exc.smtp_code == 421:
@@ -422,7 +427,8 @@ def dot_stuffed(data: bytes) -> bytes:
 def _failure(message_id: str, code: int, text: bytes | str, recipient: bool = False) -> SendResult:
     """A refusal; `recipient` when it answered RCPT TO (only those can be bounces)."""
     return SendResult(message_id, ok=False, permanent=500 <= code < 600, code=code, error=f"{code} {_text(text)}",
-                      bounce=recipient and is_recipient_refusal(code, text))
+                      bounce=recipient and is_recipient_refusal(code, text),
+                      address_refused=recipient and names_the_address(code, text))
 
 
 # An RFC 3463 enhanced status code at the start of a reply's text: class.subject.detail.
@@ -444,6 +450,13 @@ def is_recipient_refusal(code: int, text: bytes | str) -> bool:
     if enhanced and enhanced[2] == "7":
         return False
     return code in (550, 551, 553)
+
+
+def names_the_address(code: int, text: bytes | str) -> bool:
+    """True when a 5xx reply's enhanced code is 5.1.x or 5.2.x: it says outright that the address is
+    the problem (`550 5.1.1 no such user`), unlike a bare 550, which a server refusing everyone sends too."""
+    enhanced = _ENHANCED_CODE.match(_text(text))
+    return 500 <= code < 600 and enhanced is not None and enhanced[1] == "5" and enhanced[2] in ("1", "2")
 
 
 def _text(value: bytes | str) -> str:
