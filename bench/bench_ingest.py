@@ -128,10 +128,12 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
 
 
 def setup_digest(tmp: Path, urls: list[str], name: str = "digest") -> Path:
+    """A config and a store made by `digest init`: one-time set-up, as `r2e new` / `r2e add` are for rss2email."""
     folder = tmp / name
     folder.mkdir()
     feeds = "".join(f'[[feeds]]\nname = "Feed {i:02d}"\nurl = "{u}"\nkind = "brief"\n\n' for i, u in enumerate(urls))
     (folder / "digest.toml").write_text(f'[store]\nurl = "sqlite:///digest.db"\n\n{feeds}', encoding="utf-8")
+    subprocess.run([str(BIN / "digest"), "init", "."], cwd=folder, check=True, capture_output=True)
     return folder
 
 

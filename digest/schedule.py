@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
+from enum import Enum
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -164,25 +165,56 @@ def due_time(settings: Settings, timing: IssueTiming) -> datetime | None:
     return next_fire_time(send_trigger(settings), timing.created_at)
 
 
+class SendWhen(Enum):
+    """What happens to a draft's or approved issue's send, as `send_outlook` sees it."""
+
+    NOT_SCHEDULED = "not scheduled"  # no send time: send_cron never fires after the build
+    AT_SEND_TIME = "at its send time"  # the send time is ahead (a draft needs approving by then)
+    AT_ONCE = "at once"  # the send time passed: at the send job's next check (a draft: once approved)
+    AFTER_FRESH_APPROVAL = "after a fresh approval"  # approved, but too late: held back as stale
+
+
+@dataclass(frozen=True)
+class SendOutlook:
+    when: SendWhen
+    due: datetime | None = None  # the send time, when there is one
+    late: timedelta = timedelta(0)  # past the send time, counted from the approval if that came later
+
+
+def send_outlook(settings: Settings, timing: IssueTiming, now: datetime) -> SendOutlook:
+    """The one send-time rule: what the send job does with this issue at `now` (for a draft: if approved now).
+
+    Approving after the send time is a fresh decision, so lateness counts from the approval; more
+    than `schedule.stale_after_hours` late, an approved issue waits for a fresh approval.
+    """
+    due = due_time(settings, timing)
+    if due is None:
+        return SendOutlook(SendWhen.NOT_SCHEDULED)
+    if due > now:
+        return SendOutlook(SendWhen.AT_SEND_TIME, due)
+    approved = (timing.approved_at or due) if timing.status == IssueStatus.APPROVED.value else now
+    late = now - max(due, approved)
+    if late > timedelta(hours=settings.schedule.stale_after_hours):
+        return SendOutlook(SendWhen.AFTER_FRESH_APPROVAL, due, late)
+    return SendOutlook(SendWhen.AT_ONCE, due, late)
+
+
 def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[int]:
     """Send every approved issue whose send time has come; hold the stale ones for a fresh approval."""
-    stale_after = timedelta(hours=settings.schedule.stale_after_hours)
     sent = []
     for timing in issue_timings(engine, (IssueStatus.APPROVED,)):
-        due = due_time(settings, timing)
-        if due is None or due > now:
-            continue
-        # Approving after the send time is a fresh decision: lateness counts from the approval.
-        late = now - max(due, timing.approved_at or due)
-        if late > stale_after:
-            reason = (f"issue {timing.number} missed its send time {_local(settings, due)} by "
-                      f"{_hours(late)}, more than stale_after_hours={settings.schedule.stale_after_hours}; "
+        outlook = send_outlook(settings, timing, now)
+        if outlook.when == SendWhen.AFTER_FRESH_APPROVAL:
+            reason = (f"issue {timing.number} missed its send time {_local(settings, outlook.due)} by "
+                      f"{_hours(outlook.late)}, more than stale_after_hours={settings.schedule.stale_after_hours}; "
                       "approve it again to send it")
             if hold_for_approval(engine, timing.number, reason, now=now):
                 log.warning("%s", reason)
             continue
+        if outlook.when != SendWhen.AT_ONCE:
+            continue
         try:
-            send_now(settings, engine, timing.number, now, reason=f"due {_local(settings, due)}")
+            send_now(settings, engine, timing.number, now, reason=f"due {_local(settings, outlook.due)}")
         except Exception:  # noqa: BLE001 - noted in the run log; the next issue still goes
             log.exception("sending issue %s failed", timing.number)
             continue
@@ -232,19 +264,25 @@ def _attempt(step, *args, **kwargs) -> None:  # noqa: ANN001
 
 
 def notify_staff(settings: Settings, engine: Engine, number: int, now: datetime) -> None:
-    """Email the staff list that draft `number` is ready, with its admin preview link."""
+    """Email the staff list that draft `number` is ready, with its admin preview link.
+
+    Never raises for a refusal or a transport setting: the build is done either way, and a
+    "notify-failed" note says what went wrong.
+    """
     if not settings.schedule.staff:
         return
-    from .deliver.transports import transport_from_settings
+    from .deliver.transports import TransportError, transport_from_settings
 
     link = f"{settings.web.base_url.rstrip('/')}/admin/issues/{number}"
     messages = [_staff_note(settings, address, number, link) for address in settings.schedule.staff]
-    transport = transport_from_settings(settings)
     try:
-        results = transport.send_messages(messages)
-    finally:
-        transport.close()
-    failed = [r.error for r in results if not r.ok]
+        transport = transport_from_settings(settings)
+        try:
+            failed = [r.error for r in transport.send_messages(messages) if not r.ok]
+        finally:
+            transport.close()
+    except TransportError as exc:  # e.g. the password variable empty, the login refused
+        failed = [str(exc)]
     outcome, detail = ("notified", f"staff told draft {number} is ready") if not failed else \
         ("notify-failed", f"telling staff about draft {number} failed: {'; '.join(failed)}")
     record_run(engine, "notify", outcome, detail, issue_number=number, now=now)

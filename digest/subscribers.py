@@ -32,6 +32,8 @@ CSV_COLUMNS = ("email", "name", "language", "series")
 SECTION_COLUMNS = ("want_events", "want_media")
 # Optional columns (as `export` writes them): a move to another store keeps opt-outs and consent records.
 STATUS_COLUMNS = ("status", "consent_at", "consent_method", "consent_ip")
+# When the row was first stored (as `export` writes it): a new row keeps it, an existing one its own.
+CREATED_COLUMN = "created_at"
 CONSENT_METHODS = ("import", "web", "admin")
 YES, NO = ("true", "yes", "1", "y", "oui", "ja"), ("false", "no", "0", "n", "non", "nein")
 EXPORT_COLUMNS = ("email", "name", "language", "series", "want_events", "want_media", "status",
@@ -195,6 +197,50 @@ def suppression_key_id(key: bytes) -> str:
     return hashlib.sha256(b"digest-suppression-key-id:" + key).hexdigest()[:16]
 
 
+# Marks, in the key file or $web.suppression_key_env, the keys erasures made before migration 0002
+# were hashed with; and starts the id their rows carry.
+LEGACY_KEY_TAG = "pre-0002"
+
+
+def legacy_key_set_id(keys: Iterable[bytes]) -> str:
+    """The one id of the whole pre-0002 key set, as stored with erasures made before migration 0002.
+
+    Which key of the set hashed which of those rows cannot be known, so the id stands for all of
+    them together: it changes (and the check fails) when any one key of the set is missing.
+    """
+    joined = ",".join(sorted({k.hex() for k in keys}))
+    return f"{LEGACY_KEY_TAG}:" + hashlib.sha256(b"digest-suppression-key-set:" + joined.encode()).hexdigest()[:16]
+
+
+class SuppressionKeys(tuple):
+    """The HMAC keys (bytes) of the suppression list, newest first: erasures use the first, lookups all.
+
+    `legacy` is the pre-0002 set (last in the tuple): keys derived from the signing secrets once
+    in use, which erasures from before migration 0002 were hashed with. `where` says where the
+    keys come from, for messages.
+    """
+
+    def __new__(cls, keys: Iterable[bytes], legacy: Iterable[bytes] = (), where: str = "") -> SuppressionKeys:
+        legacy = tuple(dict.fromkeys(legacy))
+        keyring = super().__new__(cls, dict.fromkeys([*keys, *legacy]))  # without repeats, order kept
+        keyring.legacy, keyring.where = legacy, where
+        return keyring
+
+    @property
+    def current(self) -> tuple[bytes, ...]:
+        """The keys that are not of the pre-0002 set."""
+        return tuple(k for k in self if k not in self.legacy)
+
+    @property
+    def legacy_id(self) -> str:
+        """The id of the pre-0002 set ('' without one)."""
+        return legacy_key_set_id(self.legacy) if self.legacy else ""
+
+    def key_ids(self) -> set[str]:
+        """The ids of the erasures these keys recognise: each key's, and the pre-0002 set's as a whole."""
+        return {suppression_key_id(k) for k in self} | ({self.legacy_id} if self.legacy else set())
+
+
 def email_hash(key: bytes, email: str, normalised: bool = False) -> str:
     """The keyed hash kept in `suppressions` instead of an erased address.
 
@@ -230,7 +276,7 @@ def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = Su
     except ListFileError:
         handle.close()
         raise
-    known = CSV_COLUMNS + SECTION_COLUMNS + STATUS_COLUMNS
+    known = (*CSV_COLUMNS, *SECTION_COLUMNS, *STATUS_COLUMNS, CREATED_COLUMN)
     ignored = tuple(c or f"(column {i}, no name)" for i, c in enumerate(columns, start=1) if c not in known)
     report = ImportReport(ignored_columns=ignored, delimiter=delimiter)
     base = Subscriber(email="", status=status, consent_at=consent_at, consent_method="import")
@@ -282,7 +328,8 @@ def _row_subscriber(row: dict[str, str], settings: Settings, base: Subscriber) -
         language=parse_language(row.get("language", ""), settings.site.language),
         series=parse_series(row.get("series", ""), settings),
         want_events=parse_flag(row.get("want_events", ""), "want_events"),
-        want_media=parse_flag(row.get("want_media", ""), "want_media"))
+        want_media=parse_flag(row.get("want_media", ""), "want_media"),
+        created_at=parse_time(row.get(CREATED_COLUMN, ""), CREATED_COLUMN))
     if any(row.get(c) for c in STATUS_COLUMNS):
         subscriber = _with_status_and_consent(subscriber, row)
     return subscriber

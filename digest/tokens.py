@@ -11,7 +11,8 @@ Erased addresses are kept as HMACs under a suppression key of their own, which n
 with the signing secrets: from `web.suppression_key_env`, and/or `digest-suppression.key` next to
 the config file (generated once). Each hash is stored with its key's fingerprint, so a missing
 key is noticed (digest.store.subscribers.usable_suppression_keys) instead of an erasure being
-silently forgotten.
+silently forgotten. Entry points load them with `checked_suppression_keys`, which also adopts
+erasures from before migration 0002 (the one write to an existing key file).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,10 +29,11 @@ from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
+from sqlalchemy import Engine
 
 from .config import ConfigError, Settings
 from .models import Subscriber
-from .subscribers import suppression_key_id
+from .subscribers import LEGACY_KEY_TAG, SuppressionKeys
 
 log = logging.getLogger(__name__)
 
@@ -94,53 +95,66 @@ def derived_keys(settings: Settings, purpose: str) -> tuple[bytes, ...]:
     return tuple(hashlib.sha256(f"digest-{purpose}:{s}".encode()).digest() for s in signing_secrets(settings))
 
 
-class SuppressionKeys(tuple):
-    """The HMAC keys (bytes) of the suppression list, newest first: erasures use the first, lookups all.
-
-    Also knows where the keys come from (for messages) and how to keep the pre-0002 keys, which
-    were derived from the signing secrets, in the key file (`with_legacy_keys`).
-    """
-
-    def __new__(cls, keys: Iterable[bytes], env: str, file: Path,
-                legacy: Callable[[], tuple[bytes, ...]] = tuple) -> SuppressionKeys:
-        keyring = super().__new__(cls, dict.fromkeys(keys))  # without repeats, order kept
-        keyring.env, keyring.file, keyring._legacy = env, file, legacy
-        return keyring
-
-    def where(self) -> str:
-        return f"${self.env} or {self.file}"
-
-    def with_legacy_keys(self) -> tuple[SuppressionKeys, str]:
-        """These keys plus those erasures were hashed with before digest had its own key, and the newest one's id.
-
-        Those were derived from the signing secrets, so they are written to the key file now,
-        before a change of secret can lose them.
-        """
-        legacy = self._legacy()
-        if not legacy:
-            raise ConfigError("the store has erasures from before digest kept its own suppression key, but no signing secret "
-                              "to recover their key from: set the old signing secret in the environment and run again")
-        missing = [k for k in legacy if k not in self]
-        if missing:
-            _append_keys(self.file, missing, f"added {datetime.now(UTC):%Y-%m-%d}: the key(s) erasures made before "
-                         "digest kept its own suppression key were hashed with (derived from the signing secret(s) then in use)")
-        return SuppressionKeys((*self, *legacy), self.env, self.file), suppression_key_id(legacy[0])
-
-
 def suppression_keys(settings: Settings) -> SuppressionKeys:
     """The suppression keys: from $web.suppression_key_env (hex, comma-separated, newest first), then the key file.
 
     With neither, a random key is generated once into `digest-suppression.key` next to the
     config file (with a warning to back it up). The signing secrets play no part: rotating or
-    setting DIGEST_SECRET never forgets an erasure.
+    setting DIGEST_SECRET never forgets an erasure. Entries tagged `pre-0002` form the pre-0002
+    key set (see `adopt_legacy_keys`).
     """
     env = settings.web.suppression_key_env
-    from_env = [_key_bytes(v.strip(), f"${env}") for v in os.environ.get(env, "").split(",") if v.strip()]
+    values = [v.strip() for v in os.environ.get(env, "").split(",") if v.strip()]
+    from_env = [_key_entry(v, f"${env}") for v in values]
     path = settings.resolve_path(SUPPRESSION_KEY_FILE)
     from_file = _read_keys(path)
     if not from_env and not from_file:
-        from_file = _create_key_file(path)
-    return SuppressionKeys([*from_env, *from_file], env, path, legacy=lambda: derived_keys(settings, "suppression"))
+        from_file = [(key, False) for key in _create_key_file(path)]
+    entries = [*from_env, *from_file]
+    return SuppressionKeys([k for k, legacy in entries if not legacy], [k for k, legacy in entries if legacy],
+                           where=f"${env} or {path}")
+
+
+def checked_suppression_keys(settings: Settings, engine: Engine, require: bool = True) -> SuppressionKeys:
+    """The suppression keys, checked against the store's erasures: what entry points call before using them.
+
+    Erasures from before migration 0002 are adopted on the way (`adopt_legacy_keys`, then their
+    rows get the set's id). Raises SuppressionKeyMissing when an erasure's key is missing
+    (unless not `require`).
+    """
+    from .store import subscribers as store  # here: the token code used while rendering needs no store
+
+    keys = suppression_keys(settings)
+    if store.UNLABELLED_KEY_ID in store.erasures_by_key(engine):
+        adopted = adopt_legacy_keys(settings, keys)
+        store.label_legacy_erasures(engine, adopted.legacy_id, replaces=[keys.legacy_id])
+        keys = adopted
+    return store.usable_suppression_keys(engine, keys, require)
+
+
+def adopt_legacy_keys(settings: Settings, keys: SuppressionKeys) -> SuppressionKeys:
+    """`keys` with the pre-0002 set completed by the keys derived from the current signing secrets.
+
+    Erasures made before digest kept its own suppression key were hashed with a key derived from
+    the signing secret(s) then in use. Those keys are written to the key file now, tagged
+    `pre-0002`, before a change of secret can lose them.
+    """
+    derived = derived_keys(settings, "suppression")
+    missing = [k for k in derived if k not in keys.legacy]
+    if missing:
+        _append_keys(settings.resolve_path(SUPPRESSION_KEY_FILE), missing,
+                     f"added {datetime.now(UTC):%Y-%m-%d}: the keys erasures made before digest kept its own suppression "
+                     f"key were hashed with (derived from the signing secrets then in use). Keep every {LEGACY_KEY_TAG} "
+                     "line: together they are one key set, needed as a whole", LEGACY_KEY_TAG)
+    return SuppressionKeys(keys.current, [*keys.legacy, *missing], keys.where)
+
+
+def _key_entry(value: str, where: str) -> tuple[bytes, bool]:
+    """(key, whether tagged pre-0002) of one `HEX` or `pre-0002 HEX` entry."""
+    tag, _, rest = value.partition(" ")
+    if tag == LEGACY_KEY_TAG and rest.strip():
+        return _key_bytes(rest.strip(), where), True
+    return _key_bytes(value, where), False
 
 
 def _key_bytes(value: str, where: str) -> bytes:
@@ -154,15 +168,18 @@ def _key_bytes(value: str, where: str) -> bytes:
     return key
 
 
-def _read_keys(path: Path) -> list[bytes]:
-    """The keys in a key file, newest first ([] if there is no file); `#` starts a comment."""
+def _read_keys(path: Path) -> list[tuple[bytes, bool]]:
+    """The keys in a key file, newest first, each with whether it is tagged pre-0002 ([] if there is no file).
+
+    `#` starts a comment.
+    """
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
         return []
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{path}: cannot read the suppression key file ({exc}): restore it from your backup") from None
-    keys = [_key_bytes(value, f"{path} line {number}") for number, line in enumerate(text.splitlines(), start=1)
+    keys = [_key_entry(value, f"{path} line {number}") for number, line in enumerate(text.splitlines(), start=1)
             if (value := line.split("#", 1)[0].strip())]
     if not keys:
         raise ConfigError(f"{path} holds no suppression key: restore it from your backup (erasures hashed with "
@@ -179,7 +196,7 @@ def _create_key_file(path: Path) -> list[bytes]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it a moment ago
-        return _read_keys(path)
+        return [k for k, _ in _read_keys(path)]
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(KEY_FILE_HEADER + key.hex() + "\n")
     log.warning("generated the suppression key for erased addresses in %s: back it up with the store "
@@ -187,12 +204,13 @@ def _create_key_file(path: Path) -> list[bytes]:
     return [key]
 
 
-def _append_keys(path: Path, keys: list[bytes], comment: str) -> None:
+def _append_keys(path: Path, keys: list[bytes], comment: str, tag: str = "") -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    prefix = f"{tag} " if tag else ""
     with os.fdopen(fd, "a", encoding="ascii") as handle:
         if handle.tell() == 0:
             handle.write(KEY_FILE_HEADER)
-        handle.write(f"# {comment}\n" + "".join(k.hex() + "\n" for k in keys))
+        handle.write(f"# {comment}\n" + "".join(prefix + k.hex() + "\n" for k in keys))
     log.warning("kept the suppression key(s) of earlier erasures in %s: back it up with the store", path)
 
 

@@ -215,6 +215,39 @@ def test_approving_a_preview_that_changed_since_is_refused(store, admin):
     assert get_issue(store.engine, 1).status == IssueStatus.DRAFT
 
 
+def test_no_store_query_runs_on_the_event_loop(store, admin):
+    """The session check (signed-out sessions), approval and every page read the store from the thread pool."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    on_the_loop = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread: fine
+            return
+        on_the_loop.append(" ".join(statement.split())[:80])
+
+    csrf = issue_csrf(admin)
+    event.listen(store.engine, "before_cursor_execute", note)
+    try:
+        for path in ("/admin/login", "/admin/issues", "/admin/issues/1", "/admin/issues/1/preview",
+                     "/admin/issues/1/report", "/admin/feeds", "/admin/runs", "/admin/subscribers", "/admin/archive",
+                     "/admin/issues/99"):
+            assert admin.get(path).status_code in (200, 404), path
+        approved = admin.post("/admin/issues/1/approve", data={"version": store.issue.version, "csrf_token": csrf},
+                              follow_redirects=False)
+        assert approved.status_code == 303
+        cleared = admin.post("/admin/issues/1/schedule", data={"csrf_token": csrf, "clear": "1"},
+                             follow_redirects=False)
+        assert cleared.status_code == 303
+    finally:
+        event.remove(store.engine, "before_cursor_execute", note)
+    assert on_the_loop == []
+
+
 # --- the issue page and its previews ----------------------------------------------------------------
 
 def test_issue_page_frames_a_sandboxed_preview(store, admin):

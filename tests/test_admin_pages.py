@@ -116,6 +116,24 @@ def test_an_issue_approved_long_before_its_missed_send_time_is_said_to_wait(stor
     assert send_note(store.settings, timing, now - timedelta(days=4)) == ""  # still ahead then
 
 
+def test_the_web_layer_builds_no_sql():
+    """Queries live in digest.store; the web front door only passes an Engine along (and catches IntegrityError)."""
+    import ast
+    from pathlib import Path
+
+    import digest.web
+
+    for path in sorted(Path(digest.web.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("sqlalchemy") for a in node.names), path.name
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = {a.name for a in node.names}
+                assert not node.module.endswith("schema"), f"{path.name} imports {node.module}"
+                if node.module == "sqlalchemy":
+                    assert names <= {"Engine"}, f"{path.name} builds queries with {sorted(names - {'Engine'})}"
+
+
 # --- the delivery report from a real send ----------------------------------------------------------------
 
 def test_the_delivery_report_counts_each_bounced_subscriber_once(tmp_path, store_url, smtp_server):

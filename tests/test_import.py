@@ -233,9 +233,28 @@ def test_section_choices_survive_export_then_import_into_another_store(cli, engi
     assert result.exit_code == 0, result.output
     moved = store.get_subscriber(other, "ana@example.org")
     assert (moved.want_events, moved.want_media) == (False, True)
-    ignored = result.output.split("ignored columns:")[1]
-    assert ignored.strip() == "created_at"  # every other exported column is read back
+    assert "ignored columns" not in result.output  # every exported column is read back
+    assert moved.created_at == ana.created_at  # the history starts when they first subscribed, not at the move
     other.dispose()
+
+
+def test_created_at_is_kept_for_new_rows_and_a_bad_one_rejects_its_row(cli, engine, tmp_path):
+    from datetime import UTC, datetime
+
+    kept = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    store.add_subscriber(engine, Subscriber(email="old@example.org", status=SubscriberStatus.CONFIRMED), kept)
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,created_at\nnew@example.org,2025-01-02T03:04:05+01:00\nbad@example.org,last spring\n"
+                       "old@example.org,2026-01-01T00:00:00+00:00\nplain@example.org,\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ignored_columns"] == [] and report["added"] == 2
+    assert report["rejected"] == [{"line": 3, "reason": "created_at is 'last spring': use an ISO date and time "
+                                                        "such as 2026-11-23T09:00:00+00:00"}]
+    assert store.get_subscriber(engine, "new@example.org").created_at == datetime(2025, 1, 2, 2, 4, 5, tzinfo=UTC)
+    assert store.get_subscriber(engine, "old@example.org").created_at == kept  # a stored row keeps its own
+    assert store.get_subscriber(engine, "plain@example.org").created_at > kept  # empty: stored now
+    assert store.get_subscriber(engine, "bad@example.org") is None
 
 
 def test_a_list_without_section_columns_leaves_stored_choices_alone(cli, engine, tmp_path):
@@ -313,6 +332,33 @@ def test_an_opt_out_in_the_file_applies_to_a_confirmed_subscriber(cli, engine, t
     assert statuses(engine) == {"ann@example.org": "unsubscribed"}
     events = store.subscriber_record(engine, "ann@example.org")["events"]
     assert (events[-1]["event"], events[-1]["detail"]) == ("unsubscribed", "import")
+
+
+def test_an_opt_out_in_the_file_is_stored_with_its_batch_or_not_at_all(cli, engine, tmp_path, settings):
+    """The opt-out is part of the batch's transaction: if writing it fails, nothing of the batch is kept."""
+    from sqlalchemy import event
+
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\nann@example.org\n", encoding="utf-8")
+    cli("subscribers", "import", str(listing))
+    listing.write_text("email,status\nann@example.org,unsubscribed\nnew@example.org,\n", encoding="utf-8")
+
+    def fail_the_opt_out(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("UPDATE SUBSCRIBERS SET STATUS"):
+            raise OSError("the database went away")  # as a crash right after the rest of the batch
+
+    event.listen(engine, "before_cursor_execute", fail_the_opt_out)
+    try:
+        report, rows = read_list_file(listing, settings)
+        with pytest.raises(OSError, match="the database went away"):
+            store.import_rows(engine, rows, suppression_keys(settings), report)
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_the_opt_out)
+    assert statuses(engine) == {"ann@example.org": "confirmed"}  # all of the batch rolled back, not half of it
+
+    code, out, _ = cli("subscribers", "import", str(listing), "--json")
+    assert code == 0 and json.loads(out)["suppressed"] == [2]
+    assert statuses(engine) == {"ann@example.org": "unsubscribed", "new@example.org": "confirmed"}
 
 
 def test_an_unsubscribed_address_stays_suppressed_whatever_its_case(cli, engine, tmp_path):

@@ -166,6 +166,34 @@ def test_a_failing_staff_note_does_not_undo_the_build(tmp_path, store_url, smtp_
     assert note.outcome == "notify-failed" and "550" in note.detail
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_server_refusing_the_sender_of_the_staff_note_is_noted(tmp_path, store_url):
+    from conftest import start_smtp_server
+    from test_transports import authenticator
+
+    server, controller = start_smtp_server(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    try:  # 530 at MAIL FROM: a failed result for the note, not an exception escaping the finished build
+        store = admin_store(tmp_path, store_url, build=False, schedule={"staff": ["comms@example.org"]},
+                            delivery={"transport": "smtp", "smtp": {"host": server.host, "port": server.port}})
+        assert build_for(store.settings, store.engine, NOW.astimezone(UTC), NOW) == 1
+    finally:
+        controller.stop()
+    (note,) = notes(store.engine, "notify")
+    assert note.outcome == "notify-failed" and "refuses the sender digest@example.org: 530" in note.detail
+
+
+def test_smtp_settings_that_cannot_work_are_noted_for_the_staff_note(tmp_path, store_url, smtp_server, monkeypatch):
+    monkeypatch.delenv("TEST_SMTP_PASSWORD", raising=False)
+    store = admin_store(tmp_path, store_url, build=False, schedule={"staff": ["comms@example.org"]},
+                        delivery={"transport": "smtp", "smtp": {"host": smtp_server.host, "port": smtp_server.port,
+                                                                "username": "digest",
+                                                                "password_env": "TEST_SMTP_PASSWORD"}})
+    assert build_for(store.settings, store.engine, NOW.astimezone(UTC), NOW) == 1  # TransportError: noted
+    (note,) = notes(store.engine, "notify")
+    assert note.outcome == "notify-failed" and "$TEST_SMTP_PASSWORD is empty" in note.detail
+    assert smtp_server.received == []
+
+
 # --- sending -----------------------------------------------------------------------------------------
 
 def approved(store, at: datetime) -> int:
@@ -207,6 +235,34 @@ def test_a_stale_send_waits_for_a_fresh_approval(store):
     approve_issue(store.engine, 1, by="Anna", version=get_issue(store.engine, 1).version, now=late)
     assert send_due_issues(store.settings, store.engine, late + timedelta(minutes=1)) == [1]
     assert len(outbox(store)) == len(READERS)
+
+
+def test_send_outlook_is_the_one_rule_for_when_an_issue_goes(tmp_path):
+    """What the send job, the admin issue page and approval all go by: at its time, at once, or held as stale."""
+    from digest.schedule import SendWhen, send_outlook
+    from digest.store.runs import IssueTiming
+
+    settings = make_settings(tmp_path)
+    built = datetime(2026, 11, 23, 1, tzinfo=BRUSSELS)
+    send_time = datetime(2026, 11, 23, 11, tzinfo=BRUSSELS)  # the first send_cron (Monday 11:00) after the build
+    stale = timedelta(hours=settings.schedule.stale_after_hours)
+
+    def outlook(status: str, now: datetime, approved_at: datetime | None = None):  # noqa: ANN202
+        timing = IssueTiming(number=1, status=status, created_at=built.astimezone(UTC), window_end=built,
+                             approved_at=approved_at, send_at=None, sent_at=None)
+        return send_outlook(settings, timing, now)
+
+    ahead = outlook("draft", send_time - timedelta(minutes=1))
+    assert (ahead.when, ahead.due) == (SendWhen.AT_SEND_TIME, send_time)
+    assert outlook("approved", send_time, approved_at=built).when == SendWhen.AT_ONCE
+    assert outlook("approved", send_time + stale, approved_at=built).when == SendWhen.AT_ONCE  # the limit itself
+    held = outlook("approved", send_time + stale + timedelta(minutes=1), approved_at=built)
+    assert (held.when, held.due, held.late) == (SendWhen.AFTER_FRESH_APPROVAL, send_time, stale + timedelta(minutes=1))
+    # Approving after the send time is a fresh decision: lateness counts from the approval ...
+    late_approval = send_time + 2 * stale
+    assert outlook("approved", late_approval + timedelta(hours=1), approved_at=late_approval).when == SendWhen.AT_ONCE
+    # ... so a draft, approved now however late, goes at once.
+    assert outlook("draft", send_time + 10 * stale).when == SendWhen.AT_ONCE
 
 
 def test_an_explicit_send_time_wins_over_send_cron(store):

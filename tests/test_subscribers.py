@@ -492,21 +492,48 @@ def test_the_suppression_key_can_come_from_the_environment(cli, engine, tmp_path
     assert code == 2 and "$DIGEST_SUPPRESSION_KEY" in err and "is not a suppression key" in err
 
 
-def test_erasures_from_before_the_suppression_key_are_adopted(cli, engine, settings, tmp_path, monkeypatch):
-    from digest.subscribers import email_hash, suppression_key_id
+def _pre_0002_erasures(engine, keys_and_emails) -> None:
+    from digest.subscribers import email_hash
 
-    legacy = derived_keys(settings, "suppression")[0]  # how erasures were hashed before migration 0002
-    with engine.begin() as conn:  # a row as migration 0002 leaves it: key_id ""
-        conn.execute(schema.suppressions.insert().values(email_hash=email_hash(legacy, "old@example.org"),
-                                                         reason="erased", created_at=NOW))
+    with engine.begin() as conn:  # rows as migration 0002 leaves them: key_id ""
+        for key, email in keys_and_emails:
+            conn.execute(schema.suppressions.insert().values(email_hash=email_hash(key, email), reason="erased",
+                                                             created_at=NOW))
+
+
+def test_erasures_from_before_the_suppression_key_are_adopted(cli, engine, settings, tmp_path, monkeypatch):
+    from digest.subscribers import legacy_key_set_id
+
+    legacy = derived_keys(settings, "suppression")  # how erasures were hashed before migration 0002
+    _pre_0002_erasures(engine, [(legacy[0], "old@example.org")])
     code, out, _ = cli("subscribers", "import", _list(tmp_path, "old@example.org"))
     assert code == 0 and "suppressed 1" in out
-    assert legacy.hex() in (tmp_path / SUPPRESSION_KEY_FILE).read_text(encoding="ascii")
+    key_file = (tmp_path / SUPPRESSION_KEY_FILE).read_text(encoding="ascii")
+    assert all(f"pre-0002 {key.hex()}\n" in key_file for key in legacy)
     with engine.connect() as conn:
-        assert conn.execute(select(schema.suppressions.c.key_id)).scalars().all() == [suppression_key_id(legacy)]
+        assert conn.execute(select(schema.suppressions.c.key_id)).scalars().all() == [legacy_key_set_id(legacy)]
     monkeypatch.setenv("DIGEST_SECRET", "changed-after-the-upgrade")
     code, out, _ = cli("subscribers", "import", _list(tmp_path, "OLD@example.org"))
     assert code == 0 and "suppressed 1" in out and store.get_subscriber(engine, "old@example.org") is None
+    assert (tmp_path / SUPPRESSION_KEY_FILE).read_text(encoding="ascii") == key_file  # adopted once
+
+
+@pytest.mark.parametrize("lost", [0, 1])
+def test_losing_any_one_pre_0002_key_makes_import_and_add_refuse(cli, engine, settings, tmp_path, lost):
+    """A pre-0002 erasure may be hashed with any key of the set: the set counts as present only whole."""
+    legacy = derived_keys(settings, "suppression")  # one per signing secret: DIGEST_SECRET lists two
+    assert len(legacy) == 2
+    _pre_0002_erasures(engine, [(legacy[1], "older@example.org")])  # made under the older secret
+    assert cli("subscribers", "import", _list(tmp_path, "older@example.org"))[1].startswith("added 0")
+    key_file = tmp_path / SUPPRESSION_KEY_FILE
+    lines = key_file.read_text(encoding="ascii").splitlines(keepends=True)
+    key_file.write_text("".join(line for line in lines if legacy[lost].hex() not in line), encoding="ascii")
+
+    code, out, err = cli("subscribers", "import", _list(tmp_path, "older@example.org", "new@example.org"))
+    assert code == 2 and out == "" and "pre-0002:" in err and "restore all of them" in err
+    code, _, err = cli("subscribers", "add", "older@example.org")
+    assert code == 2 and "not among the suppression keys" in err
+    assert list(store.iter_subscribers(engine)) == []  # nothing stored, the erased address not back
 
 
 @pytest.mark.parametrize("page", ["docs/subscribers.md", "docs/web-public.md"])

@@ -28,7 +28,9 @@ def test_fast_path_tokens_verify_and_stay_bound_to_purpose_and_secret(tmp_path, 
     token = TokenSigner(settings).sign(UNSUBSCRIBE, 4321)
     assert verify(settings, token, UNSUBSCRIBE) == 4321
     assert verify(settings, token, PREFERENCES) is None
-    assert verify(settings, token[:-1] + ("A" if token[-1] != "A" else "B"), UNSUBSCRIBE) is None
+    # Change a character inside the signature: the last one of base64 may only hold padding bits.
+    i = len(token) - 5
+    assert verify(settings, token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:], UNSUBSCRIBE) is None
     monkeypatch.setenv("DIGEST_SECRET", "second,first")  # rotated: old links keep working
     assert verify(settings, token, UNSUBSCRIBE) == 4321
     monkeypatch.setenv("DIGEST_SECRET", "second")

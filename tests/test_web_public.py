@@ -520,6 +520,32 @@ def test_failed_confirmation_send_is_logged(web_settings, engine, caplog):
     assert memory.closed
 
 
+def test_a_confirmation_email_that_could_not_be_sent_does_not_use_up_the_cooldown(tmp_path, store_url, engine,
+                                                                                  caplog):
+    """The SMTP server is down at the first sign-up: the next one, once it is up, gets the link."""
+    from conftest import free_port, start_smtp_server
+
+    port = free_port()  # nothing listens there yet
+    settings = make_settings(tmp_path, store_url, web={"base_url": "https://testserver"},
+                             delivery={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": port,
+                                                                     "connections": 1, "timeout": 5}})
+    with TestClient(create_app(settings, engine), base_url="https://testserver") as client:
+        down = sign_up(client, "patient@example.org")
+        assert "confirmation email for subscriber" in caplog.text and "not sent" in caplog.text
+        assert store.subscriber_record(engine, "patient@example.org")["signup_requests"] == []  # withdrawn
+        server, controller = start_smtp_server(port)
+        try:
+            up = sign_up(client, "patient@example.org")
+            again = sign_up(client, "patient@example.org")  # the cooldown holds for an email that went out
+        finally:
+            controller.stop()
+        assert down.status_code == up.status_code == again.status_code == 200
+        assert down.text == up.text == again.text  # the page says nothing about the mail server
+        (mail,) = server.for_recipient("patient@example.org")
+        assert confirm(client, re.search(r"https://testserver(/confirm/\S+)", mail.get_content()).group(1)).status_code == 200
+    assert store.get_subscriber(engine, "patient@example.org").status == SubscriberStatus.CONFIRMED
+
+
 @pytest.mark.slow
 def test_digest_serve_answers_on_the_given_port(tmp_path):
     """`digest serve` as a real process: the subscribe page answers, with its security headers."""

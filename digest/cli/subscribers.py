@@ -23,7 +23,7 @@ from ..subscribers import (
     normalise_email,
     subscriber_json,
 )
-from ..tokens import suppression_keys
+from ..tokens import checked_suppression_keys
 from .base import EXIT_FAILED, EXIT_USAGE, fail, handle_errors, main, print_json, state
 
 STATUS_CHOICE = click.Choice([s.value for s in SubscriberStatus])
@@ -47,6 +47,7 @@ def import_command(file: Path, as_json: bool) -> None:
     """
     from ..pipeline import import_subscribers
 
+    checked_suppression_keys(state().settings, state().engine)  # adopts pre-0002 erasures; exit 2 if a key is missing
     try:
         report = import_subscribers(state().settings, state().engine, file)
     except ListFileError as exc:
@@ -121,7 +122,7 @@ def add_command(email: str, name: str, language: str, series: tuple[str, ...], n
                                  consent_at=datetime.now(UTC), consent_method="admin")
     except InvalidSubscriber as exc:
         fail(str(exc), EXIT_USAGE)
-    keys = store.usable_suppression_keys(engine, suppression_keys(settings))
+    keys = checked_suppression_keys(settings, engine)
     existing = store.get_subscriber(engine, wanted.email)
     if existing is not None and existing.status == SubscriberStatus.BOUNCED and reactivate_bounced:
         store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "")
@@ -191,7 +192,7 @@ def erase_command(email: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Erase everything about {address}? This cannot be undone", abort=True)
     engine = state().engine
-    keys = store.usable_suppression_keys(engine, suppression_keys(state().settings), require=False)
+    keys = checked_suppression_keys(state().settings, engine, require=False)
     existed = store.erase_subscriber(engine, address, keys)
     click.echo(f"erased {address}" if existed else f"{address} was not stored; its hash is now suppressed")
 
@@ -204,7 +205,7 @@ def show_command(email: str, as_json: bool) -> None:
     """Everything stored about one address: the subscriber, their events and deliveries."""
     address = _address(email)
     settings, engine = state().settings, state().engine
-    keys = store.usable_suppression_keys(engine, suppression_keys(settings), require=False)
+    keys = checked_suppression_keys(settings, engine, require=False)
     record = store.subscriber_record(engine, address)
     if record is None:
         erased = store.is_suppressed(engine, address, keys)

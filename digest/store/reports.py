@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, Text, cast, func, select
+from sqlalchemy import Engine, Text, cast, distinct, func, select
 
 from ..models import SubscriberStatus
 from .schema import subscriber_events, subscribers
@@ -96,3 +96,20 @@ def issue_events(engine: Engine, number: int) -> dict[str, int]:
     )
     with engine.connect() as conn:
         return {event: n for event, n in conn.execute(query)}
+
+
+def bounced_subscribers(engine: Engine, number: int) -> int:
+    """Subscribers whose address bounced on this issue, each once.
+
+    A 5xx records a `bounce` event and, at the bounce threshold, a `bounced` status event too: the
+    same subscriber. Erased subscribers' events have no subscriber id left; each of their `bounce`
+    events still stands for one subscriber (a subscriber has one delivery per issue).
+    """
+    events = subscriber_events
+    bounce_events = events.c.event.in_(("bounce", "bounced"))
+    known = select(func.count(distinct(events.c.subscriber_id))).select_from(events).where(
+        events.c.issue_number == number, bounce_events, events.c.subscriber_id.is_not(None))
+    erased = select(func.count()).select_from(events).where(
+        events.c.issue_number == number, events.c.event == "bounce", events.c.subscriber_id.is_(None))
+    with engine.connect() as conn:
+        return conn.execute(known).scalar_one() + conn.execute(erased).scalar_one()

@@ -2,7 +2,8 @@
 
 A request holds what the subscribe form asked for (choices, the form's IP) so the confirmation
 link carries only the subscriber id and the request's random nonce. Requests go when used
-(confirmation), when the subscriber opts out or is erased, and when older than the link's lifetime.
+(confirmation), when the subscriber opts out or is erased, when their email could not be sent, and
+when older than the link's lifetime.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def find_signup_request(engine: Engine, subscriber_id: int, nonce: str) -> Signu
                          want_events=bool(row.want_events), want_media=bool(row.want_media))
     return SignupRequest(subscriber_id=row.subscriber_id, nonce=row.nonce, choices=choices, ip=row.ip,
                          created_at=row.created_at)
+
+
+def withdraw_signup_request(engine: Engine, subscriber_id: int, nonce: str) -> bool:
+    """Delete one request whose confirmation email could not be sent; True if it was there.
+
+    Its link reached nobody, so it must not hold back the next sign-up's email (the cooldown).
+    """
+    with engine.begin() as conn:
+        return bool(conn.execute(signup_requests.delete().where(signup_requests.c.subscriber_id == subscriber_id,
+                                                                signup_requests.c.nonce == nonce)).rowcount)
 
 
 def forget_signup_requests(conn: Connection, subscriber_id: int) -> None:

@@ -4,6 +4,7 @@ Status changes always write a subscriber_event in the same transaction, so the a
 GDPR access (`subscriber_record`) see every step. Erasure deletes the row (deliveries cascade),
 blanks the details of its events and keeps only keyed hashes of the address in `suppressions`,
 each with the fingerprint of its key: `usable_suppression_keys` refuses to go on without one.
+Nothing here reads or writes the key file (digest.tokens does).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from sqlalchemy import Connection, Engine, bindparam, func, literal, select
 
 from ..models import Subscriber, SubscriberStatus
 from ..subscribers import (
+    LEGACY_KEY_TAG,
     SUPPRESSED_STATUSES,
     ImportReport,
     InvalidSubscriber,
     ListRow,
     RejectedRow,
     SuppressionKeyMissing,
+    SuppressionKeys,
     email_hash,
     normalise_email,
     suppression_key_id,
@@ -140,33 +143,50 @@ def _suppressed(conn: Connection, hashes: list[str]) -> set[str]:
     return set(conn.execute(query).scalars())
 
 
-LEGACY_KEY_ID = ""  # suppression rows hashed before migration 0002, under a key derived from the signing secret
+UNLABELLED_KEY_ID = ""  # erasures stored before migration 0002: hashed with a key of the pre-0002 set
 
 
-def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool = True) -> Sequence[bytes]:
+def erasures_by_key(engine: Engine) -> dict[str, int]:
+    """How many erasure hashes the store holds per key id ("" for those not labelled since 0002)."""
+    query = select(suppressions.c.key_id, func.count()).group_by(suppressions.c.key_id)
+    with engine.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
+def label_legacy_erasures(engine: Engine, set_id: str, replaces: Iterable[str] = ()) -> int:
+    """Give the pre-0002 erasures (and those labelled with an earlier id of the set, `replaces`) the set's id."""
+    old_ids = [UNLABELLED_KEY_ID, *(i for i in replaces if i and i != set_id)]
+    with engine.begin() as conn:
+        return conn.execute(suppressions.update().where(suppressions.c.key_id.in_(old_ids)).values(key_id=set_id)).rowcount
+
+
+def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool = True) -> SuppressionKeys:
     """`keys`, after checking that every erasure hash in the store was made with one of them.
 
-    Hashes from before digest kept its own suppression key are adopted first: their key (derived
-    from the current signing secrets) is written to the key file and their rows get its id.
     Raises SuppressionKeyMissing when a key is missing (unless not `require`): an import or add
-    could then re-add an erased address.
+    could then re-add an erased address. Pre-0002 erasures count as present only while the whole
+    pre-0002 key set is (digest.tokens.checked_suppression_keys adopts them first).
     """
-    with engine.connect() as conn:
-        counts = dict(conn.execute(select(suppressions.c.key_id, func.count()).group_by(suppressions.c.key_id)).all())
-    if LEGACY_KEY_ID in counts and hasattr(keys, "with_legacy_keys"):
-        keys, legacy_id = keys.with_legacy_keys()
-        with engine.begin() as conn:
-            conn.execute(suppressions.update().where(suppressions.c.key_id == LEGACY_KEY_ID).values(key_id=legacy_id))
-        counts[legacy_id] = counts.get(legacy_id, 0) + counts.pop(LEGACY_KEY_ID)
-    missing = {key_id: n for key_id, n in counts.items() if key_id not in {suppression_key_id(k) for k in keys}}
+    keyring = keys if isinstance(keys, SuppressionKeys) else SuppressionKeys(keys)
+    known = keyring.key_ids()
+    missing = {key_id: n for key_id, n in erasures_by_key(engine).items() if key_id not in known}
     if missing and require:
-        where = f" ({keys.where()})" if hasattr(keys, "where") else ""
-        listed = ", ".join(f"{key_id or 'pre-0002'} ({n} erasure{'s' if n != 1 else ''})" for key_id, n in sorted(missing.items()))
-        raise SuppressionKeyMissing(
-            f"the suppression list holds erasures hashed with key(s) {listed} that are not among the suppression "
-            f"keys{where}: restore the missing key (from your backup of digest-suppression.key, see "
-            "docs/subscribers.md#the-suppression-key) and run again. Nothing was changed, so no erased address came back")
-    return keys
+        raise SuppressionKeyMissing(_missing_keys_message(missing, keyring.where))
+    return keyring
+
+
+def _missing_keys_message(missing: dict[str, int], where: str) -> str:
+    listed = ", ".join(f"{key_id or 'pre-0002 (not adopted yet: `digest subscribers show` adopts them)'} "
+                       f"({n} erasure{'s' if n != 1 else ''})"
+                       for key_id, n in sorted(missing.items()))
+    hint = ""
+    if any(key_id.startswith(LEGACY_KEY_TAG) for key_id in missing):
+        hint = (f" A {LEGACY_KEY_TAG}:… id stands for every key line tagged {LEGACY_KEY_TAG} together: "
+                "restore all of them.")
+    return (f"the suppression list holds erasures hashed with key(s) {listed} that are not among the suppression "
+            f"keys{f' ({where})' if where else ''}: restore the missing key (from your backup of "
+            "digest-suppression.key, see docs/subscribers.md#the-suppression-key) and run again." + hint +
+            " Nothing was changed, so no erased address came back")
 
 
 # --- writing one subscriber -----------------------------------------------------------------------
@@ -218,19 +238,24 @@ def set_status(engine: Engine, subscriber_id: int, status: SubscriberStatus, now
     An opt-out (unsubscribed, bounced, complained) also withdraws pending sign-up requests, so an
     older confirmation link can never undo it.
     """
-    now = _now(now)
+    with engine.begin() as conn:
+        return change_status(conn, subscriber_id, status, _now(now), detail, issue_number)
+
+
+def change_status(conn: Connection, subscriber_id: int, status: SubscriberStatus, now: datetime,
+                  detail: str = "", issue_number: int | None = None) -> bool:
+    """`set_status` inside the caller's transaction (an import applies its opt-outs with its batch)."""
     values: dict = {"status": status.value, "updated_at": now}
     if status == SubscriberStatus.CONFIRMED:
         values["confirmed_at"] = now
     if status in SUPPRESSED_STATUSES:
         values["unsubscribed_at"] = now
-    with engine.begin() as conn:
-        done = conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id,
-                                                       subscribers.c.status != status.value).values(**values)).rowcount
-        if done:
-            record_event(conn, subscriber_id, status.value, now, detail, issue_number)
-        if status in SUPPRESSED_STATUSES:
-            forget_signup_requests(conn, subscriber_id)
+    done = conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id,
+                                                   subscribers.c.status != status.value).values(**values)).rowcount
+    if done:
+        record_event(conn, subscriber_id, status.value, now, detail, issue_number)
+    if status in SUPPRESSED_STATUSES:
+        forget_signup_requests(conn, subscriber_id)
     return bool(done)
 
 
@@ -266,8 +291,8 @@ def record_bounce(engine: Engine, subscriber_id: int, threshold: int = 2, now: d
                      .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now))
         record_event(conn, subscriber_id, "bounce", now, detail, issue_number)
         count = conn.execute(select(subscribers.c.bounce_count).where(subscribers.c.id == subscriber_id)).scalar()
-    if count is not None and count >= threshold:
-        return set_status(engine, subscriber_id, SubscriberStatus.BOUNCED, now, detail, issue_number)
+        if count is not None and count >= threshold:
+            return change_status(conn, subscriber_id, SubscriberStatus.BOUNCED, now, detail, issue_number)
     return False
 
 
@@ -345,15 +370,16 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
                 status=SubscriberStatus.CONFIRMED.value, consent_at=now, consent_method="import", consent_ip="",
                 confirmed_at=now, updated_at=now))
             _events(conn, confirms, "confirmed", now, "import")
-    for subscriber_id, status in opt_outs:
-        set_status(engine, subscriber_id, status, now, "import")
+        # In the batch's transaction: the report's "suppressed" and the store never disagree.
+        for subscriber_id, status in opt_outs:
+            change_status(conn, subscriber_id, status, now, "import")
     report.added += sum(1 for i in inserts if SubscriberStatus(i["status"]) not in SUPPRESSED_STATUSES)
     report.updated += len(updates)
 
 
 def _insert_values(new: Subscriber, now: datetime, source: str) -> dict:
     confirmed = new.status == SubscriberStatus.CONFIRMED
-    return {**_values(new), "created_at": now, "updated_at": now, "source": source,
+    return {**_values(new), "created_at": new.created_at or now, "updated_at": now, "source": source,
             "confirmed_at": now if confirmed else None,
             "unsubscribed_at": now if new.status in SUPPRESSED_STATUSES else None}
 

@@ -3,7 +3,8 @@
 Every page needs a signed-in session (else the login page, with status 401, and nothing of a draft);
 every state change is a POST carrying the session's CSRF token (else 403 and nothing changes).
 Approval carries the version the page showed: approving a draft that changed since is refused.
-Blocking work (rendering, SMTP, building) runs in the thread pool.
+Blocking work (every store query, the session check included, rendering, SMTP, building) runs in
+the thread pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _guarded(admin: Admin, handler: Handler, post: bool) -> Callable[[Request], 
     """Wrap a handler: the login page without a session; for POSTs, 403 without the CSRF token."""
 
     async def endpoint(request: Request) -> Response:
-        session = admin.auth.session(request)
+        session = await run_in_threadpool(admin.auth.session, request)  # a store read: off the event loop
         if session is None:
             return _login_response(admin, request, status_code=401, next_path=_next_path(request, post))
         if post:
@@ -190,7 +191,7 @@ def _login_response(admin: Admin, request: Request, status_code: int = 200, next
 
 
 async def login_page(admin: Admin, request: Request) -> Response:
-    if admin.auth.session(request):
+    if await run_in_threadpool(admin.auth.session, request):
         return _redirect("/admin/issues")
     return _login_response(admin, request, next_path=_safe_next(request.query_params.get("next", "")))
 
@@ -244,24 +245,34 @@ async def home(admin: Admin, request: Request, session: AdminSession) -> Respons
 async def issues_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     from ..store.issues import list_issues
 
-    issues = list_issues(admin.engine)
+    issues = await run_in_threadpool(list_issues, admin.engine)
     return page(admin, request, "admin/issues.html", {"issues": issues, "active": "issues"}, session)
 
 
-def _issue_or_404(admin: Admin, request: Request, session: AdminSession, number: int):  # noqa: ANN202
-    from ..store.issues import get_issue, get_summary
-
-    issue, summary = get_issue(admin.engine, number), get_summary(admin.engine, number)
+async def _issue_or_404(admin: Admin, request: Request, session: AdminSession, number: int):  # noqa: ANN202
+    issue, summary = await run_in_threadpool(_issue_and_summary, admin.engine, number)
     if issue is None or summary is None:
         return None, None, message(admin, request, session, 404, "No such issue",
                                    f"There is no issue {number}.", back="/admin/issues")
     return issue, summary, None
 
 
+def _issue_and_summary(engine: Engine, number: int):  # noqa: ANN202
+    from ..store.issues import get_issue, get_summary
+
+    return get_issue(engine, number), get_summary(engine, number)
+
+
+async def _get_issue(admin: Admin, number: int):  # noqa: ANN202
+    from ..store.issues import get_issue
+
+    return await run_in_threadpool(get_issue, admin.engine, number)
+
+
 async def issue_page(admin: Admin, request: Request, session: AdminSession, notices=None,  # noqa: ANN001
                      status_code: int = 200) -> Response:
     number = request.path_params["number"]
-    issue, summary, missing = _issue_or_404(admin, request, session, number)
+    issue, summary, missing = await _issue_or_404(admin, request, session, number)
     if missing:
         return missing
     choice = PreviewChoice.from_query(dict(request.query_params), admin.settings)
@@ -273,9 +284,7 @@ async def issue_page(admin: Admin, request: Request, session: AdminSession, noti
 
 async def preview(admin: Admin, request: Request, session: AdminSession) -> Response:
     """The edition itself, for the sandboxed iframe: its own strict CSP, no scripts, framed by us only."""
-    from ..store.issues import get_issue
-
-    issue = get_issue(admin.engine, request.path_params["number"])
+    issue = await _get_issue(admin, request.path_params["number"])
     headers = {"content-security-policy": PREVIEW_CSP, "x-frame-options": "SAMEORIGIN", "cache-control": "no-store"}
     if issue is None:
         return PlainTextResponse("There is no such issue.", status_code=404, headers=headers)
@@ -292,29 +301,31 @@ async def preview(admin: Admin, request: Request, session: AdminSession) -> Resp
 
 async def approve(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Approve exactly the version the page showed."""
-    from ..store.issues import IssueError, StaleVersion, approve_issue
+    from ..schedule import SendWhen
+    from ..store.issues import IssueError, StaleVersion
 
     number = request.path_params["number"]
     version = str(request.state.form.get("version", ""))
     try:
-        approve_issue(admin.engine, number, by=session.name, version=version)
+        outlook = await run_in_threadpool(approve_and_look_ahead, admin.settings, admin.engine, number,
+                                          session.name, version)
     except StaleVersion:
         return await issue_page(admin, request, session, status_code=409, notices=[(
             "error", "Not approved: this draft changed since the page you approved from was shown. "
                      "Check the preview below (the current version), then approve again.")])
     except IssueError as exc:
         return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
-    return _redirect(f"/admin/issues/{number}", "approved-due" if _send_time_passed(admin, number) else "approved")
+    return _redirect(f"/admin/issues/{number}", "approved-due" if outlook.when == SendWhen.AT_ONCE else "approved")
 
 
-def _send_time_passed(admin: Admin, number: int) -> bool:
-    """Whether the issue's send time is already behind us (the scheduler then sends it at its next check)."""
-    from ..schedule import due_time
+def approve_and_look_ahead(settings: Settings, engine: Engine, number: int, by: str, version: str):  # noqa: ANN201
+    """Approve exactly `version`; returns what the send job now does with it (digest.schedule.send_outlook)."""
+    from ..schedule import send_outlook
+    from ..store.issues import approve_issue
     from ..store.runs import issue_timing
 
-    timing = issue_timing(admin.engine, number)
-    due = due_time(admin.settings, timing) if timing else None
-    return due is not None and due <= datetime.now(UTC)
+    approve_issue(engine, number, by=by, version=version)
+    return send_outlook(settings, issue_timing(engine, number), datetime.now(UTC))
 
 
 async def edit_editorial(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -325,9 +336,7 @@ async def edit_editorial(admin: Admin, request: Request, session: AdminSession) 
 
 async def edit_items(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Apply the pin/drop checkboxes as the new set of choices."""
-    from ..store.issues import get_issue
-
-    issue = get_issue(admin.engine, request.path_params["number"])
+    issue = await _get_issue(admin, request.path_params["number"])
     if issue is None:
         return message(admin, request, session, 404, "No such issue", "There is no such issue.", "/admin/issues")
     form = request.state.form
@@ -361,10 +370,10 @@ def save_editorial(settings: Settings, engine: Engine, number: int, changes: dic
 
 async def rebuild(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Compose the draft's window again from the stored items."""
-    from ..store.issues import IssueError, get_issue
+    from ..store.issues import IssueError
 
     number = request.path_params["number"]
-    issue = get_issue(admin.engine, number)
+    issue = await _get_issue(admin, number)
     if issue is None or issue.status not in (IssueStatus.DRAFT, IssueStatus.APPROVED):
         return message(admin, request, session, 409, "Cannot rebuild", "Only a draft or approved issue can be "
                        "rebuilt; a sent issue never changes.", f"/admin/issues/{number}")
@@ -403,10 +412,8 @@ async def send_test(admin: Admin, request: Request, session: AdminSession) -> Re
 
 async def send_now(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Start sending an approved issue to every subscriber, in the background; the ledger makes it once."""
-    from ..store.issues import get_issue
-
     number = request.path_params["number"]
-    issue = get_issue(admin.engine, number)
+    issue = await _get_issue(admin, number)
     if issue is None or issue.status not in (IssueStatus.APPROVED, IssueStatus.SENDING):
         return message(admin, request, session, 409, "Not sent", "Only an approved issue can be sent: "
                        "approve it first.", f"/admin/issues/{number}")
@@ -429,7 +436,7 @@ async def schedule(admin: Admin, request: Request, session: AdminSession) -> Res
     number = request.path_params["number"]
     form = request.state.form
     if form.get("clear"):
-        set_send_time(admin.engine, number, None)
+        await run_in_threadpool(set_send_time, admin.engine, number, None)
         return _redirect(f"/admin/issues/{number}", "unscheduled")
     try:
         local = datetime.strptime(str(form.get("send_at", "")), "%Y-%m-%dT%H:%M")
@@ -440,7 +447,7 @@ async def schedule(admin: Admin, request: Request, session: AdminSession) -> Res
     if send_at < datetime.now(UTC) - timedelta(minutes=1):
         return await issue_page(admin, request, session, status_code=400,
                                 notices=[("error", "That time has passed: pick a time in the future or use Send now.")])
-    if not set_send_time(admin.engine, number, send_at):
+    if not await run_in_threadpool(set_send_time, admin.engine, number, send_at):
         return await issue_page(admin, request, session, status_code=409,
                                 notices=[("error", "Only a draft or approved issue can be scheduled.")])
     return _redirect(f"/admin/issues/{number}", "scheduled")
@@ -448,11 +455,11 @@ async def schedule(admin: Admin, request: Request, session: AdminSession) -> Res
 
 async def report_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     number = request.path_params["number"]
-    issue, summary, missing = _issue_or_404(admin, request, session, number)
+    issue, summary, missing = await _issue_or_404(admin, request, session, number)
     if missing:
         return missing
-    report = delivery_report(admin.engine, number)
-    runs = [r for r in recent_runs(admin.engine, limit=200) if r.issue_number == number][:20]
+    report = await run_in_threadpool(delivery_report, admin.engine, number)
+    runs = [r for r in await run_in_threadpool(recent_runs, admin.engine, limit=200) if r.issue_number == number][:20]
     return page(admin, request, "admin/report.html",
                 {"issue": issue, "summary": summary, "report": report, "runs": runs, "active": "issues"}, session)
 
@@ -460,23 +467,23 @@ async def report_page(admin: Admin, request: Request, session: AdminSession) -> 
 # --- health and people ----------------------------------------------------------------------------
 
 async def feeds_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    status = collect_status(admin.settings, admin.engine, datetime.now(UTC), runs=0)
+    status = await run_in_threadpool(collect_status, admin.settings, admin.engine, datetime.now(UTC), runs=0)
     return page(admin, request, "admin/feeds.html", {"feeds": status.feeds, "active": "feeds",
                                                       "now": status.now}, session)
 
 
 async def runs_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    status = collect_status(admin.settings, admin.engine, datetime.now(UTC), runs=50)
+    status = await run_in_threadpool(collect_status, admin.settings, admin.engine, datetime.now(UTC), runs=50)
     return page(admin, request, "admin/runs.html", {"status": status, "active": "runs"}, session)
 
 
 async def subscribers_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    overview = subscribers_overview(admin.settings, admin.engine, datetime.now(UTC))
+    overview = await run_in_threadpool(subscribers_overview, admin.settings, admin.engine, datetime.now(UTC))
     return page(admin, request, "admin/subscribers.html", {"overview": overview, "active": "subscribers"}, session)
 
 
 async def archive_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     from ..store.issues import list_issues
 
-    sent = list_issues(admin.engine, (IssueStatus.SENT,))
+    sent = await run_in_threadpool(list_issues, admin.engine, (IssueStatus.SENT,))
     return page(admin, request, "admin/archive.html", {"issues": sent, "active": "archive"}, session)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import threading
 import time
@@ -27,7 +26,7 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings
+from ..config import Settings, is_loopback_host
 from ..store.sessions import revoke_session, session_revoked
 from ..tokens import signing_secrets
 from .passwords import PasswordHashError, configured_hash, verify_password
@@ -35,7 +34,6 @@ from .passwords import PasswordHashError, configured_hash, verify_password
 SESSION_COOKIE = "digest_admin"
 LOGIN_COOKIE = "digest_admin_login"
 SESSION_HOURS = 12
-_LOOPBACK_NAMES = {"localhost"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -70,7 +68,10 @@ class AdminAuth:
 
     # --- the session ---------------------------------------------------------------------------
     def session(self, request: Request) -> AdminSession | None:
-        """The signed-in session, or None (no cookie, bad signature, expired, signed out, password changed)."""
+        """The signed-in session, or None (no cookie, bad signature, expired, signed out, password changed).
+
+        Reads the store (signed-out sessions): async code calls it through the thread pool.
+        """
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw or not self.password_hash():
             return None
@@ -125,22 +126,15 @@ class AdminAuth:
     def cookies_dropped(self, request: Request) -> bool:
         """True when the browser is on plain http to a name that is not loopback: it drops our Secure cookies."""
         scheme, host = _browser_origin(request)
-        if scheme != "http" or is_loopback(host):
+        if scheme != "http" or is_loopback_host(host):
             return False
         # A TLS proxy that passes Host but not X-Forwarded-Proto: the browser is on base_url's https.
         base = urlsplit(self.base_url)
         return not (base.scheme == "https" and (base.hostname or "") == host)
 
 
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1, localhost and *.localhost: names that never leave the machine (RFC 6761)."""
-    host = host.lower().rstrip(".").strip("[]")
-    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+# The package's one loopback test lives in config; this name stays for code that imports it from here.
+is_loopback = is_loopback_host
 
 
 def cookie_secure(request: Request) -> bool:
@@ -150,7 +144,7 @@ def cookie_secure(request: Request) -> bool:
     that forwards neither Host nor the scheme says https there), else the request's own URL.
     """
     scheme, host = _browser_origin(request)
-    return scheme != "http" or not is_loopback(host)
+    return scheme != "http" or not is_loopback_host(host)
 
 
 def _browser_origin(request: Request) -> tuple[str, str]:

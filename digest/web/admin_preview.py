@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from sqlalchemy import Engine
@@ -131,7 +131,7 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
                        cache: EditionCache) -> dict:
     """Everything the issue page template shows besides the session."""
     from ..manifest import issue_subject
-    from ..schedule import due_time
+    from ..schedule import send_outlook
     from ..store.runs import issue_timing
     from ..store.subscribers import iter_subscribers
 
@@ -143,6 +143,7 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
         preview_error = str(exc)
     timing = issue_timing(engine, issue.number)
     open_issue = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
+    now = datetime.now(UTC)
     return {
         "issue": issue, "summary": summary, "choice": choice, "languages": LANGUAGES,
         "subject": issue_subject(issue, settings),
@@ -155,8 +156,8 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
                      "pinned": e.pinned or e.item.key in issue.editorial.pinned}
                     for s in issue.sections for e in s.entries],
         "editable": open_issue,
-        "send_due": due_time(settings, timing) if open_issue and timing else None,
-        "send_note": send_note(settings, timing, datetime.now(UTC)) if open_issue and timing else "",
+        "send_due": send_outlook(settings, timing, now).due if open_issue and timing else None,
+        "send_note": send_note(settings, timing, now) if open_issue and timing else "",
         "timezone": settings.site.timezone,
         "send_at_value": timing.send_at.astimezone(settings.site.tz).strftime("%Y-%m-%dT%H:%M")
         if timing and timing.send_at else "",
@@ -166,21 +167,19 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
 def send_note(settings: Settings, timing, now: datetime) -> str:  # noqa: ANN001
     """What the page says under "Goes out" once the send time has passed ('' while it is ahead).
 
-    The send job runs every minute: an approved issue past its send time goes at its next check,
-    unless it is stale (then it is held for a fresh approval); approving a draft late is a fresh
-    decision, so it goes out at once.
+    Worded from digest.schedule.send_outlook, the rule the send job itself follows.
     """
-    from ..schedule import due_time
+    from ..schedule import SendWhen, send_outlook
 
-    due = due_time(settings, timing)
-    if due is None or due > now:
+    outlook = send_outlook(settings, timing, now)
+    if outlook.when in (SendWhen.NOT_SCHEDULED, SendWhen.AT_SEND_TIME):
         return ""
-    send_time = f"its send time ({due.astimezone(settings.site.tz):%d %b %Y, %H:%M})"
-    if timing.status == IssueStatus.DRAFT.value:
-        return f"At once when approved: {send_time} has passed."
-    if now - max(due, timing.approved_at or due) > timedelta(hours=settings.schedule.stale_after_hours):
+    send_time = f"its send time ({outlook.due.astimezone(settings.site.tz):%d %b %Y, %H:%M})"
+    if outlook.when == SendWhen.AFTER_FRESH_APPROVAL:
         return (f"Only after a fresh approval: {send_time} passed more than {settings.schedule.stale_after_hours} h "
                 "ago (schedule.stale_after_hours), so the scheduler holds it back.")
+    if timing.status == IssueStatus.DRAFT.value:
+        return f"At once when approved: {send_time} has passed."
     return f"Now: {send_time} has passed, so the scheduler sends it at its next check (every minute)."
 
 

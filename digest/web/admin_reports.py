@@ -9,19 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine
 
 from ..config import Settings
 from ..store.ledger import ledger_counts
 from ..store.reports import (
     SubscriberChange,
     WeekCounts,
+    bounced_subscribers,
     confirmed_by_series,
     issue_events,
     recent_changes,
     weekly_changes,
 )
-from ..store.schema import subscriber_events
 from ..store.subscribers import count_by_status
 
 
@@ -53,23 +53,6 @@ def delivery_report(engine: Engine, number: int) -> DeliveryReport:
         complaints=events.get("complained", 0),
         events=events,
     )
-
-
-def bounced_subscribers(engine: Engine, number: int) -> int:
-    """Subscribers whose address bounced on this issue, each once.
-
-    A 5xx records a `bounce` event and, at the bounce threshold, a `bounced` status event too: the
-    same subscriber. Erased subscribers' events have no subscriber id left; each of their `bounce`
-    events still stands for one subscriber (a subscriber has one delivery per issue).
-    """
-    events = subscriber_events
-    bounce_events = events.c.event.in_(("bounce", "bounced"))
-    known = select(func.count(distinct(events.c.subscriber_id))).select_from(events).where(
-        events.c.issue_number == number, bounce_events, events.c.subscriber_id.is_not(None))
-    erased = select(func.count()).select_from(events).where(
-        events.c.issue_number == number, events.c.event == "bounce", events.c.subscriber_id.is_(None))
-    with engine.connect() as conn:
-        return conn.execute(known).scalar_one() + conn.execute(erased).scalar_one()
 
 
 @dataclass(frozen=True)

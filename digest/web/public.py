@@ -6,7 +6,8 @@ tampered, expired, unknown purpose, a sign-up request withdrawn by a later opt-o
 the same 400 "this link is not valid" page. Sign-ups answer the same page whatever the
 address's state, and the email goes out after the response, so neither the page nor its
 timing tells whether someone is subscribed; one address gets at most one confirmation email
-per `web.confirm_mail_cooldown_hours`, however many sign-ups name it.
+per `web.confirm_mail_cooldown_hours`, however many sign-ups name it (an email that could not be
+sent does not count).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from ..tokens import (
     PREFERENCES,
     UNSUBSCRIBE,
     TokenSigner,
+    checked_suppression_keys,
     confirm_url,
     read_confirm_token,
-    suppression_keys,
 )
 from .mail import confirmation_message
 from .pages import make_templates, render_page
@@ -100,7 +101,7 @@ class PublicSite:
         self.settings, self.engine, self.transport_factory = settings, engine, transport_factory
         self.signer = TokenSigner(settings)
         # Adopting pre-0002 erasures here too, so `digest serve` keeps them before a secret changes.
-        self.keys = store.usable_suppression_keys(engine, suppression_keys(settings), require=False)
+        self.keys = checked_suppression_keys(settings, engine, require=False)
         self.templates = make_templates()
         self.subscribe_limit = RateLimiter(web.subscribe_rate_per_minute, web.subscribe_burst)
         self.link_limit = RateLimiter(web.unsubscribe_rate_per_minute, web.unsubscribe_burst)
@@ -256,18 +257,36 @@ class PublicSite:
         return added or store.get_subscriber(self.engine, wanted.email)
 
     def send_confirmation(self, subscriber: Subscriber, nonce: str) -> None:
-        url = confirm_url(self.settings, subscriber.id, nonce, self.signer)
-        transport = self.transport_factory()
-        try:
-            results = transport.send_messages([confirmation_message(self.settings, subscriber, url)])
-        except Exception:  # noqa: BLE001 - after the response; the log is the only place left to tell
-            log.exception("could not send the confirmation email for subscriber %s", subscriber.id)
+        """Mail the link (after the response); if it cannot go out, withdraw its request.
+
+        A link that reached nobody must not use up the address's cooldown: the next sign-up
+        (once the mail server is back) sends a new one. The log is the only place left to tell.
+        """
+        error = self.mail_confirmation(subscriber, nonce)
+        if not error:
             return
+        log.warning("confirmation email for subscriber %s not sent: %s; the next sign-up with the address "
+                    "sends a new one", subscriber.id, error)
+        try:
+            signups.withdraw_signup_request(self.engine, subscriber.id, nonce)
+        except Exception:  # noqa: BLE001 - after the response; the log is the only place left to tell
+            log.exception("could not withdraw the unsent sign-up request of subscriber %s: the address gets a new "
+                          "link only after web.confirm_mail_cooldown_hours", subscriber.id)
+
+    def mail_confirmation(self, subscriber: Subscriber, nonce: str) -> str:
+        """'' once the confirmation email is accepted by the transport, else why it was not."""
+        url = confirm_url(self.settings, subscriber.id, nonce, self.signer)
+        transport = None
+        try:
+            transport = self.transport_factory()
+            results = transport.send_messages([confirmation_message(self.settings, subscriber, url)])
+        except Exception as exc:  # noqa: BLE001 - e.g. unusable SMTP settings: logged, the request withdrawn
+            log.exception("could not send the confirmation email for subscriber %s", subscriber.id)
+            return f"{type(exc).__name__}: {exc}"
         finally:
-            transport.close()
-        for result in results:
-            if not result.ok:
-                log.warning("confirmation email for subscriber %s not sent: %s", subscriber.id, result.error)
+            if transport is not None:
+                transport.close()
+        return "; ".join(r.error or "refused" for r in results if not r.ok)
 
     # --- confirm ------------------------------------------------------------------------------
 
