@@ -16,30 +16,35 @@ the job store; they run one at a time in one worker thread.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from enum import Enum
-from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, text
 
 from . import pipeline
-from .config import ConfigError, Settings, load_settings
+from .config import Settings, load_settings
 from .cpulimit import shutdown_workers
 from .models import IssueStatus
 from .store import is_postgres, open_store
 from .store.locks import acquire_lock, advisory_key, lock_holder, lock_owner, release_lock, renew_lock
-from .store.runs import IssueTiming, hold_for_approval, issue_timings, ran_for, record_run
+from .store.runs import hold_for_approval, issue_timings, ran_for, record_run
+from .timing import (
+    SendWhen,
+    build_trigger,
+    check_schedule,
+    fetch_trigger,
+    last_fire_time,
+    send_outlook,
+    send_trigger,
+)
 
 log = logging.getLogger("digest.schedule")
 
@@ -49,82 +54,6 @@ JOB_FETCH, JOB_BUILD, JOB_SEND, JOB_SEND_POLL = "fetch", "build", "send", "send-
 # Outcomes that mean "the build for this fire time is done": a rerun is a no-op.
 BUILD_DONE = ("built", "skipped")
 SEND_POLL_MINUTES = 1
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-# --- cron ------------------------------------------------------------------------------------------
-
-def crontab_trigger(expr: str, timezone: ZoneInfo, key: str = "schedule.cron") -> CronTrigger:
-    """A CronTrigger for a standard crontab line (0 and 7 = Sunday, as in cron, unlike APScheduler 3)."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ConfigError(f"'{key}' is {expr!r}: use five crontab fields (minute hour day month weekday), "
-                          "e.g. \"0 9 * * mon\"")
-    fields[4] = _cron_weekdays(fields[4])
-    try:
-        return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
-    except ValueError as exc:
-        raise ConfigError(f"'{key}' is {expr!r}: {exc}") from None
-
-
-def _cron_weekdays(field: str) -> str:
-    """Translate numeric crontab weekdays to names, which APScheduler 3 reads the cron way."""
-    if not re.search(r"\d", field.split("/")[0]) and "*/" not in field:
-        return field
-    names: list[str] = []
-    for part in field.split(","):
-        match = re.fullmatch(r"(\*|\d)(?:-(\d))?(?:/(\d+))?", part)
-        if not match:
-            return field  # names or a mix: leave it to APScheduler's own validation
-        start, end, step = match.groups()
-        first, last = (0, 6) if start == "*" else (int(start), int(end) if end else int(start))
-        if end is None and step and start != "*":
-            last = 6
-        names += [_CRON_DAYS[d % 7] for d in range(first, last + 1, int(step or 1))]
-    return ",".join(dict.fromkeys(names))
-
-
-def last_fire_time(trigger: CronTrigger, now: datetime) -> datetime | None:
-    """The latest fire time at or before `now` (within a year), or None."""
-    for lookback in (timedelta(hours=2), timedelta(days=2), timedelta(days=8), timedelta(days=32),
-                     timedelta(days=367)):
-        fire, latest = trigger.get_next_fire_time(None, now - lookback), None
-        while fire is not None and fire <= now:
-            latest, fire = fire, trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
-        if latest is not None:
-            return latest.astimezone(UTC)
-    return None
-
-
-def next_fire_time(trigger: CronTrigger, after: datetime) -> datetime | None:
-    """The first fire time strictly after `after`."""
-    fire = trigger.get_next_fire_time(None, after + timedelta(seconds=1))
-    return fire.astimezone(UTC) if fire else None
-
-
-def build_trigger(settings: Settings) -> CronTrigger:
-    return crontab_trigger(settings.schedule.cron, settings.site.tz, "schedule.cron")
-
-
-def send_trigger(settings: Settings) -> CronTrigger:
-    return crontab_trigger(settings.schedule.send_cron, settings.site.tz, "schedule.send_cron")
-
-
-def fetch_trigger(settings: Settings) -> IntervalTrigger:
-    hours = settings.schedule.fetch_every_hours
-    if hours < 1:
-        raise ConfigError(f"'schedule.fetch_every_hours' is {hours}: use a number of at least 1")
-    return IntervalTrigger(hours=hours, timezone=settings.site.tz)
-
-
-def check_schedule(settings: Settings) -> None:
-    """Raise ConfigError if a schedule setting cannot be used (called before `digest run` starts)."""
-    build_trigger(settings)
-    send_trigger(settings)
-    fetch_trigger(settings)
-    for address in settings.schedule.staff:
-        if "@" not in parseaddr(address)[1] or any(c in address for c in "\r\n"):
-            raise ConfigError(f"'schedule.staff' has {address!r}: use plain addresses, e.g. [\"comms@example.org\"]")
 
 
 # --- the work, with an explicit clock ----------------------------------------------------------------
@@ -156,47 +85,6 @@ def build_for(settings: Settings, engine: Engine, fire: datetime, now: datetime)
     else:
         notify_staff(settings, engine, issue.number, now)
     return issue.number
-
-
-def due_time(settings: Settings, timing: IssueTiming) -> datetime | None:
-    """When an approved issue should go: its explicit send time, else the first send_cron after its build."""
-    if timing.send_at is not None:
-        return timing.send_at
-    return next_fire_time(send_trigger(settings), timing.created_at)
-
-
-class SendWhen(Enum):
-    """What happens to a draft's or approved issue's send, as `send_outlook` sees it."""
-
-    NOT_SCHEDULED = "not scheduled"  # no send time: send_cron never fires after the build
-    AT_SEND_TIME = "at its send time"  # the send time is ahead (a draft needs approving by then)
-    AT_ONCE = "at once"  # the send time passed: at the send job's next check (a draft: once approved)
-    AFTER_FRESH_APPROVAL = "after a fresh approval"  # approved, but too late: held back as stale
-
-
-@dataclass(frozen=True)
-class SendOutlook:
-    when: SendWhen
-    due: datetime | None = None  # the send time, when there is one
-    late: timedelta = timedelta(0)  # past the send time, counted from the approval if that came later
-
-
-def send_outlook(settings: Settings, timing: IssueTiming, now: datetime) -> SendOutlook:
-    """The one send-time rule: what the send job does with this issue at `now` (for a draft: if approved now).
-
-    Approving after the send time is a fresh decision, so lateness counts from the approval; more
-    than `schedule.stale_after_hours` late, an approved issue waits for a fresh approval.
-    """
-    due = due_time(settings, timing)
-    if due is None:
-        return SendOutlook(SendWhen.NOT_SCHEDULED)
-    if due > now:
-        return SendOutlook(SendWhen.AT_SEND_TIME, due)
-    approved = (timing.approved_at or due) if timing.status == IssueStatus.APPROVED.value else now
-    late = now - max(due, approved)
-    if late > timedelta(hours=settings.schedule.stale_after_hours):
-        return SendOutlook(SendWhen.AFTER_FRESH_APPROVAL, due, late)
-    return SendOutlook(SendWhen.AT_ONCE, due, late)
 
 
 def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[int]:

@@ -16,19 +16,11 @@ from sqlalchemy import Engine
 
 from .config import ConfigError, Settings
 from .models import IssueStatus
-from .schedule import (
-    JOB_BUILD,
-    JOB_FETCH,
-    JOB_SEND,
-    JOBS_TABLE,
-    active_scheduler,
-    build_trigger,
-    fetch_trigger,
-    send_trigger,
-)
+from .schedule import JOB_BUILD, JOB_FETCH, JOB_SEND, JOBS_TABLE, active_scheduler
 from .store.feeds import FeedState, all_feed_states
 from .store.ledger import ledger_counts
 from .store.runs import IssueRecord, RunNote, issue_records, job_store_next_runs, recent_runs
+from .timing import build_trigger, fetch_trigger, send_trigger
 
 
 @dataclass(frozen=True)

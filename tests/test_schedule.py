@@ -18,20 +18,12 @@ from digest import schedule
 from digest.cli import main
 from digest.config import ConfigError
 from digest.models import IssueStatus
-from digest.schedule import (
-    SchedulerLock,
-    build_for,
-    crontab_trigger,
-    ensure_jobs,
-    last_fire_time,
-    make_scheduler,
-    reconcile,
-    send_due_issues,
-)
+from digest.schedule import SchedulerLock, build_for, ensure_jobs, make_scheduler, reconcile, send_due_issues
 from digest.status import collect_status, status_as_dict
 from digest.store import open_store
 from digest.store.issues import approve_issue, get_issue, get_summary, set_status
 from digest.store.runs import recent_runs, record_run, set_send_time
+from digest.timing import crontab_trigger, last_fire_time
 from digest.web.passwords import verify_password
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -239,8 +231,8 @@ def test_a_stale_send_waits_for_a_fresh_approval(store):
 
 def test_send_outlook_is_the_one_rule_for_when_an_issue_goes(tmp_path):
     """What the send job, the admin issue page and approval all go by: at its time, at once, or held as stale."""
-    from digest.schedule import SendWhen, send_outlook
     from digest.store.runs import IssueTiming
+    from digest.timing import SendWhen, send_outlook
 
     settings = make_settings(tmp_path)
     built = datetime(2026, 11, 23, 1, tzinfo=BRUSSELS)

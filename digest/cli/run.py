@@ -15,8 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import find_config
-from ..schedule import RunOptions, check_schedule, run_scheduler
+from ..schedule import RunOptions, run_scheduler
 from ..status import Status, collect_status, status_as_dict
+from ..timing import check_schedule
 from ..web.passwords import hash_password
 from .base import EXIT_OK, EXIT_USAGE, fail, handle_errors, main, print_json, state
 

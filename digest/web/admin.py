@@ -301,8 +301,8 @@ async def preview(admin: Admin, request: Request, session: AdminSession) -> Resp
 
 async def approve(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Approve exactly the version the page showed."""
-    from ..schedule import SendWhen
     from ..store.issues import IssueError, StaleVersion
+    from ..timing import SendWhen
 
     number = request.path_params["number"]
     version = str(request.state.form.get("version", ""))
@@ -320,9 +320,9 @@ async def approve(admin: Admin, request: Request, session: AdminSession) -> Resp
 
 def approve_and_look_ahead(settings: Settings, engine: Engine, number: int, by: str, version: str):  # noqa: ANN201
     """Approve exactly `version`; returns what the send job now does with it (digest.schedule.send_outlook)."""
-    from ..schedule import send_outlook
     from ..store.issues import approve_issue
     from ..store.runs import issue_timing
+    from ..timing import send_outlook
 
     approve_issue(engine, number, by=by, version=version)
     return send_outlook(settings, issue_timing(engine, number), datetime.now(UTC))

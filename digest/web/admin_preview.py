@@ -131,9 +131,9 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
                        cache: EditionCache) -> dict:
     """Everything the issue page template shows besides the session."""
     from ..manifest import issue_subject
-    from ..schedule import send_outlook
     from ..store.runs import issue_timing
     from ..store.subscribers import iter_subscribers
+    from ..timing import send_outlook
 
     segments = segments_from_store(engine, issue)
     preview_error = ""
@@ -169,7 +169,7 @@ def send_note(settings: Settings, timing, now: datetime) -> str:  # noqa: ANN001
 
     Worded from digest.schedule.send_outlook, the rule the send job itself follows.
     """
-    from ..schedule import SendWhen, send_outlook
+    from ..timing import SendWhen, send_outlook
 
     outlook = send_outlook(settings, timing, now)
     if outlook.when in (SendWhen.NOT_SCHEDULED, SendWhen.AT_SEND_TIME):
