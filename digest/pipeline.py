@@ -138,16 +138,18 @@ def _notify(progress, report) -> None:  # noqa: ANN001
 def import_subscribers(settings: Settings, engine: Engine, path):  # noqa: ANN001, ANN201
     """Sync a subscriber list file into the store; returns its ImportReport (never re-adds the suppressed).
 
-    Raises ListFileError when the file cannot be read as a list.
+    Raises ListFileError when the file cannot be read as a list, SuppressionKeyMissing (before
+    anything is stored) when an erasure's key is missing; adopts pre-0002 erasures on the way.
     """
     from datetime import UTC
 
     from .store.subscribers import import_rows
     from .subscribers import read_list_file
-    from .tokens import suppression_keys
+    from .tokens import checked_suppression_keys
 
+    keys = checked_suppression_keys(settings, engine)
     report, rows = read_list_file(path, settings, consent_at=datetime.now(UTC))
-    import_rows(engine, rows, suppression_keys(settings), report, source=f"import:{path.name}"[:200])
+    import_rows(engine, rows, keys, report, source=f"import:{path.name}"[:200])
     return report
 
 

@@ -47,7 +47,6 @@ def import_command(file: Path, as_json: bool) -> None:
     """
     from ..pipeline import import_subscribers
 
-    checked_suppression_keys(state().settings, state().engine)  # adopts pre-0002 erasures; exit 2 if a key is missing
     try:
         report = import_subscribers(state().settings, state().engine, file)
     except ListFileError as exc:
