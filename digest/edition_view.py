@@ -37,9 +37,13 @@ _CONTROL_ASCII = re.compile("[\x00-\x1f\x7f]+")
 _JINJA_OPENERS = re.compile(r"\{(?=[{%])")
 
 
+def _control_class(text: str) -> re.Pattern[str]:
+    return _CONTROL_ASCII if text.isascii() else CONTROL
+
+
 def replace_controls(text: str, replacement: str = " ") -> str:
     """`text` with every run of CONTROL characters replaced."""
-    return (_CONTROL_ASCII if text.isascii() else CONTROL).sub(replacement, text)
+    return _control_class(text).sub(replacement, text)
 
 
 def neutralise_markers(text: str) -> str:
@@ -255,7 +259,7 @@ _URL_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ' "<>\'`[]{}|\\^'})
 
 def safe_url(url: str | None) -> str | None:
     """The URL if it is absolute http(s) with a host (control characters and non-characters refused); else None."""
-    if not url or CONTROL.search(url):
+    if not url or _control_class(url).search(url):
         return None
     url = url.strip()
     try:
