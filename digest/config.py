@@ -405,8 +405,6 @@ def _check_delivery(d: DeliverySettings) -> None:
 
 def _check_base_url(url: str) -> None:
     """web.base_url starts every link in emails (unsubscribe, preferences, archive): it must be usable."""
-    from urllib.parse import urlsplit
-
     problem = ""
     try:
         parts = urlsplit(url)

@@ -38,9 +38,7 @@ CONSENT_METHODS = ("import", "web", "admin")
 YES, NO = ("true", "yes", "1", "y", "oui", "ja"), ("false", "no", "0", "n", "non", "nein")
 EXPORT_COLUMNS = ("email", "name", "language", "series", "want_events", "want_media", "status",
                   "consent_at", "consent_method", "consent_ip", "created_at")
-# Cells starting with these are formulas to spreadsheet programs (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# A cell that starts like a formula, possibly behind `'` guards of our own (so guarding is reversible).
+# A cell that starts like a formula to spreadsheet programs (CSV injection), possibly behind `'` guards of our own (so guarding is reversible).
 _FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
 # A `;`- or tab-separated part of a cell that starts like a formula: a spreadsheet in a `;` locale
 # splits an exported line there, making that part a cell of its own.

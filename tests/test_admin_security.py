@@ -11,10 +11,11 @@ from sqlalchemy import select
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from digest.config import is_loopback_host as is_loopback
 from digest.models import IssueStatus
 from digest.store.issues import approve_issue, get_issue, get_summary
 from digest.store.schema import metadata
-from digest.web.admin_auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimiter, is_loopback, origin_of
+from digest.web.admin_auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimiter, origin_of
 from digest.web.app import create_app
 
 HTTPS = "https://testserver"

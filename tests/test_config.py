@@ -219,7 +219,7 @@ def test_the_package_has_one_loopback_test():
     from digest.deliver import editions
     from digest.web import admin_auth
 
-    assert admin_auth.is_loopback is is_loopback_host
+    assert admin_auth.is_loopback_host is is_loopback_host
     assert not hasattr(editions, "_is_loopback")
 
 

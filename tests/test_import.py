@@ -42,6 +42,24 @@ def cli(tmp_path, store_url, engine, monkeypatch):
     return run
 
 
+def export_to_fresh_store(cli, tmp_path: Path):  # noqa: ANN001, ANN201
+    """`subscribers export` from this test's store into a file, and a fresh store with its own config.
+
+    Returns (the exported file, the fresh store's engine, a function running `digest …` against it).
+    """
+    from digest.store import open_store
+
+    code, out, _ = cli("subscribers", "export")
+    assert code == 0
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out, encoding="utf-8")
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = open_store(other_url)
+    (tmp_path / "other").mkdir()
+    config = write_config(tmp_path / "other", other_url)
+    return exported, other, lambda *args: CliRunner().invoke(main, ["--config", str(config), *args])
+
+
 def statuses(engine) -> dict[str, str]:
     return {s.email: s.status.value for s in store.iter_subscribers(engine)}
 
@@ -217,19 +235,10 @@ def test_read_list_file_streams_rows(tmp_path, settings):
 def test_section_choices_survive_export_then_import_into_another_store(cli, engine, tmp_path, sqlite_url):
     from dataclasses import replace
 
-    from digest.store import open_store
-
     ana = store.add_subscriber(engine, Subscriber(email="ana@example.org", name="Ana", status=SubscriberStatus.CONFIRMED))
     store.update_choices(engine, replace(ana, want_events=False, want_media=True))
-    code, out, _ = cli("subscribers", "export")
-    assert code == 0
-    exported = tmp_path / "exported.csv"
-    exported.write_text(out, encoding="utf-8")
-    other_url = f"sqlite:///{tmp_path / 'other.db'}"
-    other = open_store(other_url)
-    (tmp_path / "other").mkdir()
-    config = write_config(tmp_path / "other", other_url)
-    result = CliRunner().invoke(main, ["--config", str(config), "subscribers", "import", str(exported)])
+    exported, other, other_cli = export_to_fresh_store(cli, tmp_path)
+    result = other_cli("subscribers", "import", str(exported))
     assert result.exit_code == 0, result.output
     moved = store.get_subscriber(other, "ana@example.org")
     assert (moved.want_events, moved.want_media) == (False, True)
@@ -283,8 +292,6 @@ def test_export_then_import_keeps_opt_outs_and_consent(cli, engine, tmp_path):
     """Moving a list to a fresh store never brings back someone who left, nor confirms a pending sign-up."""
     from datetime import UTC, datetime
 
-    from digest.store import open_store
-
     consented = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
     people = {}
     for email, status in (("stays", "confirmed"), ("left", "unsubscribed"), ("dead", "bounced"),
@@ -296,15 +303,8 @@ def test_export_then_import_keeps_opt_outs_and_consent(cli, engine, tmp_path):
         if status not in ("confirmed", "pending"):
             store.set_status(engine, added.id, SubscriberStatus(status))
         people[f"{email}@example.org"] = status
-    code, out, _ = cli("subscribers", "export")
-    exported = tmp_path / "exported.csv"
-    exported.write_text(out, encoding="utf-8")
-
-    other_url = f"sqlite:///{tmp_path / 'other.db'}"
-    other = open_store(other_url)
-    (tmp_path / "other").mkdir()
-    config = write_config(tmp_path / "other", other_url)
-    result = CliRunner().invoke(main, ["--config", str(config), "subscribers", "import", str(exported), "--json"])
+    exported, other, other_cli = export_to_fresh_store(cli, tmp_path)
+    result = other_cli("subscribers", "import", str(exported), "--json")
     report = json.loads(result.stdout)
     assert result.exit_code == 0, result.output
     assert (report["added"], report["suppressed"]) == (2, [3, 4, 5])  # stays + wait; left, dead, spam
@@ -313,7 +313,7 @@ def test_export_then_import_keeps_opt_outs_and_consent(cli, engine, tmp_path):
     stays = store.get_subscriber(other, "stays@example.org")
     assert (stays.consent_at, stays.consent_method, stays.consent_ip) == (consented, "web", "198.51.100.9")
     assert store.get_subscriber(other, "wait@example.org").consent_at is None  # no consent yet
-    again = CliRunner().invoke(main, ["--config", str(config), "subscribers", "import", str(exported), "--json"])
+    again = other_cli("subscribers", "import", str(exported), "--json")
     assert json.loads(again.stdout)["suppressed"] == [3, 4, 5] and statuses(other) == people  # pending stays pending
     other.dispose()
 

@@ -92,7 +92,7 @@ def _echo_size_notes(settings, issue, languages: list[str]) -> None:  # noqa: AN
         try:
             edition = render_edition(issue, full_segment(issue, language), settings)
         except RenderError as exc:
-            fail(f"template error: {exc}" + f"\nIssue {issue.number} is saved: fix the template, then check it with "
+            fail(f"template error: {exc}\nIssue {issue.number} is saved: fix the template, then check it with "
                  f"`digest render --issue {issue.number} --out DIR`.", EXIT_FAILED)
         for note in edition.notes:
             click.echo(f"note: {note}", err=True)

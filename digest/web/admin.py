@@ -319,7 +319,7 @@ async def approve(admin: Admin, request: Request, session: AdminSession) -> Resp
 
 
 def approve_and_look_ahead(settings: Settings, engine: Engine, number: int, by: str, version: str):  # noqa: ANN201
-    """Approve exactly `version`; returns what the send job now does with it (digest.schedule.send_outlook)."""
+    """Approve exactly `version`; returns what the send job now does with it (digest.timing.send_outlook)."""
     from ..store.issues import approve_issue
     from ..store.runs import issue_timing
     from ..timing import send_outlook

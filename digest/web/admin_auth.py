@@ -133,10 +133,6 @@ class AdminAuth:
         return not (base.scheme == "https" and (base.hostname or "") == host)
 
 
-# The package's one loopback test lives in config; this name stays for code that imports it from here.
-is_loopback = is_loopback_host
-
-
 def cookie_secure(request: Request) -> bool:
     """Secure cookies everywhere except where the browser talks plain http to loopback (local use).
 
@@ -217,5 +213,5 @@ class LoginLimiter:
                 del self._failures[client]
 
 
-__all__ = ["AdminAuth", "AdminSession", "LoginLimiter", "PasswordHashError", "cookie_secure", "is_loopback",
-           "origin_of", "same_origin"]
+__all__ = ["AdminAuth", "AdminSession", "LoginLimiter", "PasswordHashError", "cookie_secure", "origin_of",
+           "same_origin"]

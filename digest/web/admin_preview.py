@@ -143,7 +143,7 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
         preview_error = str(exc)
     timing = issue_timing(engine, issue.number)
     open_issue = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
-    now = datetime.now(UTC)
+    outlook = send_outlook(settings, timing, datetime.now(UTC)) if open_issue and timing else None
     return {
         "issue": issue, "summary": summary, "choice": choice, "languages": LANGUAGES,
         "subject": issue_subject(issue, settings),
@@ -156,22 +156,23 @@ def issue_page_context(settings: Settings, engine: Engine, issue: Issue, summary
                      "pinned": e.pinned or e.item.key in issue.editorial.pinned}
                     for s in issue.sections for e in s.entries],
         "editable": open_issue,
-        "send_due": send_outlook(settings, timing, now).due if open_issue and timing else None,
-        "send_note": send_note(settings, timing, now) if open_issue and timing else "",
+        "send_due": outlook.due if outlook else None,
+        "send_note": send_note(settings, timing, outlook=outlook) if outlook else "",
         "timezone": settings.site.timezone,
         "send_at_value": timing.send_at.astimezone(settings.site.tz).strftime("%Y-%m-%dT%H:%M")
         if timing and timing.send_at else "",
     }
 
 
-def send_note(settings: Settings, timing, now: datetime) -> str:  # noqa: ANN001
+def send_note(settings: Settings, timing, now: datetime | None = None, outlook=None) -> str:  # noqa: ANN001
     """What the page says under "Goes out" once the send time has passed ('' while it is ahead).
 
-    Worded from digest.schedule.send_outlook, the rule the send job itself follows.
+    Worded from digest.timing.send_outlook (at `now`, unless the caller has its `outlook`), the
+    rule the send job itself follows.
     """
     from ..timing import SendWhen, send_outlook
 
-    outlook = send_outlook(settings, timing, now)
+    outlook = outlook or send_outlook(settings, timing, now or datetime.now(UTC))
     if outlook.when in (SendWhen.NOT_SCHEDULED, SendWhen.AT_SEND_TIME):
         return ""
     send_time = f"its send time ({outlook.due.astimezone(settings.site.tz):%d %b %Y, %H:%M})"
