@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 
 import feedparser
 
-from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_workers
+from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_fork_server
 from .feedbytes import refusal, replace_invalid_char_refs, trim_person_names
 from .language import detect_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
@@ -107,13 +107,13 @@ def parse_feed_limited(
         return ParseResult([], [], f"parsing failed: {exc}")
 
 
-def start_parse_workers(count: int, cpu_seconds: float) -> None:
-    """Start up to `count` workers for parse_feed_limited now, so they are ready when the first bodies land.
+def start_parse_server(cpu_seconds: float) -> None:
+    """Start the fork server behind parse_feed_limited now, so workers fork at once when bodies land.
 
     Nothing when `cpu_seconds <= 0` (parsing then runs in this process). Does not wait.
     """
-    if cpu_seconds > 0 and count > 0:
-        start_workers(count, preload=(__name__,))
+    if cpu_seconds > 0:
+        start_fork_server(preload=(__name__,))
 
 
 def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:

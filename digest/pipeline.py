@@ -44,13 +44,13 @@ def _fetch_all(settings: Settings, engine: Engine, progress=None):  # noqa: ANN0
             continue
         location = feed_location(feed.url, settings.resolve_path)
         jobs.append((index, FetchJob(location, Validators(state.etag, state.last_modified))))
-    # A feed without validators is certain to be downloaded and parsed: start the parse workers now,
-    # while the first bodies download. (Runs where every feed answers 304 start none.)
-    first_time = sum(not (job.validators.etag or job.validators.last_modified) for _, job in jobs)
-    if first_time:
-        from .parse import start_parse_workers
+    # A feed without validators is certain to be downloaded and parsed: start the parse workers'
+    # fork server now (if it is not running yet), while the first bodies download. A run where
+    # every feed answers 304 starts nothing.
+    if any(not (job.validators.etag or job.validators.last_modified) for _, job in jobs):
+        from .parse import start_parse_server
 
-        start_parse_workers(first_time, settings.fetch.parse_cpu_seconds)
+        start_parse_server(settings.fetch.parse_cpu_seconds)
 
     def parse(job_index: int, outcome):  # noqa: ANN001, ANN202
         return _parse_outcome(settings, settings.feeds[jobs[job_index][0]], outcome)

@@ -1,30 +1,54 @@
-"""Starting the CPU-limited workers ahead of need (digest.cpulimit.start_workers), with real processes."""
+"""The CPU-limited workers and the fork server they are forked from (digest.cpulimit), with real processes."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from digest import cpulimit
-from digest.parse import start_parse_workers
+from digest.__main__ import command_named
+from digest.parse import start_parse_server
 
 IMPORTED = "'digest.parse' in __import__('sys').modules"  # evaluated inside the worker
 
 
-def worker_processes() -> int:
-    """This process's live children that are cpulimit workers."""
-    count = 0
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) of every process now running."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            found[int(stat.parent.name)] = (ppid, (stat.parent / "cmdline").read_bytes())
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
-        if ppid == os.getpid() and b"digest.cpulimit import serve" in cmdline:
-            count += 1
-    return count
+    return found
+
+
+def fork_servers() -> list[int]:
+    """This process's fork servers (its children running serve_forks)."""
+    return [pid for pid, (ppid, cmdline) in _processes().items()
+            if ppid == os.getpid() and b"digest.cpulimit import serve_forks" in cmdline]
+
+
+def workers() -> list[int]:
+    """Workers forked by this process's fork servers."""
+    servers = set(fork_servers())
+    return [pid for pid, (ppid, _) in _processes().items() if ppid in servers]
+
+
+def eventually(condition, seconds: float = 10.0) -> bool:  # noqa: ANN001
+    """Whether `condition()` becomes true within `seconds` (processes end a moment after their sockets close)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 @pytest.fixture(autouse=True)
@@ -34,35 +58,117 @@ def fresh_pool():
     cpulimit.shutdown_workers()
 
 
-def test_a_started_worker_has_imported_its_preload_before_the_first_task():
-    cpulimit.start_workers(1, preload=["digest.parse"])
-    assert worker_processes() == 1
+def test_a_worker_has_its_servers_preload_imported_before_the_first_task():
+    cpulimit.start_fork_server(preload=["digest.parse"])
+    assert len(fork_servers()) == 1 and workers() == []
     assert cpulimit.run_with_cpu_limit(eval, (IMPORTED,), 5) is True
+    assert len(workers()) == 1
 
 
-def test_a_worker_started_on_demand_imports_only_what_its_tasks_need():
+def test_without_a_preload_a_worker_imports_only_what_its_tasks_need():
     assert cpulimit.run_with_cpu_limit(eval, (IMPORTED,), 5) is False
 
 
-def test_never_more_workers_than_cpus():
-    cpulimit.start_workers(100)
-    cpulimit.start_workers()
-    assert worker_processes() == (os.cpu_count() or 1)
-    assert cpulimit.run_with_cpu_limit(int, ("7",), 5) == 7
+def test_workers_are_forked_not_started_so_a_replacement_is_ready_at_once():
+    cpulimit.start_fork_server(preload=["digest.parse"])
+    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1  # waits for the server's imports
+    with pytest.raises(cpulimit.WorkerFailed, match="died"):
+        cpulimit.run_with_cpu_limit(os._exit, (3,), 5)
+    # A fresh interpreter would import digest.parse again; a fork of the server already has it.
+    assert cpulimit.run_with_cpu_limit(eval, ("len(__import__('sys').modules) > 200 and " + IMPORTED,), 5) is True
+    assert len(fork_servers()) == 1
 
 
-def test_parse_workers_start_only_when_parsing_is_cpu_limited():
-    start_parse_workers(2, cpu_seconds=0)
-    assert worker_processes() == 0
-    start_parse_workers(1, cpu_seconds=5)
-    assert worker_processes() == 1
+def test_never_more_workers_than_cpus_however_many_threads_ask():
+    cpus = os.cpu_count() or 1
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda n=n: results.append(cpulimit.run_with_cpu_limit(
+        time.sleep, (0.3,), 5) or n)) for n in range(3 * cpus)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.15)
+    assert len(workers()) == cpus
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == list(range(3 * cpus))
+    assert len(workers()) == cpus
+
+
+def test_the_parse_server_starts_only_when_parsing_is_cpu_limited():
+    start_parse_server(cpu_seconds=0)
+    assert fork_servers() == []
+    start_parse_server(cpu_seconds=5)
+    start_parse_server(cpu_seconds=5)
+    assert len(fork_servers()) == 1 and workers() == []
     assert cpulimit.run_with_cpu_limit(eval, (IMPORTED,), 5) is True
 
 
 def test_a_preload_that_fails_to_import_costs_nothing_but_the_head_start():
-    cpulimit.start_workers(1, preload=["digest.no_such_module"])
+    cpulimit.start_fork_server(preload=["digest.no_such_module"])
     assert cpulimit.run_with_cpu_limit(int, ("1",), 5) == 1
-    assert worker_processes() == 1
+    assert len(workers()) == 1
+
+
+def test_a_killed_fork_server_is_replaced_and_its_worker_keeps_working():
+    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1
+    (server,) = fork_servers()
+    os.kill(server, signal.SIGKILL)
+    assert eventually(lambda: server not in fork_servers())
+    assert cpulimit.run_with_cpu_limit(abs, (-2,), 5) == 2  # the orphaned worker still answers
+    cpulimit.stop_idle_workers()
+    assert cpulimit.run_with_cpu_limit(abs, (-3,), 5) == 3  # a new server forks a new worker
+    assert len(fork_servers()) == 1 and fork_servers() != [server]
+
+
+def test_stopping_idle_workers_keeps_the_server_for_the_next_run():
+    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1
+    (server,) = fork_servers()
+    (worker,) = workers()
+    cpulimit.stop_idle_workers()
+    assert eventually(lambda: not Path(f"/proc/{worker}").exists())
+    assert fork_servers() == [server]
+    assert cpulimit.run_with_cpu_limit(abs, (-2,), 5) == 2
+    assert fork_servers() == [server] and len(workers()) == 1
+
+
+def test_shutdown_leaves_no_server_and_no_worker_running():
+    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1
+    (server,) = fork_servers()
+    (worker,) = workers()
+    cpulimit.shutdown_workers()
+    assert eventually(lambda: not Path(f"/proc/{worker}").exists() and not Path(f"/proc/{server}").exists())
+
+
+@pytest.mark.slow
+def test_a_worker_that_stops_answering_is_killed_not_left_running(monkeypatch):
+    monkeypatch.setattr(cpulimit, "BACKSTOP_FACTOR", 1)
+    monkeypatch.setattr(cpulimit, "BACKSTOP_SLACK_SECONDS", 0.5)
+    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1
+    (stuck,) = workers()
+    with pytest.raises(cpulimit.WorkerFailed, match="stopped answering"):
+        cpulimit.run_with_cpu_limit(time.sleep, (60,), 0.5)  # sleeping uses no CPU: only the backstop ends it
+    assert eventually(lambda: not Path(f"/proc/{stuck}").exists(), seconds=5)
+    assert cpulimit.run_with_cpu_limit(abs, (-2,), 5) == 2
+
+
+def test_a_task_that_prints_does_not_corrupt_the_answers(capfd):
+    assert cpulimit.run_with_cpu_limit(print, ("stray output",), 5) is None
+    assert cpulimit.run_with_cpu_limit(abs, (-4,), 5) == 4
+    out, err = capfd.readouterr()
+    assert "stray output" in err and "stray output" not in out
+
+
+@pytest.mark.parametrize(("args", "command"), [
+    (["fetch", "--json"], "fetch"),
+    (["--config", "fetch.toml", "demo"], "demo"),
+    (["--config=x.toml", "run"], "run"),
+    (["--help"], None),
+    (["--version", "fetch"], None),
+    ([], None),
+    (["--config"], None),
+])
+def test_the_entry_point_finds_the_command_that_will_run(args, command):
+    assert command_named(args) == command
 
 
 def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(tmp_path):
@@ -80,4 +186,5 @@ def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(t
     engine = open_store(f"sqlite:///{tmp_path / 'd.db'}")
     assert count_items(engine) > 0
     engine.dispose()
-    assert worker_processes() == 0
+    assert eventually(lambda: workers() == [])
+    assert len(fork_servers()) == 1  # kept: the next fetch forks its workers at once
