@@ -189,10 +189,11 @@ WARM_DIGEST = """
 import sys, time
 import digest.parse  # imported up front, as rss2email's modules are below
 from digest.config import load_settings
-from digest.pipeline import fetch_all
+from digest.pipeline import fetch_all, prepare_fetch
 from digest.store import open_store
 settings = load_settings("digest.toml")
 engine = open_store(settings.store.url)
+prepare_fetch(settings).join()  # what `digest run` does at start-up: the parse fork server, the HTTP stack
 for _ in sys.stdin:
     started = time.perf_counter()
     reports = fetch_all(settings, engine)

@@ -27,6 +27,30 @@ def fetch_all(settings: Settings, engine: Engine, progress=None):  # noqa: ANN00
         return _fetch_all(settings, writes, progress)
 
 
+def prepare_fetch(settings: Settings):  # noqa: ANN201 - a threading.Thread
+    """Do a fetch's one-time set-up now, in a background thread; returns the thread (joining is optional).
+
+    Starts the parse workers' fork server and loads the HTTP stack (httpcore, its async backend,
+    the TLS context), so that the first fetch of a long-lived process (`digest run`) costs what
+    every later one does. Never raises: a failure here only means the fetch does it itself.
+    """
+    import threading
+
+    def prepare() -> None:
+        from .fetch import warm_up
+        from .parse import start_parse_server
+
+        try:
+            start_parse_server(settings.fetch.parse_cpu_seconds)
+            warm_up(settings.fetch)
+        except Exception:  # noqa: BLE001, S110 - only a head start: the fetch repeats whatever failed
+            pass
+
+    thread = threading.Thread(target=prepare, name="digest-prepare-fetch", daemon=True)
+    thread.start()
+    return thread
+
+
 def _fetch_all(settings: Settings, engine: Engine, progress=None):  # noqa: ANN001, ANN202
     from datetime import UTC
 

@@ -380,6 +380,7 @@ def run_scheduler(config_path: str, stop: threading.Event, options: RunOptions =
     engine = open_store(settings.store.url)
     lock = SchedulerLock(engine, options.lease_seconds)
     told_standby = False
+    pipeline.prepare_fetch(settings)  # the first scheduled fetch then costs what later ones do
     try:
         while not stop.is_set():
             try:

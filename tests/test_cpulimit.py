@@ -188,3 +188,23 @@ def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(t
     engine.dispose()
     assert eventually(lambda: workers() == [])
     assert len(fork_servers()) == 1  # kept: the next fetch forks its workers at once
+
+
+def test_digest_run_prepares_its_first_fetch_at_start_up(tmp_path):
+    """prepare_fetch (called by digest run): the fork server runs and the HTTP stack is loaded before any fetch."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "digest.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n', encoding="utf-8")
+    probe = ("import sys; from digest.config import load_settings; from digest import fetch, pipeline;"
+             f"pipeline.prepare_fetch(load_settings({str(config)!r})).join(60);"
+             "print(fetch._tls_context.cache_info().currsize, 'anyio._backends._asyncio' in sys.modules)")
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert answer.stdout.split() == ["1", "True"]
+
+    from digest.config import load_settings
+    from digest.pipeline import prepare_fetch
+
+    prepare_fetch(load_settings(config)).join(60)
+    assert len(fork_servers()) == 1 and workers() == []

@@ -293,6 +293,31 @@ def test_a_self_signed_certificate_is_refused(server, tmp_path):
     assert server.hits("/feed") == 0
 
 
+def test_one_tls_context_per_process_that_follows_ssl_cert_file(server, tmp_path, monkeypatch):
+    """Clients share a verifying context (the CA bundle loads once); SSL_CERT_FILE still takes effect."""
+    import trustme
+
+    from digest.fetch import tls_context
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    server.routes["/feed"] = static(RSS)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    shared = tls_context()
+    assert tls_context() is shared and shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert fetch(f"https://127.0.0.1:{server.port}/feed").error.kind == FetchErrorKind.TLS
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    assert tls_context() is not shared
+    assert fetch(f"https://127.0.0.1:{server.port}/feed").body == RSS
+    monkeypatch.delenv("SSL_CERT_FILE")
+    assert tls_context() is shared
+    assert fetch(f"https://127.0.0.1:{server.port}/feed").error.kind == FetchErrorKind.TLS
+
+
 def test_a_local_file_is_read_and_then_not_modified(tmp_path):
     path = tmp_path / "feed.xml"
     path.write_bytes(RSS)
