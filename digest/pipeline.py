@@ -55,13 +55,13 @@ def _fetch_all(settings: Settings, engine: Engine, progress=None):  # noqa: ANN0
     from datetime import UTC
 
     from .fetch import FetchJob, Validators, feed_location, fetch_feeds
-    from .store.feeds import get_feed_state
+    from .store.feeds import get_feed_states
 
     now = datetime.now(UTC)
     reports: dict[int, object] = {}
     jobs: list[tuple[int, FetchJob]] = []
-    for index, feed in enumerate(settings.feeds):
-        state = get_feed_state(engine, feed.name, feed.url)
+    states = get_feed_states(engine, [(feed.name, feed.url) for feed in settings.feeds])
+    for index, (feed, state) in enumerate(zip(settings.feeds, states, strict=True)):
         if state.retry_after and state.retry_after > now:
             reports[index] = _report_waiting(feed, state.retry_after)
             _notify(progress, reports[index])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from ..models import FeedStatus
 from .schema import feeds as feeds_table
@@ -29,7 +30,17 @@ class FeedState:
 def get_feed_state(engine: Engine, name: str, url: str) -> FeedState:
     """The stored state of a feed; validators are dropped when its URL changed."""
     with engine.connect() as conn:
-        row = conn.execute(select(feeds_table).where(feeds_table.c.name == name)).first()
+        return _state(conn, name, url)
+
+
+def get_feed_states(engine: Engine, feeds: Sequence[tuple[str, str]]) -> list[FeedState]:
+    """get_feed_state for each (name, url) in `feeds`, in order, over one connection."""
+    with engine.connect() as conn:
+        return [_state(conn, name, url) for name, url in feeds]
+
+
+def _state(conn: Connection, name: str, url: str) -> FeedState:
+    row = conn.execute(select(feeds_table).where(feeds_table.c.name == name)).first()
     if row is None:
         return FeedState(name=name, url=url)
     state = FeedState(**row._mapping)
@@ -56,23 +67,21 @@ def record_fetch(
 ) -> None:
     """Store the outcome of one fetch; validators survive a 304 or an error (None keeps the old one)."""
     now = now or datetime.now(UTC)
-    old = get_feed_state(engine, name, url)
     failed = status == FeedStatus.ERROR
-    values = {
-        "url": url,
-        "etag": etag if etag is not None else old.etag,
-        "last_modified": last_modified if last_modified is not None else old.last_modified,
-        "retry_after": retry_after,
-        "last_fetch_at": now,
-        "last_success_at": old.last_success_at if failed else now,
-        "last_status": status.value,
-        "last_message": message,
-        "last_error_at": now if failed else old.last_error_at,
-        "consecutive_failures": old.consecutive_failures + 1 if failed else 0,
-    }
-    with engine.begin() as conn:
-        exists = conn.execute(select(feeds_table.c.name).where(feeds_table.c.name == name)).first()
-        if exists:
-            conn.execute(feeds_table.update().where(feeds_table.c.name == name).values(**values))
-        else:
+    with engine.begin() as conn:  # one transaction: read the old state, write the new one
+        old = _state(conn, name, url)
+        values = {
+            "url": url,
+            "etag": etag if etag is not None else old.etag,
+            "last_modified": last_modified if last_modified is not None else old.last_modified,
+            "retry_after": retry_after,
+            "last_fetch_at": now,
+            "last_success_at": old.last_success_at if failed else now,
+            "last_status": status.value,
+            "last_message": message,
+            "last_error_at": now if failed else old.last_error_at,
+            "consecutive_failures": old.consecutive_failures + 1 if failed else 0,
+        }
+        updated = conn.execute(feeds_table.update().where(feeds_table.c.name == name).values(**values))
+        if updated.rowcount == 0:
             conn.execute(feeds_table.insert().values(name=name, **values))
