@@ -29,8 +29,7 @@ class FeedState:
 
 def get_feed_state(engine: Engine, name: str, url: str) -> FeedState:
     """The stored state of a feed; validators are dropped when its URL changed."""
-    with engine.connect() as conn:
-        return _state(conn, name, url)
+    return get_feed_states(engine, [(name, url)])[0]
 
 
 def get_feed_states(engine: Engine, feeds: Sequence[tuple[str, str]]) -> list[FeedState]:
