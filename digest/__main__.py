@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 PARSING_COMMANDS = frozenset({"fetch", "demo", "run"})
-PARSER_MODULE = "digest.parse"
+# digest.parse.PARSER_PRELOAD, named here so that this module imports nothing heavy.
+PARSER_PRELOAD = ("feedparser", "digest.parse")
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     if command_named(sys.argv[1:]) in PARSING_COMMANDS:
         from .cpulimit import start_fork_server
 
-        start_fork_server(preload=(PARSER_MODULE,))
+        start_fork_server(preload=PARSER_PRELOAD)
     from .cli import main as cli
 
     cli()

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 from email.utils import parsedate_to_datetime
-
-import feedparser
+from typing import TYPE_CHECKING
 
 from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_fork_server
 from .feedbytes import refusal, replace_invalid_char_refs, trim_person_names
@@ -36,6 +35,14 @@ from .sanitize import (
     unwrap_redirect,
 )
 from .series import match_series
+
+if TYPE_CHECKING:
+    import feedparser
+
+# What the parse workers' fork server imports before it forks (digest/__main__.py names the same).
+# feedparser is imported only where parsing runs: a process that hands its feeds to the workers
+# (every `digest fetch`) never pays for it.
+PARSER_PRELOAD = ("feedparser", __name__)
 
 # Longer keys are hashed. Counted in UTF-8 bytes, not characters: PostgreSQL's unique index on
 # the key column refuses entries over 2,704 bytes (1,990 CJK characters are 5,970 bytes).
@@ -73,6 +80,8 @@ def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_locati
     if refused:
         return ParseResult([], [], refused)
     body = replace_invalid_char_refs(trim_person_names(body))
+    import feedparser  # noqa: PLC0415 - see PARSER_PRELOAD
+
     try:
         parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # noqa: BLE001 - a feedparser bug on odd input costs this feed only
@@ -113,14 +122,16 @@ def start_parse_server(cpu_seconds: float) -> None:
     Nothing when `cpu_seconds <= 0` (parsing then runs in this process). Does not wait.
     """
     if cpu_seconds > 0:
-        start_fork_server(preload=(__name__,))
+        start_fork_server(preload=PARSER_PRELOAD)
 
 
 def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:
     if not parsed.get("bozo"):
         return []
+    from feedparser import CharacterEncodingOverride  # noqa: PLC0415 - loaded by now, see PARSER_PRELOAD
+
     exc = parsed.get("bozo_exception")
-    if isinstance(exc, feedparser.CharacterEncodingOverride):
+    if isinstance(exc, CharacterEncodingOverride):
         return [f"wrong character encoding: {exc}; check the text of its items"]
     return [f"malformed feed, recovered {len(parsed.entries)} item(s): {exc}"]
 
