@@ -129,7 +129,7 @@ class _Worker:
         try:
             if self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            else:  # no pidfd (not Linux): the fork server has not reaped a worker that has not answered
+            else:  # no pidfd (not Linux): by pid, which the kernel reuses only after cycling through the rest
                 os.kill(self.pid, signal.SIGKILL)
         except (ProcessLookupError, OSError):
             pass  # already gone
@@ -139,7 +139,6 @@ class _ForkServer:
     """The fresh interpreter that imports the preload modules once and forks a worker per request."""
 
     def __init__(self, preload: tuple[str, ...]) -> None:
-        self.preload = preload
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
