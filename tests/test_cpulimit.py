@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,6 +51,16 @@ def eventually(condition, seconds: float = 10.0) -> bool:  # noqa: ANN001
             return True
         time.sleep(0.02)
     return condition()
+
+
+def one_feed_config(tmp_path: Path) -> Path:
+    """A digest.toml with a SQLite store in tmp_path and the WordPress fixture as its one feed."""
+    feeds = Path(__file__).parent / "data" / "feeds"
+    config = tmp_path / "digest.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n'
+                      f'[[feeds]]\nname = "Publications"\nurl = "{feeds / "wordpress-rss.xml"}"\nkind = "brief"\n',
+                      encoding="utf-8")
+    return config
 
 
 @pytest.fixture(autouse=True)
@@ -177,11 +189,7 @@ def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(t
     from digest.store import open_store
     from digest.store.items import count_items
 
-    feeds = Path(__file__).parent / "data" / "feeds"
-    config = tmp_path / "digest.toml"
-    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n'
-                      f'[[feeds]]\nname = "Publications"\nurl = "{feeds / "wordpress-rss.xml"}"\nkind = "brief"\n',
-                      encoding="utf-8")
+    config = one_feed_config(tmp_path)
     schedule.fetch_job(str(config))
     engine = open_store(f"sqlite:///{tmp_path / 'd.db'}")
     assert count_items(engine) > 0
@@ -192,11 +200,7 @@ def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(t
 
 def test_digest_run_prepares_its_first_fetch_at_start_up(tmp_path):
     """prepare_fetch (called by digest run): the fork server runs and the HTTP stack is loaded before any fetch."""
-    import subprocess
-    import sys
-
-    config = tmp_path / "digest.toml"
-    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n', encoding="utf-8")
+    config = one_feed_config(tmp_path)
     probe = ("import sys; from digest.config import load_settings; from digest import fetch, pipeline;"
              f"pipeline.prepare_fetch(load_settings({str(config)!r})).join(60);"
              "print(fetch._tls_context.cache_info().currsize, 'anyio._backends._asyncio' in sys.modules)")
@@ -212,14 +216,7 @@ def test_digest_run_prepares_its_first_fetch_at_start_up(tmp_path):
 
 def test_a_process_that_hands_its_feeds_to_the_workers_never_imports_feedparser(tmp_path):
     """feedparser loads where parsing runs (the fork server): `digest fetch` itself does not pay for it."""
-    import subprocess
-    import sys
-
-    feeds = Path(__file__).parent / "data" / "feeds"
-    config = tmp_path / "digest.toml"
-    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n'
-                      f'[[feeds]]\nname = "Publications"\nurl = "{feeds / "wordpress-rss.xml"}"\nkind = "brief"\n',
-                      encoding="utf-8")
+    config = one_feed_config(tmp_path)
     probe = ("import sys; from digest.config import load_settings; from digest.pipeline import fetch_all;"
              "from digest.store import open_store;"
              f"settings = load_settings({str(config)!r});"
