@@ -177,8 +177,11 @@ def _safe_cut(body: bytes, start: int, limit: int, end: int) -> int:
 # feedparser turns `&#xD800;` into a lone surrogate and then fails encoding it: one such reference
 # would cost the whole feed. References to what no XML document may hold (surrogates, NUL, beyond
 # U+10FFFF) become U+FFFD before it sees them; everything else is left to it.
-_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9A-Fa-f]{1,16})|([0-9]{1,20}));")
+# Any number of digits: leading zeros (`&#x00000000000000000000D800;`) must not hide a surrogate, and
+# a huge number must not reach int() unbounded (feedparser fails with OverflowError on it).
+_CHAR_REF = re.compile(rb"&#(?:[xX]0*([0-9A-Fa-f]+)|0*([0-9]+));")
 _REPLACEMENT_REF = b"&#xFFFD;"
+_MAX_DIGITS = 7  # U+10FFFF is 6 hex and 7 decimal digits: more significant digits are past it
 
 
 def replace_invalid_char_refs(body: bytes) -> bytes:
@@ -190,6 +193,9 @@ def replace_invalid_char_refs(body: bytes) -> bytes:
 
 def _valid_char_ref(match: re.Match[bytes]) -> bytes:
     hex_digits, decimal = match.groups()
+    digits = hex_digits if hex_digits is not None else decimal
+    if len(digits) > _MAX_DIGITS:
+        return _REPLACEMENT_REF
     code = int(hex_digits, 16) if hex_digits is not None else int(decimal)
     if code == 0 or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
         return _REPLACEMENT_REF

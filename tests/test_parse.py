@@ -518,6 +518,20 @@ def test_references_to_surrogates_and_beyond_unicode_cost_a_character_not_the_fe
     assert not re.search("[\ud800-\udfff]", first.title + second.title + second.summary_html)
 
 
+@pytest.mark.parametrize("reference", [
+    "&#x" + "0" * 20 + "D800;", "&#" + "0" * 20 + "55296;", "&#x" + "F" * 17 + ";", "&#" + "9" * 21 + ";",
+    "&#x0000000000000000000000000110000;", "&#000000000000000000000000;",
+])
+def test_padded_or_huge_references_cost_a_character_not_the_feed(reference):
+    body = rss(f"<item><title>Bad {reference} one</title><link>https://www.example.org/1</link></item>"
+               "<item><title>Fine &#x00000041; &#0000000065;</title><link>https://www.example.org/2</link></item>")
+    result = parse("inline", body=body)
+    assert result.error is None, result.error
+    bad, fine = sorted(result.items, key=lambda item: item.url)
+    assert "Bad" in bad.title and "one" in bad.title and not re.search("[\ud800-\udfff]", bad.title)
+    assert fine.title == "Fine A A"
+
+
 # --- language detection ---------------------------------------------------------------------------
 @pytest.mark.parametrize("text, expected", [
     ("Die EU muss ihre Verteidigung stärken, sagt die Stiftung in einer neuen Studie.", "de"),
