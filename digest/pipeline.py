@@ -76,12 +76,14 @@ def _fetch_all(settings: Settings, engine: Engine, progress=None):  # noqa: ANN0
 
         start_parse_server(settings.fetch.parse_cpu_seconds)
 
+    feed_order = tuple(feed.name for feed in settings.feeds)
+
     def parse(job_index: int, outcome):  # noqa: ANN001, ANN202
         return _parse_outcome(settings, settings.feeds[jobs[job_index][0]], outcome)
 
     for job_index, outcome, parsed in fetch_feeds([job for _, job in jobs], settings.fetch, then=parse):
         index = jobs[job_index][0]
-        reports[index] = _store_outcome_safely(engine, settings, settings.feeds[index], outcome, parsed)
+        reports[index] = _store_outcome_safely(engine, settings.feeds[index], outcome, parsed, feed_order)
         _notify(progress, reports[index])
     return [reports[i] for i in range(len(settings.feeds))]
 
@@ -98,14 +100,14 @@ def _parse_outcome(settings: Settings, feed, outcome):  # noqa: ANN001, ANN202
         return ParseResult([], [], f"the parser failed unexpectedly ({type(exc).__name__}: {exc}); please report this feed")
 
 
-def _store_outcome_safely(engine: Engine, settings: Settings, feed, outcome, parsed):  # noqa: ANN001, ANN202
+def _store_outcome_safely(engine: Engine, feed, outcome, parsed, feed_order):  # noqa: ANN001, ANN202
     """_store_outcome, or an ERROR report for this feed when storing fails in any way; never raises.
 
     Whatever goes wrong here (the store refusing a value, a lost connection, a bug) costs this
     feed's report only: the other feeds are still fetched, stored and reported.
     """
     try:
-        return _store_outcome(engine, feed, outcome, parsed, [f.name for f in settings.feeds])
+        return _store_outcome(engine, feed, outcome, parsed, feed_order)
     except Exception as exc:  # noqa: BLE001 - one feed's outcome must never stop the run
         from .models import FeedStatus, FetchReport
 

@@ -351,6 +351,10 @@ def test_feed_location_resolves_paths_against_the_config_folder(tmp_path):
     assert feed_location("https://example.org/feed", resolve) == "https://example.org/feed"
     assert feed_location("ftp://example.org/feed", resolve) == "ftp://example.org/feed"
     assert fetch("ftp://example.org/feed").error.kind == FetchErrorKind.SCHEME
+    # A file: URL urllib cannot read (the config refuses it; an API caller may not) is fetched as given and reported.
+    assert feed_location("file://[::1/x", resolve) == "file://[::1/x"
+    outcome = fetch("file://[::1/x")
+    assert outcome.error.kind == FetchErrorKind.SCHEME and "file://[::1/x" in outcome.error.message
 
 
 def test_many_feeds_at_once_one_failing(server):

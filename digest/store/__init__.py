@@ -35,10 +35,6 @@ def open_store(url: str, migrate: bool = True) -> Engine:
         raise StoreError(f"cannot open the store at {_redact(url)} (store.url): {exc.orig}") from None
     except MigrationError as exc:
         raise StoreError(f"{exc} (store.url {_redact(url)})") from None
-    except OSError as exc:  # the SQLite file's folder cannot be created
-        where = exc.filename or url
-        raise StoreError(f"cannot create the store's folder {where} ({exc.strerror or exc}): "
-                         f"point store.url at a folder digest can write (now {_redact(url)})") from None
     return engine
 
 
@@ -80,7 +76,11 @@ def _create_engine(url: str, pool_size: int | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store's folder {exc.filename or path} ({exc.strerror or exc}): "
+                                 f"point store.url at a folder digest can write (now {_redact(url)})") from None
         engine = create_engine(url, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, Row, select
 
 from ..models import FeedStatus
 from .schema import feeds as feeds_table
@@ -33,13 +33,21 @@ def get_feed_state(engine: Engine, name: str, url: str) -> FeedState:
 
 
 def get_feed_states(engine: Engine, feeds: Sequence[tuple[str, str]]) -> list[FeedState]:
-    """get_feed_state for each (name, url) in `feeds`, in order, over one connection."""
+    """get_feed_state for each (name, url) in `feeds`, in order: one query per 500 feeds."""
+    names = [name for name, _ in feeds]
+    rows: dict[str, Row] = {}
     with engine.connect() as conn:
-        return [_state(conn, name, url) for name, url in feeds]
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            rows.update((row.name, row) for row in conn.execute(select(feeds_table).where(feeds_table.c.name.in_(chunk))))
+    return [_state_from(rows.get(name), name, url) for name, url in feeds]
 
 
 def _state(conn: Connection, name: str, url: str) -> FeedState:
-    row = conn.execute(select(feeds_table).where(feeds_table.c.name == name)).first()
+    return _state_from(conn.execute(select(feeds_table).where(feeds_table.c.name == name)).first(), name, url)
+
+
+def _state_from(row: Row | None, name: str, url: str) -> FeedState:
     if row is None:
         return FeedState(name=name, url=url)
     state = FeedState(**row._mapping)
