@@ -299,6 +299,18 @@ def test_fetch_json_reports_every_feed_and_exits_1_when_one_failed(tmp_path):
     assert "error" in rows["News"] and "nwes.xml" in rows["News"] and "not_modified" in rows["Events"]
 
 
+def test_python_dash_m_digest_is_the_same_command_line(tmp_path):
+    """README: `python -m digest …` is the same command line (e.g. from a virtualenv not on PATH)."""
+    config = sample_site(tmp_path)
+    environment = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"}
+    done = subprocess.run([sys.executable, "-m", "digest", "--config", str(config), "fetch", "--json"], cwd=tmp_path,
+                          env=environment, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    reports = json_lines(done.stdout)
+    assert [r["name"] for r in reports] == ["Publications", "Events", "News", "Magazine", "In the media"]
+    assert all(r["status"] in ("ok", "warning") and r["new"] > 0 for r in reports)
+
+
 def test_fetch_over_http_then_not_modified(tmp_path):
     import functools
     import threading
