@@ -339,7 +339,7 @@ def main() -> None:
             if not delay:
                 digest_floor, r2e_floor = import_floor(tmp)
                 print(f"imports alone, in a fresh interpreter: digest {digest_floor:.2f} s (SQLAlchemy, httpx, click, "
-                      f"rich, feedparser), rss2email {r2e_floor:.2f} s; rss2email's whole first run {fresh[0][4]:.2f} s, "
+                      f"rich), rss2email {r2e_floor:.2f} s; rss2email's whole first run {fresh[0][4]:.2f} s, "
                       f"so a fresh digest run >= 2x faster would have {fresh[0][4] / 2 - digest_floor:.2f} s left "
                       "to fetch, parse and store 500 items")
             met[("warm process", delay)] = print_runs(compare_warm(tmp, delay), delay,

@@ -1,6 +1,6 @@
 """`digest` and `python -m digest`: the command line, with the feed parser's fork server started first.
 
-A command that parses feeds (`fetch`, `demo`, `run`) starts the parse workers' fork server
+A command that parses feeds at once (`fetch`, `demo`) starts the parse workers' fork server
 (digest.cpulimit) before the command line's own imports (SQLAlchemy, httpx, click, rich: about
 0.3 s of CPU), so that the server's interpreter start and imports run on another CPU meanwhile
 and the first feed body can be parsed the moment it lands. This module imports nothing heavy.
@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-PARSING_COMMANDS = frozenset({"fetch", "demo", "run"})
+# Not `run`: it fetches hours later, and only once it is the active scheduler (schedule.prepare_fetch).
+PARSING_COMMANDS = frozenset({"fetch", "demo"})
 # digest.parse.PARSER_PRELOAD, named here so that this module imports nothing heavy.
 PARSER_PRELOAD = ("feedparser", "digest.parse")
 

@@ -380,7 +380,6 @@ def run_scheduler(config_path: str, stop: threading.Event, options: RunOptions =
     engine = open_store(settings.store.url)
     lock = SchedulerLock(engine, options.lease_seconds)
     told_standby = False
-    pipeline.prepare_fetch(settings)  # the first scheduled fetch then costs what later ones do
     try:
         while not stop.is_set():
             try:
@@ -410,6 +409,8 @@ def _take_turn(config_path: str, settings: Settings, engine: Engine, lock: Sched
 
 def _act(config_path: str, settings: Settings, engine: Engine, lock: SchedulerLock, stop: threading.Event,
          options: RunOptions) -> None:
+    # Only the active scheduler fetches: a standby never starts the parse workers' fork server.
+    pipeline.prepare_fetch(settings)  # the first scheduled fetch then costs what later ones do
     # APScheduler 3 cannot share a job store between running schedulers: start only under the lock.
     scheduler = make_scheduler(settings, engine)
     scheduler.start(paused=True)

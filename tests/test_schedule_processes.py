@@ -25,6 +25,19 @@ DIGEST = str(Path(sys.executable).with_name("digest"))
 WAIT = 60.0  # generous upper bound for a line to appear; normally a second or two
 
 
+def fork_servers_of(pid: int) -> int:
+    """How many parse fork servers (digest.cpulimit.serve_forks) the process `pid` has as children."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        count += ppid == pid and b"digest.cpulimit import serve_forks" in cmdline
+    return count
+
+
 class RunProcess:
     """One `digest run` with its log in a file we can poll."""
 
@@ -143,9 +156,15 @@ def test_two_schedulers_one_acts_the_other_waits_and_takes_over(tmp_path, store_
     second.wait_for("waiting as a standby")
     time.sleep(1.5)  # several standby checks pass: it must still not act
     assert "this process is the active scheduler" not in second.text()
+    assert fork_servers_of(second.proc.pid) == 0  # a standby never fetches: no parse fork server
+    assert fork_servers_of(first.proc.pid) == 1
     first.kill()  # kill -9: no clean release of the lock
     second.wait_for("this process is the active scheduler")
     second.wait_for("start-up check done")
+    deadline = time.monotonic() + WAIT
+    while fork_servers_of(second.proc.pid) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fork_servers_of(second.proc.pid) == 1
     assert second.stop() == 0
     assert "scheduler stopped" in second.text()
 
