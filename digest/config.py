@@ -348,7 +348,7 @@ def _check_semantics(s: Settings) -> None:
     if s.delivery.smtp.security not in ("none", "starttls", "tls"):
         raise ConfigError(f"'delivery.smtp.security' is {s.delivery.smtp.security!r}: use none, starttls or tls")
     for name, value in (("digest.window_days", s.digest.window_days), ("fetch.concurrency", s.fetch.concurrency),
-                        ("delivery.batch_size", s.delivery.batch_size), ("delivery.smtp.connections", s.delivery.smtp.connections)):
+                        ("delivery.batch_size", s.delivery.batch_size)):
         if value < 1:
             raise ConfigError(f"'{name}' is {value}: use a number of at least 1")
     _check_delivery(s.delivery)
@@ -396,7 +396,7 @@ _BASE_URL_MAX = 200
 
 
 def _check_delivery(d: DeliverySettings) -> None:
-    if d.smtp.connections > MAX_SMTP_CONNECTIONS:
+    if not 1 <= d.smtp.connections <= MAX_SMTP_CONNECTIONS:
         raise ConfigError(f"'delivery.smtp.connections' is {d.smtp.connections}: use 1 to {MAX_SMTP_CONNECTIONS} "
                           "(more rarely helps: ask your provider how many it allows)")
     if d.stop_after_refusals < 0:
@@ -405,24 +405,29 @@ def _check_delivery(d: DeliverySettings) -> None:
 
 def _check_base_url(url: str) -> None:
     """web.base_url starts every link in emails (unsubscribe, preferences, archive): it must be usable."""
-    problem = ""
+    problem = _base_url_problem(url)
+    if problem:
+        raise ConfigError(f"'web.base_url' is {url!r}: {problem}. Use the public address of `digest serve`, "
+                          "e.g. \"https://digest.example.org\" (percent-encode anything unusual, e.g. %20 for a space)")
+
+
+def _base_url_problem(url: str) -> str:
+    """The first thing wrong with `url` as web.base_url, or "" if nothing is."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        parts, problem = None, "it is not a URL"
-    if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
-        problem = "it must be an absolute http:// or https:// URL"
-    elif parts is not None and (parts.query or parts.fragment or "?" in url or "#" in url):
-        problem = "it must not have a query (?) or fragment (#): links are made by adding paths to it"
-    elif not set(url) <= _BASE_URL_CHARS:
+        return "it is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it must be an absolute http:// or https:// URL"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "it must not have a query (?) or fragment (#): links are made by adding paths to it"
+    if not set(url) <= _BASE_URL_CHARS:
         bad = "".join(sorted(set(url) - _BASE_URL_CHARS))
-        problem = f"it has characters a link in an email header cannot carry ({bad!r}; spaces, quotes, <> and non-ASCII)"
-    elif len(url) > _BASE_URL_MAX:
-        problem = f"it is longer than {_BASE_URL_MAX} characters"
-    if problem:
-        raise ConfigError(f"'web.base_url' is {url!r}: {problem}. Use the public address of `digest serve`, "
-                          "e.g. \"https://digest.example.org\" (percent-encode anything unusual, e.g. %20 for a space)")
+        return f"it has characters a link in an email header cannot carry ({bad!r}; spaces, quotes, <> and non-ASCII)"
+    if len(url) > _BASE_URL_MAX:
+        return f"it is longer than {_BASE_URL_MAX} characters"
+    return ""
 
 
 def _check_https_over_smtp(s: Settings) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import nh3
 
 from . import i18n
-from .charsets import CONTROLS, NONCHARACTERS, SURROGATES
+from .charsets import CONTROLS, CONTROLS_ASCII, NONCHARACTERS, SURROGATES
 from .config import Settings
 from .models import Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
 from .segments import edition_sections
@@ -32,7 +32,7 @@ TOKEN_PREFIX = "[[DIGEST:"
 CONTROL = re.compile(f"[{CONTROLS}{SURROGATES}{NONCHARACTERS}]+")
 # The ASCII part of CONTROL: per-subscriber values (addresses, signed links) are nearly always ASCII,
 # and str.isascii() is free, so they skip the long character class (a third of a token fill's cost).
-_CONTROL_ASCII = re.compile("[\x00-\x1f\x7f]+")
+_CONTROL_ASCII = re.compile(f"[{CONTROLS_ASCII}]+")
 # "{{" and "{%" in content would read as unrendered Jinja in the output (render.py refuses that).
 _JINJA_OPENERS = re.compile(r"\{(?=[{%])")
 
@@ -41,9 +41,9 @@ def _control_class(text: str) -> re.Pattern[str]:
     return _CONTROL_ASCII if text.isascii() else CONTROL
 
 
-def replace_controls(text: str, replacement: str = " ") -> str:
-    """`text` with every run of CONTROL characters replaced."""
-    return _control_class(text).sub(replacement, text)
+def replace_controls(text: str) -> str:
+    """`text` with every run of CONTROL characters replaced by a space."""
+    return _control_class(text).sub(" ", text)
 
 
 def neutralise_markers(text: str) -> str:

@@ -57,12 +57,13 @@ def collect_status(settings: Settings, engine: Engine, now: datetime, runs: int 
     next_runs, problems = _next_runs(settings, engine, now)
     current = issue_records(engine, (IssueStatus.DRAFT, IssueStatus.APPROVED, IssueStatus.SENDING), limit=1)
     sent = issue_records(engine, (IssueStatus.SENT,), limit=1)
+    last_build = recent_runs(engine, limit=1, job=JOB_BUILD)
     return Status(
         now=now,
         timezone=settings.site.timezone,
         next_runs=next_runs,
         scheduler=active_scheduler(engine),
-        last_build=next(iter(recent_runs(engine, limit=1, job=JOB_BUILD)), None),
+        last_build=last_build[0] if last_build else None,
         draft=_figures(engine, current[0]) if current else None,
         last_sent=_figures(engine, sent[0]) if sent else None,
         feeds=_feeds(settings, engine),

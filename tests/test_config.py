@@ -95,6 +95,16 @@ port = 587
         ("[[feeds]]\nname = 'A'\nurl = 'http://[::1'", "'feeds[0].url' is 'http://[::1', not a valid URL"),
         ("[[feeds]]\nname = 'A'\nurl = 'https:///feed'", "'feeds[0].url' is 'https:///feed': the URL has no host name"),
         ("[[feeds]]\nname = '" + "n" * 201 + "'\nurl = 'a.xml'", "'feeds[0].name' is 201 characters long: use at most 200"),
+        ("[delivery]\nstop_after_refusals = -1", "'delivery.stop_after_refusals' is -1: use 0 (never stop) or more"),
+        ("[delivery.smtp]\nconnections = 0", "'delivery.smtp.connections' is 0: use 1 to 64"),
+        ("[delivery.smtp]\nconnections = 65", "'delivery.smtp.connections' is 65: use 1 to 64"),
+        ("[web]\nconfirm_mail_cooldown_hours = -1", "'web.confirm_mail_cooldown_hours' is -1.0: use 0 (no cooldown) or more"),
+        ("[web]\nconfirm_mail_cooldown_hours = nan", "'web.confirm_mail_cooldown_hours' is nan: use 0"),
+        ("[web]\nconfirm_mail_cooldown_hours = inf", "'web.confirm_mail_cooldown_hours' is inf: use 0"),
+        ("[web]\nsuppression_key_env = ''", "'web.suppression_key_env' is '': name an environment variable of its own"),
+        ("[web]\nsuppression_key_env = '  '", "'web.suppression_key_env' is '  ': name an environment variable of its own"),
+        ("[web]\nsuppression_key_env = 'DIGEST_SECRET'", "'web.suppression_key_env' is 'DIGEST_SECRET': name an environment"),
+        ("[web]\nsecret_env = 'K'\nsuppression_key_env = 'K'", "'web.suppression_key_env' is 'K': name an environment variable"),
     ],
 )
 def test_errors_name_the_key_and_the_fix(tmp_path, text, expected):
@@ -163,6 +173,23 @@ def test_cli_an_unknown_feed_scheme_exits_2_naming_the_key(tmp_path):
 
 
 # --- links in emails over SMTP, and the one loopback test ---------------------------------------
+
+@pytest.mark.parametrize("base_url, problem", [
+    # The first problem found is the one named: the port here, not the space.
+    ("https://exa mple.org:abc", "it is not a URL"),
+    ("http://[::1", "it is not a URL"),
+    ("example.org/digest", "it must be an absolute http:// or https:// URL"),
+    ("ftp://example.org", "it must be an absolute http:// or https:// URL"),
+    ("https://example.org/?list=1", "it must not have a query (?) or fragment (#)"),
+    ("https://example.org/news#top", "it must not have a query (?) or fragment (#)"),
+    ("https://example.org/news letter", "it has characters a link in an email header cannot carry (' ';"),
+    ("https://example.org/" + "a" * 200, "it is longer than 200 characters"),
+])
+def test_a_bad_base_url_names_its_first_problem(tmp_path, base_url, problem):
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(write(tmp_path, f"[web]\nbase_url = '{base_url}'\n"))
+    assert str(excinfo.value).startswith(f"'web.base_url' is {base_url!r}: {problem}"), str(excinfo.value)
+
 
 SMTP_OVER = "[delivery]\ntransport = 'smtp'\n[web]\nbase_url = '{}'\n"
 

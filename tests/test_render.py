@@ -29,7 +29,7 @@ from render_fixtures import (
 
 from digest import i18n
 from digest.config import ConfigError
-from digest.edition_view import calendar_url, safe_url, summary_text, truncate
+from digest.edition_view import CONTROL, calendar_url, replace_controls, safe_url, summary_text, truncate
 from digest.models import (
     EventInfo,
     Issue,
@@ -225,6 +225,14 @@ def test_no_script_handler_or_dangerous_url_survives(settings, language):
         assert character not in html and character not in text, repr(character)
     assert "Non characters in a title" in html and "Summary with , , and" in text
     assert not [href for href, _ in tags.links if "example.org/non" in href or href == "https://www.example.org/"]
+
+
+def test_the_ascii_shortcut_for_controls_replaces_what_the_full_class_does():
+    # ASCII text skips the long CONTROL class (charsets.CONTROLS_ASCII): the result must be the same.
+    for code in range(128):
+        text = f"a{chr(code)}{chr(code)}b"
+        assert replace_controls(text) == CONTROL.sub(" ", text), code
+    assert replace_controls("a\x85\u2028b\x7f\x00c") == "a b c"
 
 
 def test_summaries_are_plain_text_excerpts():
@@ -435,6 +443,25 @@ def test_mjml_that_mrml_would_accept_but_is_unbalanced_is_refused(tmp_path):
     # MRML compiles this without a word and drops what it cannot place.
     message = render_with_override(tmp_path, "item.mjml.j2", "<div>{{ item.title }}</div></mj-text>\n")
     assert re.match(r".*/mine/partials/item\.mjml\.j2:1: invalid MJML: </mj-text> closes an element", message)
+
+
+def test_an_xml_invalid_character_in_a_template_is_named_with_its_file_and_line(tmp_path):
+    # MRML says only "unable to parse next template": the character is found in the traced MJML.
+    message = render_with_override(tmp_path, "item.mjml.j2", "<div>{{ item.title }}\n\n<p>a\x0bb</p></div>\n")
+    assert re.match(r".*/mine/partials/item\.mjml\.j2:3: invalid MJML: the character U\+000B is not allowed in MJML "
+                    r"\(MRML: unable to parse", message), message
+
+
+def test_mjml_that_cannot_be_parsed_for_no_reason_found_still_names_a_file_and_line(tmp_path):
+    # A bare "<": balanced, no invalid character, no position from MRML: the fallback names the
+    # first template line of the edition.
+    message = render_with_override(tmp_path, "item.mjml.j2", "<div>{{ item.title }} <</div>\n")
+    assert re.match(r".*/templates/edition\.mjml\.j2:\d+: invalid MJML: the MJML cannot be parsed \(MRML: ", message), message
+
+
+def test_a_missing_included_template_is_named_with_the_including_file_and_line(tmp_path):
+    message = render_with_override(tmp_path, "item.mjml.j2", "<div>{{ item.title }}\n{% include 'nope.j2' %}</div>\n")
+    assert re.match(r".*/mine/partials/item\.mjml\.j2:2: template 'nope\.j2' not found$", message), message
 
 
 @pytest.mark.parametrize("tag", ["mj-foo", "mj-text", "mj-button"])
