@@ -215,13 +215,14 @@ class SuppressionKeys(tuple):
 
     `legacy` is the pre-0002 set (last in the tuple): keys derived from the signing secrets once
     in use, which erasures from before migration 0002 were hashed with. `where` says where the
-    keys come from, for messages.
+    keys come from, for messages. `checked_in` is the store whose erasures were all found hashed
+    with these keys (digest.store.subscribers.usable_suppression_keys sets it), None before.
     """
 
     def __new__(cls, keys: Iterable[bytes], legacy: Iterable[bytes] = (), where: str = "") -> SuppressionKeys:
         legacy = tuple(dict.fromkeys(legacy))
         keyring = super().__new__(cls, dict.fromkeys([*keys, *legacy]))  # without repeats, order kept
-        keyring.legacy, keyring.where = legacy, where
+        keyring.legacy, keyring.where, keyring.checked_in = legacy, where, None
         return keyring
 
     @property

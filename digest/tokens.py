@@ -125,11 +125,13 @@ def checked_suppression_keys(settings: Settings, engine: Engine, require: bool =
     from .store import subscribers as store  # here: the token code used while rendering needs no store
 
     keys = suppression_keys(settings)
-    if store.UNLABELLED_KEY_ID in store.erasures_by_key(engine):
+    counts = store.erasures_by_key(engine)  # counted once: the check below uses the same figures
+    if store.UNLABELLED_KEY_ID in counts:
         adopted = adopt_legacy_keys(settings, keys)
         store.label_legacy_erasures(engine, adopted.legacy_id, replaces=[keys.legacy_id])
         keys = adopted
-    return store.usable_suppression_keys(engine, keys, require)
+        counts = store.erasures_by_key(engine) if require else counts  # relabelled (once per store): count again
+    return store.usable_suppression_keys(engine, keys, require, counts)
 
 
 def adopt_legacy_keys(settings: Settings, keys: SuppressionKeys) -> SuppressionKeys:

@@ -119,6 +119,42 @@ def test_the_send_route_sends_with_the_right_token(store):
     assert get_summary(store.engine, 1).status == IssueStatus.SENT and outbox(store)
 
 
+# --- form size -------------------------------------------------------------------------------------
+
+def _chunked(*parts: bytes):
+    """A request body without Content-Length: httpx sends it chunked."""
+    yield from parts
+
+
+def test_an_oversized_login_form_gets_413_and_no_session(store):
+    from urllib.parse import urlencode
+
+    with client_for(store) as visitor:
+        fields = {"login_token": login_token(visitor.get("/admin/login").text), "name": "Anna",
+                  "password": PASSWORD, "next": "/admin/issues"}
+        big = visitor.post("/admin/login", data={**fields, "pad": "x" * 70_000}, follow_redirects=False)
+        assert big.status_code == 413 and "too large" in big.text
+        assert SESSION_COOKIE not in set_cookies(big)
+        start = urlencode(fields).encode()
+        urlencoded = {"content-type": "application/x-www-form-urlencoded"}
+        chunked = visitor.post("/admin/login", content=_chunked(start, *[b"x" * 65_536] * 32), headers=urlencoded,
+                               follow_redirects=False)
+        assert chunked.status_code == 413 and SESSION_COOKIE not in set_cookies(chunked)
+        assert visitor.get("/admin/issues").status_code == 401
+        small = visitor.post("/admin/login", content=_chunked(start), headers=urlencoded, follow_redirects=False)
+        assert small.status_code == 303 and SESSION_COOKIE in set_cookies(small)  # within the limit: read as usual
+
+
+def test_an_oversized_admin_form_gets_413_and_changes_nothing(store):
+    with client_for(store) as admin:
+        log_in(admin)
+        csrf = csrf_of(admin.get("/admin/issues/1").text)
+        before = snapshot(store)
+        answer = admin.post("/admin/issues/1/editorial", data={"csrf_token": csrf, "intro": "x" * 70_000},
+                            follow_redirects=False)
+        assert answer.status_code == 413 and snapshot(store) == before
+
+
 # --- where the browser is: loopback, a LAN address, a TLS proxy ------------------------------------
 
 @pytest.mark.parametrize("base", ["http://digest.localhost:8765", "http://localhost:8080", "http://127.0.0.2:8080"])
@@ -232,3 +268,19 @@ def test_signing_out_ends_every_copy_of_the_session_and_only_that_session(any_st
     with TestClient(create_app(any_store.settings, any_store.engine), base_url=HTTPS) as later:
         later.cookies.set(SESSION_COOKIE, copied, path="/admin")  # another process on the same store
         assert later.get("/admin/issues").status_code == 401
+
+
+def test_revoking_a_session_twice_is_harmless_and_forgets_expired_revocations(engine):
+    from datetime import UTC
+
+    from digest.store.schema import revoked_admin_sessions
+    from digest.store.sessions import revoke_session, session_revoked
+
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    revoke_session(engine, "old", now + timedelta(hours=1), now)
+    revoke_session(engine, "s1", now + timedelta(hours=12), now)
+    revoke_session(engine, "s1", now + timedelta(hours=12), now)  # signed out twice: no error
+    assert session_revoked(engine, "s1") and session_revoked(engine, "old") and not session_revoked(engine, "s2")
+    revoke_session(engine, "s1", now + timedelta(hours=12), now + timedelta(hours=2))  # a repeat still tidies up
+    with engine.connect() as conn:
+        assert conn.execute(select(revoked_admin_sessions.c.session_id)).scalars().all() == ["s1"]

@@ -442,3 +442,24 @@ def test_a_name_that_splits_into_a_formula_in_a_semicolon_locale_is_neutralised(
     code, again, _ = cli("subscribers", "import", str(exported))
     assert again.startswith("added 0, updated 0, unchanged 1")
     assert store.get_subscriber(engine, "ann@example.org").name == "Ann;=1+1"
+
+
+def test_the_erasures_are_counted_once_per_command(cli, engine, tmp_path, monkeypatch, settings):
+    """checked_suppression_keys counts the erasures per key once; import_rows and add reuse that check."""
+    cli("subscribers", "erase", "gone@example.org", "--yes")
+    counted = []
+    real = store.erasures_by_key
+    monkeypatch.setattr(store, "erasures_by_key", lambda engine: counted.append(1) or real(engine))
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\ngone@example.org\nnew@example.org\n", encoding="utf-8")
+    code, out, _ = cli("subscribers", "import", str(listing))
+    assert code == 0 and out.startswith("added 1, updated 0, unchanged 0, rejected 0, suppressed 1")
+    assert len(counted) == 1
+    for command in (("add", "other@example.org"), ("show", "new@example.org"), ("erase", "x@example.org", "--yes")):
+        counted.clear()
+        assert cli("subscribers", *command)[0] == 0, command
+        assert len(counted) == 1, command
+    counted.clear()
+    report, rows = read_list_file(listing, settings)
+    store.import_rows(engine, rows, suppression_keys(settings), report)  # keys not checked yet: import_rows does
+    assert len(counted) == 1 and report.suppressed == [2]

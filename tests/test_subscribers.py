@@ -253,6 +253,23 @@ def test_purge_unconfirmed_forgets_old_pending_signups(engine):
     assert store.purge_unconfirmed(engine, NOW - timedelta(days=3)) == 0
 
 
+def test_purge_unconfirmed_keeps_a_pending_row_whose_latest_link_is_still_valid(engine):
+    from datetime import timedelta
+
+    from digest.store import signups
+
+    hour = timedelta(hours=1)
+    again = store.add_subscriber(engine, Subscriber(email="again@example.org"), NOW - 100 * hour, event="signup")
+    signups.record_signup_request(engine, again.id, again, "198.51.100.7", now=NOW - 100 * hour)
+    nonce = signups.record_signup_request(engine, again.id, again, "198.51.100.7", now=NOW - hour)
+    gone = store.add_subscriber(engine, Subscriber(email="gone@example.org"), NOW - 100 * hour, event="signup")
+    signups.record_signup_request(engine, gone.id, gone, "198.51.100.8", now=NOW - 80 * hour)
+    assert store.purge_unconfirmed(engine, NOW - 72 * hour) == 1
+    assert store.get_subscriber(engine, gone.id) is None
+    assert store.get_subscriber(engine, again.id).status == SubscriberStatus.PENDING
+    assert signups.find_signup_request(engine, again.id, nonce) is not None  # the new link still confirms
+
+
 def test_subscriber_record_has_row_events_and_deliveries(engine):
     a = store.add_subscriber(engine, confirmed("a@example.org", name="A"), NOW)
     _add_delivery(engine, a.id)
@@ -399,8 +416,24 @@ def test_list_and_export_refuse_an_unknown_series(cli, engine):
     for command in ("list", "export"):
         code, out, err = cli("subscribers", command, "--series", "esa-secuirty-defence")
         assert code == 2 and out == "", command
-        assert "'esa-secuirty-defence' is not a configured series" in err
+        assert "--series: unknown series 'esa-secuirty-defence'" in err  # parse_series' words, as `add` says it
         assert "esa-security-defence, esa-economy-trade, esa-digital-technology" in err
+        code, out, err = cli("subscribers", command, "--series", " ")
+        assert code == 2 and out == "" and "--series needs a series id" in err, command
+
+
+def test_cli_add_says_an_erased_address_signed_up_again_was_erased(cli, engine):
+    """Erased, then signed up on the web (pending, hash still suppressed): `add` refuses for the erasure."""
+    assert cli("subscribers", "erase", "back@example.org", "--yes")[0] == 0
+    store.add_subscriber(engine, Subscriber(email="back@example.org", status=SubscriberStatus.PENDING,
+                                            consent_method="web"), source="web", event="signup")
+    code, out, err = cli("subscribers", "add", "back@example.org")
+    assert code == 1 and out == ""
+    assert "back@example.org was erased: only their own sign-up" in err and "theirs is waiting" in err
+    assert "pending:" not in err
+    assert store.get_subscriber(engine, "back@example.org").status == SubscriberStatus.PENDING
+    code, _, err = cli("subscribers", "add", "plain@example.org")  # the usual case still adds
+    assert code == 0 and store.get_subscriber(engine, "plain@example.org").status == SubscriberStatus.CONFIRMED
 
 
 def test_cli_add_reactivates_a_bounced_address_only_when_asked(cli, engine):

@@ -254,6 +254,20 @@ def test_signups_whose_link_expired_are_forgotten(client, web_settings, engine):
     assert store.get_subscriber(engine, "fresh@example.org").status == SubscriberStatus.PENDING
 
 
+def test_a_late_second_signup_keeps_its_link_past_the_first_ones_expiry(client, web_settings, engine):
+    from datetime import UTC, datetime, timedelta
+
+    now, hour = datetime.now(UTC), timedelta(hours=1)
+    early = store.add_subscriber(engine, Subscriber(email="late@example.org"), now - 100 * hour, event="signup")
+    wanted = Subscriber(email="late@example.org", language="de")
+    nonce = signups.record_signup_request(engine, early.id, wanted, "192.0.2.1", now=now - hour)
+    sign_up(client, "someone-else@example.org")  # purges the sign-ups whose links expired
+    answer = confirm(client, confirm_url(web_settings, early.id, nonce).replace("http://testserver", ""))
+    assert answer.status_code == 200
+    back = store.get_subscriber(engine, early.id)
+    assert (back.status, back.language) == (SubscriberStatus.CONFIRMED, "de")
+
+
 def test_invalid_input_is_shown_escaped(client, web_settings, engine):
     answer = sign_up(client, '<script>alert("x")</script>', name="<b>bold</b>", series=["<i>nope</i>"])
     assert answer.status_code == 400

@@ -21,6 +21,7 @@ from ..subscribers import (
     export_row,
     make_subscriber,
     normalise_email,
+    parse_series,
     subscriber_json,
 )
 from ..tokens import checked_suppression_keys
@@ -127,7 +128,8 @@ def add_command(email: str, name: str, language: str, series: tuple[str, ...], n
         store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "")
         click.echo(f"reactivated {wanted.email} (had bounced)")
         return
-    if store.is_suppressed(engine, wanted.email, keys):
+    opted_out = existing is not None and existing.status in SUPPRESSED_STATUSES
+    if opted_out or store.is_erased(engine, wanted.email, keys):
         fail(_suppressed_reason(wanted.email, existing))
     if existing is None:
         store.add_subscriber(engine, wanted, source="admin")
@@ -141,11 +143,15 @@ def add_command(email: str, name: str, language: str, series: tuple[str, ...], n
 
 
 def _suppressed_reason(email: str, existing) -> str:  # noqa: ANN001
+    """Why `add` refuses: the opt-out the row records, else the erasure (the row, if any, is a pending sign-up)."""
     if existing is not None and existing.status == SubscriberStatus.BOUNCED:
         return (f"{email} bounced: add --reactivate-bounced if its owner asked you to send again "
                 "(a stranger typing it on the subscribe page cannot)")
-    what = existing.status.value if existing is not None else "was erased"
-    return (f"{email} {what}: only their own sign-up on the subscribe page can add them again "
+    opted_out = existing is not None and existing.status in SUPPRESSED_STATUSES
+    what = existing.status.value if opted_out else "was erased"
+    pending = existing is not None and existing.status == SubscriberStatus.PENDING
+    waiting = "; theirs is waiting for its confirmation" if pending else ""
+    return (f"{email} {what}: only their own sign-up on the subscribe page can add them again{waiting} "
             "(staff never re-add an unsubscribed, complained or erased address)")
 
 
@@ -221,10 +227,14 @@ def show_command(email: str, as_json: bool) -> None:
 
 
 def _check_series(series_id: str | None) -> None:
-    known = [s.id for s in state().settings.series]
-    if series_id is not None and series_id not in known:
-        fail(f"--series {series_id!r} is not a configured series: use one of {', '.join(known) or '(none configured)'}",
-             EXIT_USAGE)
+    if series_id is None:
+        return
+    if not series_id.strip():
+        fail("--series needs a series id (see [[series]] in the config)", EXIT_USAGE)
+    try:
+        parse_series([series_id], state().settings)
+    except InvalidSubscriber as exc:
+        fail(f"--series: {exc}", EXIT_USAGE)
 
 
 def _address(email: str) -> str:

@@ -132,8 +132,20 @@ def is_suppressed(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
         status = conn.execute(select(subscribers.c.status).where(subscribers.c.email == address)).scalar()
         if status is not None and SubscriberStatus(status) in SUPPRESSED_STATUSES:
             return True
-        # An erased address stays suppressed until its owner confirms a new sign-up.
-        return bool(_suppressed(conn, [email_hash(k, address) for k in keys]))
+        return _erased(conn, address, keys)
+
+
+def is_erased(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
+    """True if the suppression list holds a hash of the address (it was erased): the hashes only, not the status.
+
+    An erased address stays so until its owner confirms a new sign-up, even while that sign-up is pending.
+    """
+    with engine.connect() as conn:
+        return _erased(conn, normalise_email(email), keys)
+
+
+def _erased(conn: Connection, address: str, keys: Sequence[bytes]) -> bool:
+    return bool(_suppressed(conn, [email_hash(k, address, normalised=True) for k in keys]))
 
 
 def _suppressed(conn: Connection, hashes: list[str]) -> set[str]:
@@ -160,18 +172,25 @@ def label_legacy_erasures(engine: Engine, set_id: str, replaces: Iterable[str] =
         return conn.execute(suppressions.update().where(suppressions.c.key_id.in_(old_ids)).values(key_id=set_id)).rowcount
 
 
-def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool = True) -> SuppressionKeys:
+def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool = True,
+                            counts: dict[str, int] | None = None) -> SuppressionKeys:
     """`keys`, after checking that every erasure hash in the store was made with one of them.
 
-    Raises SuppressionKeyMissing when a key is missing (unless not `require`): an import or add
-    could then re-add an erased address. Pre-0002 erasures count as present only while the whole
-    pre-0002 key set is (digest.tokens.checked_suppression_keys adopts them first).
+    Raises SuppressionKeyMissing when a key is missing (unless not `require`, which checks
+    nothing): an import or add could then re-add an erased address. Pre-0002 erasures count as
+    present only while the whole pre-0002 key set is (digest.tokens.checked_suppression_keys adopts
+    them first). `counts` is `erasures_by_key(engine)` when the caller has it already. Keys that
+    pass are marked as checked in `engine` (`checked_in`), so `import_rows` does not count again.
     """
     keyring = keys if isinstance(keys, SuppressionKeys) else SuppressionKeys(keys)
+    if not require:
+        return keyring
     known = keyring.key_ids()
-    missing = {key_id: n for key_id, n in erasures_by_key(engine).items() if key_id not in known}
-    if missing and require:
+    missing = {key_id: n for key_id, n in (erasures_by_key(engine) if counts is None else counts).items()
+               if key_id not in known}
+    if missing:
         raise SuppressionKeyMissing(_missing_keys_message(missing, keyring.where))
+    keyring.checked_in = engine
     return keyring
 
 
@@ -307,10 +326,12 @@ def import_rows(engine: Engine, rows: Iterable[ListRow | RejectedRow], keys: Seq
     addresses are counted as suppressed and never touched. A row whose `status` cell records an
     opt-out is stored with it (new address) or applies it (confirmed or pending one), and counts
     as suppressed. Raises SuppressionKeyMissing, before anything is stored, when an erasure's key
-    is missing from `keys`.
+    is missing from `keys` (checked here unless `keys` were checked in this store already, as
+    digest.tokens.checked_suppression_keys returns them).
     """
     now = _now(now)
-    keys = usable_suppression_keys(engine, keys)
+    if getattr(keys, "checked_in", None) is not engine:
+        keys = usable_suppression_keys(engine, keys)
     batch: list[ListRow] = []
     for row in rows:
         if isinstance(row, RejectedRow):
@@ -451,13 +472,16 @@ def erase_subscriber(engine: Engine, email: str, keys: Sequence[bytes], now: dat
 
 
 def purge_unconfirmed(engine: Engine, before: datetime) -> int:
-    """Delete sign-ups still pending that were made before `before`; returns how many.
+    """Delete sign-ups still pending whose every confirmation link has expired (made before `before`); returns how many.
 
     Data minimisation: an address someone typed but never confirmed (maybe not theirs) is not
-    kept. Their events lose subscriber and details, as in an erasure; no hash is kept.
+    kept. Their events lose subscriber and details, as in an erasure; no hash is kept. A pending
+    row older than `before` stays while it has a sign-up request made since: that link still works.
     """
+    fresh_request = select(signup_requests.c.id).where(signup_requests.c.subscriber_id == subscribers.c.id,
+                                                       signup_requests.c.created_at >= before)
     stale = select(subscribers.c.id).where(subscribers.c.status == SubscriberStatus.PENDING.value,
-                                           subscribers.c.created_at < before)
+                                           subscribers.c.created_at < before, ~fresh_request.exists())
     with engine.begin() as conn:
         ids = list(conn.execute(stale).scalars())
         for start in range(0, len(ids), IMPORT_BATCH):

@@ -2,6 +2,7 @@
 
 Every page needs a signed-in session (else the login page, with status 401, and nothing of a draft);
 every state change is a POST carrying the session's CSRF token (else 403 and nothing changes).
+Every form, the sign-in one included, is read with the 64 KiB cap of digest.web.security.read_form.
 Approval carries the version the page showed: approving a draft that changed since is refused.
 Blocking work (every store query, the session check included, rendering, SMTP, building) runs in
 the thread pool, never on the event loop.
@@ -39,7 +40,7 @@ from .admin_preview import (
     preview_document,
 )
 from .admin_reports import delivery_report, subscribers_overview
-from .security import client_ip
+from .security import client_ip, read_form
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSS = (TEMPLATES / "admin" / "admin.css").read_text(encoding="utf-8")
@@ -144,7 +145,7 @@ def _guarded(admin: Admin, handler: Handler, post: bool) -> Callable[[Request], 
         if session is None:
             return _login_response(admin, request, status_code=401, next_path=_next_path(request, post))
         if post:
-            form = await request.form()
+            form = await read_form(request)
             if not admin.auth.same_origin(request) or not admin.auth.csrf_ok(session, form.get("csrf_token")):
                 return message(admin, request, session, 403, "Form expired",
                                "This form's security token is missing or wrong, so nothing was changed. "
@@ -198,7 +199,7 @@ async def login_page(admin: Admin, request: Request) -> Response:
 
 async def login(admin: Admin, request: Request) -> Response:
     """Check the password (rate-limited per client) and start a session."""
-    form = await request.form()
+    form = await read_form(request)
     next_path = _safe_next(str(form.get("next", "")))
     name = " ".join(str(form.get("name", "")).split())[:100]
     client = client_ip(request)

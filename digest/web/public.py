@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -52,19 +51,17 @@ from ..tokens import (
 )
 from .mail import confirmation_message
 from .pages import make_templates, render_page
-from .security import CSRF_FIELD, RateLimiter, client_ip, csrf_ok
+from .security import CSRF_FIELD, RateLimiter, client_ip, csrf_ok, read_form
 from .texts import LANGUAGE_NAMES, negotiate_language, texts
 
 log = logging.getLogger(__name__)
 
-MAX_FORM_BYTES = 64 * 1024
 # Bounced mailboxes are dead and complainers marked us as spam: a stranger typing their address
 # must not make us mail them. Unsubscribed people may come back through their own confirmation.
 NO_CONFIRMATION_MAIL = (SubscriberStatus.CONFIRMED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
 # ... and their old confirmation links stay dead too.
 NEVER_CONFIRMED_BY_LINK = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-FORM_TOO_LARGE = f"The form is too large: at most {MAX_FORM_BYTES // 1024} KiB can be sent."
 
 TransportFactory = Callable[[], Transport]
 
@@ -143,23 +140,8 @@ class PublicSite:
         return self.message(request, lang, "csrf_title", [texts(lang)["csrf_body"]], 403)
 
     async def read_form(self, request: Request) -> FormData:
-        """The posted form (urlencoded or multipart, no files); 413 when larger than MAX_FORM_BYTES.
-
-        The body is counted as it streams in, so a chunked body (no Content-Length) is capped too.
-        """
-        length = request.headers.get("content-length", "")
-        if length and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-            raise HTTPException(413, FORM_TOO_LARGE)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise HTTPException(413, FORM_TOO_LARGE)
-
-        async def replay() -> dict:
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        return await Request(request.scope, replay).form(max_files=0, max_fields=50)
+        """The posted form, at most MAX_FORM_BYTES (else 413) and 50 fields (digest.web.security.read_form)."""
+        return await read_form(request, max_fields=50)
 
     def subscriber_for(self, token: str, purpose: str) -> Subscriber | None:
         sid = self.signer.load(purpose, token)
@@ -193,7 +175,7 @@ class PublicSite:
         if errors:
             return self.page(request, "subscribe.html", values["language"], "subscribe_title", 400,
                              values=values, errors=errors, **self.choice_lists())
-        to_mail = await run_in_threadpool(self.register_signup, wanted, client_ip(request))
+        to_mail = await run_in_threadpool(self.register_signup, wanted)
         t = texts(wanted.language)
         task = BackgroundTask(self.send_confirmation, *to_mail) if to_mail else None
         response = self.message(request, wanted.language, "check_title",
@@ -224,13 +206,13 @@ class PublicSite:
                             consent_method="web", consent_ip=ip)
         return wanted, values, {}
 
-    def register_signup(self, wanted: Subscriber, ip: str) -> tuple[Subscriber, str] | None:
+    def register_signup(self, wanted: Subscriber) -> tuple[Subscriber, str] | None:
         """Store the sign-up; the subscriber to send a confirmation to and their request's nonce, or None.
 
         A new address is stored as pending; a known one keeps its row as it is until the link is
-        used. Either way the choices and IP wait in a sign-up request. None (no email) for
-        confirmed, bounced and complained addresses, and while the address's last confirmation
-        email is younger than web.confirm_mail_cooldown_hours. Sign-ups whose link has expired
+        used. Either way the choices and IP (`wanted.consent_ip`) wait in a sign-up request. None
+        (no email) for confirmed, bounced and complained addresses, and while the address's last
+        confirmation email is younger than web.confirm_mail_cooldown_hours. Sign-ups whose link has expired
         are deleted first (data minimisation).
         """
         web, now = self.settings.web, datetime.now(UTC)
@@ -242,7 +224,7 @@ class PublicSite:
             stored = self.stored_signup(wanted)
             if stored is None or stored.status in NO_CONFIRMATION_MAIL:
                 return None
-            nonce = signups.record_signup_request(self.engine, stored.id, wanted, ip, cooldown, now)
+            nonce = signups.record_signup_request(self.engine, stored.id, wanted, wanted.consent_ip, cooldown, now)
         return (replace(wanted, id=stored.id), nonce) if nonce else None
 
     def stored_signup(self, wanted: Subscriber) -> Subscriber | None:

@@ -7,6 +7,8 @@
   neither read the cookie nor compute the field. Not used for the RFC 8058 one-click POST.
 - `RateLimiter`: an in-memory token bucket per client IP (one process; behind several processes
   each keeps its own buckets).
+- `read_form(request)`: the posted form, 413 past MAX_FORM_BYTES (counted as the body streams in):
+  every POST handler reads its form with it, the public pages and the admin (sign-in included).
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSRF_COOKIE = "digest_csrf"
 CSRF_FIELD = "csrf_token"
+MAX_FORM_BYTES = 64 * 1024
+FORM_TOO_LARGE = f"The form is too large: at most {MAX_FORM_BYTES // 1024} KiB can be sent."
 
 DEFAULT_HEADERS = {
     # 'self' only: no inline script or style anywhere, so injected markup cannot run.
@@ -105,6 +111,27 @@ def csrf_ok(request: Request, submitted: object) -> bool:
     if not isinstance(submitted, str) or not submitted:
         return False
     return any(hmac.compare_digest(submitted, expected) for expected in request.state.csrf_expected)
+
+
+async def read_form(request: Request, max_fields: int = 1000) -> FormData:
+    """The posted form (urlencoded or multipart, no files); 413 when larger than MAX_FORM_BYTES.
+
+    The body is counted as it streams in, so a chunked body (no Content-Length) is capped too, and
+    reading stops at the limit.
+    """
+    length = request.headers.get("content-length", "")
+    if length and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        raise HTTPException(413, FORM_TOO_LARGE)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, FORM_TOO_LARGE)
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    return await Request(request.scope, replay).form(max_files=0, max_fields=max_fields)
 
 
 @dataclass
