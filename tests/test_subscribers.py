@@ -436,6 +436,22 @@ def test_cli_add_says_an_erased_address_signed_up_again_was_erased(cli, engine):
     assert code == 0 and store.get_subscriber(engine, "plain@example.org").status == SubscriberStatus.CONFIRMED
 
 
+def test_an_import_never_confirms_an_erased_address_that_signed_up_again(cli, engine, tmp_path):
+    """Erased, then signed up on the web (pending): an import must not vouch for it; its own link may."""
+    assert cli("subscribers", "erase", "back@example.org", "--yes")[0] == 0
+    store.add_subscriber(engine, Subscriber(email="back@example.org", status=SubscriberStatus.PENDING,
+                                            consent_method="web"), source="web", event="signup")
+    store.add_subscriber(engine, Subscriber(email="waiting@example.org", status=SubscriberStatus.PENDING,
+                                            consent_method="web"), source="web", event="signup")
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\nback@example.org\nwaiting@example.org\n", encoding="utf-8")
+    code, out, err = cli("subscribers", "import", str(listing))
+    assert code == 0, err
+    assert store.get_subscriber(engine, "back@example.org").status == SubscriberStatus.PENDING
+    assert store.get_subscriber(engine, "waiting@example.org").status == SubscriberStatus.CONFIRMED  # staff vouch
+    assert "suppressed 1" in out and "lines 2\n" in out
+
+
 def test_cli_add_reactivates_a_bounced_address_only_when_asked(cli, engine):
     cli("subscribers", "add", "b@example.org", "--name", "Bea")
     bounced = store.get_subscriber(engine, "b@example.org")

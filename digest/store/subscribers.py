@@ -353,8 +353,11 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
         existing = {r.email: r for r in conn.execute(select(
             subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.language, subscribers.c.series,
             subscribers.c.want_events, subscribers.c.want_media, subscribers.c.status, subscribers.c.source).where(subscribers.c.email.in_(emails)))}
-        fresh = [r for r in batch if r.subscriber.email not in existing]
-        hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in fresh}
+        # New addresses and pending ones (an import would confirm them) are checked against the
+        # erasures: an erased address that signed up again on the web is pending, its hash kept.
+        unchecked = [r for r in batch if r.subscriber.email not in existing
+                     or existing[r.subscriber.email].status == SubscriberStatus.PENDING.value]
+        hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in unchecked}
         erased = _suppressed(conn, [h for hs in hashes.values() for h in hs])
         inserts, updates, confirms, opt_outs = [], [], [], []
         for row in batch:
@@ -366,8 +369,8 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
                 inserts.append(_insert_values(new, now, source))
                 if new.status in SUPPRESSED_STATUSES:
                     report.suppressed.append(row.line)
-            elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES:
-                report.suppressed.append(row.line)
+            elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES or erased.intersection(hashes.get(new.email, ())):
+                report.suppressed.append(row.line)  # an erased address stays pending until its own confirmation
             elif new.status in SUPPRESSED_STATUSES:  # the file records an opt-out made elsewhere: it wins
                 opt_outs.append((old.id, new.status))
                 report.suppressed.append(row.line)
