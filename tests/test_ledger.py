@@ -176,13 +176,14 @@ def test_sent_marks_write_what_mark_sent_writes_and_only_for_the_holder(engine, 
     start_sending(engine, issue, NOW)
     claim_batch(engine, issue, "h", 10, NOW, 300)
     mark_sent(engine, issue, subs[0].id, "h", "<a@example.org>", NOW)
-    marks = SentMarks(engine)
-    try:
-        assert marks.mark_sent(issue, subs[1].id, "h", "<b@example.org>", NOW)
-        assert not marks.mark_sent(issue, subs[1].id, "h", "<b@example.org>", NOW)  # already sent
-        assert not marks.mark_sent(issue, subs[2].id, "other", "<c@example.org>", NOW)  # not its claim
-    finally:
-        marks.close()
+    with engine.connect() as conn:  # a sending thread's own connection
+        marks = SentMarks(conn)
+        try:
+            assert marks.mark_sent(issue, subs[1].id, "h", "<b@example.org>", NOW)
+            assert not marks.mark_sent(issue, subs[1].id, "h", "<b@example.org>", NOW)  # already sent
+            assert not marks.mark_sent(issue, subs[2].id, "other", "<c@example.org>", NOW)  # not its claim
+        finally:
+            marks.close()
     rows = _rows(engine, issue)
     by_function, by_marks = rows[subs[0].id], rows[subs[1].id]
     assert by_marks.status == "sent" and by_marks.message_id == "<b@example.org>" and by_marks.attempts == 1

@@ -293,6 +293,22 @@ def test_digest_send_test_and_worker_once(engine, settings, issue, smtp_server, 
     assert len(smtp_server.received) == 5
 
 
+@pytest.mark.timeout(60)  # a worker that loops on instead of exiting fails here, not at the global limit
+def test_a_looping_worker_exits_1_when_the_run_is_stopped(engine, settings, issue, smtp_server, tmp_path):
+    # Every pass would stop the same way (a relay refusing everyone): the worker says so and exits.
+    config = _config(tmp_path, settings, "stop_after_refusals = 3")
+    emails = add_many(engine, 6)
+    for email in emails:
+        smtp_server.replies[email] = ["554 5.7.1 Relay access denied"] * 5
+    start_sending(engine, issue, NOW)
+    worker = CliRunner().invoke(main, ["--config", config, "worker", "--interval", "0.1"])
+    assert worker.exit_code == 1 and isinstance(worker.exception, SystemExit), worker.output
+    assert "error: stopped: 3 messages in a row were refused" in worker.output
+    assert "Relay access denied" in worker.output
+    counts = ledger_counts(engine, issue)
+    assert counts["queued"] == 6 and counts["failed_permanent"] == 0 and smtp_server.received == []
+
+
 def test_given_up_messages_make_digest_send_exit_1(engine, settings, issue, smtp_server, tmp_path):
     config = _config(tmp_path, settings, "max_attempts = 1")
     add_confirmed(engine, "full@example.net")
@@ -405,41 +421,38 @@ def test_the_progress_bar_shows_done_total_and_rate():
     assert "issue 7" in text and "200/1000" in text and "50 msg/s" in text and "20%" in text
 
 
-def test_the_rate_limit_is_shared_out_over_the_connections(engine, tmp_path, store_url, smtp_server):
-    from digest.deliver.transports import RateLimiter
-    from digest.pipeline import _connection_transport
+def test_the_rate_limit_is_shared_out_over_the_connections(engine, tmp_path, store_url, smtp_server, monkeypatch):
+    from digest.deliver import transports
 
     settings = smtp_settings(tmp_path, store_url, smtp_server.port,
                              smtp={"host": "127.0.0.1", "port": smtp_server.port, "connections": 2, "rate_limit": 40.0})
     number = approved_issue(engine, settings)
     add_many(engine, 20)
-    schedules: list[list[float]] = []
+    limiters: list[RecordingLimiter] = []
 
-    class RecordingLimiter(RateLimiter):
-        """The transport's limiter, recording each slot it gives (and not sleeping: no wall time here)."""
+    class RecordingLimiter(transports.RateLimiter):
+        """The transports' limiter on a clock of its own that only its sleeps move (no wall time here),
+        noting that clock after each wait: the time each message was let through."""
 
         def __init__(self, rate: float):
-            super().__init__(rate, sleep=lambda seconds: None)
-            self.slots: list[float] = []
-            schedules.append(self.slots)
+            self.now, self.slots = 0.0, []
+            super().__init__(rate, clock=lambda: self.now, sleep=self._advance)
+            limiters.append(self)
 
-        def wait(self) -> float:
-            self.slots.append(super().wait())
-            return self.slots[-1]
+        def _advance(self, seconds: float) -> None:
+            self.now += seconds
 
-    one_connection = _connection_transport(settings)
+        def wait(self) -> None:
+            super().wait()
+            self.slots.append(self.now)
 
-    def make_transport():
-        transport = one_connection()
-        assert transport.limiter.rate == 20.0  # 40 per second over 2 connections
-        transport.limiter = RecordingLimiter(transport.limiter.rate)
-        return transport
-
-    report = send_issue(settings, engine, number, make_transport=make_transport)
-    assert report.sent == 20 and len(schedules) == 2
-    assert sum(len(slots) for slots in schedules) == 20
-    for slots in schedules:
-        assert all(b - a >= 0.05 - 1e-9 for a, b in itertools.pairwise(slots))  # 1/20 s apart
+    monkeypatch.setattr(transports, "RateLimiter", RecordingLimiter)
+    report = send_issue(settings, engine, number)
+    assert report.sent == 20 and len(limiters) == 2  # one per connection (and sending thread)
+    assert [1 / limiter.interval for limiter in limiters] == [20.0, 20.0]  # 40 per second over 2 connections
+    assert sum(len(limiter.slots) for limiter in limiters) == 20
+    for limiter in limiters:
+        assert all(b - a >= 0.05 - 1e-9 for a, b in itertools.pairwise(limiter.slots))  # 1/20 s apart
 
 
 def test_subjects_arrive_in_each_subscribers_language(engine, settings, issue, smtp_server):

@@ -20,12 +20,11 @@ from digest.cli import main
 from digest.config import ConfigError
 from digest.deliver import sender
 from digest.deliver.editions import EditionError
-from digest.deliver.sender import RetryPolicy, SendOptions, SendStopped, deliver_issue
-from digest.deliver.transports import MemoryTransport
+from digest.deliver.sender import SendStopped
 from digest.models import SubscriberStatus
 from digest.pipeline import send_issue
 from digest.store.issues import get_issue
-from digest.store.ledger import ledger_counts, start_sending
+from digest.store.ledger import ledger_counts
 from digest.store.schema import deliveries, subscribers
 from digest.store.subscribers import get_subscriber
 
@@ -199,6 +198,21 @@ def test_a_relay_refusing_everyone_stops_the_run_and_fails_nobody(engine, tmp_pa
     assert send_issue(settings, engine, number).sent == 30
 
 
+def test_stop_after_refusals_0_switches_the_check_off(engine, tmp_path, store_url, server):
+    # More refusals in a row than the default limit (20): each is recorded at once, and the run ends.
+    smtp, _ = server
+    settings = smtp_settings(tmp_path, store_url, smtp.port, stop_after_refusals=0, bounce_threshold=1)
+    number = approved_issue(engine, settings)
+    emails = add_many(engine, 25)
+    for email in emails:
+        smtp.replies[email] = ["554 5.7.1 Relay access denied"]
+    report = _send_within(60, settings, engine, number)
+    assert (report.sent, report.failed, report.bounced, report.status) == (0, 25, 0, "sent")
+    counts = ledger_counts(engine, number)
+    assert (counts["failed_permanent"], counts["queued"]) == (25, 0)
+    assert all(_bounce_count(engine, get_subscriber(engine, e).id) == 0 for e in emails)  # a policy refusal
+
+
 def test_refusals_in_a_row_below_the_limit_are_recorded_once_the_run_ends(engine, tmp_path, store_url, server):
     smtp, _ = server
     settings = smtp_settings(tmp_path, store_url, smtp.port, stop_after_refusals=5, bounce_threshold=1)
@@ -206,7 +220,8 @@ def test_refusals_in_a_row_below_the_limit_are_recorded_once_the_run_ends(engine
     fine = add_many(engine, 3)
     gone = [add_confirmed(engine, f"gone{i}@example.net") for i in range(4)]  # the last rows: no success after
     for subscriber in gone:
-        smtp.replies[subscriber.email] = ["550 5.1.1 no such user"]
+        # Bare: an ambiguous refusal, held back in case the server refuses everyone (5.1.1 is recorded at once).
+        smtp.replies[subscriber.email] = ["550 Requested action not taken: mailbox unavailable"]
     report = send_issue(settings, engine, number)
     assert (report.sent, report.failed, report.bounced, report.status) == (3, 4, 4, "sent")
     assert all(get_subscriber(engine, s.id).status == SubscriberStatus.BOUNCED for s in gone)
@@ -230,6 +245,24 @@ def test_refusals_naming_the_address_are_recorded_at_once_and_never_stop_the_run
     assert (counts["sent"], counts["failed_permanent"], counts["queued"]) == (10, 40, 0)
     assert all(get_subscriber(engine, s.id).status == SubscriberStatus.BOUNCED for s in gone)
     assert sorted(r for _, rcpts, _ in smtp.received for r in rcpts) == sorted(fine)
+
+
+def test_a_lone_refusal_with_another_enhanced_code_is_no_bounce(engine, tmp_path, store_url, server):
+    # 5.4.1 says nothing about the address: the enhanced code decides, not the bare 550 in front of it.
+    smtp, _ = server
+    settings = smtp_settings(tmp_path, store_url, smtp.port, bounce_threshold=1)
+    number = approved_issue(engine, settings)
+    before = add_many(engine, 2, prefix="before")
+    denied = add_confirmed(engine, "denied@example.net")
+    after = add_many(engine, 2, prefix="after")
+    smtp.replies[denied.email] = ["550 5.4.1 Recipient address rejected: Access denied"]
+    report = send_issue(settings, engine, number)
+    assert (report.sent, report.failed, report.bounced, report.status) == (4, 1, 0, "sent")
+    row = _row(engine, number, denied.id)
+    assert row.status == "failed_permanent" and "5.4.1" in row.last_error
+    assert get_subscriber(engine, denied.id).status == SubscriberStatus.CONFIRMED
+    assert _bounce_count(engine, denied.id) == 0
+    assert sorted(r for _, rcpts, _ in smtp.received for r in rcpts) == sorted(before + after)
 
 
 @pytest.mark.parametrize("reply", ["550 Requested action not taken: mailbox unavailable",
@@ -305,23 +338,6 @@ def test_a_bad_base_url_is_refused_at_load_naming_the_key(tmp_path):
 
 def _settings_with_base_url(tmp_path, base_url):
     return make_settings(tmp_path, web={"base_url": base_url})
-
-
-def test_the_first_builds_failing_alike_stop_the_run_with_rows_queued(engine, tmp_path, store_url):
-    settings = smtp_settings(tmp_path, store_url, 25)
-    number = approved_issue(engine, settings)
-    add_many(engine, 12)
-    start_sending(engine, number, get_issue(engine, number).created_at)
-
-    def broken(subscriber):
-        raise ValueError("template value 'view_url' is not an absolute URL")
-
-    options = SendOptions(connections=2, batch_size=20, policy=RetryPolicy())
-    with pytest.raises(SendStopped, match=r"first 5 messages could not be built.*'view_url'"):
-        deliver_issue(engine, number, holder="send@test:1:x:y", make_message=broken, make_transport=MemoryTransport,
-                      options=options)
-    counts = ledger_counts(engine, number)
-    assert counts["queued"] == 12 and counts["failed_permanent"] == 0
 
 
 # --- login, links, connections -------------------------------------------------------------------

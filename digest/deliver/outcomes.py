@@ -13,9 +13,7 @@ those rows still claimed, so they go back to the queue instead of being failed, 
 setting. A refusal whose enhanced code names the address (5.1.x, 5.2.x: `550 5.1.1 no such user`)
 is the recipient's for certain: recorded at once, a bounce, and never part of a streak (a list
 starting with many dead addresses would otherwise stop every run at the same rows). A server
-refusing the sender (5xx to MAIL FROM) stops the run at once, rows queued again. The first message
-builds are held the same way: when the first FIRST_BUILDS all fail with one error, the problem is
-the issue or the settings.
+refusing the sender (5xx to MAIL FROM) stops the run at once, rows queued again.
 """
 
 from __future__ import annotations
@@ -41,8 +39,6 @@ log = logging.getLogger(__name__)
 # a message the server answers with 421 every time would otherwise be deferred for ever. With the
 # default delays that is a day or more of outage.
 MAX_DEFERRALS = 30
-# Message builds checked for one error common to all at the start of a run.
-FIRST_BUILDS = 5
 
 # (rows finished so far, rows to finish) after each finished row.
 ProgressFn = Callable[[int, int], None]
@@ -169,44 +165,6 @@ class RefusalStreak:
             return [], True
 
 
-class FirstBuilds:
-    """The run's first message builds: failures held while they all fail with the same error."""
-
-    def __init__(self, limit: int = FIRST_BUILDS):
-        self.lock = threading.Lock()
-        self.limit, self.held, self.error = limit, [], None
-        self.checked = self.tripped = False
-
-    def built(self) -> list[Refusal]:
-        """A message was built: the check is over; the failures held so far are the subscribers' own."""
-        if self.checked:  # set once and never cleared: no lock needed to see it
-            return []
-        with self.lock:
-            if self.tripped:
-                return []
-            self.checked = True
-            held, self.held = self.held, []
-            return held
-
-    def failed(self, failure: Refusal) -> tuple[list[Refusal], bool]:
-        """(failures to record now, whether the first `limit` builds all failed alike)."""
-        with self.lock:
-            if self.tripped:
-                return [], False
-            if self.checked:
-                return [failure], False
-            if self.error is not None and failure.error != self.error:
-                self.checked = True
-                held, self.held = [*self.held, failure], []
-                return held, False
-            self.error = failure.error
-            self.held.append(failure)
-            if len(self.held) < self.limit:
-                return [], False
-            self.tripped = True
-            return [], True
-
-
 class Recorder:
     """Commits each row's outcome for one run; shared by the sending threads, each on its connection.
 
@@ -221,21 +179,15 @@ class Recorder:
         self.tally, self.writing = tally, writing
         self.outage = Outage(connections, policy)
         self.refusals = RefusalStreak(policy.stop_after_refusals)
-        self.builds = FirstBuilds()
-
-    def built(self, conn: Connection) -> None:
-        """Note a message built; records build failures held until now."""
-        if not self.builds.checked:
-            self._record_failures(conn, self.builds.built())
 
     def build_failed(self, conn: Connection, claim: Claim, exc: Exception) -> None:
-        """A subscriber's message cannot be built: their row fails (SendStopped when every one does)."""
-        now, tripped = self.builds.failed(Refusal(claim, f"cannot build the message: {exc}"))
-        self._record_failures(conn, now)
-        if tripped:
-            raise SendStopped(f"stopped: the first {self.builds.limit} messages could not be built, all with the "
-                              f"same error ({exc}). That is the issue or the settings, not the subscribers: fix it "
-                              "and send again (their rows are queued again; nobody was marked failed)")
+        """A subscriber's own data cannot make a message: their row fails at once, without a bounce.
+
+        A problem every subscriber of a segment would meet (the issue, the settings) never gets here:
+        editions.edition_messages tries each new template on a message for nobody in particular first
+        and raises EditionError, which stops the run.
+        """
+        self._record_failures(conn, [Refusal(claim, f"cannot build the message: {exc}")])
 
     def record(self, conn: Connection, marks: SentMarks, claim: Claim, message_id: str, result: SendResult) -> None:
         """Commit one row's outcome (the step that makes `sent` durable); SendStopped at the refusal limit
@@ -264,8 +216,7 @@ class Recorder:
             raise SendStopped(_refusals_message(self.refusals.limit, error))
 
     def record_held(self, conn: Connection | Engine) -> None:
-        """At the end of a run that was not stopped: record the failures still held back."""
-        self._record_failures(conn, self.builds.built())
+        """At the end of a run that was not stopped: record the refusals still held back."""
         self._record_failures(conn, self.refusals.accepted())
 
     def _record_failures(self, conn: Connection | Engine, failures: list[Refusal]) -> None:

@@ -5,10 +5,10 @@ transport factory only. The main thread claims rows (committed `sending`) into a
 one thread per SMTP connection takes a few at a time and, for each, builds the message, sends it and
 commits its row `sent` before the next, so a crash can leave at most one message per connection
 both delivered and unrecorded: the only duplicates `at least once` allows. Temporary failures and
-refusals that name the address are committed at once too; ambiguous refusals and the run's first
-build failures are held back in memory (outcomes.py) until a later message shows the server or the
-issue is fine, or the run ends. A crash before then leaves those rows `sending`: the next sender
-queues them again and tries them once more (they were refused, so nobody gets a message twice).
+refusals that name the address are committed at once too; ambiguous refusals are held back in
+memory (outcomes.py) until a later accepted message shows the server takes mail, or the run ends.
+A crash before then leaves those rows `sending`: the next sender queues them again and tries them
+once more (they were refused, so nobody gets a message twice).
 
 What each outcome does (retries, bounces, outages, and stopping a run that fails for everyone the
 same way) is in outcomes.py.
@@ -113,7 +113,6 @@ class _Run:
     engine: Engine
     number: int
     holder: str
-    policy: RetryPolicy
     outcomes: Recorder
     make_message: MessageFactory
     # Lists of claimed rows (at most CHUNK each), then one None per sending thread.
@@ -186,7 +185,7 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
         writing = contextlib.nullcontext() if engine.dialect.name == "postgresql" else threading.Lock()
         recorder = Recorder(writes, number, holder, options.policy, options.connections, Tally(total, progress),
                             writing)
-        run = _Run(writes, number, holder, options.policy, recorder, make_message,
+        run = _Run(writes, number, holder, recorder, make_message,
                    queue.Queue(maxsize=max(options.batch_size // CHUNK, 2)))
         _run_threads(run, options, make_transport, keep_alive)
     if run.errors:
@@ -254,17 +253,13 @@ def _is_confirmed(claim: Claim) -> bool:
 
 def _message_or_failure(run: _Run, conn: Connection, claim: Claim) -> object:
     """The subscriber's message, None if there is nothing for them, or _FAILED (recorded) when their
-    own data cannot make a message (an address no header can carry): that costs their row only.
-    SendStopped when the run's first builds all fail with one error."""
+    own data cannot make a message (an address no header can carry): that costs their row only."""
     try:
         with run.building:
-            message = run.make_message(claim.subscriber)
+            return run.make_message(claim.subscriber)
     except (ValueError, KeyError) as exc:
         run.outcomes.build_failed(conn, claim, exc)
         return _FAILED
-    if message is not None:
-        run.outcomes.built(conn)
-    return message
 
 
 def _claimable_now(run: _Run) -> bool:
@@ -311,7 +306,7 @@ def _stop_threads(run: _Run, threads: list[threading.Thread], record_held: bool)
     for thread in threads:
         if thread.ident is not None:  # started
             thread.join()
-    if record_held and not run.errors:  # refusals and build failures held back until now
+    if record_held and not run.errors:  # refusals held back until now
         run.outcomes.record_held(run.engine)
     # Rows claimed but never sent (interrupted, or held back when the run stopped): back to the
     # queue, for this or another sender.

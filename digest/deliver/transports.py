@@ -55,9 +55,9 @@ class MemoryTransport:
             reply = queue.pop(0) if queue else None
             if reply is not None:
                 code, text = reply
+                bounce, address_refused = recipient_refusal(code, text)
                 return SendResult(message.message_id, ok=False, permanent=code >= 500, code=code, error=text,
-                                  bounce=is_recipient_refusal(code, text),
-                                  address_refused=names_the_address(code, text), unreachable=code == 421)
+                                  bounce=bounce, address_refused=address_refused, unreachable=code == 421)
         self.outbox.append(message)
         return SendResult(message.message_id, ok=True, code=250)
 
@@ -134,23 +134,19 @@ class RateLimiter:
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        # Only the tests read `rate` (and the slot wait() returns): they check each connection's
-        # share of delivery.smtp.rate_limit and the spacing without sleeping for real.
-        self.rate = rate
         self.interval = 1.0 / rate
         self._clock, self._sleep = clock, sleep
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def wait(self) -> float:
-        """Block until this caller's slot comes; returns the slot (a time on the limiter's clock)."""
+    def wait(self) -> None:
+        """Block until this caller's slot comes."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next)
             self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
-        return slot
 
 
 # --- smtp ---------------------------------------------------------------------------------------
@@ -166,8 +162,7 @@ class SmtpTransport:
         self.settings = smtp
         self._password = _password(smtp)
         self._context = _tls_context(smtp, ca_file)
-        # Public so that a test can swap in a recording limiter (test_the_rate_limit_is_shared_out…).
-        self.limiter = RateLimiter(smtp.rate_limit) if smtp.rate_limit > 0 else None
+        self._limiter = RateLimiter(smtp.rate_limit) if smtp.rate_limit > 0 else None
         self._idle: SimpleQueue[smtplib.SMTP] = SimpleQueue()
         self._last_error = ""
         self._pool = ThreadPoolExecutor(max_workers=smtp.connections, thread_name_prefix="smtp")
@@ -221,8 +216,8 @@ class SmtpTransport:
         attempt: a message that makes the server hang up must not look like an outage forever),
         unless the server said 421 (closing down, or too busy), which concerns every message.
         """
-        if self.limiter is not None:
-            self.limiter.wait()
+        if self._limiter is not None:
+            self._limiter.wait()
         for attempt in (1, 2):
             if conn is None:
                 conn = self._connect_quietly()
@@ -426,37 +421,31 @@ def dot_stuffed(data: bytes) -> bytes:
 
 def _failure(message_id: str, code: int, text: bytes | str, recipient: bool = False) -> SendResult:
     """A refusal; `recipient` when it answered RCPT TO (only those can be bounces)."""
+    bounce, address_refused = recipient_refusal(code, text) if recipient else (False, False)
     return SendResult(message_id, ok=False, permanent=500 <= code < 600, code=code, error=f"{code} {_text(text)}",
-                      bounce=recipient and is_recipient_refusal(code, text),
-                      address_refused=recipient and names_the_address(code, text))
+                      bounce=bounce, address_refused=address_refused)
 
 
-# An RFC 3463 enhanced status code at the start of a reply's text: class.subject.detail.
-_ENHANCED_CODE = re.compile(r"\s*([245])\.(\d{1,3})\.\d{1,3}\b")
+# An RFC 3463 enhanced status code of class 5 at the start of a 5xx reply's text: 5.subject.detail.
+_ENHANCED_CODE = re.compile(r"\s*5\.(\d{1,3})\.\d{1,3}\b")
 
 
-def is_recipient_refusal(code: int, text: bytes | str) -> bool:
-    """True when a 5xx reply to RCPT TO refuses the address itself: a bounce for the subscriber.
+def recipient_refusal(code: int, text: bytes | str) -> tuple[bool, bool]:
+    """(bounce, names the address) for a reply to RCPT TO.
 
-    The enhanced code decides when there is one: 5.1.x (bad address) and 5.2.x (mailbox) are the
-    recipient's; 5.7.x (relay denied, authentication required, policy) is the sender's or the
-    server's. Without one (or with another subject), only 550, 551 and 553 are taken as bounces.
+    Only a 5xx can be a bounce. When the reply carries an enhanced code, it alone decides: 5.1.x
+    (bad address) and 5.2.x (mailbox) say outright that the address is refused (a bounce, certainly
+    the recipient's); any other subject (5.7.x relay denied or policy, 5.4.1 access denied, ...) says
+    nothing about the address: no bounce. Without one, a bare 550, 551 or 553 is a bounce, but an
+    ambiguous one (a server refusing everyone sends a bare 550 too), so it does not name the address.
     """
     if not 500 <= code < 600:
-        return False
+        return False, False
     enhanced = _ENHANCED_CODE.match(_text(text))
-    if enhanced and enhanced[2] in ("1", "2"):
-        return True
-    if enhanced and enhanced[2] == "7":
-        return False
-    return code in (550, 551, 553)
-
-
-def names_the_address(code: int, text: bytes | str) -> bool:
-    """True when a 5xx reply's enhanced code is 5.1.x or 5.2.x: it says outright that the address is
-    the problem (`550 5.1.1 no such user`), unlike a bare 550, which a server refusing everyone sends too."""
-    enhanced = _ENHANCED_CODE.match(_text(text))
-    return 500 <= code < 600 and enhanced is not None and enhanced[1] == "5" and enhanced[2] in ("1", "2")
+    if enhanced is not None:
+        named = enhanced[1] in ("1", "2")
+        return named, named
+    return code in (550, 551, 553), False
 
 
 def _text(value: bytes | str) -> str:

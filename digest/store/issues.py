@@ -145,12 +145,12 @@ def refuse_window_conflict(engine: Engine, window: Window, target: Issue | None,
                                  f"{_span(other.window, tz)}): its items would reach readers twice; "
                                  + _overlap_hint(other, tz))
     if target is not None and target.status == IssueStatus.CANCELLED:
-        for other in list_issues(engine, OPEN_STATUSES):
-            if other.number != target.number:
-                raise WindowConflict(
-                    f"building {_span(window, tz)} would reopen cancelled issue {target.number} while issue "
-                    f"{other.number} is {other.status.value} ({_span(other.window, tz)}); cancel issue {other.number} "
-                    f"first (`digest issue cancel {other.number}`), or keep working on it")
+        open_now = open_issue(engine)  # never the target itself: a cancelled issue is not open
+        if open_now is not None:
+            raise WindowConflict(
+                f"building {_span(window, tz)} would reopen cancelled issue {target.number} while issue "
+                f"{open_now.number} is {open_now.status.value} ({_span(open_now.window, tz)}); cancel issue "
+                f"{open_now.number} first (`digest issue cancel {open_now.number}`), or keep working on it")
 
 
 def _overlap_hint(other: IssueSummary, tz: ZoneInfo) -> str:

@@ -218,7 +218,7 @@ def mark_sent(engine: Engine | Connection, number: int, subscriber_id: int, hold
 
 
 class SentMarks:
-    """`mark_sent` for the send loop's threads: one connection of its own, the statement compiled once.
+    """`mark_sent` for the send loop's threads: on the thread's own connection, the statement compiled once.
 
     The UPDATE is the one statement per message sent; through SQLAlchemy's execution machinery, in
     a transaction of its own, it costs about three times what the database needs for it. Here it
@@ -226,13 +226,13 @@ class SentMarks:
     once, as `mark_sent` does, in one call (one round trip on PostgreSQL instead of two).
     Use one per thread and `close()` it; DB-API errors come through unwrapped.
 
-    Given a Connection (a sending thread's own), it sets it to AUTOCOMMIT and shares it instead
-    of taking a second one from the pool: the thread's other writes (`mark_failed`, `mark_skipped`)
-    are single statements too, so they commit just the same.
+    It sets the thread's Connection to AUTOCOMMIT and shares it instead of taking a second one
+    from the pool: the thread's other writes (`mark_failed`, `mark_skipped`) are single statements
+    too, so they commit just the same.
     """
 
-    def __init__(self, bind: Engine | Connection) -> None:
-        dialect = bind.dialect
+    def __init__(self, connection: Connection) -> None:
+        dialect = connection.dialect
         compiled = _MARK_SENT.compile(dialect=dialect)
         self._sql = compiled.string
         self._order = compiled.positiontup  # None for a named paramstyle (psycopg)
@@ -241,8 +241,6 @@ class SentMarks:
         self._bind_time = deliveries.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or _unchanged
         # SQLAlchemy sets AUTOCOMMIT on the DB-API connection and resets it when the connection
         # goes back to the pool.
-        self._owned = isinstance(bind, Engine)
-        connection = bind.connect() if isinstance(bind, Engine) else bind
         self._connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         self._cursor = self._connection.connection.dbapi_connection.cursor()
 
@@ -254,12 +252,8 @@ class SentMarks:
         return self._cursor.rowcount == 1
 
     def close(self) -> None:
-        """Give the connection back to the engine's pool (a shared one stays open for its owner)."""
-        try:
-            self._cursor.close()
-        finally:
-            if self._owned:
-                self._connection.close()
+        """Close the cursor; the connection stays open for its owner."""
+        self._cursor.close()
 
 
 def _unchanged(value: object) -> object:
