@@ -181,13 +181,20 @@ def test_only_refusals_of_the_address_count_as_bounces(engine, tmp_path, store_u
         assert _bounce_count(engine, kept.id) == 0
 
 
+def relay_refusing_issue(engine, tmp_path, store_url, smtp, count: int, reply: str, **delivery):  # noqa: ANN001
+    """Settings (bounce_threshold 1), an approved issue and `count` subscribers the server answers `reply` for."""
+    settings = smtp_settings(tmp_path, store_url, smtp.port, bounce_threshold=1, **delivery)
+    number = approved_issue(engine, settings)
+    emails = add_many(engine, count)
+    for email in emails:
+        smtp.replies[email] = [reply]
+    return settings, number, emails
+
+
 def test_a_relay_refusing_everyone_stops_the_run_and_fails_nobody(engine, tmp_path, store_url, server):
     smtp, _ = server
-    settings = smtp_settings(tmp_path, store_url, smtp.port, stop_after_refusals=5, bounce_threshold=1)
-    number = approved_issue(engine, settings)
-    emails = add_many(engine, 30)
-    for email in emails:
-        smtp.replies[email] = ["554 5.7.1 <x>: Relay access denied"]
+    settings, number, emails = relay_refusing_issue(engine, tmp_path, store_url, smtp, 30, "554 5.7.1 <x>: Relay access denied",
+                                                    stop_after_refusals=5)
     with pytest.raises(SendStopped, match=r"5 messages in a row were refused.*554 5\.7\.1 <x>: Relay access denied"
                                           r".*delivery\.smtp\.username"):
         send_issue(settings, engine, number)
@@ -201,11 +208,8 @@ def test_a_relay_refusing_everyone_stops_the_run_and_fails_nobody(engine, tmp_pa
 def test_stop_after_refusals_0_switches_the_check_off(engine, tmp_path, store_url, server):
     # More refusals in a row than the default limit (20): each is recorded at once, and the run ends.
     smtp, _ = server
-    settings = smtp_settings(tmp_path, store_url, smtp.port, stop_after_refusals=0, bounce_threshold=1)
-    number = approved_issue(engine, settings)
-    emails = add_many(engine, 25)
-    for email in emails:
-        smtp.replies[email] = ["554 5.7.1 Relay access denied"]
+    settings, number, emails = relay_refusing_issue(engine, tmp_path, store_url, smtp, 25, "554 5.7.1 Relay access denied",
+                                                    stop_after_refusals=0)
     report = _send_within(60, settings, engine, number)
     assert (report.sent, report.failed, report.bounced, report.status) == (0, 25, 0, "sent")
     counts = ledger_counts(engine, number)
