@@ -33,7 +33,8 @@ os.environ.setdefault("DIGEST_SECRET", "bench-secret")
 
 from send_helpers import add_many, approved_issue, smtp_settings  # noqa: E402
 
-from digest.deliver.editions import edition_messages, load_issue  # noqa: E402
+from digest.deliver.editions import edition_messages  # noqa: E402
+from digest.store.issues import require_issue  # noqa: E402
 from digest.deliver.transport import SendResult  # noqa: E402
 from digest.pipeline import send_issue  # noqa: E402
 from digest.store import open_store  # noqa: E402
@@ -110,7 +111,7 @@ def digest_send(port: int, total: int, workdir: Path) -> tuple[float, float, byt
     engine = open_store(url)
     number = approved_issue(engine, settings)
     emails = add_many(engine, total)
-    sample = edition_messages(settings, load_issue(engine, number))(get_subscriber(engine, emails[0]))
+    sample = edition_messages(settings, require_issue(engine, number))(get_subscriber(engine, emails[0]))
     cpu, start = cpu_seconds(), time.perf_counter()
     report = send_issue(settings, engine, number)
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu

@@ -19,196 +19,54 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from . import pipeline
 from .config import Settings, load_settings
 from .cpulimit import stop_idle_workers
-from .models import IssueStatus
-from .store import is_postgres, open_store
-from .store.locks import acquire_lock, advisory_key, lock_holder, lock_owner, release_lock, renew_lock
-from .store.runs import hold_for_approval, issue_timings, ran_for, record_run
-from .timing import (
-    SendWhen,
-    build_trigger,
-    check_schedule,
-    fetch_trigger,
-    last_fire_time,
-    send_outlook,
-    send_trigger,
-)
+from .pipeline.ingest import fetch_all, prepare_fetch
+from .pipeline.issues import build_for_week, record_missed_build, week_done
+from .pipeline.runs import JOB_BUILD, JOB_FETCH, JOB_SEND, JOB_SEND_POLL, describe, local_time
+from .pipeline.sending import resume_interrupted_sends, send_due_issues
+from .store import open_store
+from .store.locks import JOBS_TABLE, SchedulerLock
+from .store.runs import record_run
+from .timing import build_trigger, check_schedule, fetch_trigger, last_fire_time, send_trigger
 
 log = logging.getLogger("digest.schedule")
 
-LOCK_NAME = "digest-scheduler"
-JOBS_TABLE = "scheduler_jobs"
-JOB_FETCH, JOB_BUILD, JOB_SEND, JOB_SEND_POLL = "fetch", "build", "send", "send-due"
-# Outcomes that mean "the build for this fire time is done": a rerun is a no-op.
-BUILD_DONE = ("built", "skipped")
 SEND_POLL_MINUTES = 1
-
-
-# --- the work, with an explicit clock ----------------------------------------------------------------
-
-def build_for(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> int | None:
-    """Build the draft for the cron fire time `fire` once; returns its number (None: empty or done)."""
-    if ran_for(engine, JOB_BUILD, fire, BUILD_DONE):
-        log.info("build for %s already done; nothing to do", _local(settings, fire))
-        return None
-    try:
-        issue = pipeline.build_issue(settings, engine, now=now, until=fire)
-    except Exception as exc:
-        record_run(engine, JOB_BUILD, "error", f"build for {_local(settings, fire)} failed: {_describe(exc)}",
-                   scheduled_for=fire, now=now)
-        raise
-    if issue is None:
-        record_run(engine, JOB_BUILD, "skipped", f"week skipped: nothing new up to {_local(settings, fire)}",
-                   scheduled_for=fire, now=now)
-        log.warning("week skipped: nothing new up to %s", _local(settings, fire))
-        return None
-    record_run(engine, JOB_BUILD, "built", f"draft {issue.number} built", scheduled_for=fire,
-               issue_number=issue.number, now=now)
-    log.info("draft %s built for %s", issue.number, _local(settings, fire))
-    if settings.schedule.auto_approve:
-        from .store.issues import approve_issue
-
-        approve_issue(engine, issue.number, by="auto-approve", version=issue.version)
-        send_now(settings, engine, issue.number, now, reason="auto_approve")
-    else:
-        notify_staff(settings, engine, issue.number, now)
-    return issue.number
-
-
-def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[int]:
-    """Send every approved issue whose send time has come; hold the stale ones for a fresh approval."""
-    sent = []
-    for timing in issue_timings(engine, (IssueStatus.APPROVED,)):
-        outlook = send_outlook(settings, timing, now)
-        if outlook.when == SendWhen.AFTER_FRESH_APPROVAL:
-            reason = (f"issue {timing.number} missed its send time {_local(settings, outlook.due)} by "
-                      f"{_hours(outlook.late)}, more than stale_after_hours={settings.schedule.stale_after_hours}; "
-                      "approve it again to send it")
-            if hold_for_approval(engine, timing.number, reason, now=now):
-                log.warning("%s", reason)
-            continue
-        if outlook.when != SendWhen.AT_ONCE:
-            continue
-        try:
-            send_now(settings, engine, timing.number, now, reason=f"due {_local(settings, outlook.due)}")
-        except Exception:  # noqa: BLE001 - noted in the run log; the next issue still goes
-            log.exception("sending issue %s failed", timing.number)
-            continue
-        sent.append(timing.number)
-    return sent
-
-
-def send_now(settings: Settings, engine: Engine, number: int, now: datetime, reason: str) -> None:
-    """Send (or resume sending) one issue through the pipeline and note the outcome."""
-    log.info("sending issue %s (%s)", number, reason)
-    try:
-        report = pipeline.send_issue(settings, engine, number)
-    except Exception as exc:
-        record_run(engine, JOB_SEND, "error", f"issue {number}: {_describe(exc)}", issue_number=number, now=now)
-        raise
-    record_run(engine, JOB_SEND, "sent", f"issue {number} ({reason}): {_send_summary(report)}",
-               issue_number=number, now=datetime.now(UTC))
 
 
 def reconcile(settings: Settings, engine: Engine, now: datetime) -> None:
     """On start: build the current period's issue if it was missed, resume stuck sends, send what is due."""
     fire = last_fire_time(build_trigger(settings), now)
     grace = timedelta(hours=settings.schedule.misfire_grace_hours)
-    if fire is not None and ran_for(engine, JOB_BUILD, fire, BUILD_DONE):
-        log.info("build for %s already done; nothing to do", _local(settings, fire))
+    if fire is not None and week_done(engine, fire):
+        log.info("build for %s already done; nothing to do", local_time(settings, fire))
     elif fire is not None:
         if now - fire <= grace:
-            log.info("catching up the missed build of %s", _local(settings, fire))
-            _attempt(build_for, settings, engine, fire, now)
+            log.info("catching up the missed build of %s", local_time(settings, fire))
+            _attempt(build_for_week, settings, engine, fire, now)
         else:
-            record_run(engine, JOB_BUILD, "missed",
-                       f"build of {_local(settings, fire)} missed by {_hours(now - fire)} "
-                       f"(more than misfire_grace_hours); run `digest build` or wait for the next one",
-                       scheduled_for=fire, now=now)
-    for timing in issue_timings(engine, (IssueStatus.SENDING,)):
-        _attempt(send_now, settings, engine, timing.number, now, reason="resuming an interrupted send")
+            record_missed_build(settings, engine, fire, now)
+    _attempt(resume_interrupted_sends, settings, engine, now)
     _attempt(send_due_issues, settings, engine, now)
     log.info("start-up check done")
 
 
-def _attempt(step, *args, **kwargs) -> None:  # noqa: ANN001
+def _attempt(step, *args: object) -> None:  # noqa: ANN001 - any catch-up step
     # One failed catch-up step (already in the run log) must not stop the others.
     try:
-        step(*args, **kwargs)
+        step(*args)
     except Exception:
         log.exception("catch-up step %s failed", step.__name__)
-
-
-def notify_staff(settings: Settings, engine: Engine, number: int, now: datetime) -> None:
-    """Email the staff list that draft `number` is ready, with its admin preview link.
-
-    Never raises for a refusal or a transport setting: the build is done either way, and a
-    "notify-failed" note says what went wrong.
-    """
-    if not settings.schedule.staff:
-        return
-    from .deliver.transports import TransportError, transport_from_settings
-
-    link = f"{settings.web.base_url.rstrip('/')}/admin/issues/{number}"
-    messages = [_staff_note(settings, address, number, link) for address in settings.schedule.staff]
-    try:
-        transport = transport_from_settings(settings)
-        try:
-            failed = [r.error for r in transport.send_messages(messages) if not r.ok]
-        finally:
-            transport.close()
-    except TransportError as exc:  # e.g. the password variable empty, the login refused
-        failed = [str(exc)]
-    outcome, detail = ("notified", f"staff told draft {number} is ready") if not failed else \
-        ("notify-failed", f"telling staff about draft {number} failed: {'; '.join(failed)}")
-    record_run(engine, "notify", outcome, detail, issue_number=number, now=now)
-
-
-def _staff_note(settings: Settings, address: str, number: int, link: str):  # noqa: ANN202
-    from .deliver.transport import OutgoingMessage
-
-    msg = EmailMessage()
-    msg["From"] = settings.delivery.sender
-    msg["To"] = address
-    msg["Subject"] = f"{settings.site.name} digest: draft {number} is ready for review"
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=parseaddr(settings.delivery.sender)[1].rpartition("@")[2] or None)
-    approval = "It goes out automatically" if settings.schedule.auto_approve else \
-        "It goes out at the next send time once approved (at once if approved after it)"
-    msg.set_content(f"Draft {number} of the {settings.site.name} digest is ready.\n\n"
-                    f"Preview, edit and approve it here:\n{link}\n\n{approval}.\n")
-    return OutgoingMessage(envelope_from=parseaddr(settings.delivery.sender)[1],
-                           recipients=(parseaddr(address)[1],), data=msg.as_bytes(), message_id=msg["Message-ID"])
-
-
-def _send_summary(report: object) -> str:
-    fields = ("sent", "failed", "skipped", "queued")
-    parts = [f"{name} {getattr(report, name)}" for name in fields if isinstance(getattr(report, name, None), int)]
-    return ", ".join(parts) or "done"
-
-
-def _local(settings: Settings, instant: datetime) -> str:
-    return instant.astimezone(settings.site.tz).strftime("%Y-%m-%d %H:%M %Z")
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _hours(delta: timedelta) -> str:
-    return f"{delta.total_seconds() / 3600:.1f} h"
 
 
 # --- jobs (what the job store holds: module-level functions taking the config path) ----------------
@@ -222,12 +80,12 @@ def fetch_job(config_path: str) -> None:
     """Scheduled fetch of every feed."""
     settings, engine = _open(config_path)
     try:
-        reports = pipeline.fetch_all(settings, engine)
+        reports = fetch_all(settings, engine)
         errors = [r for r in reports if getattr(r, "status", "") == "error"]
         record_run(engine, JOB_FETCH, "error" if errors and len(errors) == len(reports) else "fetched",
                    f"{len(reports)} feeds, {len(errors)} with errors")
     except Exception as exc:
-        record_run(engine, JOB_FETCH, "error", _describe(exc))
+        record_run(engine, JOB_FETCH, "error", describe(exc))
         raise
     finally:
         # Fetches are hours apart: idle parse workers (40-120 MB each) are not kept in between; the
@@ -242,7 +100,7 @@ def build_job(config_path: str) -> None:
     now = datetime.now(UTC)
     fire = last_fire_time(build_trigger(settings), now) or now
     try:
-        build_for(settings, engine, fire, now)
+        build_for_week(settings, engine, fire, now)
     finally:
         engine.dispose()
 
@@ -265,7 +123,7 @@ def reconcile_job(config_path: str) -> None:
         engine.dispose()
 
 
-def desired_jobs(settings: Settings) -> dict[str, tuple[object, object]]:
+def desired_jobs(settings: Settings) -> dict[str, tuple[object, BaseTrigger]]:
     """Job id -> (function, trigger) for the persistent job store."""
     return {
         JOB_FETCH: (fetch_job, fetch_trigger(settings)),
@@ -312,61 +170,6 @@ def _trigger_key(trigger: object) -> str:
 
 # --- the one acting scheduler ---------------------------------------------------------------------
 
-class SchedulerLock:
-    """The database lock that makes one scheduler act: PostgreSQL advisory lock or SQLite lease row."""
-
-    def __init__(self, engine: Engine, lease_seconds: float):
-        self.engine, self.lease_seconds = engine, lease_seconds
-        self.holder = lock_holder("scheduler")
-        self._conn = None
-
-    def acquire(self) -> bool:
-        if not is_postgres(self.engine):
-            return acquire_lock(self.engine, LOCK_NAME, self.holder, self.lease_seconds)
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": advisory_key(LOCK_NAME)}).scalar():
-            self._conn = conn
-            return True
-        conn.close()
-        return False
-
-    def renew(self) -> bool:
-        """Still ours? Renews the lease; on PostgreSQL checks the lock's session is alive."""
-        if not is_postgres(self.engine):
-            return renew_lock(self.engine, LOCK_NAME, self.holder, self.lease_seconds)
-        try:
-            self._conn.execute(text("SELECT 1"))
-            return True
-        except Exception:  # noqa: BLE001 - a dead session means the lock is gone
-            return False
-
-    def release(self) -> None:
-        if not is_postgres(self.engine):
-            release_lock(self.engine, LOCK_NAME, self.holder)
-        elif self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(LOCK_NAME)})
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
-                self._conn.invalidate()
-            self._conn = None
-
-    def owner(self) -> str:
-        return active_scheduler(self.engine) or "unknown"
-
-
-def active_scheduler(engine: Engine) -> str | None:
-    """Who holds the scheduler lock: the lease holder (SQLite), or the PostgreSQL backend pid."""
-    if not is_postgres(engine):
-        return lock_owner(engine, LOCK_NAME)
-    key = advisory_key(LOCK_NAME)
-    query = text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                 "AND classid = :hi AND objid = :lo AND objsubid = 1")
-    with engine.connect() as conn:
-        pid = conn.execute(query, {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).scalar()
-    return None if pid is None else f"PostgreSQL session pid {pid} (advisory lock)"
-
-
 @dataclass(frozen=True)
 class RunOptions:
     lease_seconds: float = 60.0
@@ -410,7 +213,7 @@ def _take_turn(config_path: str, settings: Settings, engine: Engine, lock: Sched
 def _act(config_path: str, settings: Settings, engine: Engine, lock: SchedulerLock, stop: threading.Event,
          options: RunOptions) -> None:
     # Only the active scheduler fetches: a standby never starts the parse workers' fork server.
-    pipeline.prepare_fetch(settings)  # the first scheduled fetch then costs what later ones do
+    prepare_fetch(settings)  # the first scheduled fetch then costs what later ones do
     # APScheduler 3 cannot share a job store between running schedulers: start only under the lock.
     scheduler = make_scheduler(settings, engine)
     scheduler.start(paused=True)

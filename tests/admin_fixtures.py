@@ -73,7 +73,8 @@ def set_next_run(settings: Settings, engine: Engine, job_id: str, when) -> None:
     """Move a stored job's next run time, as if the scheduler had been down since `when`."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-    from digest.schedule import JOBS_TABLE, make_scheduler
+    from digest.schedule import make_scheduler
+    from digest.store.locks import JOBS_TABLE
 
     jobs = SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)
     jobs.start(make_scheduler(settings, engine), "default")

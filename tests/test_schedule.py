@@ -18,8 +18,13 @@ from digest import schedule
 from digest.cli import main
 from digest.config import ConfigError
 from digest.models import IssueStatus
-from digest.schedule import SchedulerLock, build_for, ensure_jobs, make_scheduler, reconcile, send_due_issues
-from digest.status import collect_status, status_as_dict
+from digest.pipeline import issues as pipeline_issues
+from digest.pipeline import sending as pipeline_sending
+from digest.pipeline.issues import build_for_week as build_for
+from digest.pipeline.sending import send_due_issues
+from digest.pipeline.status import collect_status, status_as_dict
+from digest.schedule import ensure_jobs, make_scheduler, reconcile
+from digest.store.locks import SchedulerLock
 from digest.store import open_store
 from digest.store.issues import approve_issue, get_issue, get_summary, set_status
 from digest.store.runs import recent_runs, record_run, set_send_time
@@ -117,7 +122,7 @@ def test_a_failed_build_is_noted_and_retried_later(store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(schedule.pipeline, "build_issue", broken)
+    monkeypatch.setattr(pipeline_issues, "build_issue", broken)
     with pytest.raises(RuntimeError):
         build_for(store.settings, store.engine, NOW.astimezone(UTC), NOW)
     (note,) = notes(store.engine, "build")
@@ -271,7 +276,7 @@ def test_a_failing_send_is_noted_and_others_still_go(store, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("connection refused")
 
-    monkeypatch.setattr(schedule.pipeline, "send_issue", broken)
+    monkeypatch.setattr(pipeline_sending, "send_issue", broken)
     assert send_due_issues(store.settings, store.engine, datetime(2026, 11, 23, 11, tzinfo=BRUSSELS)) == []
     (note,) = notes(store.engine, "send", "error")
     assert "connection refused" in note.detail

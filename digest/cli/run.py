@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ..config import find_config
 from ..schedule import RunOptions, run_scheduler
-from ..status import Status, collect_status, status_as_dict
+from ..pipeline.status import Status, collect_status, status_as_dict
 from ..timing import check_schedule
 from ..web.passwords import hash_password
 from .base import EXIT_OK, EXIT_USAGE, fail, handle_errors, main, print_json, state

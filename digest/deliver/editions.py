@@ -13,13 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from sqlalchemy import Engine
 
 from ..config import Settings
 from ..models import Issue, Segment, Subscriber
 from ..render import reader_values, render_edition
 from ..segments import sections_for, segment_id
-from ..store.issues import get_issue
 from ..tokens import TokenSigner, subscriber_links
 from .message import MessageTemplate
 from .transport import OutgoingMessage
@@ -32,14 +30,6 @@ class EditionError(Exception):
     """A segment's message template cannot be built (e.g. a bad `delivery.sender`, or a link no
     header can carry): no subscriber of it could be sent to, so sending stops instead of failing
     them one by one."""
-
-
-def load_issue(engine: Engine, number: int) -> Issue:
-    """The issue as approved, from its stored manifest (sent issues are never recomposed)."""
-    issue = get_issue(engine, number)
-    if issue is None:
-        raise LookupError(f"there is no issue {number}; `digest status` lists the issues")
-    return issue
 
 
 def view_url(settings: Settings, number: int) -> str:

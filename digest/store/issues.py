@@ -38,8 +38,8 @@ class IssueError(Exception):
     """An issue operation that cannot be done; the message says why and what to do."""
 
 
-class IssueNotFound(IssueError):
-    pass
+class IssueNotFound(IssueError, LookupError):
+    """There is no issue with that number."""
 
 
 class IssueStateError(IssueError):
@@ -91,7 +91,7 @@ def require_issue(engine: Engine, number: int) -> Issue:
     """get_issue, raising IssueNotFound with a hint when there is no such issue."""
     issue = get_issue(engine, number)
     if issue is None:
-        raise IssueNotFound(f"there is no issue {number}; see the issues with `digest issue list`")
+        raise IssueNotFound(f"there is no issue {number}; `digest issue list` lists the issues")
     return issue
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from .schema import locks
@@ -159,3 +159,74 @@ def advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
         finally:
             if held:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+# --- the one acting scheduler ---------------------------------------------------------------------
+
+SCHEDULER_LOCK = "digest-scheduler"
+# APScheduler's persistent job store (the scheduler's next run times) lives in this table.
+JOBS_TABLE = "scheduler_jobs"
+
+
+class SchedulerLock:
+    """The database lock that makes one scheduler act: a PostgreSQL advisory lock or an SQLite lease row."""
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self.engine, self.lease_seconds = engine, lease_seconds
+        self.holder = lock_holder("scheduler")
+        self._conn: Connection | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free; True if this process now holds it."""
+        if _on_sqlite(self.engine):
+            return acquire_lock(self.engine, SCHEDULER_LOCK, self.holder, self.lease_seconds)
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": advisory_key(SCHEDULER_LOCK)}).scalar():
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def renew(self) -> bool:
+        """Still ours? Renews the lease; on PostgreSQL checks the lock's session is alive."""
+        if _on_sqlite(self.engine):
+            return renew_lock(self.engine, SCHEDULER_LOCK, self.holder, self.lease_seconds)
+        try:
+            assert self._conn is not None
+            self._conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # a dead session means the lock is gone
+            return False
+
+    def release(self) -> None:
+        """Give the lock up; harmless when it is already gone."""
+        if _on_sqlite(self.engine):
+            release_lock(self.engine, SCHEDULER_LOCK, self.holder)
+        elif self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(SCHEDULER_LOCK)})
+                self._conn.close()
+            except Exception:  # the session is gone, and the lock with it
+                self._conn.invalidate()
+            self._conn = None
+
+    def owner(self) -> str:
+        """Who holds the lock, for messages."""
+        return active_scheduler(self.engine) or "unknown"
+
+
+def active_scheduler(engine: Engine) -> str | None:
+    """Who holds the scheduler lock: the lease holder (SQLite), or the PostgreSQL backend pid."""
+    if _on_sqlite(engine):
+        return lock_owner(engine, SCHEDULER_LOCK)
+    key = advisory_key(SCHEDULER_LOCK)
+    query = text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                 "AND classid = :hi AND objid = :lo AND objsubid = 1")
+    with engine.connect() as conn:
+        pid = conn.execute(query, {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).scalar()
+    return None if pid is None else f"PostgreSQL session pid {pid} (advisory lock)"
+
+
+def _on_sqlite(engine: Engine) -> bool:
+    """Lease rows where there are no advisory locks (SQLite)."""
+    return engine.dialect.name != "postgresql"

@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from .. import pipeline
 from ..config import Settings
 from ..models import IssueStatus
-from ..status import collect_status
+from ..pipeline.status import collect_status
 from ..store.runs import recent_runs, set_send_time
 from .admin_auth import AdminAuth, AdminSession, LoginLimiter, PasswordHashError
 from .admin_preview import (
@@ -424,7 +424,7 @@ async def send_now(admin: Admin, request: Request, session: AdminSession) -> Res
 
 
 def _send_in_background(settings: Settings, engine: Engine, number: int, by: str) -> None:
-    from ..schedule import send_now as scheduled_send
+    from ..pipeline.sending import send_now as scheduled_send
 
     try:
         scheduled_send(settings, engine, number, datetime.now(UTC), reason=f"send now by {by}")

@@ -1,4 +1,4 @@
-"""What `digest status` shows: next runs, the last build, the current draft, the last sent issue, feed health,
+"""Use case: status. What `digest status` and the admin's health pages show: next runs, the last build, the current draft, the last sent issue, feed health,
 run notes.
 
 The last build's outcome (built, skipped, missed, error) is kept apart from the run notes: fetches
@@ -14,13 +14,14 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from .config import ConfigError, Settings
-from .models import IssueStatus
-from .schedule import JOB_BUILD, JOB_FETCH, JOB_SEND, JOBS_TABLE, active_scheduler
-from .store.feeds import FeedState, all_feed_states
-from .store.ledger import ledger_counts
-from .store.runs import IssueRecord, RunNote, issue_records, job_store_next_runs, recent_runs
-from .timing import build_trigger, fetch_trigger, send_trigger
+from ..config import ConfigError, Settings
+from ..models import IssueStatus
+from ..store.feeds import FeedState, all_feed_states
+from ..store.ledger import ledger_counts
+from ..store.locks import JOBS_TABLE, active_scheduler
+from ..store.runs import IssueRecord, RunNote, issue_records, job_store_next_runs, recent_runs
+from ..timing import build_trigger, fetch_trigger, send_trigger
+from .runs import JOB_BUILD, JOB_FETCH, JOB_SEND
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def status_as_dict(status: Status) -> dict:
     return _jsonable(asdict(status))
 
 
-def _jsonable(value):  # noqa: ANN001, ANN202
+def _jsonable(value: object) -> object:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

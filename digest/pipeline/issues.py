@@ -1,0 +1,279 @@
+"""Use case: issues. Build, edit, approve, cancel and schedule an issue; the weekly build-and-notify step.
+
+Rules that live here and nowhere else:
+- the default window (open draft's start, else the end of the last sent issue, else `window_days`);
+- a reader never gets an item twice: windows of issues that are not cancelled never overlap;
+- approval is of exactly the version previewed, and tells what the send job will now do with it;
+- a scheduled send time lies in the future, and only a draft or approved issue has one;
+- the weekly step builds once per cron fire time, then approves and sends (auto_approve) or tells staff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from ..compose import compose_issue, default_window, edit_editorial, has_news
+from ..config import Settings
+from ..manifest import issue_to_manifest, issue_version
+from ..models import Editorial, Issue, IssueStatus, Window
+from ..related import POOL_PER_SERIES, POOL_RECENT
+from ..store import issues as issue_store
+from ..store.issues import (
+    OPEN_STATUSES,
+    ConcurrentChange,
+    IssueNotFound,
+    IssueStateError,
+    IssueSummary,
+    require_issue,
+)
+from ..store.items import events_starting_between, items_between, items_in_series, latest_items
+from ..store.runs import IssueTiming, issue_timing, ran_for, record_run, set_send_time
+from ..timing import SendOutlook, send_outlook
+from .ingest import feed_health
+from .runs import JOB_BUILD, describe, hours, local_time
+from .sending import notify_staff, send_now
+
+log = logging.getLogger("digest.pipeline")
+
+# Outcomes that mean "the build for this fire time is done": a rerun is a no-op.
+BUILD_DONE = ("built", "skipped")
+T = TypeVar("T")
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+def list_issues(engine: Engine, statuses: tuple[IssueStatus, ...] | None = None) -> list[IssueSummary]:
+    """Every issue (or those in `statuses`), newest first, without their manifests."""
+    return issue_store.list_issues(engine, statuses)
+
+
+def find_issue(engine: Engine, number: int) -> Issue | None:
+    """The issue numbered `number`, or None."""
+    return issue_store.get_issue(engine, number)
+
+
+def get_issue(engine: Engine, number: int) -> Issue:
+    """The issue numbered `number`; IssueNotFound (a LookupError) when there is none."""
+    return require_issue(engine, number)
+
+
+def issue_summary(engine: Engine, number: int) -> IssueSummary | None:
+    """An issue's list row (status, who approved, when sent), or None."""
+    return issue_store.get_summary(engine, number)
+
+
+# --- building and editing -------------------------------------------------------------------------
+
+def build_issue(settings: Settings, engine: Engine, now: datetime, since: datetime | None = None,
+                until: datetime | None = None, allow_empty: bool = False) -> Issue | None:
+    """Compose the draft issue for a window (creating or refreshing it); None when nothing is new.
+
+    Default window: the open draft's start (else the end of the last sent issue, else
+    `window_days` back on the site's clock) to `now`. The open draft, or the issue with exactly
+    this window, is refreshed, keeping its editorial choices; otherwise a new draft gets the next
+    number. Raises ValueError for an empty window, IssueStateError when the window's issue was
+    sent, WindowConflict when the window overlaps another issue that is not cancelled or would
+    reopen a cancelled issue while another is open (a reader must never get an item twice).
+    """
+    now = now.replace(microsecond=0)  # windows to the second read better and match across refreshes
+
+    def attempt() -> Issue | None:
+        current = issue_store.open_issue(engine)
+        start = since or (current.window.start if current else None) or issue_store.last_sent_end(engine)
+        window = default_window(until or now, start, settings.digest.window_days, settings.site.tz)
+        if not window.start < window.end:
+            raise ValueError(f"the window {window.start.isoformat()} .. {window.end.isoformat()} is empty; "
+                             "--since must be before --until (and before now)")
+        target = issue_store.issue_for_window(engine, Window(window.start, window.end)) or current
+        issue_store.refuse_window_conflict(engine, window, target, settings.site.tz)
+        issue = compose_window(settings, engine, window, now, target.editorial if target else Editorial())
+        # Nothing new is no issue, and never a reason to move or empty an open draft of another window.
+        if not (allow_empty or has_news(issue)) and (target is None or target.window != window):
+            return None
+        return _save_issue(settings, engine, target, issue, now)
+
+    return _retry_on_race(attempt)
+
+
+def rebuild_issue(settings: Settings, engine: Engine, number: int, now: datetime) -> Issue:
+    """Compose a draft or approved issue's window again from the stored items (even if nothing is new)."""
+    issue = require_issue(engine, number)
+    if issue.status not in OPEN_STATUSES:
+        raise IssueStateError(f"issue {number} is {issue.status.value}; only a draft or approved issue can be "
+                              "rebuilt, a sent issue never changes")
+    rebuilt = build_issue(settings, engine, now, since=issue.window.start, until=issue.window.end, allow_empty=True)
+    assert rebuilt is not None  # allow_empty always builds
+    return rebuilt
+
+
+def edit_issue(settings: Settings, engine: Engine, number: int, now: datetime, **changes: Any) -> Issue:
+    """Change a draft's editorial choices (intro, subject, drop, undrop, pin, unpin) and recompose it.
+
+    An approved issue returns to draft when its version changes. Raises IssueNotFound,
+    IssueStateError (not a draft/approved issue) or EditorialError (e.g. an unknown item key, a
+    subject too long).
+    """
+    def attempt() -> Issue:
+        current = require_issue(engine, number)
+        if current.status not in OPEN_STATUSES:
+            raise IssueStateError(f"issue {number} is {current.status.value}; only a draft or approved issue can be edited")
+        editorial = edit_editorial(current, **changes)
+        return _save_issue(settings, engine, current, compose_window(settings, engine, current.window, now, editorial), now)
+
+    return _retry_on_race(attempt)
+
+
+def issue_changed(before: Issue, after: Issue) -> bool:
+    """Whether an edit changed what readers get (its version) or the editorial choices."""
+    return after.version != before.version or after.editorial != before.editorial
+
+
+def compose_window(settings: Settings, engine: Engine, window: Window, now: datetime, editorial: Editorial) -> Issue:
+    """Read what the window needs from the store and compose it (the pure compose_issue does the work)."""
+    items = items_between(engine, window.start, window.end)
+    horizon = window.end + timedelta(days=settings.digest.upcoming_events_days)
+    events = events_starting_between(engine, window.end, horizon)
+    present = {sid for item in [*items, *events] for sid in item.series}
+    candidates = latest_items(engine, POOL_RECENT, before=window.end)
+    for series in settings.series:
+        if series.id in present:
+            candidates += items_in_series(engine, series.id, POOL_PER_SERIES, before=window.end)
+    issue = compose_issue(items, window, settings.series, settings, now, editorial, events, candidates)
+    return replace(issue, feeds=feed_health(settings, engine))
+
+
+def _save_issue(settings: Settings, engine: Engine, target: Issue | None, issue: Issue, now: datetime) -> Issue:
+    """Store a composed issue: refresh `target` (keeping its number and creation time) or create a draft."""
+    if target is not None:
+        issue = replace(issue, number=target.number, created_at=target.created_at)
+    manifest = issue_to_manifest(issue, settings)
+    version = issue_version(manifest)
+    manifest["issue"]["version"] = version
+    issue = replace(issue, version=version)
+    if target is not None:
+        return issue_store.refresh_issue(engine, target, issue, manifest, now)
+    return issue_store.create_issue(engine, issue, manifest, now)
+
+
+def _retry_on_race(attempt: Callable[[], T], tries: int = 5) -> T:
+    """Run `attempt` again when a concurrent builder changed or numbered an issue first."""
+    for n in range(tries):
+        try:
+            return attempt()
+        except (ConcurrentChange, IntegrityError):
+            if n == tries - 1:
+                raise
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+# --- the approval gate and the send time ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Approval:
+    """An approved issue and what the send job now does with it."""
+
+    issue: Issue
+    outlook: SendOutlook
+
+
+def approve_issue(settings: Settings, engine: Engine, number: int, by: str, version: str,
+                  now: datetime | None = None) -> Approval:
+    """Approve exactly `version` of a draft, recording who; StaleVersion when the draft changed since.
+
+    Approving an approved issue at the same version changes nothing. IssueNotFound, IssueStateError
+    (not a draft).
+    """
+    now = now or datetime.now(UTC)
+    issue = issue_store.approve_issue(engine, number, by=by, version=version, now=now)
+    return Approval(issue, send_outlook(settings, _timing(engine, number), now))
+
+
+def cancel_issue(engine: Engine, number: int, now: datetime | None = None) -> Issue:
+    """Cancel a draft or approved issue: it is never sent; building its window again reopens it."""
+    return issue_store.set_status(engine, number, IssueStatus.CANCELLED, now or datetime.now(UTC))
+
+
+def set_status(engine: Engine, number: int, status: IssueStatus, now: datetime | None = None) -> Issue:
+    """Move an issue along its lifecycle (store.issues.TRANSITIONS); approval goes through approve_issue."""
+    return issue_store.set_status(engine, number, status, now or datetime.now(UTC))
+
+
+def schedule_send(settings: Settings, engine: Engine, number: int, send_at: datetime | None,
+                  now: datetime | None = None) -> None:
+    """Give a draft or approved issue its own send time (None: back to `schedule.send_cron`).
+
+    ValueError for a time more than a minute in the past; IssueStateError when the issue is being
+    sent or was sent (IssueNotFound when there is none).
+    """
+    now = now or datetime.now(UTC)
+    if send_at is not None and send_at < now - timedelta(minutes=1):
+        raise ValueError("That time has passed: pick a time in the future or use Send now.")
+    if not set_send_time(engine, number, send_at, now):
+        issue = require_issue(engine, number)
+        raise IssueStateError(f"issue {number} is {issue.status.value}; only a draft or approved issue can be scheduled")
+
+
+def send_outlook_of(settings: Settings, engine: Engine, number: int, now: datetime) -> SendOutlook:
+    """What the send job does with issue `number` at `now` (for a draft: once approved)."""
+    return send_outlook(settings, _timing(engine, number), now)
+
+
+def _timing(engine: Engine, number: int) -> IssueTiming:
+    timing = issue_timing(engine, number)
+    if timing is None:
+        raise IssueNotFound(f"there is no issue {number}; `digest status` lists the issues")
+    return timing
+
+
+# --- the weekly step ------------------------------------------------------------------------------
+
+def build_for_week(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> int | None:
+    """Build the draft for the cron fire time `fire` once, then approve and send it or tell staff.
+
+    Returns the draft's number (None: nothing new, or already done for this fire time). With
+    `schedule.auto_approve` the draft is approved and sent at once; otherwise `schedule.staff`
+    gets a note with its admin link. Each outcome goes into the run log.
+    """
+    if ran_for(engine, JOB_BUILD, fire, BUILD_DONE):
+        log.info("build for %s already done; nothing to do", local_time(settings, fire))
+        return None
+    try:
+        issue = build_issue(settings, engine, now=now, until=fire)
+    except Exception as exc:
+        record_run(engine, JOB_BUILD, "error", f"build for {local_time(settings, fire)} failed: {describe(exc)}",
+                   scheduled_for=fire, now=now)
+        raise
+    if issue is None:
+        record_run(engine, JOB_BUILD, "skipped", f"week skipped: nothing new up to {local_time(settings, fire)}",
+                   scheduled_for=fire, now=now)
+        log.warning("week skipped: nothing new up to %s", local_time(settings, fire))
+        return None
+    record_run(engine, JOB_BUILD, "built", f"draft {issue.number} built", scheduled_for=fire,
+               issue_number=issue.number, now=now)
+    log.info("draft %s built for %s", issue.number, local_time(settings, fire))
+    if settings.schedule.auto_approve:
+        issue_store.approve_issue(engine, issue.number, by="auto-approve", version=issue.version)
+        send_now(settings, engine, issue.number, now, reason="auto_approve")
+    else:
+        notify_staff(settings, engine, issue.number, now)
+    return issue.number
+
+
+def week_done(engine: Engine, fire: datetime) -> bool:
+    """Whether the build for the cron fire time `fire` already ran (built, or skipped as empty)."""
+    return ran_for(engine, JOB_BUILD, fire, BUILD_DONE)
+
+
+def record_missed_build(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> None:
+    """Note that the build of `fire` was missed by more than `schedule.misfire_grace_hours`."""
+    record_run(engine, JOB_BUILD, "missed",
+               f"build of {local_time(settings, fire)} missed by {hours(now - fire)} "
+               f"(more than misfire_grace_hours); run `digest build` or wait for the next one",
+               scheduled_for=fire, now=now)
