@@ -15,19 +15,10 @@ from aiosmtpd.smtp import AuthResult
 from conftest import free_port, make_settings, start_smtp_server
 from test_message import TEXT, dns_stub, make_edition, rsa_key, values  # noqa: F401 - rsa_key is a fixture
 
-from digest.deliver.message import MessageTemplate
-from digest.deliver.transport import OutgoingMessage
-from digest.deliver.transports import (
-    MemoryTransport,
-    OutboxTransport,
-    RateLimiter,
-    SmtpTransport,
-    TransportError,
-    dot_stuffed,
-    outbox_filename,
-    recipient_refusal,
-    transport_from_settings,
-)
+from digest.deliver.message import MessageTemplate, build_note
+from digest.deliver.outbox import MemoryTransport, OutboxTransport, outbox_filename, transport_from_settings
+from digest.deliver.smtp import RateLimiter, SmtpTransport, dot_stuffed, recipient_refusal
+from digest.deliver.transport import OutgoingMessage, Transport, TransportError
 
 # The AUTH test server runs without TLS on loopback on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -526,3 +517,22 @@ def test_memory_transport_keeps_messages_and_scripted_failures(tmp_path):
     assert [m.recipients for m in transport.outbox] == [("s0@example.com",), ("s1@example.com",)]
     transport.close()
     assert transport.closed
+
+
+# --- transports are context managers --------------------------------------------------------------------
+
+def test_every_transport_closes_at_the_end_of_a_with_block(tmp_path, smtp_server):
+    settings = make_settings(tmp_path)
+    note = build_note(settings, to="ed@example.org", subject="S", text="T\n")  # a note: any message will do
+    with pytest.raises(RuntimeError), MemoryTransport() as memory:
+        memory.send_messages([note])
+        raise RuntimeError("closed even when the block fails")
+    assert memory.closed and len(memory.outbox) == 1
+    with OutboxTransport(tmp_path / "outbox") as outbox:
+        assert outbox.send_messages([note])[0].ok
+    with transport_from_settings(smtp_settings(tmp_path, smtp_server.port, connections=2)) as smtp:
+        assert [r.ok for r in smtp.send_messages([note, note])] == [True, True]
+    assert smtp._idle.empty()  # every pooled connection quit
+    with pytest.raises(RuntimeError):  # and its worker threads stopped
+        smtp._pool.submit(print)
+    assert all(Transport in type(t).__mro__ for t in (memory, outbox, smtp))  # where `with` comes from

@@ -13,7 +13,8 @@ from ..config import Settings
 # Signed when present. From and Subject are signed once more than they occur ("oversigned"), so a
 # relay cannot add a second From or Subject without breaking the signature.
 SIGNED_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id",
-                  "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type")
+                  "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version", "Content-Type",
+                  "Content-Transfer-Encoding", "Content-Language")
 OVERSIGNED_HEADERS = ("From", "Subject")
 
 

@@ -41,6 +41,7 @@ _MSGID_RE = re.compile(r"<[!-;=?-~]+@[A-Za-z0-9.-]+>")
 # Whitespace of any kind (CR, LF, U+2028/9, U+0085 ...), C0/C1 controls incl. NUL, lone surrogates.
 _BREAKING = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
 _ATOM_SAFE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*")
+_LANGUAGE_RE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 
 
 class HeaderError(ValueError):
@@ -350,6 +351,53 @@ class MessageTemplate:
         lines.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n')
         lines.append("\r\n")
         return "".join(lines).encode("ascii")
+
+
+# --- notes: one plain-text part ------------------------------------------------------------------
+
+def build_note(settings: Settings, *, to: str, subject: str, text: str, name: str = "", language: str = "",
+               now: datetime | None = None) -> OutgoingMessage:
+    """A one-part text/plain message from digest to one person: confirmations, staff notes, invites.
+
+    The same rules as editions: CRLF only, headers from the safe helpers above (no CRLF injection
+    through `subject` or `name`), quoted-printable UTF-8 body, DKIM-signed when `[delivery.dkim]` is
+    set. Unlike editions it is not list mail: `Auto-Submitted: auto-generated` (RFC 3834, so
+    vacation responders stay quiet), no List-* headers. Raises HeaderError for a bad address,
+    sender, reply_to or language tag, DkimError for unusable DKIM settings.
+    """
+    d = settings.delivery
+    sender_name, sender_address = parseaddr(d.sender)
+    envelope_from = check_address(sender_address)
+    to_words = format_address(name, to)
+    recipient = to_words[-1].strip("<>")
+    lines = [_fold("From", format_address(sender_name, envelope_from)), _fold("To", to_words), subject_header(subject),
+             f"Date: {format_datetime(now or datetime.now(UTC))}\r\n"]
+    message_id = new_message_id(envelope_from.rpartition("@")[2])
+    lines.append(f"Message-ID: {message_id}\r\n")
+    if d.reply_to:
+        reply_name, reply_address = parseaddr(d.reply_to)
+        lines.append(_fold("Reply-To", format_address(reply_name, reply_address)))
+    lines += ["Auto-Submitted: auto-generated\r\n", "MIME-Version: 1.0\r\n",
+              'Content-Type: text/plain; charset="utf-8"\r\n', "Content-Transfer-Encoding: quoted-printable\r\n"]
+    if language:
+        lines.append(f"Content-Language: {check_language(language)}\r\n")
+    data = "".join(lines).encode("ascii") + CRLF + encode_qp(text)
+    signer = signer_from_settings(settings)
+    if signer is not None:
+        data = signer.sign(data)
+    return OutgoingMessage(envelope_from=envelope_from, recipients=(recipient,), data=data, message_id=message_id)
+
+
+def new_message_id(domain: str) -> str:
+    """A fresh `<random.time@domain>` Message-ID."""
+    return f"<{secrets.token_hex(8)}.{int(time.time()):x}@{domain}>"
+
+
+def check_language(tag: str) -> str:
+    """A BCP 47 language tag fit for Content-Language ("fr", "de-CH"); else HeaderError."""
+    if not _LANGUAGE_RE.fullmatch(tag):
+        raise HeaderError(f"invalid language tag {tag[:20]!r}: use a code such as en, fr or de")
+    return tag
 
 
 def _list_id_words(list_id: str) -> list[str]:

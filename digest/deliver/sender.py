@@ -314,24 +314,22 @@ def _stop_threads(run: _Run, threads: list[threading.Thread], record_held: bool)
 
 
 def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
-    transport = None
-    try:
-        transport = make_transport()
-        # One pooled connection per thread, in AUTOCOMMIT, shared by SentMarks and the other writes.
-        with run.engine.connect() as conn, contextlib.closing(SentMarks(conn)) as marks:
-            while (claims := run.jobs.get()) is not None:
-                try:
-                    _send_claimed(run, transport, conn, marks, claims)
-                finally:
-                    run.jobs.task_done()
-        run.jobs.task_done()
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-        run.errors.append(exc)
-        run.stop.set()
-        _drain(run.jobs)
-    finally:
-        if transport is not None:
-            transport.close()
+    # The transport closes last (quitting SMTP can take a while): a failure stops the run first.
+    with contextlib.ExitStack() as stack:
+        try:
+            transport = stack.enter_context(make_transport())
+            # One pooled connection per thread, in AUTOCOMMIT, shared by SentMarks and the other writes.
+            with run.engine.connect() as conn, contextlib.closing(SentMarks(conn)) as marks:
+                while (claims := run.jobs.get()) is not None:
+                    try:
+                        _send_claimed(run, transport, conn, marks, claims)
+                    finally:
+                        run.jobs.task_done()
+            run.jobs.task_done()
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            run.errors.append(exc)
+            run.stop.set()
+            _drain(run.jobs)
 
 
 def _send_claimed(run: _Run, transport: Transport, conn: Connection, marks: SentMarks, claims: list[Claim]) -> None:

@@ -1,14 +1,23 @@
 """The transport interface every sender uses: one `send_messages()` (after Django's mail backends).
 
-Implementations: outbox (an .eml file per message), smtp, memory (tests). Pick one with
-`transport_from_settings(settings)`.
+Implementations: `outbox.OutboxTransport` (an .eml file per message), `smtp.SmtpTransport`,
+`outbox.MemoryTransport` (tests). Pick one with `outbox.transport_from_settings(settings)`.
+Every transport is a context manager that closes it:
+
+    with transport_from_settings(settings) as transport:
+        results = transport.send_messages(messages)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
+
+
+class TransportError(Exception):
+    """A transport cannot work as configured; the message names the setting and the fix."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,8 @@ class OutgoingMessage:
 
 @dataclass(frozen=True)
 class SendResult:
+    """What became of one message: sent (`ok`), or how it failed."""
+
     message_id: str
     ok: bool
     # For failures: permanent (5xx) or temporary (4xx, connection trouble).
@@ -47,8 +58,17 @@ class SendResult:
 
 
 class Transport(Protocol):
+    """What a transport does. Implementations subclass it for `with` (which closes the transport)."""
+
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send each message; one result per message, in order. Never raises for one bad recipient."""
 
     def close(self) -> None:
         """Release connections."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

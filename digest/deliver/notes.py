@@ -1,0 +1,67 @@
+"""The notes digest sends one person at a time, built by message.build_note like every other email.
+
+- `confirmation_message`: the double opt-in email, in the subscriber's language. Nothing a visitor
+  typed goes into it but the address: the form's name is applied on confirmation only, so the
+  subscribe form cannot be used to mail a stranger a message of someone else's making.
+- `staff_note_message`: "draft N is ready for review", to one staff address (English).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import parseaddr
+
+from ..config import Settings
+from ..models import Subscriber
+from .message import build_note
+from .transport import OutgoingMessage
+
+# The confirmation email's words; {site}, {url}, {hours} and {address} are filled in.
+CONFIRMATION_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "subject": "Please confirm your subscription to the {site} digest",
+        "body": "Hello,\n\nplease confirm that you want to receive the {site} digest at this address by opening "
+                "this link:\n\n{url}\n\nThe link stays valid for {hours} hours. If you did not ask for this, ignore "
+                "this email: nothing will be sent to you.\n\n{site}\n{address}\n",
+    },
+    "fr": {
+        "subject": "Confirmez votre abonnement à la lettre de {site}",
+        "body": "Bonjour,\n\nveuillez confirmer que vous souhaitez recevoir la lettre de {site} à cette adresse en "
+                "ouvrant ce lien :\n\n{url}\n\nLe lien reste valable {hours} heures. Si vous n’avez rien demandé, "
+                "ignorez ce courriel : rien ne vous sera envoyé.\n\n{site}\n{address}\n",
+    },
+    "de": {
+        "subject": "Bitte bestätigen Sie Ihr Abonnement des Newsletters von {site}",
+        "body": "Guten Tag,\n\nbitte bestätigen Sie, dass Sie den Newsletter von {site} an diese Adresse erhalten "
+                "möchten, indem Sie diesen Link öffnen:\n\n{url}\n\nDer Link ist {hours} Stunden gültig. Falls Sie "
+                "nichts angefordert haben, ignorieren Sie diese E-Mail: Sie erhalten nichts.\n\n{site}\n{address}\n",
+    },
+}
+
+
+def confirmation_message(settings: Settings, subscriber: Subscriber, url: str,
+                         now: datetime | None = None) -> OutgoingMessage:
+    """The email asking `subscriber` (their address only) to open `url`, in their language.
+
+    Raises HeaderError for an unusable address or sender, DkimError for unusable DKIM settings.
+    """
+    language = subscriber.language if subscriber.language in CONFIRMATION_TEXTS else "en"
+    words = CONFIRMATION_TEXTS[language]
+    site = settings.site.name
+    text = words["body"].format(site=site, url=url, hours=settings.web.confirm_hours,
+                                address=settings.site.postal_address)
+    return build_note(settings, to=subscriber.email, subject=words["subject"].format(site=site), text=text,
+                      language=language, now=now)
+
+
+def staff_note_message(settings: Settings, address: str, number: int, link: str,
+                       now: datetime | None = None) -> OutgoingMessage:
+    """The note telling one staff `address` ("Name <a@b>" or "a@b") that draft `number` is ready at `link`."""
+    name, email = parseaddr(address)
+    approval = "It goes out automatically" if settings.schedule.auto_approve else \
+        "It goes out at the next send time once approved (at once if approved after it)"
+    site = settings.site.name
+    text = (f"Draft {number} of the {site} digest is ready.\n\n"
+            f"Preview, edit and approve it here:\n{link}\n\n{approval}.\n")
+    return build_note(settings, to=email or address, name=name,
+                      subject=f"{site} digest: draft {number} is ready for review", text=text, language="en", now=now)
