@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from .models import Item, ItemKind, RelatedLink
 
@@ -83,6 +82,11 @@ class _PoolFacts:
 
 def _similarity(pool: list[Item], rows: list[int]) -> np.ndarray:
     """Cosine similarity of each row item to every pool item, plus the shared-category bonus."""
+    # Imported here, not at the top: scikit-learn takes about a second to import, and every command
+    # that reaches the issues use case (`digest approve`, `digest issue …`) would pay it; only
+    # composing an issue needs it.
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
     texts = [_text(c) for c in pool]
     try:
         tfidf = TfidfVectorizer(sublinear_tf=True, strip_accents="unicode", dtype=np.float32).fit_transform(texts)

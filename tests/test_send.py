@@ -28,9 +28,10 @@ from digest.cli import main
 from digest.deliver.sender import RetryPolicy, SenderBusy
 from digest.models import IssueStatus, SubscriberStatus
 from digest.pipeline import send_issue, send_test, work_pending
+from digest.pipeline.sending import ServerUnreachable, run_worker
 from digest.store.issues import create_issue, get_issue
 from digest.store.ledger import LedgerError, ledger_counts, start_sending
-from digest.store.locks import acquire_lock
+from digest.store.locks import acquire_lock, release_lock
 from digest.store.schema import deliveries, subscribers
 from digest.store.subscribers import get_subscriber, set_status
 from digest.tokens import PREFERENCES, UNSUBSCRIBE, verify
@@ -221,6 +222,76 @@ def test_workers_send_issues_left_in_sending(engine, settings, issue, smtp_serve
     assert report.sent == 12 and report.status == "sent"
     assert sorted(r for _, rcpts, _ in smtp_server.received for r in rcpts) == sorted(emails)
     assert work_pending(settings, engine, "worker@test:1:abcd") == []
+
+
+def test_a_worker_works_pass_after_pass_until_stopped(engine, settings, issue, smtp_server):
+    emails = add_many(engine, 4)
+    start_sending(engine, issue, NOW)
+    stop, passes = threading.Event(), []
+
+    def on_pass(reports):
+        passes.append(reports)
+        if len(passes) == 2:
+            stop.set()
+
+    assert run_worker(settings, engine, interval=0.01, on_pass=on_pass, stop=stop) == []
+    [first], second = passes
+    assert first.sent == 4 and first.status == "sent" and second == []
+    assert sorted(r for _, rcpts, _ in smtp_server.received for r in rcpts) == sorted(emails)
+
+
+def test_a_worker_waits_out_another_sender_on_sqlite_but_one_pass_is_refused(tmp_path, sqlite_url, smtp_server):
+    from digest.store import open_store
+
+    engine = open_store(sqlite_url)
+    settings = smtp_settings(tmp_path, sqlite_url, smtp_server.port)
+    number = approved_issue(engine, settings)
+    add_many(engine, 3)
+    start_sending(engine, number, NOW)
+    assert acquire_lock(engine, "send", "send@elsewhere:1:abcd", 60)
+    with pytest.raises(SenderBusy):
+        run_worker(settings, engine, once=True)
+    stop, told, passes = threading.Event(), [], []
+
+    def on_busy(exc):
+        told.append(str(exc))
+        release_lock(engine, "send", "send@elsewhere:1:abcd")  # the other sender finishes
+
+    def on_pass(reports):
+        passes.append(reports)
+        if reports:
+            stop.set()
+
+    run_worker(settings, engine, interval=0.01, on_pass=on_pass, on_busy=on_busy, stop=stop)
+    assert len(told) == 1 and "send@elsewhere:1:abcd" in told[0]
+    assert passes[0] == [] and passes[-1][0].sent == 3
+    assert len(smtp_server.received) == 3
+
+
+def test_a_send_started_by_hand_stops_at_once_when_the_server_takes_no_connection(engine, tmp_path, store_url):
+    settings = smtp_settings(tmp_path, store_url, free_port())  # nothing listens there
+    number = approved_issue(engine, settings)
+    add_many(engine, 3)
+    with pytest.raises(ServerUnreachable, match="127.0.0.1"):
+        send_issue(settings, engine, number, check_server=True)
+    assert ledger_counts(engine, number).get("queued") == 3  # queued, nothing tried
+    assert get_issue(engine, number).status == IssueStatus.SENDING
+    with pytest.raises(ServerUnreachable):
+        run_worker(settings, engine, once=True)
+    assert ledger_counts(engine, number).get("queued") == 3
+
+
+def test_a_sent_issue_needs_no_server_to_say_there_is_nothing_to_send(engine, tmp_path, store_url, settings,
+                                                                      issue, smtp_server):
+    add_many(engine, 2)
+    assert send_issue(settings, engine, issue).sent == 2
+    down = smtp_settings(tmp_path, store_url, free_port())
+    again = send_issue(down, engine, issue, check_server=True)
+    assert (again.sent, again.status) == (0, "sent")
+    add_many(engine, 1, prefix="newcomer")
+    with pytest.raises(ServerUnreachable):  # --late has a newcomer to send to, so it checks
+        send_issue(down, engine, issue, late=True, check_server=True)
+    assert run_worker(down, engine, once=True) == []  # nothing being sent: no check
 
 
 def test_a_test_send_reaches_staff_and_leaves_the_ledger_alone(engine, settings, issue, smtp_server):
@@ -422,7 +493,7 @@ def test_the_progress_bar_shows_done_total_and_rate():
 
 
 def test_the_rate_limit_is_shared_out_over_the_connections(engine, tmp_path, store_url, smtp_server, monkeypatch):
-    from digest.deliver import transports
+    from digest.deliver import smtp as transports
 
     settings = smtp_settings(tmp_path, store_url, smtp_server.port,
                              smtp={"host": "127.0.0.1", "port": smtp_server.port, "connections": 2, "rate_limit": 40.0})

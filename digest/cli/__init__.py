@@ -1,8 +1,11 @@
-"""The `digest` command line: thin commands that parse input and call one pipeline function.
+"""The `digest` command line: thin commands that parse input, call one pipeline use case, show the result.
 
-Command modules are imported only when their command is used: `digest fetch` must not pay for
-importing the scheduler, the sender and the web app. COMMAND_MODULES maps each top-level command
-to the module whose import registers it on `main` (tests/test_cli.py checks the table is complete).
+Each command module imports what it needs at its top; the only lazy loading is here, at the
+command boundary (click's lazy-loading pattern): a module is imported when its command is used,
+so `digest fetch` does not load the web app or the scheduler. COMMAND_MODULES maps each top-level
+command to the module whose import registers it on `main` (a test checks the table is complete).
+The table itself is lazy rather than `get_command`, so click's "Did you mean" and completion see
+every command.
 """
 
 from __future__ import annotations

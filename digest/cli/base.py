@@ -8,27 +8,35 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy import Engine
 
+from ..charsets import BIDI_CONTROLS, CONTROLS
 from ..config import ConfigError, Settings, find_config, load_settings
 from ..store import StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 console = Console(stderr=True, highlight=False)
+# What outside text (feed messages, titles, subjects, names) must not bring to a terminal: control
+# characters move the cursor or recolour it (ANSI escapes), bidi controls make a line read backwards.
+_UNPRINTABLE = re.compile(f"[{CONTROLS}{BIDI_CONTROLS}]")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CliState:
     """Lazily loaded settings and store for one invocation."""
 
-    def __init__(self, config_path: str | None):
+    def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self._settings: Settings | None = None
         self._engine: Engine | None = None
@@ -56,11 +64,11 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = CliState(config_path)
 
 
-def handle_errors(func: Callable) -> Callable:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn configuration and store errors into a clear message and exit code 2, file errors into exit 1."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
@@ -81,7 +89,7 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> None:
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print `error: message` on stderr and exit; the message is plain text (config keys such as
     `[[feeds]]` or `feeds[0].url` are shown as they are, never read as rich markup)."""
     console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
@@ -89,8 +97,15 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
 
 
 def state() -> CliState:
+    """This invocation's settings and store."""
     return click.get_current_context().find_root().obj
 
 
-def print_json(data: Any) -> None:
+def print_json(data: object) -> None:
+    """`data` as indented JSON on stdout (datetimes and other values as their str())."""
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def one_line(text: str) -> str:
+    """Outside text on one terminal line: control and bidi characters become spaces."""
+    return _UNPRINTABLE.sub(" ", text)

@@ -6,26 +6,39 @@ import functools
 import getpass
 import json
 import sys
-import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, ParamSpec, TypeVar
 
 import click
 
-from .base import EXIT_FAILED, EXIT_USAGE, fail, handle_errors, main, print_json, state
+from ..compose import EditorialError, parse_instant
+from ..pipeline.issues import (
+    IssueSummary,
+    approve_issue,
+    build_issue,
+    cancel_issue,
+    edit_issue,
+    edition_notes,
+    get_issue,
+    issue_manifest,
+    list_issues,
+)
+from ..render import RenderError
+from ..store.issues import IssueNotFound, IssueStateError, WindowConflict
+from .base import EXIT_FAILED, EXIT_USAGE, fail, handle_errors, main, one_line, print_json, state
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _issue_errors(func: Callable) -> Callable:
+def _issue_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Unknown issues, bad input and conflicting windows exit 2; a refused state change (e.g. a sent
-    issue) exits 1."""
+    issue, a stale version) exits 1."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..compose import EditorialError
-        from ..store.issues import IssueNotFound, IssueStateError, WindowConflict
-
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except (IssueNotFound, EditorialError, ValueError, WindowConflict) as exc:
@@ -37,8 +50,6 @@ def _issue_errors(func: Callable) -> Callable:
 
 
 def _instant(text: str | None, option: str) -> datetime | None:
-    from ..compose import parse_instant
-
     if text is None:
         return None
     try:
@@ -56,8 +67,6 @@ def _instant(text: str | None, option: str) -> datetime | None:
 @_issue_errors
 def build_command(since: str | None, until: str | None, json_out: str | None, allow_empty: bool) -> None:
     """Compose (or refresh) the draft issue for the window and write its manifest."""
-    from ..pipeline import build_issue
-
     settings, engine = state().settings, state().engine
     issue = build_issue(settings, engine, datetime.now(UTC), since=_instant(since, "--since"),
                         until=_instant(until, "--until"), allow_empty=allow_empty)
@@ -67,35 +76,17 @@ def build_command(since: str | None, until: str | None, json_out: str | None, al
         if json_out:
             _write_json({"issue": None, "sections": [], "feeds": []}, json_out)
         return
-    manifest = _manifest(issue)
-    _echo_summary(manifest, out)
+    manifest = issue_manifest(settings, engine, issue)
+    echo_manifest(manifest, out)
     if json_out:  # first: the issue is saved, whatever rendering says next
         _write_json(manifest, json_out)
-    _echo_size_notes(settings, issue, _edition_languages(settings, manifest))
-
-
-def _edition_languages(settings, manifest: dict) -> list[str]:  # noqa: ANN001
-    """The site language, then every other language confirmed subscribers receive editions in."""
-    site = settings.site.language
-    return [site, *sorted({s["language"] for s in manifest.get("segments", ())} - {site})]
-
-
-def _echo_size_notes(settings, issue, languages: list[str]) -> None:  # noqa: ANN001
-    """Say at build time when an edition must be shortened to stay under the clipping limit.
-
-    The full edition is the largest a reader can get; labels and dates differ in length between
-    languages, so each language is checked. A template error exits 1 (the issue stays saved).
-    """
-    from ..render import RenderError, full_segment, render_edition
-
-    for language in languages:
-        try:
-            edition = render_edition(issue, full_segment(issue, language), settings)
-        except RenderError as exc:
-            fail(f"template error: {exc}\nIssue {issue.number} is saved: fix the template, then check it with "
-                 f"`digest render --issue {issue.number} --out DIR`.", EXIT_FAILED)
-        for note in edition.notes:
-            click.echo(f"note: {note}", err=True)
+    try:
+        notes = edition_notes(settings, engine, issue)
+    except RenderError as exc:
+        fail(f"template error: {exc}\nIssue {issue.number} is saved: fix the template, then check it with "
+             f"`digest render --issue {issue.number} --out DIR`.", EXIT_FAILED)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @main.command("approve")
@@ -106,11 +97,10 @@ def _echo_size_notes(settings, issue, languages: list[str]) -> None:  # noqa: AN
 @_issue_errors
 def approve_command(number: int, by: str | None, version: str | None) -> None:
     """Approve issue NUMBER for sending (approval is for one version: any edit undoes it)."""
-    from ..store.issues import approve_issue, require_issue
-
-    engine = state().engine
-    version = version or require_issue(engine, number).version
-    issue = approve_issue(engine, number, by or _login(), version)
+    settings, engine = state().settings, state().engine
+    # Without --version the version approved is the one `digest issue show` shows now.
+    version = version or get_issue(engine, number).version
+    issue = approve_issue(settings, engine, number, by or _login(), version).issue
     click.echo(f"Issue {issue.number} approved (version {issue.version}).")
 
 
@@ -131,8 +121,6 @@ def issue_group() -> None:
 @handle_errors
 def list_command(as_json: bool) -> None:
     """Every issue, newest first, with status, window and version."""
-    from ..store.issues import list_issues
-
     rows = list_issues(state().engine)
     if as_json:
         print_json([_summary_json(r) for r in rows])
@@ -142,7 +130,8 @@ def list_command(as_json: bool) -> None:
     tz = state().settings.site.tz
     for r in rows:
         click.echo(f"{r.number:>4}  {r.status.value:<9}  {r.window.start.astimezone(tz):%Y-%m-%d %H:%M} → "
-                   f"{r.window.end.astimezone(tz):%Y-%m-%d %H:%M}  {r.items:>3} items  {r.version[:12]}  {_plain(r.subject)}")
+                   f"{r.window.end.astimezone(tz):%Y-%m-%d %H:%M}  {r.items:>3} items  {r.version[:12]}  "
+                   f"{one_line(r.subject)}")
 
 
 @issue_group.command("show")
@@ -152,24 +141,20 @@ def list_command(as_json: bool) -> None:
 @_issue_errors
 def show_command(number: int, as_json: bool) -> None:
     """One issue's sections and items (with the keys `drop` and `pin` take)."""
-    from ..store.issues import require_issue
-
-    manifest = _manifest(require_issue(state().engine, number))
+    manifest = issue_manifest(state().settings, state().engine, number)
     if as_json:
         print_json(manifest)
     else:
-        _echo_summary(manifest, sys.stdout, keys=True)
+        echo_manifest(manifest, sys.stdout, keys=True)
 
 
-def _edit_command(name: str, help_text: str, change: Callable[[str], dict], argument: str) -> None:
+def _edit_command(name: str, help_text: str, change: Callable[[str], dict[str, object]], argument: str) -> None:
     @issue_group.command(name, help=help_text)
     @click.argument("number", type=int)
     @click.argument(argument.lower())
     @handle_errors
     @_issue_errors
     def command(number: int, **kwargs: str) -> None:
-        from ..pipeline import edit_issue
-
         (value,) = kwargs.values()
         issue = edit_issue(state().settings, state().engine, number, datetime.now(UTC), **change(value))
         click.echo(f"Issue {issue.number} updated: {issue.status.value}, version {issue.version}.")
@@ -189,31 +174,38 @@ _edit_command("unpin", "Return pinned item KEY to its usual place in issue NUMBE
 @_issue_errors
 def cancel_command(number: int) -> None:
     """Cancel a draft or approved issue (it will not be sent; building its window again reopens it)."""
-    from ..models import IssueStatus
-    from ..store.issues import set_status
-
-    set_status(state().engine, number, IssueStatus.CANCELLED, datetime.now(UTC))
+    cancel_issue(state().engine, number, datetime.now(UTC))
     click.echo(f"Issue {number} cancelled.")
 
 
 # --- output ---------------------------------------------------------------------------------------
 
-def echo_issue(issue, out=None, keys: bool = False) -> None:  # noqa: ANN001
-    """Print an issue's readable summary (sections and item titles); `digest demo` reuses it."""
-    _echo_summary(_manifest(issue), out or sys.stdout, keys=keys)
+def echo_manifest(manifest: dict, out: IO[str] | None = None, keys: bool = False) -> None:
+    """Print an issue manifest as a readable summary (sections and item titles, with keys if asked).
 
-
-def _manifest(issue) -> dict:  # noqa: ANN001
-    """The issue's manifest; segments (from today's subscribers) only while it is a draft or approved.
-
-    A sending or sent issue's manifest is what was sent: today's subscribers say nothing about it.
+    `digest demo` prints the issue it built with it.
     """
-    from ..manifest import issue_to_manifest
-    from ..segments import segments_from_store
-    from ..store.issues import OPEN_STATUSES
-
-    segments = segments_from_store(state().engine, issue) if issue.status in OPEN_STATUSES else None
-    return issue_to_manifest(issue, state().settings, segments)
+    out = out or sys.stdout
+    head = manifest["issue"]
+    window = head["window"]
+    click.echo(f"Issue {head['number']} ({head['status']}, version {head['version']}): {one_line(head['subject'])}",
+               file=out)
+    click.echo(f"Window {window['start']} → {window['end']}", file=out)
+    if head["intro"]:
+        click.echo(f"Intro: {one_line(head['intro'])}", file=out)
+    for section in manifest["sections"]:
+        if not section["items"]:
+            continue
+        click.echo(f"\n{one_line(section['title'])} ({len(section['items'])})", file=out)
+        for item in section["items"]:
+            mark = "* " if item.get("pinned") else "- "
+            key = f"\n      {one_line(item['key'])}" if keys else ""
+            click.echo(f"  {mark}{one_line(item['title'])}{key}", file=out)
+    if head["editorial"]["dropped"]:
+        click.echo(f"\nDropped: {', '.join(map(one_line, head['editorial']['dropped']))}", file=out)
+    for feed in manifest["feeds"]:
+        if feed["status"] in ("error", "warning"):
+            click.echo(f"feed {one_line(feed['name'])}: {feed['status']}: {one_line(feed['message'])}", file=out)
 
 
 def _write_json(data: dict, target: str) -> None:
@@ -227,33 +219,7 @@ def _write_json(data: dict, target: str) -> None:
     click.echo(f"Manifest written to {target}", err=True)
 
 
-def _echo_summary(manifest: dict, out, keys: bool = False) -> None:  # noqa: ANN001
-    head = manifest["issue"]
-    window = head["window"]
-    click.echo(f"Issue {head['number']} ({head['status']}, version {head['version']}): {_plain(head['subject'])}", file=out)
-    click.echo(f"Window {window['start']} → {window['end']}", file=out)
-    if head["intro"]:
-        click.echo(f"Intro: {_plain(head['intro'])}", file=out)
-    for section in manifest["sections"]:
-        if not section["items"]:
-            continue
-        click.echo(f"\n{_plain(section['title'])} ({len(section['items'])})", file=out)
-        for item in section["items"]:
-            mark = "* " if item.get("pinned") else "- "
-            click.echo(f"  {mark}{_plain(item['title'])}" + (f"\n      {_plain(item['key'])}" if keys else ""), file=out)
-    if head["editorial"]["dropped"]:
-        click.echo(f"\nDropped: {', '.join(map(_plain, head['editorial']['dropped']))}", file=out)
-    for feed in manifest["feeds"]:
-        if feed["status"] in ("error", "warning"):
-            click.echo(f"feed {_plain(feed['name'])}: {feed['status']}: {_plain(feed['message'])}", file=out)
-
-
-def _plain(text: str) -> str:
-    """Feed text on one terminal line: control characters (e.g. ANSI escapes) become spaces."""
-    return "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
-
-
-def _summary_json(row) -> dict:  # noqa: ANN001
+def _summary_json(row: IssueSummary) -> dict[str, object]:
     return {
         "number": row.number, "status": row.status.value, "subject": row.subject, "version": row.version,
         "items": row.items, "window": {"start": row.window.start.isoformat(), "end": row.window.end.isoformat()},

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import shutil
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
 from rich.text import Text
+from sqlalchemy import Engine
 
-from .base import EXIT_FAILED, console, fail, handle_errors, main, state
+from ..config import Settings
+from ..passwords import hash_password
+from ..pipeline.editions import render_issue
+from ..pipeline.ingest import fetch_all
+from ..pipeline.issues import approve_issue, build_issue, issue_manifest
+from ..pipeline.sending import send_issue
+from ..pipeline.subscribers import import_subscribers
+from .base import EXIT_FAILED, EXIT_USAGE, console, fail, handle_errors, main, state
+from .build import echo_manifest
+from .render import write_rendered_issue
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 SAMPLE_LIST_NAMES = ("subscribers/sample.csv",)
@@ -45,30 +55,26 @@ def demo_command(directory: Path, subscribers_file: Path | None) -> None:
     _run_demo(cli_state.settings, cli_state.engine, list_file, config_path)
 
 
-def _run_demo(settings, engine, list_file: Path, config_path: Path) -> None:  # noqa: ANN001
-    from ..pipeline import build_issue, fetch_all, import_subscribers, render_issue, send_issue
-    from ..store.issues import approve_issue
-    from .build import echo_issue
-    from .render import write_rendered_issue
-
+def _run_demo(settings: Settings, engine: Engine, list_file: Path, config_path: Path) -> None:
+    """The pipeline's use cases one after the other, as `digest run` would over a week, saying each step."""
     _step("1/5 fetching the sample feeds")
     for report in fetch_all(settings, engine):
         click.echo(f"  {report.feed:<14} {report.status.value:<12} {report.items:>3} items, {report.new} new  {report.message}")
     _step(f"2/5 importing {list_file}")
-    imported = import_subscribers(settings, engine, list_file)
+    imported = import_subscribers(settings, engine, list_file, datetime.now(UTC))  # consent: when imported
     click.echo(f"  added {imported.added}, rejected {len(imported.rejected)}")
     _step(f"3/5 building the issue for {DEMO_SINCE:%d %b} – {DEMO_UNTIL:%d %b %Y}")
     issue = build_issue(settings, engine, now=DEMO_NOW, since=DEMO_SINCE, until=DEMO_UNTIL)
     if issue is None:
         fail("the sample feeds gave nothing new for the demo week", EXIT_FAILED)
-    echo_issue(issue)
+    echo_manifest(issue_manifest(settings, engine, issue))
     _step("4/5 rendering the full edition")
     rendered = render_issue(settings, engine, issue.number)
     paths = write_rendered_issue(rendered, config_path.parent / "edition")
     for note in rendered.edition.notes:
         click.echo(f"  note: {note}")
     _step("5/5 approving and delivering to the outbox")
-    approve_issue(engine, issue.number, by="digest demo", version=issue.version)
+    approve_issue(settings, engine, issue.number, by="digest demo", version=issue.version)
     report = send_issue(settings, engine, issue.number)
     click.echo(f"  sent {report.sent}, failed {report.failed}, skipped {report.skipped} in {report.duration:.2f} s")
     _print_where(settings, config_path, paths, issue.number)
@@ -82,19 +88,16 @@ def _sample_list() -> Path:
         for name in SAMPLE_LIST_NAMES:
             if (base / name).is_file():
                 return base / name
-    fail("no subscribers/sample.csv here: pass --subscribers FILE.csv", 2)
-    raise AssertionError  # unreachable: fail() exits
+    fail("no subscribers/sample.csv here: pass --subscribers FILE.csv", EXIT_USAGE)
 
 
 def _prepare_folder(directory: Path) -> Path:
     """A fresh copy of the sample feeds and config, with a demo admin password; returns the config path."""
-    from ..web.passwords import hash_password
-
     if directory.exists():
         # Recreating means deleting: only ever an empty folder or an earlier demo's, never `--dir .` or ~.
         if any(directory.iterdir()) and not _is_demo_folder(directory):
             fail(f"{directory} is not empty and not an earlier demo folder; pass a new or empty --dir "
-                 "(the demo deletes and recreates its folder)", 2)
+                 "(the demo deletes and recreates its folder)", EXIT_USAGE)
         shutil.rmtree(directory)
     shutil.copytree(SAMPLES, directory, ignore=shutil.ignore_patterns("*.db", "*.db-*", "outbox", "__pycache__"))
     config_path = directory / "digest.toml"
@@ -116,7 +119,7 @@ def _step(text: str) -> None:
     console.print(Text(text, style="bold"))
 
 
-def _print_where(settings, config_path: Path, paths: list[Path], number: int) -> None:  # noqa: ANN001
+def _print_where(settings: Settings, config_path: Path, paths: list[Path], number: int) -> None:
     outbox = settings.resolve_path(settings.delivery.outbox_dir).resolve()
     count = len(list(outbox.glob("*.eml"))) if outbox.is_dir() else 0
     base = settings.web.base_url.rstrip("/")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import click
@@ -13,13 +12,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..models import FeedStatus, FetchReport
-from ..pipeline import fetch_all
-from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, state
+from ..pipeline.ingest import fetch_all
+from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, one_line, state
 
 STATUS_STYLE = {FeedStatus.OK: "green", FeedStatus.WARNING: "yellow", FeedStatus.ERROR: "bold red",
                 FeedStatus.NOT_MODIFIED: "dim"}
-# Messages quote feed servers and feed content: never let them move the cursor or recolour the terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @main.command("fetch")
@@ -35,7 +32,7 @@ def fetch_command(as_json: bool) -> None:
     with Progress(TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("", total=len(settings.feeds))
-        reports = fetch_all(settings, engine, progress=lambda r: bar.update(task, advance=1, description=_clean(r.feed)))
+        reports = fetch_all(settings, engine, progress=lambda r: bar.update(task, advance=1, description=one_line(r.feed)))
     if as_json:
         for report in reports:
             click.echo(json.dumps(report_json(report), ensure_ascii=False))
@@ -56,8 +53,8 @@ def _print_table(reports: list[FetchReport]) -> None:
                             ("updated", "right"), ("message", "left")):
         table.add_column(column, justify=justify, overflow="fold")
     for r in reports:
-        table.add_row(Text(_clean(r.feed)), Text(r.status.value, style=STATUS_STYLE[r.status]), str(r.items),
-                      str(r.new), str(r.updated), Text(_clean(r.message)))
+        table.add_row(Text(one_line(r.feed)), Text(r.status.value, style=STATUS_STYLE[r.status]), str(r.items),
+                      str(r.new), str(r.updated), Text(one_line(r.message)))
     # On a terminal long messages wrap; piped or redirected, each feed stays on one line for scripts.
     Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 10_000).print(table)
     failed = sum(r.status == FeedStatus.ERROR for r in reports)
@@ -65,7 +62,3 @@ def _print_table(reports: list[FetchReport]) -> None:
     summary = (f"{len(reports)} feed{'s' * (len(reports) != 1)}, {new} new item{'s' * (new != 1)}"
                + (f", {failed} failed" if failed else ""))
     console.print(Text(summary, style="bold red" if failed else "bold"))
-
-
-def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text)

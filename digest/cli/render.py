@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 
+from ..pipeline.editions import render_issue
+from ..render import RenderedIssue, RenderError
 from .base import EXIT_FAILED, EXIT_USAGE, console, fail, handle_errors, main, state
-
-if TYPE_CHECKING:
-    from ..render import RenderedIssue
 
 
 @main.command("render")
@@ -23,13 +21,9 @@ if TYPE_CHECKING:
 @handle_errors
 def render_command(number: int, email: str | None, out_dir: str) -> None:
     """Write issue.html, issue.txt and issue.eml for the full edition or one subscriber's."""
-    from ..pipeline import render_issue
-    from ..render import RenderError
-    from ..store.issues import IssueNotFound
-
     try:
         rendered = render_issue(state().settings, state().engine, number, email)
-    except (IssueNotFound, LookupError, ValueError) as exc:
+    except (LookupError, ValueError) as exc:  # no such issue or subscriber; their choices select nothing
         fail(str(exc), EXIT_USAGE)
     except RenderError as exc:
         fail(f"template error: {exc}", EXIT_FAILED)

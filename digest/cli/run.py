@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
 
 import click
 from rich.console import Console
@@ -15,14 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import find_config
+from ..passwords import hash_password
+from ..pipeline.status import IssueFigures, Status, collect_status, status_as_dict
 from ..schedule import RunOptions, run_scheduler
-from ..pipeline.status import Status, collect_status, status_as_dict
 from ..timing import check_schedule
-from ..web.passwords import hash_password
-from .base import EXIT_OK, EXIT_USAGE, fail, handle_errors, main, print_json, state
+from .base import EXIT_OK, EXIT_USAGE, fail, handle_errors, main, one_line, print_json, state
 
-# Feed messages and subjects quote outside content: never let them move the cursor or recolour the terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+When = Callable[[datetime | None], str]  # an instant as the site's local time, "—" for none
 
 
 @main.command("run")
@@ -35,7 +34,8 @@ def run_command(lease_seconds: float, standby_check_seconds: float) -> None:
     """Run the scheduler: fetch, build, tell staff and send on schedule, until stopped (Ctrl-C or SIGTERM)."""
     settings = state().settings
     check_schedule(settings)
-    state().engine  # noqa: B018 - opens and migrates the store, so a bad store.url fails here with exit 2
+    # Open (and migrate) the store now, so a bad store.url exits 2 here; the scheduler opens its own.
+    state().engine.dispose()
     _configure_logging()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -69,11 +69,14 @@ def status_command(as_json: bool, runs: int) -> None:
     sys.exit(EXIT_OK)
 
 
-def print_status(status: Status, tz) -> None:  # noqa: ANN001
-    """The human-readable `digest status`."""
+def print_status(status: Status, tz: tzinfo) -> None:
+    """The human-readable `digest status`; feed messages and subjects quote outside text (one_line)."""
     out = Console(highlight=False, soft_wrap=True)
-    when = lambda t: "—" if t is None else t.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")  # noqa: E731
-    holder = _clean(status.scheduler) if status.scheduler else "none active (`digest run` starts one)"
+
+    def when(instant: datetime | None) -> str:
+        return "—" if instant is None else instant.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+    holder = one_line(status.scheduler) if status.scheduler else "none active (`digest run` starts one)"
     out.print(Text(f"scheduler: {holder}"))
     for problem in status.problems:
         out.print(Text(f"problem: {problem}", style="red"))
@@ -83,7 +86,7 @@ def print_status(status: Status, tz) -> None:  # noqa: ANN001
         out.print(Text(f"  {run.job:<6} {when(run.at)}  [{run.source}]{late}"))
     build = status.last_build
     out.print(Text("last build", style="bold"))
-    out.print(Text(f"  {when(build.at)}  {build.outcome}  {_clean(build.detail)}" if build else "  none yet"))
+    out.print(Text(f"  {when(build.at)}  {build.outcome}  {one_line(build.detail)}" if build else "  none yet"))
     _print_issue(out, "current draft", status.draft, when)
     _print_issue(out, "last sent issue", status.last_sent, when)
     out.print(_feed_table(status, when))
@@ -91,10 +94,10 @@ def print_status(status: Status, tz) -> None:  # noqa: ANN001
     if not status.runs:
         out.print(Text("  none yet"))
     for note in status.runs:
-        out.print(Text(f"  {when(note.at)}  {note.job:<6} {note.outcome:<10} {_clean(note.detail)}"))
+        out.print(Text(f"  {when(note.at)}  {note.job:<6} {note.outcome:<10} {one_line(note.detail)}"))
 
 
-def _print_issue(out: Console, title: str, figures, when) -> None:  # noqa: ANN001
+def _print_issue(out: Console, title: str, figures: IssueFigures | None, when: When) -> None:
     out.print(Text(title, style="bold"))
     if figures is None:
         out.print(Text("  none"))
@@ -102,9 +105,9 @@ def _print_issue(out: Console, title: str, figures, when) -> None:  # noqa: ANN0
     issue = figures.issue
     out.print(Text(f"  #{issue.number} {issue.status}  window {when(issue.window_start)} → {when(issue.window_end)}"))
     if issue.subject:
-        out.print(Text(f"  subject: {_clean(issue.subject)}"))
+        out.print(Text(f"  subject: {one_line(issue.subject)}"))
     if issue.approved_at:
-        out.print(Text(f"  approved by {_clean(issue.approved_by or '?')} at {when(issue.approved_at)} "
+        out.print(Text(f"  approved by {one_line(issue.approved_by or '?')} at {when(issue.approved_at)} "
                        f"(version {(issue.approved_version or '')[:12]})"))
     elif issue.status == "draft":
         out.print(Text("  waiting for approval"))
@@ -117,21 +120,16 @@ def _print_issue(out: Console, title: str, figures, when) -> None:  # noqa: ANN0
         out.print(Text("  deliveries: " + ", ".join(f"{k} {v}" for k, v in counts.items())))
 
 
-def _feed_table(status: Status, when) -> Table:  # noqa: ANN001
+def _feed_table(status: Status, when: When) -> Table:
     table = Table(title="feeds", title_justify="left", show_edge=False, pad_edge=False)
     for column in ("feed", "last status", "last success", "last error", "failures", "message"):
         table.add_column(column, overflow="fold")
     for feed in status.feeds:
         style = "red" if feed.consecutive_failures else ""
-        table.add_row(Text(_clean(feed.name)), Text(feed.last_status or "never fetched", style=style),
+        table.add_row(Text(one_line(feed.name)), Text(feed.last_status or "never fetched", style=style),
                       when(feed.last_success_at), when(feed.last_error_at),
-                      Text(str(feed.consecutive_failures), style=style), Text(_clean(feed.last_message)[:200]))
+                      Text(str(feed.consecutive_failures), style=style), Text(one_line(feed.last_message)[:200]))
     return table
-
-
-def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text)
-
 
 @main.group("admin")
 def admin_group() -> None:

@@ -6,8 +6,12 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import NoReturn
 
 import click
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,11 +24,10 @@ from rich.progress import (
 from ..deliver.dkim import DkimError
 from ..deliver.editions import EditionError
 from ..deliver.sender import SenderBusy, SendReport, SendStopped
-from ..deliver.transports import TransportError
-from ..pipeline import send_issue, send_test, work_pending
+from ..deliver.transport import TransportError
+from ..pipeline.sending import ServerUnreachable, run_worker, send_issue, send_test
 from ..render import RenderError
 from ..store.ledger import LedgerError
-from ..store.locks import lock_holder
 from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, print_json, state
 
 # Problems of configuration or templates that no retry fixes: exit 2, nothing marked failed.
@@ -59,13 +62,14 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
     settings, engine = state().settings, state().engine
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: unsent rows go back to the queue
     try:
-        _check_server(settings, engine, number, late)
         with _progress_bar(f"issue {number}") as progress:
-            report = send_issue(settings, engine, number, progress, late=late, wait=wait)
+            report = send_issue(settings, engine, number, progress, late=late, wait=wait, check_server=True)
     except LedgerError as exc:
         fail(str(exc), EXIT_USAGE)
     except SETUP_ERRORS as exc:
         fail(f"cannot send: {exc}", EXIT_USAGE)
+    except ServerUnreachable as exc:
+        _fail_unreachable(exc, f"run `digest send --issue {number}` again (or let `digest worker` send it)")
     except (SenderBusy, SendStopped) as exc:
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
@@ -83,79 +87,42 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
 @handle_errors
 def worker_command(once: bool, batch: int | None, interval: float, as_json: bool) -> None:
     """Send queued messages of every issue in `sending`; any number may run against one PostgreSQL."""
-    settings, engine = state().settings, state().engine
-    holder = lock_holder("worker")
-    if once:  # one pass must not sit out an outage: say so at once (a looping worker waits it out)
-        from ..store.ledger import issues_being_sent
-
-        try:
-            if issues_being_sent(engine):
-                _fail_if_unreachable(settings, "run `digest worker --once` again")
-        except SETUP_ERRORS as exc:
-            fail(f"cannot send: {exc}", EXIT_USAGE)
-    signal.signal(signal.SIGTERM, _interrupt)
     told_busy = False
+
+    def show(reports: list[SendReport]) -> None:
+        for report in reports:
+            if as_json:  # one object per line: a pass may cover several issues
+                click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+            elif report.sent or report.failed or report.skipped or report.gave_up:
+                _print_report(report, as_json=False)
+
+    def busy(exc: SenderBusy) -> None:
+        nonlocal told_busy
+        if not told_busy:  # once is enough: the worker keeps waiting without repeating it
+            console.print(f"waiting: {exc}", markup=False, soft_wrap=True)
+        told_busy = True
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        while True:
-            try:
-                reports = work_pending(settings, engine, holder, batch_size=batch)
-            except SenderBusy as exc:
-                if once:
-                    fail(str(exc), EXIT_FAILED)
-                if not told_busy:
-                    console.print(f"waiting: {exc}", markup=False, soft_wrap=True)
-                told_busy, reports = True, []
-            except SETUP_ERRORS as exc:
-                fail(f"cannot send: {exc}", EXIT_USAGE)
-            except SendStopped as exc:  # every pass would stop the same way: say so and exit
-                fail(str(exc), EXIT_FAILED)
-            for report in reports:
-                if as_json:  # one object per line: a pass may cover several issues
-                    click.echo(json.dumps(report.as_json(), ensure_ascii=False))
-                elif report.sent or report.failed or report.skipped or report.gave_up:
-                    _print_report(report, as_json=False)
-            if once:
-                # Rows waiting for a retry are normal between passes; only given-up messages fail.
-                sys.exit(EXIT_FAILED if any(r.gave_up for r in reports) else EXIT_OK)
-            time.sleep(interval)
+        reports = run_worker(state().settings, state().engine, once=once, batch_size=batch, interval=interval,
+                             on_pass=show, on_busy=busy)
+    except SETUP_ERRORS as exc:
+        fail(f"cannot send: {exc}", EXIT_USAGE)
+    except ServerUnreachable as exc:
+        _fail_unreachable(exc, "run `digest worker --once` again")
+    except (SenderBusy, SendStopped) as exc:  # busy: only with --once; stopped: every pass would stop alike
+        fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         console.print("worker stopped; unsent messages stay queued for the next worker")
         sys.exit(EXIT_OK)
+    # After one pass: rows waiting for a retry are normal between passes; only given-up messages fail.
+    sys.exit(EXIT_FAILED if any(r.gave_up for r in reports) else EXIT_OK)
 
 
-def _check_server(settings, engine, number: int, late: bool) -> None:  # noqa: ANN001
-    """Queue the issue's rows, then exit 1 with a clear message if the SMTP server takes no connection.
-
-    Without this, `digest send` would wait (silently, up to delivery.retry_max_delay per pause) for
-    a server that is down or misconfigured; a server lost mid-run is still waited for.
-    """
-    from datetime import UTC, datetime
-
-    from ..models import IssueStatus
-    from ..store.ledger import issue_status, start_sending
-
-    if settings.delivery.transport != "smtp":
-        return
-    start_sending(engine, number, datetime.now(UTC), late=late)  # LedgerError for a draft or unknown issue
-    if issue_status(engine, number) == IssueStatus.SENT and not late:
-        return  # nothing to send: send_issue says so
-    _fail_if_unreachable(settings, f"run `digest send --issue {number}` again (or let `digest worker` send it)")
-
-
-def _fail_if_unreachable(settings, then: str) -> None:  # noqa: ANN001
-    """Exit 1 naming the SMTP server when it takes no connection; TransportError for bad settings."""
-    from ..deliver.transports import transport_from_settings
-
-    if settings.delivery.transport != "smtp":
-        return
-    transport = transport_from_settings(settings)
-    try:
-        problem = transport.check_connection()
-    finally:
-        transport.close()
-    if problem:
-        fail(f"{problem}\nNothing was sent; every message stays queued. Check 'delivery.smtp.host' and "
-             f"'port', then {then}.", EXIT_FAILED)
+def _fail_unreachable(exc: ServerUnreachable, then: str) -> NoReturn:
+    """Exit 1 naming the SMTP server that takes no connection, and what to do next."""
+    fail(f"{exc}\nNothing was sent; every message stays queued. Check 'delivery.smtp.host' and "
+         f"'port', then {then}.", EXIT_FAILED)
 
 
 def report_exit_code(report: SendReport) -> int:
@@ -182,17 +149,17 @@ def _test_send(number: int, recipients: tuple[str, ...], subscriber: str | None,
     sys.exit(EXIT_OK if all(r["ok"] for r in rows) else EXIT_FAILED)
 
 
-class _progress_bar:  # noqa: N801 - used like a function: `with _progress_bar(label) as progress`
+class _progress_bar:  # lower case: used like a function, `with _progress_bar(label) as progress`
     """A rich progress bar on stderr with rate and ETA; yields the `progress(done, total)` callback."""
 
-    def __init__(self, label: str, on=None, clock=time.monotonic):  # noqa: ANN001 - a rich Console; a clock
+    def __init__(self, label: str, on: Console | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[rate]}"),
                             TimeRemainingColumn(), console=on or console, transient=True)
         self.clock = clock
         self.started = clock()
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> Callable[[int, int], None]:
         self.bar.start()
         self.task = self.bar.add_task("", total=None, rate="")
         return self.update
@@ -202,7 +169,8 @@ class _progress_bar:  # noqa: N801 - used like a function: `with _progress_bar(l
         rate = f"{done / elapsed:,.0f} msg/s" if elapsed > 0 else ""
         self.bar.update(self.task, completed=done, total=total, rate=rate)
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
         self.bar.stop()
 
 
@@ -221,5 +189,5 @@ def _print_report(report: SendReport, as_json: bool) -> None:
     console.print(line, markup=False, soft_wrap=True)
 
 
-def _interrupt(signum, frame) -> None:  # noqa: ANN001
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import socket
 import sys
 from urllib.parse import urlsplit
 
 import click
+import uvicorn
 
+from ..web.app import create_app
+from ..web.security import RedactTokensFilter  # TRANSITIONAL: to come from digest.web.app (the launch)
 from .base import EXIT_FAILED, EXIT_OK, fail, handle_errors, main, state
 
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when it cannot start (e.g. cannot bind)
@@ -23,13 +27,6 @@ UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when it cannot start (e.g
 @handle_errors
 def serve(host: str | None, port: int | None) -> None:
     """Serve the web app: subscribe, preferences, unsubscribe, archive and /admin."""
-    import logging
-
-    import uvicorn
-
-    from ..web.app import create_app
-    from ..web.security import RedactTokensFilter
-
     settings = state().settings
     base = urlsplit(settings.web.base_url)
     host = host or (base.hostname if base.hostname in ("127.0.0.1", "localhost", "::1") else "127.0.0.1")

@@ -36,6 +36,7 @@ from ..store.issues import (
 from ..store.items import events_starting_between, items_between, items_in_series, latest_items
 from ..store.runs import IssueTiming, issue_timing, ran_for, record_run, set_send_time
 from ..timing import SendOutlook, send_outlook
+from .editions import Everyone, edition_for, issue_segments
 from .ingest import feed_health
 from .runs import JOB_BUILD, describe, hours, local_time
 from .sending import notify_staff, send_now
@@ -277,3 +278,30 @@ def record_missed_build(settings: Settings, engine: Engine, fire: datetime, now:
                f"build of {local_time(settings, fire)} missed by {hours(now - fire)} "
                f"(more than misfire_grace_hours); run `digest build` or wait for the next one",
                scheduled_for=fire, now=now)
+
+
+# --- what `digest build` and `digest issue show` print ------------------------------------------
+
+def issue_manifest(settings: Settings, engine: Engine, issue: Issue | int) -> dict[str, Any]:
+    """The manifest of `issue` (an Issue, or its number) as `digest build --json` writes it.
+
+    It lists the segments of today's subscribers only while the issue is a draft or approved: a
+    sending or sent issue's manifest is what was sent, and today's subscribers say nothing about it.
+    IssueNotFound for an unknown number.
+    """
+    issue = require_issue(engine, issue) if isinstance(issue, int) else issue
+    segments = issue_segments(settings, engine, issue) if issue.status in OPEN_STATUSES else None
+    return issue_to_manifest(issue, settings, segments)
+
+
+def edition_notes(settings: Settings, engine: Engine, issue: Issue) -> list[str]:
+    """What rendering the full edition says in each language readers get (e.g. "shorten it").
+
+    The full edition is the largest a reader can get, and labels and dates differ in length between
+    languages, so each is checked: the site language, then every other language today's subscribers
+    read. RenderError (naming file and line) for a template problem; the issue stays as it is.
+    """
+    site = settings.site.language
+    languages = [site, *sorted({s.language for s in issue_segments(settings, engine, issue)} - {site})]
+    return [note for language in languages
+            for note in edition_for(settings, engine, issue, Everyone(language)).edition.notes]

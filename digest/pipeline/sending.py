@@ -3,6 +3,8 @@
 Rules that live here and nowhere else:
 - only an approved (or already sending) issue is sent, and the ledger sends each row once;
 - a test send goes to staff addresses and never touches the ledger;
+- a send started by hand (`digest send`, `digest worker --once`) stops at once when the SMTP server
+  takes no connection; a scheduled send or a looping worker waits the outage out;
 - an approved issue goes out at its send time (digest.timing.send_outlook); one more than
   `schedule.stale_after_hours` late waits for a fresh approval;
 - every scheduled or "send now" send leaves a note in the run log, as does the staff note.
@@ -11,20 +13,23 @@ Rules that live here and nowhere else:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
 
 from sqlalchemy import Engine
 
 from ..config import Settings
+from ..deliver.dkim import DkimError
 from ..deliver.editions import edition_messages, staff_subscriber
+from ..deliver.message import HeaderError
+from ..deliver.notes import staff_note_message
+from ..deliver.outbox import transport_from_settings
 from ..deliver.outcomes import ProgressFn, RetryPolicy
-from ..deliver.sender import SendOptions, SendReport, deliver_issue, sender_slot
-from ..deliver.transport import OutgoingMessage, SendResult, Transport
-from ..deliver.transports import TransportError, transport_from_settings
+from ..deliver.sender import SenderBusy, SendOptions, SendReport, deliver_issue, sender_slot
+from ..deliver.smtp import SmtpTransport
+from ..deliver.transport import OutgoingMessage, SendResult, Transport, TransportError
 from ..models import IssueStatus
 from ..store.issues import IssueStateError, require_issue
 from ..store.ledger import issues_being_sent, start_sending
@@ -40,7 +45,8 @@ TransportFactory = Callable[[], Transport]
 
 
 def send_issue(settings: Settings, engine: Engine, number: int, progress: ProgressFn | None = None, *,
-               late: bool = False, make_transport: TransportFactory | None = None, wait: float = 0.0) -> SendReport:
+               late: bool = False, make_transport: TransportFactory | None = None, wait: float = 0.0,
+               check_server: bool = False) -> SendReport:
     """Fill the ledger for an approved issue and send until every row is done; returns a SendReport.
 
     Only approved (or already sending) issues are sent: LedgerError otherwise. A sent issue sends
@@ -48,11 +54,17 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress: Progre
     at a time: SenderBusy if another holds the lock after `wait` seconds. `progress(done, total)`.
     EditionError (rows still queued) when a segment's message cannot be built; SendStopped (rows
     queued again) when messages fail for everyone alike, or the server refuses the sender.
+    With `check_server` (`digest send`), ServerUnreachable once the rows are queued when the SMTP
+    server takes no connection: a send started by hand says so at once, where a scheduled one
+    waits the outage out (up to delivery.retry_max_delay per pause).
     """
     holder = lock_holder("send")
     with sender_slot(engine, holder, wait) as keep_alive:
         start_sending(engine, number, datetime.now(UTC), late=late)
-        messages = edition_messages(settings, require_issue(engine, number))
+        issue = require_issue(engine, number)
+        if check_server and (late or issue.status != IssueStatus.SENT):  # a sent issue has nothing to send
+            _refuse_unreachable(settings)
+        messages = edition_messages(settings, issue)
         return deliver_issue(engine, number, holder=holder, make_message=messages,
                              make_transport=make_transport or _connection_transport(settings),
                              options=_send_options(settings), keep_alive=keep_alive, progress=progress)
@@ -60,16 +72,21 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress: Progre
 
 def work_pending(settings: Settings, engine: Engine, holder: str, progress: ProgressFn | None = None, *,
                  batch_size: int | None = None, make_transport: TransportFactory | None = None,
-                 wait: float = 0.0) -> list[SendReport]:
+                 wait: float = 0.0, check_server: bool = False) -> list[SendReport]:
     """One worker pass: send the claimable rows of every issue in `sending`; returns a SendReport each.
 
     Does not wait for retries that are not due yet (the next pass takes them). Safe to run in any
     number of processes on PostgreSQL; SenderBusy on SQLite when another sender holds the lock.
+    With `check_server`, ServerUnreachable when there is something to send and the SMTP server
+    takes no connection (one pass must not sit out an outage).
     """
     options = replace(_send_options(settings, batch_size), wait_for_retries=False)
     reports = []
     with sender_slot(engine, holder, wait) as keep_alive:
-        for number in issues_being_sent(engine):
+        numbers = issues_being_sent(engine)
+        if check_server and numbers:
+            _refuse_unreachable(settings)
+        for number in numbers:
             messages = edition_messages(settings, require_issue(engine, number))
             reports.append(deliver_issue(engine, number, holder=holder, make_message=messages,
                                          make_transport=make_transport or _connection_transport(settings),
@@ -157,39 +174,26 @@ def notify_staff(settings: Settings, engine: Engine, number: int, now: datetime)
     if not settings.schedule.staff:
         return
     link = f"{settings.web.base_url.rstrip('/')}/admin/issues/{number}"
-    messages = [_staff_note(settings, address, number, link) for address in settings.schedule.staff]
+    messages, failed = [], []
+    for address in settings.schedule.staff:
+        try:
+            messages.append(staff_note_message(settings, address, number, link))
+        except (HeaderError, DkimError) as exc:  # an unusable address or DKIM key: a setting to fix, noted below
+            failed.append(f"{address}: {exc}")
     try:
-        failed = [r.error for r in deliver_now(settings, messages) if not r.ok]
+        failed += [r.error for r in deliver_now(settings, messages) if not r.ok] if messages else []
     except TransportError as exc:  # e.g. the password variable empty, the login refused
-        failed = [str(exc)]
+        failed.append(str(exc))
     outcome, detail = ("notified", f"staff told draft {number} is ready") if not failed else \
         ("notify-failed", f"telling staff about draft {number} failed: {'; '.join(failed)}")
     record_run(engine, JOB_NOTIFY, outcome, detail, issue_number=number, now=now)
 
 
-def _staff_note(settings: Settings, address: str, number: int, link: str) -> OutgoingMessage:
-    msg = EmailMessage()
-    msg["From"] = settings.delivery.sender
-    msg["To"] = address
-    msg["Subject"] = f"{settings.site.name} digest: draft {number} is ready for review"
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=parseaddr(settings.delivery.sender)[1].rpartition("@")[2] or None)
-    approval = "It goes out automatically" if settings.schedule.auto_approve else \
-        "It goes out at the next send time once approved (at once if approved after it)"
-    msg.set_content(f"Draft {number} of the {settings.site.name} digest is ready.\n\n"
-                    f"Preview, edit and approve it here:\n{link}\n\n{approval}.\n")
-    return OutgoingMessage(envelope_from=parseaddr(settings.delivery.sender)[1],
-                           recipients=(parseaddr(address)[1],), data=msg.as_bytes(), message_id=msg["Message-ID"])
-
-
 def deliver_now(settings: Settings, messages: list[OutgoingMessage],
                 make_transport: TransportFactory | None = None) -> list[SendResult]:
     """Send a few messages outside the ledger (tests, notes) over one transport; one result each."""
-    transport = (make_transport or (lambda: transport_from_settings(settings)))()
-    try:
+    with (make_transport or (lambda: transport_from_settings(settings)))() as transport:
         return transport.send_messages(messages)
-    finally:
-        transport.close()
 
 
 def _summary(report: SendReport) -> str:
@@ -211,3 +215,55 @@ def _connection_transport(settings: Settings) -> TransportFactory:
     share = replace(smtp, connections=1, rate_limit=smtp.rate_limit / smtp.connections)
     one = replace(settings, delivery=replace(settings.delivery, smtp=share))
     return lambda: transport_from_settings(one)
+
+
+# --- the worker loop and the server check ----------------------------------------------------------
+
+class ServerUnreachable(Exception):
+    """The SMTP server takes no connection (the message names it); nothing was sent, rows stay queued."""
+
+
+def run_worker(settings: Settings, engine: Engine, *, once: bool = False, batch_size: int | None = None,
+               interval: float = 10.0, on_pass: Callable[[list[SendReport]], None] | None = None,
+               on_busy: Callable[[SenderBusy], None] | None = None,
+               stop: threading.Event | None = None) -> list[SendReport]:
+    """Work pending sends pass after pass as one worker (`digest worker`), until `stop` is set.
+
+    Each pass is work_pending under this worker's one holder name; `on_pass` gets its reports, and
+    an idle worker rests `interval` seconds between passes. On SQLite another sender holding the
+    lock is waited out (`on_busy` is told each time). With `once`: one pass, whose reports are
+    returned; SenderBusy rather than waiting, and ServerUnreachable when the SMTP server takes no
+    connection (a looping worker waits an outage out). SendStopped and setup errors (TransportError,
+    EditionError, RenderError, DkimError) end the loop: every pass would stop the same way.
+    """
+    holder = lock_holder("worker")
+    stop = stop or threading.Event()
+    reports: list[SendReport] = []
+    while not stop.is_set():
+        try:
+            reports = work_pending(settings, engine, holder, batch_size=batch_size, check_server=once)
+        except SenderBusy as exc:
+            if once:
+                raise
+            if on_busy:
+                on_busy(exc)
+            reports = []
+        if on_pass:
+            on_pass(reports)
+        if once:
+            break
+        stop.wait(interval)
+    return reports
+
+
+def _refuse_unreachable(settings: Settings) -> None:
+    """ServerUnreachable when delivery goes over SMTP and the server takes no connection.
+
+    TransportError for unusable settings (e.g. the password variable empty).
+    """
+    if settings.delivery.transport != "smtp":
+        return
+    with transport_from_settings(settings) as transport:
+        problem = transport.check_connection() if isinstance(transport, SmtpTransport) else None
+    if problem:
+        raise ServerUnreachable(problem)
