@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 
 from .config import ConfigError, Settings
 from .models import Subscriber
-from .subscribers import LEGACY_KEY_TAG, SuppressionKeys
+from .suppression_keys import LEGACY_KEY_TAG, SuppressionKeys
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def checked_suppression_keys(settings: Settings, engine: Engine, require: bool =
     rows get the set's id). Raises SuppressionKeyMissing when an erasure's key is missing
     (unless not `require`).
     """
-    from .store import subscribers as store  # here: the token code used while rendering needs no store
+    from .store import suppressions as store  # here: the token code used while rendering needs no store
 
     keys = suppression_keys(settings)
     counts = store.erasures_by_key(engine)  # counted once: the check below uses the same figures

@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from conftest import DATA, SERIES
 
 from digest.cli import main
+from digest.listfile import ListFileError, read_list_file
 from digest.models import Subscriber, SubscriberStatus
 from digest.store import subscribers as store
-from digest.subscribers import ListFileError, read_list_file
+from digest.store import suppressions
 from digest.tokens import suppression_keys
 
 LISTS = DATA / "subscribers"
@@ -151,7 +152,7 @@ def test_suppression_survives_reimport(cli, engine, tmp_path, settings):
     assert report["suppressed"] == [2, 3, 4, 5] and report["unchanged"] == 1 and report["added"] == 0
     assert statuses(engine) == {"unsub@example.org": "unsubscribed", "bounce@example.org": "bounced",
                                 "complain@example.org": "complained", "keep@example.org": "confirmed"}
-    assert store.is_suppressed(engine, "ERASE@example.org", suppression_keys(settings))
+    assert suppressions.is_suppressed(engine, "ERASE@example.org", suppression_keys(settings))
 
 
 def test_import_confirms_a_pending_web_signup(cli, engine, tmp_path):
@@ -448,8 +449,8 @@ def test_the_erasures_are_counted_once_per_command(cli, engine, tmp_path, monkey
     """checked_suppression_keys counts the erasures per key once; import_rows and add reuse that check."""
     cli("subscribers", "erase", "gone@example.org", "--yes")
     counted = []
-    real = store.erasures_by_key
-    monkeypatch.setattr(store, "erasures_by_key", lambda engine: counted.append(1) or real(engine))
+    real = suppressions.erasures_by_key
+    monkeypatch.setattr(suppressions, "erasures_by_key", lambda engine: counted.append(1) or real(engine))
     listing = tmp_path / "list.csv"
     listing.write_text("email\ngone@example.org\nnew@example.org\n", encoding="utf-8")
     code, out, _ = cli("subscribers", "import", str(listing))

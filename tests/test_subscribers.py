@@ -14,16 +14,16 @@ from sqlalchemy import inspect, select, text
 from test_import import write_config
 
 from digest.cli import main
+from digest.listfile import safe_cell
 from digest.models import Subscriber, SubscriberStatus
-from digest.store import schema
+from digest.store import schema, suppressions
 from digest.store import subscribers as store
-from digest.subscribers import (
+from digest.subscriber_fields import (
     InvalidSubscriber,
     clean_name,
     make_subscriber,
     normalise_email,
     parse_series,
-    safe_cell,
 )
 from digest.tokens import (
     CONFIRM,
@@ -80,7 +80,7 @@ TRICKY = ["Jane.Doe@Example.ORG", "a..b@x.org", ".a@x.org", "a.@x.org", "a@x", "
 
 @pytest.mark.parametrize("raw", TRICKY)
 def test_fast_path_agrees_with_email_validator(raw):
-    from digest.subscribers import _validated
+    from digest.subscriber_fields import _validated
 
     def outcome(check):
         try:
@@ -128,7 +128,7 @@ def test_safe_cell_guards_formulas():
     ("a;'=b", "a;''=b"),
 ])
 def test_safe_cell_guards_every_part_a_spreadsheet_may_split_off(value, guarded):
-    from digest.subscribers import _unquote_cell
+    from digest.listfile import _unquote_cell
 
     assert safe_cell(value) == guarded
     assert _unquote_cell(safe_cell(value)) == value
@@ -178,12 +178,12 @@ def test_record_bounce_marks_bounced_at_threshold(engine):
 def test_is_suppressed(engine, settings):
     keys = suppression_keys(settings)
     a = store.add_subscriber(engine, confirmed("a@example.org"), NOW)
-    assert not store.is_suppressed(engine, "a@example.org", keys)
-    assert not store.is_suppressed(engine, "never@example.org", keys)
+    assert not suppressions.is_suppressed(engine, "a@example.org", keys)
+    assert not suppressions.is_suppressed(engine, "never@example.org", keys)
     store.set_status(engine, a.id, SubscriberStatus.COMPLAINED, NOW)
-    assert store.is_suppressed(engine, "A@example.org", keys)
+    assert suppressions.is_suppressed(engine, "A@example.org", keys)
     store.erase_subscriber(engine, "a@example.org", keys, NOW)
-    assert store.is_suppressed(engine, "a@example.org", keys)
+    assert suppressions.is_suppressed(engine, "a@example.org", keys)
 
 
 def _add_delivery(engine, subscriber_id: int) -> None:
@@ -542,7 +542,7 @@ def test_the_suppression_key_can_come_from_the_environment(cli, engine, tmp_path
 
 
 def _pre_0002_erasures(engine, keys_and_emails) -> None:
-    from digest.subscribers import email_hash
+    from digest.suppression_keys import email_hash
 
     with engine.begin() as conn:  # rows as migration 0002 leaves them: key_id ""
         for key, email in keys_and_emails:
@@ -551,7 +551,7 @@ def _pre_0002_erasures(engine, keys_and_emails) -> None:
 
 
 def test_erasures_from_before_the_suppression_key_are_adopted(cli, engine, settings, tmp_path, monkeypatch):
-    from digest.subscribers import legacy_key_set_id
+    from digest.suppression_keys import legacy_key_set_id
 
     legacy = derived_keys(settings, "suppression")  # how erasures were hashed before migration 0002
     _pre_0002_erasures(engine, [(legacy[0], "old@example.org")])

@@ -14,9 +14,9 @@ import pytest
 from conftest import make_settings
 from starlette.testclient import TestClient
 
-from digest.deliver.transports import MemoryTransport
+from digest.deliver.outbox import MemoryTransport
 from digest.models import Subscriber, SubscriberStatus
-from digest.store import open_store, signups
+from digest.store import open_store, signups, suppressions
 from digest.store import subscribers as store
 from digest.tokens import (
     PREFERENCES,
@@ -236,11 +236,11 @@ def test_erased_address_can_resubscribe_only_by_confirming(client, web_settings,
     store.add_subscriber(engine, Subscriber(email="e@example.org", status=SubscriberStatus.CONFIRMED))
     store.erase_subscriber(engine, "e@example.org", keys)
     sign_up(client, "e@example.org")
-    assert store.is_suppressed(engine, "e@example.org", keys)
+    assert suppressions.is_suppressed(engine, "e@example.org", keys)
     path = confirm_path(outbox(web_settings)[0])
     page = client.get(path)
     client.post(path, data={"csrf_token": CSRF_RE.search(page.text).group(1)})
-    assert not store.is_suppressed(engine, "e@example.org", keys)
+    assert not suppressions.is_suppressed(engine, "e@example.org", keys)
     assert store.get_subscriber(engine, "e@example.org").status == SubscriberStatus.CONFIRMED
 
 

@@ -1,30 +1,30 @@
-"""`digest subscribers` commands: import/export list files, add, remove, list, erase, show."""
+"""`digest subscribers` commands: import/export list files, add, remove, list, erase, show.
+
+Each command parses its options, calls one use case of digest.pipeline.subscribers and prints
+what it did; the rules (who may be added back, what an erasure keeps) live there.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from ..listfile import ImportReport, ListFileError
 from ..models import SubscriberStatus
-from ..store import subscribers as store
-from ..subscribers import (
-    EXPORT_COLUMNS,
-    SUPPRESSED_STATUSES,
-    InvalidSubscriber,
-    ListFileError,
-    export_row,
-    make_subscriber,
-    normalise_email,
-    parse_series,
-    subscriber_json,
+from ..pipeline.subscribers import (
+    Addition,
+    add_subscriber,
+    erase_subscriber,
+    export_subscribers,
+    import_subscribers,
+    list_subscribers,
+    remove_subscriber,
+    show_subscriber,
 )
-from ..tokens import checked_suppression_keys
+from ..subscriber_fields import InvalidSubscriber, normalise_email
 from .base import EXIT_FAILED, EXIT_USAGE, fail, handle_errors, main, print_json, state
 
 STATUS_CHOICE = click.Choice([s.value for s in SubscriberStatus])
@@ -46,10 +46,8 @@ def import_command(file: Path, as_json: bool) -> None:
     Unsubscribed, bounced, complained and erased addresses are never re-added; a `status` column (as
     `export` writes it) keeps opt-outs. Exit 1 if rows were rejected, 2 if the file or a suppression key is unusable.
     """
-    from ..pipeline import import_subscribers
-
     try:
-        report = import_subscribers(state().settings, state().engine, file)
+        report = import_subscribers(state().settings, state().engine, file, datetime.now(UTC))
     except ListFileError as exc:
         fail(str(exc), EXIT_USAGE)
     if as_json:
@@ -60,7 +58,7 @@ def import_command(file: Path, as_json: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
-def _print_import_report(report) -> None:  # noqa: ANN001
+def _print_import_report(report: ImportReport) -> None:
     click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
                f"rejected {len(report.rejected)}, suppressed {len(report.suppressed)}")
     for row in report.rejected:
@@ -81,17 +79,9 @@ def _print_import_report(report) -> None:  # noqa: ANN001
 def export_command(fmt: str, status: str | None, series_id: str | None, output: Path | None) -> None:
     """Write subscribers as CSV (formula-safe, re-importable) or JSON lines."""
     _check_series(series_id)
-    engine = state().engine
-    rows = store.iter_subscribers(engine, SubscriberStatus(status) if status else None, series_id)
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
-        if fmt == "csv":
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(EXPORT_COLUMNS)
-            writer.writerows(export_row(s) for s in rows)
-        else:
-            for s in rows:
-                out.write(json.dumps(subscriber_json(s), ensure_ascii=False) + "\n")
+        export_subscribers(state().settings, state().engine, out, fmt, _status(status), series_id)
     finally:
         if output:
             out.close()
@@ -115,42 +105,34 @@ def add_command(email: str, name: str, language: str, series: tuple[str, ...], n
     Refuses addresses that unsubscribed, complained or were erased (only their own sign-up brings
     them back), and bounced ones unless --reactivate-bounced.
     """
-    settings, engine = state().settings, state().engine
     try:
-        wanted = make_subscriber(settings, email, name, language, ";".join(series), want_events=not no_events,
-                                 want_media=not no_media, status=SubscriberStatus.CONFIRMED,
-                                 consent_at=datetime.now(UTC), consent_method="admin")
+        done = add_subscriber(state().settings, state().engine, email, name=name, language=language,
+                              series=";".join(series).split(";"), want_events=not no_events,
+                              want_media=not no_media, reactivate_bounced=reactivate_bounced,
+                              now=datetime.now(UTC))
     except InvalidSubscriber as exc:
         fail(str(exc), EXIT_USAGE)
-    keys = checked_suppression_keys(settings, engine)
-    existing = store.get_subscriber(engine, wanted.email)
-    if existing is not None and existing.status == SubscriberStatus.BOUNCED and reactivate_bounced:
-        store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "")
-        click.echo(f"reactivated {wanted.email} (had bounced)")
-        return
-    opted_out = existing is not None and existing.status in SUPPRESSED_STATUSES
-    if opted_out or store.is_erased(engine, wanted.email, keys):
-        fail(_suppressed_reason(wanted.email, existing))
-    if existing is None:
-        store.add_subscriber(engine, wanted, source="admin")
-        click.echo(f"added {wanted.email}")
-    elif existing.status == SubscriberStatus.PENDING:
-        store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "")
-        click.echo(f"confirmed {wanted.email} (was pending)")
+    address = done.subscriber.email
+    if done.refused:
+        fail(_refusal(done))
+    elif done.reactivated:
+        click.echo(f"reactivated {address} (had bounced)")
+    elif done.added:
+        click.echo(f"added {address}")
+    elif done.confirmed:
+        click.echo(f"confirmed {address} (was pending)")
     else:
-        store.update_choices(engine, replace(wanted, id=existing.id), source="admin")
-        click.echo(f"updated {wanted.email}")
+        click.echo(f"updated {address}")
 
 
-def _suppressed_reason(email: str, existing) -> str:  # noqa: ANN001
-    """Why `add` refuses: the opt-out the row records, else the erasure (the row, if any, is a pending sign-up)."""
-    if existing is not None and existing.status == SubscriberStatus.BOUNCED:
+def _refusal(done: Addition) -> str:
+    """Why `add` refused: the opt-out the row records, else the erasure."""
+    email = done.subscriber.email
+    if done.opted_out == SubscriberStatus.BOUNCED:
         return (f"{email} bounced: add --reactivate-bounced if its owner asked you to send again "
                 "(a stranger typing it on the subscribe page cannot)")
-    opted_out = existing is not None and existing.status in SUPPRESSED_STATUSES
-    what = existing.status.value if opted_out else "was erased"
-    pending = existing is not None and existing.status == SubscriberStatus.PENDING
-    waiting = "; theirs is waiting for its confirmation" if pending else ""
+    what = done.opted_out.value if done.opted_out else "was erased"
+    waiting = "; theirs is waiting for its confirmation" if done.signup_waiting else ""
     return (f"{email} {what}: only their own sign-up on the subscribe page can add them again{waiting} "
             "(staff never re-add an unsubscribed, complained or erased address)")
 
@@ -160,12 +142,13 @@ def _suppressed_reason(email: str, existing) -> str:  # noqa: ANN001
 @handle_errors
 def remove_command(email: str) -> None:
     """Unsubscribe an address; it stays stored so imports never re-add it."""
-    found = _find(email)
-    if found.status in SUPPRESSED_STATUSES:
-        click.echo(f"{found.email} is already {found.status.value}")
-        return
-    store.set_status(state().engine, found.id, SubscriberStatus.UNSUBSCRIBED, detail="staff")
-    click.echo(f"unsubscribed {found.email}")
+    done = remove_subscriber(state().settings, state().engine, _address(email), datetime.now(UTC))
+    if not done.found:
+        fail(f"{done.email} is not a subscriber (see `digest subscribers list`)")
+    elif done.unsubscribed:
+        click.echo(f"unsubscribed {done.email}")
+    else:
+        click.echo(f"{done.email} is already {done.status.value}")
 
 
 @subscribers.command("list")
@@ -176,15 +159,15 @@ def remove_command(email: str) -> None:
 def list_command(status: str | None, series_id: str | None, as_json: bool) -> None:
     """List subscribers: email, status, language, series (all = every series), name."""
     _check_series(series_id)
+    settings, engine = state().settings, state().engine
+    if as_json:  # the lines `export --format json` writes
+        export_subscribers(settings, engine, sys.stdout, "json", _status(status), series_id)
+        return
     count = 0
-    for s in store.iter_subscribers(state().engine, SubscriberStatus(status) if status else None, series_id):
+    for s in list_subscribers(settings, engine, _status(status), series_id):
         count += 1
-        if as_json:
-            click.echo(json.dumps(subscriber_json(s), ensure_ascii=False))
-        else:
-            click.echo(f"{s.email}\t{s.status.value}\t{s.language}\t{';'.join(s.series) or 'all'}\t{s.name}")
-    if not as_json:
-        click.echo(f"{count} subscriber(s)", err=True)
+        click.echo(f"{s.email}\t{s.status.value}\t{s.language}\t{';'.join(s.series) or 'all'}\t{s.name}")
+    click.echo(f"{count} subscriber(s)", err=True)
 
 
 @subscribers.command("erase")
@@ -196,10 +179,8 @@ def erase_command(email: str, yes: bool) -> None:
     address = _address(email)
     if not yes:
         click.confirm(f"Erase everything about {address}? This cannot be undone", abort=True)
-    engine = state().engine
-    keys = checked_suppression_keys(state().settings, engine, require=False)
-    existed = store.erase_subscriber(engine, address, keys)
-    click.echo(f"erased {address}" if existed else f"{address} was not stored; its hash is now suppressed")
+    done = erase_subscriber(state().settings, state().engine, address, datetime.now(UTC))
+    click.echo(f"erased {done.email}" if done.existed else f"{done.email} was not stored; its hash is now suppressed")
 
 
 @subscribers.command("show")
@@ -208,13 +189,10 @@ def erase_command(email: str, yes: bool) -> None:
 @handle_errors
 def show_command(email: str, as_json: bool) -> None:
     """Everything stored about one address: the subscriber, their events and deliveries."""
-    address = _address(email)
-    settings, engine = state().settings, state().engine
-    keys = checked_suppression_keys(settings, engine, require=False)
-    record = store.subscriber_record(engine, address)
+    found = show_subscriber(state().settings, state().engine, _address(email))
+    record = found.record
     if record is None:
-        erased = store.is_suppressed(engine, address, keys)
-        fail(f"{address} is not stored" + (" (erased: only a keyed hash is kept)" if erased else ""))
+        fail(f"{found.email} is not stored" + (" (erased: only a keyed hash is kept)" if found.erased else ""))
     if as_json:
         print_json(record)
         return
@@ -227,26 +205,25 @@ def show_command(email: str, as_json: bool) -> None:
 
 
 def _check_series(series_id: str | None) -> None:
+    """Refuse a blank or unknown --series before anything is written (the option's own words)."""
     if series_id is None:
         return
     if not series_id.strip():
         fail("--series needs a series id (see [[series]] in the config)", EXIT_USAGE)
     try:
-        parse_series([series_id], state().settings)
+        list_subscribers(state().settings, state().engine, None, series_id)
     except InvalidSubscriber as exc:
         fail(f"--series: {exc}", EXIT_USAGE)
 
 
+def _status(value: str | None) -> SubscriberStatus | None:
+    return SubscriberStatus(value) if value else None
+
+
 def _address(email: str) -> str:
+    """The address as stored; a usage error (exit 2) when it is not one."""
     try:
         return normalise_email(email)
     except InvalidSubscriber as exc:
         fail(str(exc), EXIT_USAGE)
         raise  # unreachable: fail exits
-
-
-def _find(email: str):  # noqa: ANN202
-    found = store.get_subscriber(state().engine, _address(email))
-    if found is None:
-        fail(f"{_address(email)} is not a subscriber (see `digest subscribers list`)")
-    return found

@@ -1,30 +1,190 @@
-"""Use case: subscribers. Imports, staff changes, sign-up, confirmation, preferences and unsubscribing.
+"""Use case: subscribers as staff manage them: import, export, add, remove, erase, list, show.
+
+What readers do themselves (sign up, confirm, preferences, unsubscribe) is digest.pipeline.signup.
 
 Rules that live here and nowhere else:
-- an address that was erased is never added again by an import (its suppression hash is checked);
-- an import needs the suppression key before it stores anything.
+- staff never bring back an address that unsubscribed, complained or was erased: only its owner's
+  own confirmed sign-up does; a bounced one only when its owner asked (`reactivate_bounced`);
+- an address that was erased is never added again by an import or `add` (its suppression hash
+  is checked), even while a new sign-up of its owner waits for its confirmation;
+- staff adding a pending address confirm it (they vouch for the consent, method `admin`);
+- an import or add needs every erasure's suppression key before it stores anything;
+- removing keeps the row (unsubscribed), so imports never re-add it; erasing keeps only a keyed hash.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import Engine
 
 from ..config import Settings
-from ..store.subscribers import import_rows
-from ..subscribers import ImportReport, read_list_file
+from ..listfile import ImportReport, read_list_file, write_json_lines, write_list_file
+from ..models import Subscriber, SubscriberStatus
+from ..store import subscribers as store
+from ..store.suppressions import is_erased, is_suppressed
+from ..subscriber_fields import SUPPRESSED_STATUSES, make_subscriber, normalise_email, parse_series
 from ..tokens import checked_suppression_keys
 
+EXPORT_FORMATS = ("csv", "json")
 
-def import_subscribers(settings: Settings, engine: Engine, path: Path) -> ImportReport:
+
+@dataclass(frozen=True)
+class Addition:
+    """What `add_subscriber` did: one of added, confirmed, reactivated, updated; or refused (`refused`)."""
+
+    subscriber: Subscriber  # as staff asked for it, validated
+    added: bool = False  # a new confirmed subscriber
+    confirmed: bool = False  # their pending sign-up, now confirmed on staff's word
+    reactivated: bool = False  # a bounced address confirmed anew, as its owner asked
+    updated: bool = False  # a confirmed subscriber's choices, saved
+    # Refused: the address's opt-out (unsubscribed, bounced, complained) or its erasure.
+    opted_out: SubscriberStatus | None = None
+    erased: bool = False
+    # Refused while the owner's own sign-up waits for its confirmation link (only that may bring it back).
+    signup_waiting: bool = False
+
+    @property
+    def refused(self) -> bool:
+        """Nothing changed: only the owner's own sign-up (or, bounced, their request to staff) brings it back."""
+        return self.opted_out is not None or self.erased
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What `remove_subscriber` did."""
+
+    email: str  # the address, normalised
+    found: bool  # False: no such subscriber, nothing changed
+    unsubscribed: bool = False  # True: unsubscribed now; False (found): already opted out, as `status` says
+    status: SubscriberStatus | None = None  # the status now
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What `erase_subscriber` did: the hash is kept either way."""
+
+    email: str  # the address, normalised
+    existed: bool  # a stored subscriber was deleted
+
+
+@dataclass(frozen=True)
+class SubscriberRecord:
+    """Everything stored about an address (GDPR access), or why nothing is."""
+
+    email: str  # the address, normalised
+    record: dict | None  # subscriber, events, deliveries, signup_requests; None: not stored
+    erased: bool = False  # not stored, and only its keyed hash is kept (it was erased)
+
+
+def import_subscribers(settings: Settings, engine: Engine, path: Path, now: datetime | None = None) -> ImportReport:
     """Sync a subscriber list file into the store; returns its ImportReport (never re-adds the suppressed).
 
+    New addresses are added as confirmed with consent method "import" (staff vouch for consent).
     Raises ListFileError when the file cannot be read as a list, SuppressionKeyMissing (before
     anything is stored) when an erasure's key is missing; adopts pre-0002 erasures on the way.
+    `now` (default: the current time) is the consent time of new rows.
     """
+    now = now or datetime.now(UTC)
     keys = checked_suppression_keys(settings, engine)
-    report, rows = read_list_file(path, settings, consent_at=datetime.now(UTC))
-    import_rows(engine, rows, keys, report, source=f"import:{path.name}"[:200])
+    report, rows = read_list_file(path, settings, consent_at=now)
+    store.import_rows(engine, rows, keys, report, now=now, source=f"import:{path.name}"[:200])
     return report
+
+
+def add_subscriber(settings: Settings, engine: Engine, email: str, *, name: str = "", language: str = "",
+                   series: Iterable[str] = (), want_events: bool = True, want_media: bool = True,
+                   reactivate_bounced: bool = False, now: datetime) -> Addition:
+    """Add (or update) one confirmed subscriber on staff's word; consent method "admin".
+
+    Raises InvalidSubscriber for a field that is not acceptable, SuppressionKeyMissing when an
+    erasure's key is missing. Refuses (`refused`) addresses that unsubscribed, complained or were
+    erased, and bounced ones unless `reactivate_bounced`.
+    """
+    wanted = make_subscriber(settings, email, name, language, series, want_events=want_events,
+                             want_media=want_media, status=SubscriberStatus.CONFIRMED, consent_at=now,
+                             consent_method="admin")
+    keys = checked_suppression_keys(settings, engine)
+    existing = store.get_subscriber(engine, wanted.email)
+    if existing is not None and existing.status == SubscriberStatus.BOUNCED and reactivate_bounced:
+        store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "", now)
+        return Addition(wanted, reactivated=True)
+    if existing is not None and existing.status in SUPPRESSED_STATUSES:
+        return Addition(wanted, opted_out=existing.status)
+    if is_erased(engine, wanted.email, keys):
+        waiting = existing is not None and existing.status == SubscriberStatus.PENDING
+        return Addition(wanted, erased=True, signup_waiting=waiting)
+    if existing is None:
+        store.add_subscriber(engine, wanted, now, source="admin")
+        return Addition(wanted, added=True)
+    if existing.status == SubscriberStatus.PENDING:
+        store.confirm_subscriber(engine, replace(wanted, id=existing.id), "admin", "", now)
+        return Addition(wanted, confirmed=True)
+    store.update_choices(engine, replace(wanted, id=existing.id), now, source="admin")
+    return Addition(wanted, updated=True)
+
+
+def remove_subscriber(settings: Settings, engine: Engine, email: str, now: datetime) -> Removal:
+    """Unsubscribe an address on staff's word (event detail `staff`); it stays stored so imports never re-add it.
+
+    Raises InvalidSubscriber when `email` is not an address.
+    """
+    address = normalise_email(email)
+    found = store.get_subscriber(engine, address)
+    if found is None:
+        return Removal(address, found=False)
+    if found.status in SUPPRESSED_STATUSES:
+        return Removal(address, found=True, status=found.status)
+    store.set_status(engine, found.id, SubscriberStatus.UNSUBSCRIBED, now, detail="staff")
+    return Removal(address, found=True, unsubscribed=True, status=SubscriberStatus.UNSUBSCRIBED)
+
+
+def erase_subscriber(settings: Settings, engine: Engine, email: str, now: datetime) -> Erasure:
+    """GDPR erasure: delete the subscriber, their deliveries and event details; keep a keyed hash only.
+
+    The hash is kept even for an address that was never stored, so it is never added later.
+    Raises InvalidSubscriber when `email` is not an address.
+    """
+    address = normalise_email(email)
+    keys = checked_suppression_keys(settings, engine, require=False)
+    return Erasure(address, existed=store.erase_subscriber(engine, address, keys, now))
+
+
+def show_subscriber(settings: Settings, engine: Engine, email: str) -> SubscriberRecord:
+    """Everything stored about one address: the subscriber row, their events, deliveries and waiting sign-ups.
+
+    Raises InvalidSubscriber when `email` is not an address.
+    """
+    address = normalise_email(email)
+    keys = checked_suppression_keys(settings, engine, require=False)
+    record = store.subscriber_record(engine, address)
+    if record is not None:
+        return SubscriberRecord(address, record)
+    return SubscriberRecord(address, None, erased=is_suppressed(engine, address, keys))
+
+
+def list_subscribers(settings: Settings, engine: Engine, status: SubscriberStatus | None = None,
+                     series_id: str | None = None) -> Iterator[Subscriber]:
+    """Subscribers by id, streamed; `series_id` keeps those who receive that series (including "all").
+
+    Raises InvalidSubscriber, before anything is read, for a series id that is not configured.
+    """
+    if series_id is not None:
+        parse_series([series_id], settings)
+    return store.iter_subscribers(engine, status, series_id)
+
+
+def export_subscribers(settings: Settings, engine: Engine, out: TextIO, fmt: str = "csv",
+                       status: SubscriberStatus | None = None, series_id: str | None = None) -> int:
+    """Write subscribers to `out` as a list file (CSV, formula-safe, re-importable) or JSON lines; returns how many.
+
+    Raises InvalidSubscriber for an unknown series id and ValueError for an unknown format, before writing.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    rows = list_subscribers(settings, engine, status, series_id)
+    return write_list_file(rows, out) if fmt == "csv" else write_json_lines(rows, out)

@@ -9,13 +9,24 @@ when older than the link's lifetime.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select
 
 from ..models import Subscriber
-from ..subscribers import SignupRequest
 from .schema import signup_requests, subscribers
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """A web sign-up waiting for its confirmation link: what the form asked for, kept in the store."""
+
+    subscriber_id: int
+    nonce: str
+    choices: Subscriber  # name, language, series, want_events, want_media as submitted
+    ip: str
+    created_at: datetime
 
 
 def record_signup_request(engine: Engine, subscriber_id: int, wanted: Subscriber, ip: str,

@@ -1,10 +1,9 @@
-"""Subscribers, their history (subscriber_events) and the suppression list, on either backend.
+"""Subscribers and their history (subscriber_events), on either backend: reading, changes, imports, GDPR.
 
 Status changes always write a subscriber_event in the same transaction, so the admin charts and
 GDPR access (`subscriber_record`) see every step. Erasure deletes the row (deliveries cascade),
-blanks the details of its events and keeps only keyed hashes of the address in `suppressions`,
-each with the fingerprint of its key: `usable_suppression_keys` refuses to go on without one.
-Nothing here reads or writes the key file (digest.tokens does).
+blanks the details of its events and keeps only a keyed hash of the address on the suppression
+list (digest.store.suppressions, which also checks that no erasure's key is missing).
 """
 
 from __future__ import annotations
@@ -13,24 +12,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, bindparam, func, literal, select
+from sqlalchemy import Connection, Engine, Row, RowMapping, bindparam, func, literal, select
 
+from ..listfile import ImportReport, ListRow, RejectedRow
 from ..models import Subscriber, SubscriberStatus
-from ..subscribers import (
-    LEGACY_KEY_TAG,
-    SUPPRESSED_STATUSES,
-    ImportReport,
-    InvalidSubscriber,
-    ListRow,
-    RejectedRow,
-    SuppressionKeyMissing,
-    SuppressionKeys,
-    email_hash,
-    normalise_email,
-    suppression_key_id,
-)
-from .schema import UTCDateTime, deliveries, signup_requests, subscriber_events, subscribers, suppressions
+from ..subscriber_fields import SUPPRESSED_STATUSES, InvalidSubscriber, normalise_email
+from ..suppression_keys import email_hash
+from .schema import UTCDateTime, deliveries, signup_requests, subscriber_events, subscribers
 from .signups import forget_signup_requests
+from .suppressions import suppress, suppressed_hashes, unsuppress, usable_suppression_keys
 
 IMPORT_BATCH = 2000
 
@@ -39,7 +29,7 @@ def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
 
 
-def _subscriber(row) -> Subscriber:  # noqa: ANN001
+def _subscriber(row: Row) -> Subscriber:
     m = row._mapping
     return Subscriber(id=m["id"], email=m["email"], name=m["name"], language=m["language"],
                       series=tuple(m["series"] or ()), want_events=bool(m["want_events"]),
@@ -119,93 +109,6 @@ def last_issue_sent(engine: Engine, subscriber_id: int) -> int | None:
                                                               deliveries.c.status == "sent")
     with engine.connect() as conn:
         return conn.execute(query).scalar()
-
-
-def is_suppressed(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
-    """True if the address unsubscribed, bounced, complained or was erased: never mail it a digest.
-
-    `keys` are the suppression HMAC keys (digest.tokens.suppression_keys(settings)); see
-    `usable_suppression_keys` for making sure none is missing.
-    """
-    address = normalise_email(email)
-    with engine.connect() as conn:
-        status = conn.execute(select(subscribers.c.status).where(subscribers.c.email == address)).scalar()
-        if status is not None and SubscriberStatus(status) in SUPPRESSED_STATUSES:
-            return True
-        return _erased(conn, address, keys)
-
-
-def is_erased(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
-    """True if the suppression list holds a hash of the address (it was erased): the hashes only, not the status.
-
-    An erased address stays so until its owner confirms a new sign-up, even while that sign-up is pending.
-    """
-    with engine.connect() as conn:
-        return _erased(conn, normalise_email(email), keys)
-
-
-def _erased(conn: Connection, address: str, keys: Sequence[bytes]) -> bool:
-    return bool(_suppressed(conn, [email_hash(k, address, normalised=True) for k in keys]))
-
-
-def _suppressed(conn: Connection, hashes: list[str]) -> set[str]:
-    if not hashes:
-        return set()
-    query = select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(hashes))
-    return set(conn.execute(query).scalars())
-
-
-UNLABELLED_KEY_ID = ""  # erasures stored before migration 0002: hashed with a key of the pre-0002 set
-
-
-def erasures_by_key(engine: Engine) -> dict[str, int]:
-    """How many erasure hashes the store holds per key id ("" for those not labelled since 0002)."""
-    query = select(suppressions.c.key_id, func.count()).group_by(suppressions.c.key_id)
-    with engine.connect() as conn:
-        return dict(conn.execute(query).all())
-
-
-def label_legacy_erasures(engine: Engine, set_id: str, replaces: Iterable[str] = ()) -> int:
-    """Give the pre-0002 erasures (and those labelled with an earlier id of the set, `replaces`) the set's id."""
-    old_ids = [UNLABELLED_KEY_ID, *(i for i in replaces if i and i != set_id)]
-    with engine.begin() as conn:
-        return conn.execute(suppressions.update().where(suppressions.c.key_id.in_(old_ids)).values(key_id=set_id)).rowcount
-
-
-def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool = True,
-                            counts: dict[str, int] | None = None) -> SuppressionKeys:
-    """`keys`, after checking that every erasure hash in the store was made with one of them.
-
-    Raises SuppressionKeyMissing when a key is missing (unless not `require`, which checks
-    nothing): an import or add could then re-add an erased address. Pre-0002 erasures count as
-    present only while the whole pre-0002 key set is (digest.tokens.checked_suppression_keys adopts
-    them first). `counts` is `erasures_by_key(engine)` when the caller has it already. Keys that
-    pass are marked as checked in `engine` (`checked_in`), so `import_rows` does not count again.
-    """
-    keyring = keys if isinstance(keys, SuppressionKeys) else SuppressionKeys(keys)
-    if not require:
-        return keyring
-    known = keyring.key_ids()
-    missing = {key_id: n for key_id, n in (erasures_by_key(engine) if counts is None else counts).items()
-               if key_id not in known}
-    if missing:
-        raise SuppressionKeyMissing(_missing_keys_message(missing, keyring.where))
-    keyring.checked_in = engine
-    return keyring
-
-
-def _missing_keys_message(missing: dict[str, int], where: str) -> str:
-    listed = ", ".join(f"{key_id or 'pre-0002 (not adopted yet: `digest subscribers show` adopts them)'} "
-                       f"({n} erasure{'s' if n != 1 else ''})"
-                       for key_id, n in sorted(missing.items()))
-    hint = ""
-    if any(key_id.startswith(LEGACY_KEY_TAG) for key_id in missing):
-        hint = (f" A {LEGACY_KEY_TAG}:… id stands for every key line tagged {LEGACY_KEY_TAG} together: "
-                "restore all of them.")
-    return (f"the suppression list holds erasures hashed with key(s) {listed} that are not among the suppression "
-            f"keys{f' ({where})' if where else ''}: restore the missing key (from your backup of "
-            "digest-suppression.key, see docs/subscribers.md#the-suppression-key) and run again." + hint +
-            " Nothing was changed, so no erased address came back")
 
 
 # --- writing one subscriber -----------------------------------------------------------------------
@@ -295,9 +198,7 @@ def confirm_subscriber(engine: Engine, subscriber: Subscriber, method: str, ip: 
         if done:
             record_event(conn, subscriber.id, "confirmed", now, f"{method} {ip}".strip())
             forget_signup_requests(conn, subscriber.id)
-            hashes = list(forget_hashes)
-            if hashes:
-                conn.execute(suppressions.delete().where(suppressions.c.email_hash.in_(hashes)))
+            unsuppress(conn, forget_hashes)
     return bool(done)
 
 
@@ -358,7 +259,7 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
         unchecked = [r for r in batch if r.subscriber.email not in existing
                      or existing[r.subscriber.email].status == SubscriberStatus.PENDING.value]
         hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in unchecked}
-        erased = _suppressed(conn, [h for hs in hashes.values() for h in hs])
+        erased = suppressed_hashes(conn, [h for hs in hashes.values() for h in hs])
         inserts, updates, confirms, opt_outs = [], [], [], []
         for row in batch:
             new, old = row.subscriber, existing.get(row.subscriber.email)
@@ -425,7 +326,7 @@ def _insert_imported(conn: Connection, inserts: list[dict], now: datetime) -> No
             ["subscriber_id", "event", "at", "detail"], added.where(subscribers.c.email.in_(emails))))
 
 
-def _import_change(old, row: ListRow, now: datetime) -> dict | None:  # noqa: ANN001
+def _import_change(old: Row, row: ListRow, now: datetime) -> dict | None:
     """The update for an existing row, or None when the file says nothing new."""
     new = row.subscriber
     own_choice = old.source == "reader"
@@ -467,10 +368,7 @@ def erase_subscriber(engine: Engine, email: str, keys: Sequence[bytes], now: dat
             forget_signup_requests(conn, sid)
             conn.execute(subscribers.delete().where(subscribers.c.id == sid))
             record_event(conn, None, "erased", now)
-        digest = email_hash(keys[0], address)
-        if not conn.execute(select(suppressions.c.email_hash).where(suppressions.c.email_hash == digest)).first():
-            conn.execute(suppressions.insert().values(email_hash=digest, reason="erased", created_at=now,
-                                                      key_id=suppression_key_id(keys[0])))
+        suppress(conn, address, keys[0], now)
     return sid is not None
 
 
@@ -515,5 +413,5 @@ def subscriber_record(engine: Engine, email: str) -> dict | None:
             "signup_requests": [_plain(r._mapping) for r in requests]}
 
 
-def _plain(mapping) -> dict:  # noqa: ANN001
+def _plain(mapping: RowMapping) -> dict:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in mapping.items()}

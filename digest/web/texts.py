@@ -1,7 +1,8 @@
 """The public pages' words in English, French and German, and how a page picks its language.
 
-Kept in Python rather than the editions' .po catalogues: these few strings belong to the web pages
-and the confirmation email only, and a missing key fails loudly in the tests for every language.
+Kept in Python rather than the editions' .po catalogues: these few strings belong to the public web
+pages only (the confirmation email's words are digest.deliver.notes'), and a missing key fails
+loudly in the tests for every language.
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "series_error": "Please choose among the listed series.",
         "language_error": "Please choose one of the listed languages.",
         "error_summary": "Please correct the highlighted field.",
-        "mail_subject": "Please confirm your subscription to the {site} digest",
-        "mail_body": "Hello,\n\nplease confirm that you want to receive the {site} digest at this address by opening this link:\n\n{url}\n\nThe link stays valid for {hours} hours. If you did not ask for this, ignore this email: nothing will be sent to you.\n\n{site}\n{address}\n",
     },
     "fr": {
         "skip_text": "Aller au contenu",
@@ -104,8 +103,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "series_error": "Veuillez choisir parmi les séries proposées.",
         "language_error": "Veuillez choisir l’une des langues proposées.",
         "error_summary": "Veuillez corriger le champ signalé.",
-        "mail_subject": "Confirmez votre abonnement à la lettre de {site}",
-        "mail_body": "Bonjour,\n\nveuillez confirmer que vous souhaitez recevoir la lettre de {site} à cette adresse en ouvrant ce lien :\n\n{url}\n\nLe lien reste valable {hours} heures. Si vous n’avez rien demandé, ignorez ce courriel : rien ne vous sera envoyé.\n\n{site}\n{address}\n",
     },
     "de": {
         "skip_text": "Zum Inhalt springen",
@@ -152,13 +149,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "series_error": "Bitte wählen Sie unter den angebotenen Reihen.",
         "language_error": "Bitte wählen Sie eine der angebotenen Sprachen.",
         "error_summary": "Bitte korrigieren Sie das markierte Feld.",
-        "mail_subject": "Bitte bestätigen Sie Ihr Abonnement des Newsletters von {site}",
-        "mail_body": "Guten Tag,\n\nbitte bestätigen Sie, dass Sie den Newsletter von {site} an diese Adresse erhalten möchten, indem Sie diesen Link öffnen:\n\n{url}\n\nDer Link ist {hours} Stunden gültig. Falls Sie nichts angefordert haben, ignorieren Sie diese E-Mail: Sie erhalten nichts.\n\n{site}\n{address}\n",
     },
 }
 
 
 def texts(language: str) -> dict[str, str]:
+    """The pages' words in `language` (English for a language without them)."""
     return TEXTS.get(language, TEXTS["en"])
 
 

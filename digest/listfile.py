@@ -1,32 +1,28 @@
-"""Subscribers as data: validating what people and staff type, reading and writing list files.
+"""List files: subscriber lists as CSV, read as a stream and written formula-safe.
 
-A subscriber's address is validated with email-validator (no DNS look-ups) and kept in one
-canonical form (ASCII domain, lower case), so the same person is never two rows. List files are
-CSV `email,name,language,series` (series `;`-separated ids, empty = all series); they are read
-as a stream, so a 100,000-row file never sits in memory.
+A list file is CSV `email,name,language,series` (series `;`-separated ids, empty = all series),
+optionally with the columns `export` writes (sections, status and consent, created_at). It is read
+as a stream, so a 100,000-row file never sits in memory; every field goes through
+digest.subscriber_fields, as the subscribe form and `digest subscribers add` do.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import functools
-import hashlib
-import hmac
 import io
+import json
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
-from email_validator import EmailNotValidError, validate_email
-
-from .config import LANGUAGES, ConfigError, Settings
+from .config import Settings
 from .models import Subscriber, SubscriberStatus
+from .subscriber_fields import InvalidSubscriber, make_subscriber, parse_flag, parse_time
 
-MAX_NAME = 200
 CSV_COLUMNS = ("email", "name", "language", "series")
 # Optional columns (as `export` writes them): a reader's section choices survive export then import.
 SECTION_COLUMNS = ("want_events", "want_media")
@@ -35,44 +31,19 @@ STATUS_COLUMNS = ("status", "consent_at", "consent_method", "consent_ip")
 # When the row was first stored (as `export` writes it): a new row keeps it, an existing one its own.
 CREATED_COLUMN = "created_at"
 CONSENT_METHODS = ("import", "web", "admin")
-YES, NO = ("true", "yes", "1", "y", "oui", "ja"), ("false", "no", "0", "n", "non", "nein")
 EXPORT_COLUMNS = ("email", "name", "language", "series", "want_events", "want_media", "status",
                   "consent_at", "consent_method", "consent_ip", "created_at")
-# A cell that starts like a formula to spreadsheet programs (CSV injection), possibly behind `'` guards of our own (so guarding is reversible).
+# A cell that starts like a formula to spreadsheet programs (CSV injection), possibly behind `'`
+# guards of our own (so guarding is reversible).
 _FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
 # A `;`- or tab-separated part of a cell that starts like a formula: a spreadsheet in a `;` locale
 # splits an exported line there, making that part a cell of its own.
 _FORMULA_PART = re.compile(r"(?<=[;\t])(?='*[=+\-@])")
 _GUARDED_PART = re.compile(r"(?<=[;\t])'(?='*[=+\-@])")
-# A subscriber in one of these states was removed by their own action or their mailbox:
-# imports never bring them back; only their own confirmed sign-up does.
-SUPPRESSED_STATUSES = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
-
-
-class InvalidSubscriber(ValueError):
-    """One field is not acceptable; the message is the reason shown to the person or in a report."""
 
 
 class ListFileError(Exception):
     """A list file cannot be read at all (encoding, header); the message says how to fix it."""
-
-
-class SuppressionKeyMissing(ConfigError):
-    """Erasure hashes in the store were made with a suppression key this process does not have.
-
-    Importing or adding then could re-add an erased address, so it is refused (exit 2).
-    """
-
-
-@dataclass(frozen=True)
-class SignupRequest:
-    """A web sign-up waiting for its confirmation link: what the form asked for, kept in the store."""
-
-    subscriber_id: int
-    nonce: str
-    choices: Subscriber  # name, language, series, want_events, want_media as submitted
-    ip: str
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -87,6 +58,8 @@ class ListRow:
 
 @dataclass(frozen=True)
 class RejectedRow:
+    """A row that was not imported, and why (the reason names the first bad cell)."""
+
     line: int
     reason: str
 
@@ -104,158 +77,14 @@ class ImportReport:
     delimiter: str = ","
 
     def as_dict(self) -> dict:
+        """The report as `--json` prints it."""
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
                 "suppressed": self.suppressed,
                 "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
                 "ignored_columns": list(self.ignored_columns)}
 
 
-# --- fields ---------------------------------------------------------------------------------------
-
-def normalise_email(raw: str) -> str:
-    """The canonical form of an address (ASCII domain, lower case); InvalidSubscriber if it is not one.
-
-    Plain ASCII addresses (the vast majority) take a fast path: the part before the @ is checked
-    against RFC 5322's dot-atom here and the domain by email-validator once per domain (cached), which
-    is what makes a 100,000-row import fast; a test checks both paths agree.
-    """
-    text = (raw or "").strip()
-    if not text:
-        raise InvalidSubscriber("invalid address: empty")
-    local, at, domain = text.rpartition("@")
-    if at and len(local) <= 64 and _DOT_ATOM.fullmatch(local) and domain.isascii():
-        address = f"{local}@{_checked_domain(domain.lower())}".lower()
-        if len(address) <= 254:
-            return address
-    return _validated(text)
-
-
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
-
-@functools.lru_cache(maxsize=4096)
-def _checked_domain(domain: str) -> str:
-    return _validated(f"a@{domain}").rpartition("@")[2]  # the shortest local part: only the domain can fail
-
-
-def _validated(text: str) -> str:
-    try:
-        result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise InvalidSubscriber(f"invalid address: {exc}") from None
-    if len(result.local_part) > 64:  # RFC 5321's limit; many servers refuse longer ones
-        raise InvalidSubscriber("invalid address: the part before the @-sign is longer than 64 characters")
-    return result.ascii_email.lower()
-
-
-def clean_name(raw: str) -> str:
-    """A display name without control characters (no header injection), whitespace collapsed, capped."""
-    text = raw or ""
-    if not text.isprintable():  # fast path: most names have nothing to remove
-        text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
-    return " ".join(text.split())[:MAX_NAME]
-
-
-def parse_language(raw: str, default: str) -> str:
-    """One of en, fr, de (case-insensitive); empty gives `default`."""
-    value = (raw or "").strip().lower()
-    if not value:
-        return default
-    if value not in LANGUAGES:
-        raise InvalidSubscriber(f"unknown language {value[:20]!r}: use one of {', '.join(LANGUAGES)}")
-    return value
-
-
-def parse_series(raw: str | Iterable[str], settings: Settings) -> tuple[str, ...]:
-    """Series ids in configuration order; `;`-separated text or a list; empty means all series."""
-    values = raw.split(";") if isinstance(raw, str) else list(raw)
-    wanted = {v.strip() for v in values if v and v.strip()}
-    if not wanted:
-        return ()
-    known = [s.id for s in settings.series]
-    unknown = sorted(wanted - set(known))
-    if unknown:
-        shown = ", ".join(repr(u[:60]) for u in unknown[:3])
-        raise InvalidSubscriber(f"unknown series {shown}: use ids from [[series]] ({', '.join(known) or 'none configured'})")
-    if wanted == set(known):
-        return ()  # following every series is "all", which also covers series added later
-    return tuple(s for s in known if s in wanted)
-
-
-def make_subscriber(settings: Settings, email: str, name: str = "", language: str = "",
-                    series: str | Iterable[str] = (), **fields: object) -> Subscriber:
-    """A validated Subscriber from untrusted input; InvalidSubscriber names the first bad field."""
-    return Subscriber(email=normalise_email(email), name=clean_name(name),
-                      language=parse_language(language, settings.site.language),
-                      series=parse_series(series, settings), **fields)
-
-
-def suppression_key_id(key: bytes) -> str:
-    """The fingerprint stored with each erasure hash: names the key without revealing it."""
-    return hashlib.sha256(b"digest-suppression-key-id:" + key).hexdigest()[:16]
-
-
-# Marks, in the key file or $web.suppression_key_env, the keys erasures made before migration 0002
-# were hashed with; and starts the id their rows carry.
-LEGACY_KEY_TAG = "pre-0002"
-
-
-def legacy_key_set_id(keys: Iterable[bytes]) -> str:
-    """The one id of the whole pre-0002 key set, as stored with erasures made before migration 0002.
-
-    Which key of the set hashed which of those rows cannot be known, so the id stands for all of
-    them together: it changes (and the check fails) when any one key of the set is missing.
-    """
-    joined = ",".join(sorted({k.hex() for k in keys}))
-    return f"{LEGACY_KEY_TAG}:" + hashlib.sha256(b"digest-suppression-key-set:" + joined.encode()).hexdigest()[:16]
-
-
-class SuppressionKeys(tuple):
-    """The HMAC keys (bytes) of the suppression list, newest first: erasures use the first, lookups all.
-
-    `legacy` is the pre-0002 set (last in the tuple): keys derived from the signing secrets once
-    in use, which erasures from before migration 0002 were hashed with. `where` says where the
-    keys come from, for messages. `checked_in` is the store whose erasures were all found hashed
-    with these keys (digest.store.subscribers.usable_suppression_keys sets it), None before.
-    """
-
-    def __new__(cls, keys: Iterable[bytes], legacy: Iterable[bytes] = (), where: str = "") -> SuppressionKeys:
-        legacy = tuple(dict.fromkeys(legacy))
-        keyring = super().__new__(cls, dict.fromkeys([*keys, *legacy]))  # without repeats, order kept
-        keyring.legacy, keyring.where, keyring.checked_in = legacy, where, None
-        return keyring
-
-    @property
-    def current(self) -> tuple[bytes, ...]:
-        """The keys that are not of the pre-0002 set."""
-        return tuple(k for k in self if k not in self.legacy)
-
-    @property
-    def legacy_id(self) -> str:
-        """The id of the pre-0002 set ('' without one)."""
-        return legacy_key_set_id(self.legacy) if self.legacy else ""
-
-    def key_ids(self) -> set[str]:
-        """The ids of the erasures these keys recognise: each key's, and the pre-0002 set's as a whole."""
-        return {suppression_key_id(k) for k in self} | ({self.legacy_id} if self.legacy else set())
-
-
-def email_hash(key: bytes, email: str, normalised: bool = False) -> str:
-    """The keyed hash kept in `suppressions` instead of an erased address.
-
-    Pass normalised=True for an address that already went through normalise_email (imports hash
-    every new row, and validating twice would double their cost).
-    """
-    address = email if normalised else normalise_email(email)
-    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
-
-
-def same_choices(a: Subscriber, b: Subscriber) -> bool:
-    return (a.name, a.language, a.series, a.want_events, a.want_media) == (
-        b.name, b.language, b.series, b.want_events, b.want_media)
-
-
-# --- list files -----------------------------------------------------------------------------------
+# --- reading --------------------------------------------------------------------------------------
 
 def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = SubscriberStatus.CONFIRMED,
                    consent_at: datetime | None = None) -> tuple[ImportReport, Iterator[ListRow | RejectedRow]]:
@@ -322,13 +151,12 @@ def _rows(handle: io.TextIOBase, columns: list[str], delimiter: str, settings: S
 
 def _row_subscriber(row: dict[str, str], settings: Settings, base: Subscriber) -> Subscriber:
     """The Subscriber one row describes; InvalidSubscriber names the first bad cell."""
-    subscriber = replace(
-        base, email=normalise_email(row.get("email", "")), name=clean_name(row.get("name", "")),
-        language=parse_language(row.get("language", ""), settings.site.language),
-        series=parse_series(row.get("series", ""), settings),
-        want_events=parse_flag(row.get("want_events", ""), "want_events"),
-        want_media=parse_flag(row.get("want_media", ""), "want_media"),
-        created_at=parse_time(row.get(CREATED_COLUMN, ""), CREATED_COLUMN))
+    subscriber = make_subscriber(settings, row.get("email", ""), row.get("name", ""), row.get("language", ""),
+                                 row.get("series", ""), status=base.status, consent_at=base.consent_at,
+                                 consent_method=base.consent_method)
+    subscriber = replace(subscriber, want_events=parse_flag(row.get("want_events", ""), "want_events"),
+                         want_media=parse_flag(row.get("want_media", ""), "want_media"),
+                         created_at=parse_time(row.get(CREATED_COLUMN, ""), CREATED_COLUMN))
     if any(row.get(c) for c in STATUS_COLUMNS):
         subscriber = _with_status_and_consent(subscriber, row)
     return subscriber
@@ -352,29 +180,6 @@ def _with_status_and_consent(subscriber: Subscriber, row: dict[str, str]) -> Sub
         consent_at = subscriber.consent_at  # a pending sign-up has not consented yet
     return replace(subscriber, status=status, consent_at=consent_at, consent_method=method,
                    consent_ip=row.get("consent_ip", "").strip()[:64] or subscriber.consent_ip)
-
-
-def parse_time(raw: str, column: str) -> datetime | None:
-    """An ISO 8601 date and time (UTC when it has no offset); empty gives None."""
-    text = raw.strip()
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidSubscriber(f"{column} is {text[:40]!r}: use an ISO date and time such as "
-                                "2026-11-23T09:00:00+00:00") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def parse_flag(raw: str, column: str) -> bool:
-    """A yes/no cell; empty means yes (every section is wanted unless the reader said otherwise)."""
-    text = raw.strip().lower()
-    if text in YES or not text:
-        return True
-    if text in NO:
-        return False
-    raise InvalidSubscriber(f"{column} is {raw.strip()!r}: use true or false")
 
 
 def _checked(reader: Iterator[list[str]]) -> Iterator[list[str]]:
@@ -449,8 +254,29 @@ def export_row(subscriber: Subscriber) -> list[str]:
 
 
 def subscriber_json(subscriber: Subscriber) -> dict:
+    """A subscriber as one JSON object (`export --format json`, `list --json`)."""
     s = subscriber
     return {"id": s.id, "email": s.email, "name": s.name, "language": s.language, "series": list(s.series),
             "want_events": s.want_events, "want_media": s.want_media, "status": s.status.value,
             "consent_at": _iso(s.consent_at) or None, "consent_method": s.consent_method,
             "consent_ip": s.consent_ip, "created_at": _iso(s.created_at) or None}
+
+
+def write_list_file(subscribers: Iterable[Subscriber], out: TextIO) -> int:
+    """Write a header and one formula-safe EXPORT_COLUMNS row per subscriber (re-importable); returns how many."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for subscriber in subscribers:
+        writer.writerow(export_row(subscriber))
+        count += 1
+    return count
+
+
+def write_json_lines(subscribers: Iterable[Subscriber], out: TextIO) -> int:
+    """Write one `subscriber_json` object per line; returns how many."""
+    count = 0
+    for subscriber in subscribers:
+        out.write(json.dumps(subscriber_json(subscriber), ensure_ascii=False) + "\n")
+        count += 1
+    return count
