@@ -6,6 +6,11 @@ one section only (its first series); a reader who follows one of its other serie
 not the first still gets it, inside that first series' section, shown with only such items:
 `edition_sections(issue, segment.section_ids)` returns exactly the sections a segment shows.
 An empty tuple means "send this reader nothing".
+
+`segment_for(issue, subscriber, default_language)` is the one rule "which edition does this
+subscriber read": the delivery, `digest render --subscriber`, the admin preview and test sends all
+take it from here. Reading today's subscribers from the store is the pipeline's
+(digest.pipeline.editions.issue_segments).
 """
 
 from __future__ import annotations
@@ -14,9 +19,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 
-from sqlalchemy import Engine
-
-from .models import Issue, Section, SectionType, Segment
+from .config import LANGUAGES
+from .models import Issue, Section, SectionType, Segment, Subscriber
 
 Preference = tuple[tuple[str, ...], bool, bool, str]  # (series followed, want events, want media, language)
 
@@ -54,14 +58,40 @@ def segment_id(section_ids: tuple[str, ...], language: str) -> str:
     return hashlib.sha256(f"{language}|{','.join(section_ids)}".encode()).hexdigest()[:16]
 
 
-def segments_for(issue: Issue, preferences: Iterable[Preference]) -> list[Segment]:
-    """Distinct non-empty segments for these preferences, ordered by language then sections."""
+def segments_for(issue: Issue, preferences: Iterable[Preference], default_language: str = "") -> list[Segment]:
+    """Distinct non-empty segments for these preferences, ordered by language then sections.
+
+    With `default_language`, a language that is not offered reads as that one (as segment_for does).
+    """
     found: dict[tuple[tuple[str, ...], str], Segment] = {}
     for series_followed, want_events, want_media, language in preferences:
-        ids = sections_for(issue, tuple(series_followed), want_events, want_media)
-        if ids and (ids, language) not in found:
-            found[(ids, language)] = Segment(id=segment_id(ids, language), section_ids=ids, language=language)
+        if default_language:
+            language = reader_language(language, default_language)
+        segment = _segment(issue, tuple(series_followed), want_events, want_media, language)
+        if segment is not None and (segment.section_ids, language) not in found:
+            found[(segment.section_ids, language)] = segment
     return [found[k] for k in sorted(found, key=lambda k: (k[1], k[0]))]
+
+
+def segment_for(issue: Issue, subscriber: Subscriber, default_language: str) -> Segment | None:
+    """The segment a subscriber reads in `issue` (the id segments_for gives), or None: send them nothing.
+
+    Their series and event/media choices select the sections; their language, or `default_language`
+    when theirs is not offered.
+    """
+    language = reader_language(subscriber.language, default_language)
+    return _segment(issue, subscriber.series, subscriber.want_events, subscriber.want_media, language)
+
+
+def reader_language(language: str, default_language: str) -> str:
+    """The edition language a reader gets: theirs when it is offered, else `default_language`."""
+    return language if language in LANGUAGES else default_language
+
+
+def _segment(issue: Issue, series_followed: tuple[str, ...], want_events: bool, want_media: bool,
+             language: str) -> Segment | None:
+    ids = sections_for(issue, tuple(series_followed), want_events, want_media)
+    return Segment(id=segment_id(ids, language), section_ids=ids, language=language) if ids else None
 
 
 def edition_sections(issue: Issue, section_ids: Iterable[str]) -> tuple[Section, ...]:
@@ -78,17 +108,3 @@ def edition_sections(issue: Issue, section_ids: Iterable[str]) -> tuple[Section,
             if entries:
                 shown.append(replace(section, entries=entries))
     return tuple(shown)
-
-
-def segments_from_store(engine: Engine, issue: Issue) -> list[Segment]:
-    """The segments the store's confirmed subscribers produce for this issue."""
-    from .store.subscribers import distinct_preferences
-
-    return segments_for(issue, distinct_preferences(engine))
-
-
-def segment_for(issue: Issue, series_followed: tuple[str, ...], want_events: bool, want_media: bool,
-                language: str) -> Segment | None:
-    """The segment one subscriber belongs to (same id as segments_for gives), or None: send nothing."""
-    ids = sections_for(issue, tuple(series_followed), want_events, want_media)
-    return Segment(id=segment_id(ids, language), section_ids=ids, language=language) if ids else None

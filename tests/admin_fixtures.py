@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from compose_fixtures import NOW, WINDOW, feeds_config
 from conftest import make_settings
+from httpx import Response
 from sqlalchemy import Engine
+from starlette.testclient import TestClient
 
 from digest import pipeline
 from digest.config import Settings
 from digest.models import Issue, Subscriber, SubscriberStatus
+from digest.passwords import hash_password
 from digest.store import open_store
 from digest.store.subscribers import add_subscriber
-from digest.web.passwords import hash_password
 
 PASSWORD = "correct horse battery"
-# log2(n) = 10 keeps the tests fast; real hashes use 15 (see digest/web/passwords.py).
+# log2(n) = 10 keeps the tests fast; real hashes use 15 (see digest/passwords.py).
 PASSWORD_HASH = hash_password(PASSWORD, log_n=10)
 READERS = [
     Subscriber(email="anna@example.org", name="Anna Müller", language="de", series=("esa-security-defence",),
@@ -61,7 +64,7 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
-def log_in(client, name: str = "Anna", password: str = PASSWORD):  # noqa: ANN001, ANN201
+def log_in(client: TestClient, name: str = "Anna", password: str = PASSWORD) -> Response:
     """Sign in through the real login form; returns the response to the POST."""
     page = client.get("/admin/login")
     return client.post("/admin/login", data={"login_token": login_token(page.text), "name": name,
@@ -69,7 +72,7 @@ def log_in(client, name: str = "Anna", password: str = PASSWORD):  # noqa: ANN00
                        follow_redirects=False)
 
 
-def set_next_run(settings: Settings, engine: Engine, job_id: str, when) -> None:  # noqa: ANN001
+def set_next_run(settings: Settings, engine: Engine, job_id: str, when: datetime) -> None:
     """Move a stored job's next run time, as if the scheduler had been down since `when`."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 

@@ -4,11 +4,13 @@ hostile feed titles and editorial text escaped on every admin and archive page."
 
 from __future__ import annotations
 
+import ast
 import html
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -16,11 +18,12 @@ from admin_fixtures import READERS, admin_store, csrf_of, log_in
 from compose_fixtures import NOW
 from starlette.testclient import TestClient
 
+import digest.web
 from digest import pipeline
 from digest.manifest import issue_subject
 from digest.models import IssueStatus, Subscriber, SubscriberStatus
 from digest.store.issues import approve_issue, get_issue, get_summary
-from digest.store.runs import IssueTiming, set_send_time
+from digest.store.runs import IssueTiming, record_run, set_send_time
 from digest.store.subscribers import add_subscriber, get_subscriber, record_bounce, set_status
 from digest.web.admin_preview import send_note
 from digest.web.app import create_app
@@ -118,11 +121,6 @@ def test_an_issue_approved_long_before_its_missed_send_time_is_said_to_wait(stor
 
 def test_the_web_layer_builds_no_sql():
     """Queries live in digest.store; the web front door only passes an Engine along (and catches IntegrityError)."""
-    import ast
-    from pathlib import Path
-
-    import digest.web
-
     for path in sorted(Path(digest.web.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
@@ -152,6 +150,16 @@ def test_the_delivery_report_counts_each_bounced_subscriber_once(tmp_path, store
         report = admin.get("/admin/issues/1/report").text
     figures = dict(re.findall(r'id="count-(\w+)">(\d+)<', report))
     assert figures["sent"] == "1" and figures["failed"] == "2" and figures["bounced"] == "2"
+
+
+def test_the_report_shows_the_issues_own_notes_however_many_others_came_since(store, admin):
+    """The notes are the issue's newest, not those among the run log's newest 200 (fetches add many)."""
+    record_run(store.engine, "send", "sent", "issue 1 (a note of its own)", issue_number=1,
+               now=datetime.now(UTC) - timedelta(days=2))
+    for n in range(250):
+        record_run(store.engine, "fetch", "ok", f"fetch {n}", now=datetime.now(UTC) - timedelta(hours=1))
+    report = admin.get("/admin/issues/1/report").text
+    assert "issue 1 (a note of its own)" in report and "fetch 1" not in report
 
 
 # --- the subscribers chart ----------------------------------------------------------------------------------
@@ -214,12 +222,12 @@ def hostile_feed(tmp_path) -> dict:
 class _Markup(HTMLParser):
     """Collects the elements and attributes a browser would build from a page."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: set[str] = set()
         self.attributes: set[str] = set()
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
         self.attributes.update(name for name, _ in attrs)
 

@@ -3,7 +3,8 @@ Secure cookies on loopback, a LAN address and behind a TLS proxy, the login limi
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 from admin_fixtures import PASSWORD, admin_store, csrf_of, log_in, login_token
@@ -13,8 +14,9 @@ from starlette.testclient import TestClient
 
 from digest.config import is_loopback_host as is_loopback
 from digest.models import IssueStatus
+from digest.pipeline.accounts import revoke_session, session_revoked
 from digest.store.issues import approve_issue, get_issue, get_summary
-from digest.store.schema import metadata
+from digest.store.schema import metadata, revoked_admin_sessions
 from digest.web.admin_auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimiter, origin_of
 from digest.web.app import create_app
 
@@ -127,8 +129,6 @@ def _chunked(*parts: bytes):
 
 
 def test_an_oversized_login_form_gets_413_and_no_session(store):
-    from urllib.parse import urlencode
-
     with client_for(store) as visitor:
         fields = {"login_token": login_token(visitor.get("/admin/login").text), "name": "Anna",
                   "password": PASSWORD, "next": "/admin/issues"}
@@ -271,11 +271,6 @@ def test_signing_out_ends_every_copy_of_the_session_and_only_that_session(any_st
 
 
 def test_revoking_a_session_twice_is_harmless_and_forgets_expired_revocations(engine):
-    from datetime import UTC
-
-    from digest.store.schema import revoked_admin_sessions
-    from digest.store.sessions import revoke_session, session_revoked
-
     now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     revoke_session(engine, "old", now + timedelta(hours=1), now)
     revoke_session(engine, "s1", now + timedelta(hours=12), now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import uvicorn
@@ -16,10 +17,13 @@ from digest.models import IssueStatus
 from digest.store.issues import get_summary
 from digest.web.app import create_app
 
+if TYPE_CHECKING:  # Playwright loads in the browser fixture only (conftest), so collection never needs it
+    from playwright.sync_api import Frame, Locator
+
 pytestmark = pytest.mark.browser
 
 
-def visible(frame, text: str):  # noqa: ANN001, ANN201
+def visible(frame: Frame, text: str) -> Locator:
     """The first visible element with this text (emails carry hidden preheader copies)."""
     return frame.locator("*:visible", has_text=text).last
 

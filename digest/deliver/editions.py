@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-
+from ..archive_urls import archive_url
 from ..config import Settings
 from ..models import Issue, Segment, Subscriber
 from ..render import reader_values, render_edition
-from ..segments import sections_for, segment_id
+from ..segments import segment_for
 from ..tokens import TokenSigner, subscriber_links
 from .message import MessageTemplate
 from .transport import OutgoingMessage
@@ -32,44 +32,40 @@ class EditionError(Exception):
     them one by one."""
 
 
-def view_url(settings: Settings, number: int) -> str:
-    """The public archive page of an issue ("view in browser")."""
-    return f"{settings.web.base_url.rstrip('/')}/archive/{number}"
-
-
 def edition_messages(settings: Settings, issue: Issue) -> Callable[[Subscriber], OutgoingMessage | None]:
     """A factory: subscriber → their personalised message, or None if their preferences select
-    nothing in this issue. Templates are cached per (sections, language) for the factory's life.
+    nothing in this issue (digest.segments.segment_for). Templates are cached per segment for the
+    factory's life.
 
     ValueError/KeyError concern one subscriber (an address no header can carry); EditionError,
     RenderError and DkimError concern everyone.
     """
     signer = TokenSigner(settings)
     templates: dict[tuple[tuple[str, ...], str], MessageTemplate] = {}
-    issue_values = {"view_url": view_url(settings, issue.number)}
+    issue_values = {"view_url": archive_url(settings, issue.number)}
 
     def message_for(subscriber: Subscriber) -> OutgoingMessage | None:
-        ids = sections_for(issue, subscriber.series, subscriber.want_events, subscriber.want_media)
-        if not ids:
+        segment = segment_for(issue, subscriber, settings.site.language)
+        if segment is None:
             return None
-        key = (ids, subscriber.language)
+        key = (segment.section_ids, segment.language)
         template = templates.get(key)
         if template is None:
-            segment = Segment(id=segment_id(ids, subscriber.language), section_ids=ids, language=subscriber.language)
             try:
                 template = segment_template(settings, issue, segment, issue_values)
                 # One message for nobody in particular: a problem it meets (e.g. a web.base_url no
                 # List-Unsubscribe header can carry) is the edition's, not each subscriber's.
-                personalised(template, replace(subscriber, email=template.envelope_from, name="", id=STAFF_ID))
+                personalised(template, replace(subscriber, email=template.envelope_from, name="", id=STAFF_ID),
+                             segment.language)
             except (ValueError, KeyError) as exc:  # subscriber-level errors are these too: tell them apart
-                raise EditionError(f"cannot build the {subscriber.language} edition of issue {issue.number} "
-                                   f"({', '.join(ids)}): {exc}") from exc
+                raise EditionError(f"cannot build the {segment.language} edition of issue {issue.number} "
+                                   f"({', '.join(segment.section_ids)}): {exc}") from exc
             templates[key] = template
-        return personalised(template, subscriber)
+        return personalised(template, subscriber, segment.language)
 
-    def personalised(template: MessageTemplate, subscriber: Subscriber) -> OutgoingMessage:
+    def personalised(template: MessageTemplate, subscriber: Subscriber, language: str) -> OutgoingMessage:
         links = subscriber_links(settings, subscriber, signer)
-        values = reader_values(subscriber.name, subscriber.email, subscriber.language,
+        values = reader_values(subscriber.name, subscriber.email, language,
                                links.unsubscribe_url, links.preferences_url)
         return template.build_for(subscriber.email, subscriber.name, values)
 

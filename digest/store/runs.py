@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Engine, Float, MetaData, Table, Unicode, inspect, select
+from sqlalchemy import Column, Engine, Float, MetaData, Row, Table, Unicode, inspect, select
 
 from ..models import IssueStatus
 from .schema import issues as issues_table
@@ -69,11 +69,14 @@ def record_run(engine: Engine, job: str, outcome: str, detail: str = "", schedul
     return note
 
 
-def recent_runs(engine: Engine, limit: int = 20, job: str | None = None) -> list[RunNote]:
-    """The newest notes first."""
+def recent_runs(engine: Engine, limit: int = 20, job: str | None = None,
+                issue_number: int | None = None) -> list[RunNote]:
+    """The newest notes first; only `job`'s, or only those about issue `issue_number`, when given."""
     query = select(run_log).order_by(run_log.c.at.desc(), run_log.c.id.desc()).limit(limit)
     if job:
         query = query.where(run_log.c.job == job)
+    if issue_number is not None:
+        query = query.where(run_log.c.issue_number == issue_number)
     with engine.connect() as conn:
         return [_note(row) for row in conn.execute(query)]
 
@@ -154,5 +157,5 @@ def job_store_next_runs(engine: Engine, table: str) -> dict[str, datetime | None
                 for row in conn.execute(select(jobs.c.id, jobs.c.next_run_time))}
 
 
-def _note(row) -> RunNote:  # noqa: ANN001
+def _note(row: Row) -> RunNote:
     return RunNote(**{k: row._mapping[k] for k in RunNote.__dataclass_fields__})

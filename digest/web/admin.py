@@ -4,8 +4,11 @@ Every page needs a signed-in session (else the login page, with status 401, and 
 every state change is a POST carrying the session's CSRF token (else 403 and nothing changes).
 Every form, the sign-in one included, is read with the 64 KiB cap of digest.web.security.read_form.
 Approval carries the version the page showed: approving a draft that changed since is refused.
-Blocking work (every store query, the session check included, rendering, SMTP, building) runs in
-the thread pool, never on the event loop.
+Each handler reads its form, calls one use case of digest.pipeline and shows the result; the rules
+(who may approve what, which state allows a send, when a send time is valid) live there. Blocking
+work (every store query, the session check included, rendering, SMTP, building) runs in the thread
+pool, never on the event loop. Handlers are named after the page they show (`*_page`) or the form
+they take (`post_*`), so none shares a name with the use case it calls.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader
@@ -25,21 +29,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .. import pipeline
+from ..archive_urls import archive_path
+from ..compose import EditorialError
 from ..config import Settings
-from ..models import IssueStatus
+from ..deliver.editions import EditionError
+from ..deliver.message import HeaderError, check_address
+from ..deliver.transport import TransportError
+from ..pipeline import issues, reports, sending
+from ..pipeline.editions import EditionCache, NoEdition
 from ..pipeline.status import collect_status
-from ..store.runs import recent_runs, set_send_time
+from ..store.issues import IssueError, StaleVersion
+from ..timing import SendWhen
 from .admin_auth import AdminAuth, AdminSession, LoginLimiter, PasswordHashError
-from .admin_preview import (
-    PREVIEW_CSP,
-    EditionCache,
-    PreviewChoice,
-    PreviewError,
-    issue_page_context,
-    preview_document,
-)
-from .admin_reports import delivery_report, subscribers_overview
+from .admin_preview import PREVIEW_CSP, PreviewChoice, issue_page_context, preview_document
+from .admin_reports import weekly_chart
 from .security import client_ip, read_form
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -59,6 +62,7 @@ DONE = {
 DROPPED_COOKIES = ("Signing in needs a Secure cookie, which browsers only keep over https: sign in over https, "
                    "or on 127.0.0.1 / localhost. (Behind a reverse proxy, see the admin docs: web.base_url "
                    "and the headers the proxy passes on.)")
+Notices = list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class Admin:
     auth: AdminAuth
     limiter: LoginLimiter
     env: Environment
-    editions: EditionCache
+    editions: EditionCache  # compiled previews, kept for the app's life (see digest.pipeline.editions)
 
 
 Handler = Callable[[Admin, Request, AdminSession], Awaitable[Response]]
@@ -84,21 +88,21 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
     return [
         Route("/admin/static/admin.css", _css),
         Route("/admin/login", functools.partial(login_page, admin), methods=["GET"]),
-        Route("/admin/login", functools.partial(login, admin), methods=["POST"]),
-        Route("/admin/logout", post(logout), methods=["POST"]),
-        Route("/admin", get(home)),
-        Route("/admin/", get(home)),
+        Route("/admin/login", functools.partial(post_login, admin), methods=["POST"]),
+        Route("/admin/logout", post(post_logout), methods=["POST"]),
+        Route("/admin", get(home_page)),
+        Route("/admin/", get(home_page)),
         Route("/admin/issues", get(issues_page)),
         Route("/admin/issues/{number:int}", get(issue_page)),
-        Route("/admin/issues/{number:int}/preview", get(preview)),
+        Route("/admin/issues/{number:int}/preview", get(preview_page)),
         Route("/admin/issues/{number:int}/report", get(report_page)),
-        Route("/admin/issues/{number:int}/approve", post(approve), methods=["POST"]),
-        Route("/admin/issues/{number:int}/editorial", post(edit_editorial), methods=["POST"]),
-        Route("/admin/issues/{number:int}/items", post(edit_items), methods=["POST"]),
-        Route("/admin/issues/{number:int}/rebuild", post(rebuild), methods=["POST"]),
-        Route("/admin/issues/{number:int}/test", post(send_test), methods=["POST"]),
-        Route("/admin/issues/{number:int}/send", post(send_now), methods=["POST"]),
-        Route("/admin/issues/{number:int}/schedule", post(schedule), methods=["POST"]),
+        Route("/admin/issues/{number:int}/approve", post(post_approve), methods=["POST"]),
+        Route("/admin/issues/{number:int}/editorial", post(post_editorial), methods=["POST"]),
+        Route("/admin/issues/{number:int}/items", post(post_items), methods=["POST"]),
+        Route("/admin/issues/{number:int}/rebuild", post(post_rebuild), methods=["POST"]),
+        Route("/admin/issues/{number:int}/test", post(post_test_send), methods=["POST"]),
+        Route("/admin/issues/{number:int}/send", post(post_send_now), methods=["POST"]),
+        Route("/admin/issues/{number:int}/schedule", post(post_schedule), methods=["POST"]),
         Route("/admin/feeds", get(feeds_page)),
         Route("/admin/runs", get(runs_page)),
         Route("/admin/subscribers", get(subscribers_page)),
@@ -116,11 +120,12 @@ def _environment(settings: Settings) -> Environment:
         return "—" if value is None else value.astimezone(tz).strftime(fmt)
 
     env.filters["local"] = local
+    env.globals["archive_path"] = archive_path
     return env
 
 
-def page(admin: Admin, request: Request, name: str, context: dict, session: AdminSession | None,
-         status_code: int = 200, notices: list[tuple[str, str]] | None = None) -> HTMLResponse:
+def page(admin: Admin, request: Request, name: str, context: dict[str, Any], session: AdminSession | None,
+         status_code: int = 200, notices: Notices | None = None) -> HTMLResponse:
     """An admin page: never cached, never framed."""
     done = DONE.get(request.query_params.get("done", ""))
     shown = [("ok", done)] if done else []
@@ -133,6 +138,7 @@ def page(admin: Admin, request: Request, name: str, context: dict, session: Admi
 
 def message(admin: Admin, request: Request, session: AdminSession | None, status_code: int, heading: str,
             text: str, back: str = "") -> HTMLResponse:
+    """A page with one message (a refusal, a missing issue) and a link back."""
     return page(admin, request, "admin/message.html", {"heading": heading, "text": text, "back": back},
                 session, status_code)
 
@@ -197,7 +203,7 @@ async def login_page(admin: Admin, request: Request) -> Response:
     return _login_response(admin, request, next_path=_safe_next(request.query_params.get("next", "")))
 
 
-async def login(admin: Admin, request: Request) -> Response:
+async def post_login(admin: Admin, request: Request) -> Response:
     """Check the password (rate-limited per client) and start a session."""
     form = await read_form(request)
     next_path = _safe_next(str(form.get("next", "")))
@@ -230,7 +236,7 @@ def _safe_next(path: str) -> str:
     return "/admin/issues"
 
 
-async def logout(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_logout(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Sign out everywhere this session's cookie went: it is revoked in the store, then deleted."""
     response = _redirect("/admin/login")
     await run_in_threadpool(admin.auth.end_session, session, response)
@@ -239,105 +245,77 @@ async def logout(admin: Admin, request: Request, session: AdminSession) -> Respo
 
 # --- issues ---------------------------------------------------------------------------------------
 
-async def home(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def home_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     return _redirect("/admin/issues")
 
 
 async def issues_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    from ..store.issues import list_issues
-
-    issues = await run_in_threadpool(list_issues, admin.engine)
-    return page(admin, request, "admin/issues.html", {"issues": issues, "active": "issues"}, session)
+    found = await run_in_threadpool(issues.list_issues, admin.engine)
+    return page(admin, request, "admin/issues.html", {"issues": found, "active": "issues"}, session)
 
 
-async def _issue_or_404(admin: Admin, request: Request, session: AdminSession, number: int):  # noqa: ANN202
-    issue, summary = await run_in_threadpool(_issue_and_summary, admin.engine, number)
-    if issue is None or summary is None:
-        return None, None, message(admin, request, session, 404, "No such issue",
-                                   f"There is no issue {number}.", back="/admin/issues")
-    return issue, summary, None
+def _no_such_issue(admin: Admin, request: Request, session: AdminSession, number: int) -> HTMLResponse:
+    return message(admin, request, session, 404, "No such issue", f"There is no issue {number}.", back="/admin/issues")
 
 
-def _issue_and_summary(engine: Engine, number: int):  # noqa: ANN202
-    from ..store.issues import get_issue, get_summary
-
-    return get_issue(engine, number), get_summary(engine, number)
-
-
-async def _get_issue(admin: Admin, number: int):  # noqa: ANN202
-    from ..store.issues import get_issue
-
-    return await run_in_threadpool(get_issue, admin.engine, number)
-
-
-async def issue_page(admin: Admin, request: Request, session: AdminSession, notices=None,  # noqa: ANN001
+async def issue_page(admin: Admin, request: Request, session: AdminSession, notices: Notices | None = None,
                      status_code: int = 200) -> Response:
+    """The issue page (also the answer to a refused form, with its error notice and status)."""
     number = request.path_params["number"]
-    issue, summary, missing = await _issue_or_404(admin, request, session, number)
-    if missing:
-        return missing
+    review = await run_in_threadpool(reports.issue_review, admin.settings, admin.engine, number, datetime.now(UTC))
+    if review is None:
+        return _no_such_issue(admin, request, session, number)
     choice = PreviewChoice.from_query(dict(request.query_params), admin.settings)
-    context = await run_in_threadpool(issue_page_context, admin.settings, admin.engine, issue, summary, choice,
+    context = await run_in_threadpool(issue_page_context, admin.settings, admin.engine, review, choice,
                                       admin.editions)
     context["test_address"] = request.query_params.get("to", "")[:320]
     return page(admin, request, "admin/issue.html", {**context, "active": "issues"}, session, status_code, notices)
 
 
-async def preview(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def preview_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     """The edition itself, for the sandboxed iframe: its own strict CSP, no scripts, framed by us only."""
-    issue = await _get_issue(admin, request.path_params["number"])
+    issue = await run_in_threadpool(issues.find_issue, admin.engine, request.path_params["number"])
     headers = {"content-security-policy": PREVIEW_CSP, "x-frame-options": "SAMEORIGIN", "cache-control": "no-store"}
     if issue is None:
         return PlainTextResponse("There is no such issue.", status_code=404, headers=headers)
     choice = PreviewChoice.from_query(dict(request.query_params), admin.settings)
     try:
-        document, _ = await run_in_threadpool(preview_document, admin.settings, admin.engine, issue, choice,
-                                              admin.editions)
-    except PreviewError as exc:
+        document = await run_in_threadpool(preview_document, admin.settings, admin.engine, issue, choice,
+                                           admin.editions)
+    except NoEdition as exc:
         return PlainTextResponse(str(exc), status_code=404, headers=headers)
     if choice.format == "text":
         return PlainTextResponse(document, headers=headers)
     return HTMLResponse(document, headers=headers)
 
 
-async def approve(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_approve(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Approve exactly the version the page showed."""
-    from ..store.issues import IssueError, StaleVersion
-    from ..timing import SendWhen
-
     number = request.path_params["number"]
     version = str(request.state.form.get("version", ""))
     try:
-        outlook = await run_in_threadpool(approve_and_look_ahead, admin.settings, admin.engine, number,
-                                          session.name, version)
+        approval = await run_in_threadpool(issues.approve_issue, admin.settings, admin.engine, number,
+                                           session.name, version, datetime.now(UTC))
     except StaleVersion:
         return await issue_page(admin, request, session, status_code=409, notices=[(
             "error", "Not approved: this draft changed since the page you approved from was shown. "
                      "Check the preview below (the current version), then approve again.")])
     except IssueError as exc:
         return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
-    return _redirect(f"/admin/issues/{number}", "approved-due" if outlook.when == SendWhen.AT_ONCE else "approved")
+    due = approval.outlook.when == SendWhen.AT_ONCE
+    return _redirect(f"/admin/issues/{number}", "approved-due" if due else "approved")
 
 
-def approve_and_look_ahead(settings: Settings, engine: Engine, number: int, by: str, version: str):  # noqa: ANN201
-    """Approve exactly `version`; returns what the send job now does with it (digest.timing.send_outlook)."""
-    from ..store.issues import approve_issue
-    from ..store.runs import issue_timing
-    from ..timing import send_outlook
-
-    approve_issue(engine, number, by=by, version=version)
-    return send_outlook(settings, issue_timing(engine, number), datetime.now(UTC))
-
-
-async def edit_editorial(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_editorial(admin: Admin, request: Request, session: AdminSession) -> Response:
     form = request.state.form
     return await _edit(admin, request, session, "saved",
                        intro=str(form.get("intro", "")), subject=str(form.get("subject", "")))
 
 
-async def edit_items(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_items(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Apply the pin/drop checkboxes as the new set of choices."""
-    issue = await _get_issue(admin, request.path_params["number"])
+    number = request.path_params["number"]
+    issue = await run_in_threadpool(issues.find_issue, admin.engine, number)
     if issue is None:
         return message(admin, request, session, 404, "No such issue", "There is no such issue.", "/admin/issues")
     form = request.state.form
@@ -348,56 +326,40 @@ async def edit_items(admin: Admin, request: Request, session: AdminSession) -> R
                        pin=sorted(pins - current_pins - drops), unpin=sorted(current_pins - (pins - drops)))
 
 
-async def _edit(admin: Admin, request: Request, session: AdminSession, done: str, **changes) -> Response:  # noqa: ANN003
-    from ..compose import EditorialError
-    from ..store.issues import IssueError
-
+async def _edit(admin: Admin, request: Request, session: AdminSession, done: str, **changes: Any) -> Response:
     number = request.path_params["number"]
     try:
-        changed = await run_in_threadpool(save_editorial, admin.settings, admin.engine, number, changes)
+        changed = await run_in_threadpool(_save_editorial, admin.settings, admin.engine, number, changes)
     except (EditorialError, IssueError, LookupError) as exc:
         return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
     return _redirect(f"/admin/issues/{number}", done if changed else "unchanged")
 
 
-def save_editorial(settings: Settings, engine: Engine, number: int, changes: dict) -> bool:
-    """Apply editorial changes through the compose stage; True if the issue changed."""
-    from ..store.issues import require_issue
-
-    before = require_issue(engine, number)
-    after = pipeline.edit_issue(settings, engine, number, datetime.now(UTC), **changes)
-    return after.version != before.version or after.editorial != before.editorial
+def _save_editorial(settings: Settings, engine: Engine, number: int, changes: dict[str, Any]) -> bool:
+    """Apply editorial changes; True if what readers get or the choices changed (issues.issue_changed)."""
+    before = issues.get_issue(engine, number)
+    after = issues.edit_issue(settings, engine, number, datetime.now(UTC), **changes)
+    return issues.issue_changed(before, after)
 
 
-async def rebuild(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_rebuild(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Compose the draft's window again from the stored items."""
-    from ..store.issues import IssueError
-
     number = request.path_params["number"]
-    issue = await _get_issue(admin, number)
-    if issue is None or issue.status not in (IssueStatus.DRAFT, IssueStatus.APPROVED):
-        return message(admin, request, session, 409, "Cannot rebuild", "Only a draft or approved issue can be "
-                       "rebuilt; a sent issue never changes.", f"/admin/issues/{number}")
     try:
-        await run_in_threadpool(pipeline.build_issue, admin.settings, admin.engine, datetime.now(UTC),
-                                since=issue.window.start, until=issue.window.end, allow_empty=True)
-    except IssueError as exc:
+        await run_in_threadpool(issues.rebuild_issue, admin.settings, admin.engine, number, datetime.now(UTC))
+    except IssueError as exc:  # not a draft or approved issue; a window conflict
         return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
     return _redirect(f"/admin/issues/{number}", "rebuilt")
 
 
-async def send_test(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_test_send(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Send this issue (the full edition or a subscriber's) to one address; subscribers get nothing."""
-    from ..deliver.editions import EditionError
-    from ..deliver.message import HeaderError, check_address
-    from ..deliver.transports import TransportError
-
     number = request.path_params["number"]
     form = request.state.form
     like = str(form.get("subscriber", "")).strip() or None
     try:
         address = check_address(str(form.get("address", "")).strip())
-        results = await run_in_threadpool(pipeline.send_test, admin.settings, admin.engine, number, [address],
+        results = await run_in_threadpool(sending.send_test, admin.settings, admin.engine, number, [address],
                                           subscriber_email=like)
     except (HeaderError, LookupError, ValueError) as exc:
         return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
@@ -411,58 +373,55 @@ async def send_test(admin: Admin, request: Request, session: AdminSession) -> Re
     return await issue_page(admin, request, session, status_code=502 if failed else 200, notices=[notice])
 
 
-async def send_now(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_send_now(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Start sending an approved issue to every subscriber, in the background; the ledger makes it once."""
     number = request.path_params["number"]
-    issue = await _get_issue(admin, number)
-    if issue is None or issue.status not in (IssueStatus.APPROVED, IssueStatus.SENDING):
-        return message(admin, request, session, 409, "Not sent", "Only an approved issue can be sent: "
-                       "approve it first.", f"/admin/issues/{number}")
+    try:
+        await run_in_threadpool(sending.check_sendable, admin.engine, number)
+    except IssueError as exc:  # not approved (or already sending), or no such issue
+        return message(admin, request, session, 409, "Not sent", str(exc), f"/admin/issues/{number}")
     response = _redirect(f"/admin/issues/{number}/report", "sending")
     response.background = BackgroundTask(_send_in_background, admin.settings, admin.engine, number, session.name)
     return response
 
 
 def _send_in_background(settings: Settings, engine: Engine, number: int, by: str) -> None:
-    from ..pipeline.sending import send_now as scheduled_send
-
     try:
-        scheduled_send(settings, engine, number, datetime.now(UTC), reason=f"send now by {by}")
-    except Exception:  # noqa: BLE001 - already in the run log, which the report page shows
+        sending.send_now(settings, engine, number, datetime.now(UTC), reason=f"send now by {by}")
+    except Exception:  # already in the run log, which the report page shows; the response is gone
         pass
 
 
-async def schedule(admin: Admin, request: Request, session: AdminSession) -> Response:
+async def post_schedule(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Give the issue its own send time (site timezone), or go back to the regular send_cron."""
     number = request.path_params["number"]
     form = request.state.form
-    if form.get("clear"):
-        await run_in_threadpool(set_send_time, admin.engine, number, None)
-        return _redirect(f"/admin/issues/{number}", "unscheduled")
+    send_at, done = None, "unscheduled"
+    if not form.get("clear"):
+        try:
+            local = datetime.strptime(str(form.get("send_at", "")), "%Y-%m-%dT%H:%M")
+        except ValueError:
+            return await issue_page(admin, request, session, status_code=400,
+                                    notices=[("error", "Give the send time as a date and time.")])
+        send_at, done = local.replace(tzinfo=admin.settings.site.tz).astimezone(UTC), "scheduled"
     try:
-        local = datetime.strptime(str(form.get("send_at", "")), "%Y-%m-%dT%H:%M")
-    except ValueError:
-        return await issue_page(admin, request, session, status_code=400,
-                                notices=[("error", "Give the send time as a date and time.")])
-    send_at = local.replace(tzinfo=admin.settings.site.tz).astimezone(UTC)
-    if send_at < datetime.now(UTC) - timedelta(minutes=1):
-        return await issue_page(admin, request, session, status_code=400,
-                                notices=[("error", "That time has passed: pick a time in the future or use Send now.")])
-    if not await run_in_threadpool(set_send_time, admin.engine, number, send_at):
-        return await issue_page(admin, request, session, status_code=409,
-                                notices=[("error", "Only a draft or approved issue can be scheduled.")])
-    return _redirect(f"/admin/issues/{number}", "scheduled")
+        await run_in_threadpool(issues.schedule_send, admin.settings, admin.engine, number, send_at,
+                                datetime.now(UTC))
+    except ValueError as exc:  # the time has passed
+        return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
+    except IssueError as exc:  # being sent or sent
+        return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
+    return _redirect(f"/admin/issues/{number}", done)
 
 
 async def report_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     number = request.path_params["number"]
-    issue, summary, missing = await _issue_or_404(admin, request, session, number)
-    if missing:
-        return missing
-    report = await run_in_threadpool(delivery_report, admin.engine, number)
-    runs = [r for r in await run_in_threadpool(recent_runs, admin.engine, limit=200) if r.issue_number == number][:20]
+    report = await run_in_threadpool(reports.issue_report, admin.engine, number)
+    if report is None:
+        return _no_such_issue(admin, request, session, number)
     return page(admin, request, "admin/report.html",
-                {"issue": issue, "summary": summary, "report": report, "runs": runs, "active": "issues"}, session)
+                {"issue": report.issue, "summary": report.summary, "report": report.delivery, "runs": report.runs,
+                 "active": "issues"}, session)
 
 
 # --- health and people ----------------------------------------------------------------------------
@@ -479,12 +438,11 @@ async def runs_page(admin: Admin, request: Request, session: AdminSession) -> Re
 
 
 async def subscribers_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    overview = await run_in_threadpool(subscribers_overview, admin.settings, admin.engine, datetime.now(UTC))
-    return page(admin, request, "admin/subscribers.html", {"overview": overview, "active": "subscribers"}, session)
+    overview = await run_in_threadpool(reports.subscribers_overview, admin.settings, admin.engine, datetime.now(UTC))
+    return page(admin, request, "admin/subscribers.html",
+                {"overview": overview, "chart": weekly_chart(overview.weeks), "active": "subscribers"}, session)
 
 
 async def archive_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    from ..store.issues import list_issues
-
-    sent = await run_in_threadpool(list_issues, admin.engine, (IssueStatus.SENT,))
+    sent = await run_in_threadpool(reports.archive_index, admin.engine)
     return page(admin, request, "admin/archive.html", {"issues": sent, "active": "archive"}, session)

@@ -27,9 +27,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import Settings, is_loopback_host
-from ..store.sessions import revoke_session, session_revoked
+from ..pipeline.accounts import (
+    PasswordHashError,
+    admin_password_hash,
+    check_admin_password,
+    revoke_session,
+    session_revoked,
+)
 from ..tokens import signing_secrets
-from .passwords import PasswordHashError, configured_hash, verify_password
 
 SESSION_COOKIE = "digest_admin"
 LOGIN_COOKIE = "digest_admin_login"
@@ -47,7 +52,7 @@ class AdminSession:
 class AdminAuth:
     """Signs, reads and revokes admin sessions for one app."""
 
-    def __init__(self, settings: Settings, engine: Engine):
+    def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings, self.engine = settings, engine
         self.base_url = settings.web.base_url
         secrets_ = list(signing_secrets(settings))
@@ -56,12 +61,12 @@ class AdminAuth:
 
     # --- the password --------------------------------------------------------------------------
     def password_hash(self) -> str:
-        return configured_hash(self.settings.web.admin_password_hash)
+        """The admin password's hash in force ('' when none is set: nobody signs in)."""
+        return admin_password_hash(self.settings)
 
     def check_password(self, password: str) -> bool:
         """True if the password matches; False when none is configured; PasswordHashError if malformed."""
-        encoded = self.password_hash()
-        return bool(encoded) and verify_password(password, encoded)
+        return check_admin_password(self.settings, password)
 
     def _fingerprint(self) -> str:
         return hashlib.sha256(self.password_hash().encode()).hexdigest()[:16]
@@ -187,7 +192,7 @@ class LoginLimiter:
     Each attempt costs an scrypt hash, which bounds how fast anyone can guess anyway.
     """
 
-    def __init__(self, attempts: int = 5, window: float = 300.0):
+    def __init__(self, attempts: int = 5, window: float = 300.0) -> None:
         self.attempts, self.window = attempts, window
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()

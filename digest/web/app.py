@@ -1,7 +1,8 @@
 """The one ASGI app: public pages, /admin and the archive, behind shared security middleware.
 
 `create_app(settings)` is what `digest serve` runs with uvicorn; tests call it in-process with their
-own engine (and, if they like, a transport factory for the confirmation emails).
+own engine (and, if they like, a transport factory for the confirmation emails). `digest serve`
+also adds `RedactTokensFilter` to uvicorn's access log, so signed links never reach the logs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from ..tokens import derived_keys
 from . import admin, archive, public
 from .pages import STATIC
 from .public import TransportFactory
-from .security import CsrfMiddleware, SecurityHeadersMiddleware
+from .security import CsrfMiddleware, RedactTokensFilter, SecurityHeadersMiddleware
+
+# What `digest serve` (the launch) takes from the web app besides the app itself.
+__all__ = ["RedactTokensFilter", "create_app"]
 
 
 def create_app(settings: Settings, engine: Engine | None = None,

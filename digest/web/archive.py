@@ -1,13 +1,17 @@
 """The public archive: every SENT issue as a web page ("view in browser"), indexes, and an Atom feed.
 
-Drafts, approved and sending issues are never public: every route reads only sent issues and
-answers 404 for anything else. The edition page is the full edition (every section) as sent,
-rendered from the stored manifest, with its own CSP (no scripts; the edition's inline styles).
+Drafts, approved and sending issues are never public: every route reads through
+digest.pipeline.reports (sent issues only) or edition_for's archive visitor, and answers 404 for
+anything else. The edition page is the full edition (every section) as sent, rendered from the
+stored manifest, with its own CSP (no scripts; the edition's inline styles). Addresses come from
+digest.archive_urls, as the emails' "view in browser" links do. Store reads and rendering run in
+the thread pool.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
@@ -16,11 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
 
-from ..config import LANGUAGES, Settings
-from ..models import Issue, IssueStatus, SectionType
-from ..render import full_segment, personalise, reader_values, safe_url
-from .admin_preview import EditionCache
+from ..archive_urls import archive_path, archive_url
+from ..config import Settings
+from ..manifest import issue_subject
+from ..pipeline import reports
+from ..pipeline.editions import EditionCache, Visitor, edition_for
+from ..render import safe_url
 from .pages import make_templates, render_page
 
 EDITION_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:; "
@@ -29,108 +36,86 @@ ATOM = "http://www.w3.org/2005/Atom"
 FEED_ENTRIES = 50
 
 
+@dataclass(frozen=True)
+class Archive:
+    """What every archive route needs; built once per app."""
+
+    settings: Settings
+    engine: Engine
+    templates: Jinja2Templates
+    editions: EditionCache  # compiled pages, kept for the app's life (see digest.pipeline.editions)
+
+
 def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
     """The /archive routes of the web app."""
-    context = (settings, engine, make_templates(), EditionCache(size=16))
-    return [
-        Route("/archive", lambda request: RedirectResponse("/archive/", status_code=308)),
-        Route("/archive/", functools.partial(archive_index, *context)),
-        Route("/archive/feed.atom", functools.partial(archive_feed, *context)),
-        Route("/archive/series/{series_id}", functools.partial(series_index, *context)),
-        Route("/archive/{number:int}", functools.partial(edition_page, *context)),
+    archive = Archive(settings, engine, make_templates(), EditionCache(size=16))
+    return [  # the paths digest.archive_urls gives out, so every link finds its page
+        Route(archive_path().rstrip("/"), lambda request: RedirectResponse(archive_path(), status_code=308)),
+        Route(archive_path(), functools.partial(index_page, archive)),
+        Route(archive_path("feed.atom"), functools.partial(feed_page, archive)),
+        Route(archive_path("series/{series_id}"), functools.partial(series_page, archive)),
+        Route(archive_path("{number:int}"), functools.partial(edition_page, archive)),
     ]
 
 
-def sent_issues(engine: Engine) -> list[Issue]:
-    """Every sent issue, newest first (the only issues the public ever sees)."""
-    from ..store.issues import get_issue, list_issues
-
-    issues = [get_issue(engine, s.number) for s in list_issues(engine, (IssueStatus.SENT,))]
-    return [i for i in issues if i is not None and i.status == IssueStatus.SENT]
-
-
-def _sent_at(engine: Engine) -> dict[int, datetime | None]:
-    from ..store.issues import list_issues
-
-    return {s.number: s.sent_at for s in list_issues(engine, (IssueStatus.SENT,))}
-
-
-async def archive_index(settings: Settings, engine: Engine, templates, cache, request: Request) -> Response:  # noqa: ANN001
-    from ..store.issues import list_issues
-
+async def index_page(archive: Archive, request: Request) -> Response:
+    settings = archive.settings
+    sent = await run_in_threadpool(reports.archive_index, archive.engine)
     rows = [{"number": s.number, "subject": s.subject, "sent_at": _day(settings, s.sent_at), "count": s.items}
-            for s in list_issues(engine, (IssueStatus.SENT,))]
-    return render_page(templates, request, settings, "archive/index.html", {
+            for s in sent]
+    return render_page(archive.templates, request, settings, "archive/index.html", {
         "lang": settings.site.language, "title": "Archive", "issues": rows, "series": settings.series,
     })
 
 
-async def series_index(settings: Settings, engine: Engine, templates, cache, request: Request) -> Response:  # noqa: ANN001
-    from ..manifest import issue_subject
-
+async def series_page(archive: Archive, request: Request) -> Response:
+    settings = archive.settings
     series = settings.series_by_id().get(request.path_params["series_id"])
     if series is None:
-        return _not_found(settings, templates, request)
-    sent_at = _sent_at(engine)
-    rows = []
-    for issue in sent_issues(engine):
-        entries = [e for s in issue.sections if s.type == SectionType.SERIES for e in s.entries
-                   if s.series == series.id or series.id in e.also_in]
-        if entries:
-            rows.append({"number": issue.number, "subject": issue_subject(issue, settings),
-                         "sent_at": _day(settings, sent_at.get(issue.number)),
-                         "items": [{"title": e.item.title, "url": safe_url(e.item.url)} for e in entries]})
-    return render_page(templates, request, settings, "archive/series.html", {
+        return _not_found(archive, request)
+    found = await run_in_threadpool(reports.series_archive, archive.engine, series.id)
+    rows = [{"number": s.sent.issue.number, "subject": issue_subject(s.sent.issue, settings),
+             "sent_at": _day(settings, s.sent.sent_at),
+             "items": [{"title": e.item.title, "url": safe_url(e.item.url)} for e in s.entries]} for s in found]
+    return render_page(archive.templates, request, settings, "archive/series.html", {
         "lang": settings.site.language, "title": series.name, "series": series, "issues": rows,
     })
 
 
-async def edition_page(settings: Settings, engine: Engine, templates, cache, request: Request) -> Response:  # noqa: ANN001
+async def edition_page(archive: Archive, request: Request) -> Response:
     """A sent issue's full edition, as the web version of the email; 404 for anything not sent."""
-    from ..store.issues import get_issue
-
-    issue = get_issue(engine, request.path_params["number"])
-    if issue is None or issue.status != IssueStatus.SENT:
-        return _not_found(settings, templates, request)
-    language = request.query_params.get("lang", settings.site.language)
-    language = language if language in LANGUAGES else settings.site.language
-    html = await run_in_threadpool(archive_document, settings, issue, language, cache)
-    return HTMLResponse(html, headers={"content-security-policy": EDITION_CSP})
+    visitor = Visitor(language=request.query_params.get("lang", "")[:8])  # an unknown one reads the site's
+    try:
+        reading = await run_in_threadpool(edition_for, archive.settings, archive.engine,
+                                          request.path_params["number"], visitor, archive.editions)
+    except LookupError:  # no such issue, or not sent
+        return _not_found(archive, request)
+    return HTMLResponse(reading.html, headers={"content-security-policy": EDITION_CSP})
 
 
-def archive_document(settings: Settings, issue: Issue, language: str, cache: EditionCache) -> str:
-    """The full edition's HTML with links for a visitor (subscribe instead of a personal unsubscribe)."""
-    edition = cache.get(issue, full_segment(issue, language), settings)
-    base = settings.web.base_url.rstrip("/")
-    values = reader_values("", "", language, f"{base}/subscribe", f"{base}/subscribe", f"{base}/archive/{issue.number}")
-    return personalise(edition, values)[0]
+async def feed_page(archive: Archive, request: Request) -> Response:
+    sent = await run_in_threadpool(reports.sent_issues, archive.engine, FEED_ENTRIES)
+    return Response(atom_feed(archive.settings, sent), media_type="application/atom+xml; charset=utf-8")
 
 
-async def archive_feed(settings: Settings, engine: Engine, templates, cache, request: Request) -> Response:  # noqa: ANN001
-    return Response(atom_feed(settings, sent_issues(engine)[:FEED_ENTRIES], _sent_at(engine)),
-                    media_type="application/atom+xml; charset=utf-8")
-
-
-def atom_feed(settings: Settings, issues: list[Issue], sent_at: dict[int, datetime | None]) -> bytes:
+def atom_feed(settings: Settings, sent: list[reports.ArchivedIssue]) -> bytes:
     """An Atom 1.0 feed of sent issues (newest first): title, link to the archive page, item titles."""
-    from ..manifest import issue_subject
-
-    base = settings.web.base_url.rstrip("/")
     ET.register_namespace("", ATOM)
     feed = ET.Element(f"{{{ATOM}}}feed")
     _text(feed, "title", f"{settings.site.name} digest")
-    _text(feed, "id", f"{base}/archive/")
-    ET.SubElement(feed, f"{{{ATOM}}}link", rel="self", href=f"{base}/archive/feed.atom")
-    ET.SubElement(feed, f"{{{ATOM}}}link", rel="alternate", type="text/html", href=f"{base}/archive/")
-    newest = max((t for t in sent_at.values() if t), default=datetime(2000, 1, 1, tzinfo=UTC))
+    _text(feed, "id", archive_url(settings))
+    ET.SubElement(feed, f"{{{ATOM}}}link", rel="self", href=archive_url(settings, "feed.atom"))
+    ET.SubElement(feed, f"{{{ATOM}}}link", rel="alternate", type="text/html", href=archive_url(settings))
+    newest = max((s.sent_at for s in sent if s.sent_at), default=datetime(2000, 1, 1, tzinfo=UTC))
     _text(feed, "updated", newest.isoformat())
     _text(ET.SubElement(feed, f"{{{ATOM}}}author"), "name", settings.site.name)
-    for issue in issues:
+    for issue, sent_at in ((s.issue, s.sent_at) for s in sent):
         entry = ET.SubElement(feed, f"{{{ATOM}}}entry")
         _text(entry, "title", issue_subject(issue, settings))
-        _text(entry, "id", f"{base}/archive/{issue.number}")
-        ET.SubElement(entry, f"{{{ATOM}}}link", rel="alternate", type="text/html", href=f"{base}/archive/{issue.number}")
-        _text(entry, "updated", (sent_at.get(issue.number) or issue.window.end).isoformat())
+        _text(entry, "id", archive_url(settings, issue.number))
+        ET.SubElement(entry, f"{{{ATOM}}}link", rel="alternate", type="text/html",
+                      href=archive_url(settings, issue.number))
+        _text(entry, "updated", (sent_at or issue.window.end).isoformat())
         titles = [e.item.title for s in issue.sections for e in s.entries]
         _text(entry, "summary", (issue.editorial.intro + "\n\n" if issue.editorial.intro else "") +
               "\n".join(f"• {t}" for t in titles))
@@ -148,6 +133,6 @@ def _day(settings: Settings, value: datetime | None) -> str:
     return value.astimezone(settings.site.tz).strftime("%d %B %Y") if value else ""
 
 
-def _not_found(settings: Settings, templates, request: Request) -> Response:  # noqa: ANN001
-    return render_page(templates, request, settings, "archive/missing.html",
-                       {"lang": settings.site.language, "title": "Not found"}, status_code=404)
+def _not_found(archive: Archive, request: Request) -> Response:
+    return render_page(archive.templates, request, archive.settings, "archive/missing.html",
+                       {"lang": archive.settings.site.language, "title": "Not found"}, status_code=404)

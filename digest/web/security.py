@@ -48,7 +48,7 @@ DEFAULT_HEADERS = {
 class SecurityHeadersMiddleware:
     """Adds DEFAULT_HEADERS (or `headers`) to every HTTP response that does not set them itself."""
 
-    def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None):
+    def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None) -> None:
         self.app = app
         self.headers = [(k.encode(), v.encode()) for k, v in (headers or DEFAULT_HEADERS).items()]
 
@@ -70,7 +70,7 @@ class SecurityHeadersMiddleware:
 class CsrfMiddleware:
     """Gives every visitor a random CSRF cookie and puts the expected form tokens in request.state."""
 
-    def __init__(self, app: ASGIApp, keys: Sequence[bytes], secure: bool):
+    def __init__(self, app: ASGIApp, keys: Sequence[bytes], secure: bool) -> None:
         self.app = app
         self.keys = list(keys)
         self.secure = secure
@@ -145,7 +145,7 @@ class RateLimiter:
 
     MAX_KEYS = 50_000  # beyond this, full buckets are forgotten so memory stays bounded
 
-    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = per_minute / 60.0
         self.burst = max(1, burst)
         self.clock = clock
