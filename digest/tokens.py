@@ -10,7 +10,7 @@ fine for one machine, but set the variable when several machines share a Postgre
 Erased addresses are kept as HMACs under a suppression key of their own, which never changes
 with the signing secrets: from `web.suppression_key_env`, and/or `digest-suppression.key` next to
 the config file (generated once). Each hash is stored with its key's fingerprint, so a missing
-key is noticed (digest.store.subscribers.usable_suppression_keys) instead of an erasure being
+key is noticed (digest.store.suppressions.usable_suppression_keys) instead of an erasure being
 silently forgotten. Entry points load them with `checked_suppression_keys`, which also adopts
 erasures from before migration 0002 (the one write to an existing key file).
 """

@@ -14,22 +14,21 @@ from click.testing import CliRunner
 from compose_fixtures import NOW, feeds_config
 from conftest import make_settings
 
-from digest import schedule
 from digest.cli import main
 from digest.config import ConfigError
 from digest.models import IssueStatus
+from digest.passwords import verify_password
 from digest.pipeline import issues as pipeline_issues
 from digest.pipeline import sending as pipeline_sending
 from digest.pipeline.issues import build_for_week as build_for
 from digest.pipeline.sending import send_due_issues
 from digest.pipeline.status import collect_status, status_as_dict
 from digest.schedule import ensure_jobs, make_scheduler, reconcile
-from digest.store.locks import SchedulerLock
 from digest.store import open_store
 from digest.store.issues import approve_issue, get_issue, get_summary, set_status
+from digest.store.locks import SchedulerLock
 from digest.store.runs import recent_runs, record_run, set_send_time
 from digest.timing import crontab_trigger, last_fire_time
-from digest.web.passwords import verify_password
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=BRUSSELS)  # NOW is the window end, 23 Nov 00:00
@@ -504,7 +503,7 @@ def test_status_reports_an_unusable_cron_instead_of_failing(tmp_path, sqlite_url
 @pytest.mark.parametrize("encoded", ["", "plain", "scrypt$15$8$1$!!$AAAA", "scrypt$40$8$1$AAAA$AAAA",
                                      "bcrypt$15$8$1$AAAA$AAAA", "scrypt$15$8$1$AAAA$"])
 def test_a_malformed_password_hash_is_an_error_not_a_match(encoded):
-    from digest.web.passwords import PasswordHashError
+    from digest.passwords import PasswordHashError
 
     with pytest.raises(PasswordHashError):
         verify_password("anything", encoded)

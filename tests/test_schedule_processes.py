@@ -17,8 +17,8 @@ from compose_fixtures import NOW, WINDOW
 
 from digest.models import IssueStatus
 from digest.schedule import ensure_jobs, make_scheduler
-from digest.store.locks import JOBS_TABLE
 from digest.store.issues import approve_issue, get_issue, get_summary, list_issues
+from digest.store.locks import JOBS_TABLE
 from digest.store.runs import job_store_next_runs, recent_runs, set_send_time
 
 pytestmark = pytest.mark.slow

@@ -17,6 +17,7 @@ import click
 from rich.text import Text
 from sqlalchemy import Engine
 
+from ..archive_urls import archive_url
 from ..config import Settings
 from ..passwords import hash_password
 from ..pipeline.editions import render_issue
@@ -133,7 +134,7 @@ def _print_where(settings: Settings, config_path: Path, paths: list[Path], numbe
     click.echo("Open the demo issue in the admin (already sent: its preview and delivery report):")
     click.echo(f"  {_digest_command()} --config {config_path} serve")
     click.echo(f"  then open {base}/admin/issues/{number} (password: {DEMO_ADMIN_PASSWORD})")
-    click.echo(f"  delivery report: {base}/admin/issues/{number}/report · public page: {base}/archive/{number}")
+    click.echo(f"  delivery report: {base}/admin/issues/{number}/report · public page: {archive_url(settings, number)}")
 
 
 def _digest_command() -> str:

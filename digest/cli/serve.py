@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 import click
 import uvicorn
 
-from ..web.app import create_app
-from ..web.security import RedactTokensFilter  # TRANSITIONAL: to come from digest.web.app (the launch)
+from ..web.app import RedactTokensFilter, create_app
 from .base import EXIT_FAILED, EXIT_OK, fail, handle_errors, main, state
 
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's sys.exit code when it cannot start (e.g. cannot bind)

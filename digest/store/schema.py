@@ -146,7 +146,7 @@ suppressions = Table(
     Column("email_hash", String(128), primary_key=True),
     Column("reason", String(40), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    # Fingerprint of the suppression key the hash was made with (digest.subscribers.suppression_key_id);
+    # Fingerprint of the suppression key the hash was made with (digest.suppression_keys.suppression_key_id);
     # "" for hashes made before migration 0002, when the key was derived from the signing secret.
     Column("key_id", String(32), nullable=False, server_default=""),
 )

@@ -5,7 +5,7 @@ Revises: 0001
 
 - suppressions.key_id: the fingerprint of the key each erasure hash was made with. Rows already
   there get "" (hashed with the key then derived from the signing secret); digest adopts them on
-  first use (digest.store.subscribers.usable_suppression_keys), so no erasure is lost.
+  first use (digest.store.suppressions.usable_suppression_keys), so no erasure is lost.
 - signup_requests: the choices and IP of a web sign-up, which confirmation links used to carry.
   Links sent before this migration carry no nonce and stop working: the person signs up again.
 """
