@@ -1,7 +1,7 @@
 """What an edition shows: an Issue and a Segment turned into plain data for the templates.
 
 Pure functions. Every string from a feed or the staff is plain text here (control characters,
-non-characters and line breaks collapsed, tokens and Jinja openers neutralised), summaries are text
+non-characters and line breaks collapsed, placeholders and Jinja openers neutralised), summaries are text
 excerpts, and only absolute http(s) URLs survive; the templates escape everything. Labels and dates
 are localised in the segment's language.
 """
@@ -23,15 +23,15 @@ from .config import Settings
 from .models import Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
 from .segments import edition_sections
 
-# Per-subscriber tokens start with this (see render.TOKENS); content must never contain one.
-TOKEN_PREFIX = "[[DIGEST:"
+# Per-subscriber placeholders start with this (see render.PLACEHOLDERS); content must never contain one.
+PLACEHOLDER_PREFIX = "[[DIGEST:"
 # What never belongs in an edition's text or URLs: C0 and C1 controls, DEL, the Unicode line and
 # paragraph separators, lone surrogates and the non-characters (U+FDD0–U+FDEF and U+FFFE/U+FFFF in
 # every plane). MRML refuses the XML-invalid ones (most C0 controls, U+FFFE, U+FFFF) outright, so
 # one such character in one feed title would fail every edition.
 CONTROL = re.compile(f"[{CONTROLS}{SURROGATES}{NONCHARACTERS}]+")
 # The ASCII part of CONTROL: per-subscriber values (addresses, signed links) are nearly always ASCII,
-# and str.isascii() is free, so they skip the long character class (a third of a token fill's cost).
+# and str.isascii() is free, so they skip the long character class (a third of a placeholder fill's cost).
 _CONTROL_ASCII = re.compile(f"[{CONTROLS_ASCII}]+")
 # "{{" and "{%" in content would read as unrendered Jinja in the output (render.py refuses that).
 _JINJA_OPENERS = re.compile(r"\{(?=[{%])")
@@ -47,13 +47,13 @@ def replace_controls(text: str) -> str:
 
 
 def neutralise_markers(text: str) -> str:
-    """Break token markers and Jinja openers in content with an invisible word joiner.
+    """Break placeholder markers and Jinja openers in content with an invisible word joiner.
 
     A title saying "[[DIGEST:email]]" must not leak the address, and a title saying "{{ x }}" must
     not look like a template mistake.
     """
-    if TOKEN_PREFIX in text:
-        text = text.replace(TOKEN_PREFIX, "[[DIGEST\u2060:")
+    if PLACEHOLDER_PREFIX in text:
+        text = text.replace(PLACEHOLDER_PREFIX, "[[DIGEST\u2060:")
     return _JINJA_OPENERS.sub("{\u2060", text) if "{" in text else text
 
 
@@ -90,8 +90,8 @@ def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_cha
 
 def _site_view(settings: Settings) -> dict[str, str]:
     site = settings.site
-    return {"name": plain_text(site.name), "url": safe_url(site.url) or "", "logo_url": safe_url(site.logo_url) or "",
-            "postal_address": plain_text(site.postal_address)}
+    return {"name": display_line(site.name), "url": safe_url(site.url) or "", "logo_url": safe_url(site.logo_url) or "",
+            "postal_address": display_line(site.postal_address)}
 
 
 def _edition_label(issue: Issue, ctx: _ViewContext) -> str:
@@ -103,10 +103,10 @@ def _edition_label(issue: Issue, ctx: _ViewContext) -> str:
 
 def _subject(issue: Issue, ctx: _ViewContext) -> str:
     if issue.editorial.subject.strip():
-        return plain_text(issue.editorial.subject)
+        return display_line(issue.editorial.subject)
     # Dated the day the window ends (the day it goes out), as manifest.default_subject does in English.
     day = i18n.long_date(issue.window.end, ctx.language, ctx.settings.site.tz)
-    return ctx.gettext("%(site)s digest — %(date)s") % {"site": plain_text(ctx.settings.site.name), "date": day}
+    return ctx.gettext("%(site)s digest — %(date)s") % {"site": display_line(ctx.settings.site.name), "date": day}
 
 
 def _preheader(issue: Issue, sections: list[dict], subject: str, ctx: _ViewContext) -> str:
@@ -114,7 +114,7 @@ def _preheader(issue: Issue, sections: list[dict], subject: str, ctx: _ViewConte
     intro = _paragraphs(issue.editorial.intro)
     lead = intro[0] if intro else " · ".join(s["entries"][0]["title"] for s in sections if s["entries"])
     generic = ctx.gettext("Publications, events and media mentions from %(site)s") % {
-        "site": plain_text(ctx.settings.site.name)}
+        "site": display_line(ctx.settings.site.name)}
     text = truncate(lead, 140)
     if len(text) < 40 or text == subject:
         text = truncate(f"{text} – {generic}" if text else generic, 140)
@@ -138,7 +138,7 @@ def _section_view(section: Section, ctx: _ViewContext) -> dict[str, Any]:
 def _section_title(section: Section, ctx: _ViewContext) -> str:
     if section.type in _SECTION_TITLES:
         return ctx.gettext(_SECTION_TITLES[section.type])
-    return plain_text(section.title)
+    return display_line(section.title)
 
 
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention: marks a string for extraction only
@@ -157,10 +157,10 @@ def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext) -> dict[st
     marker = None
     if language.isalpha() and len(language) == 2 and language != ctx.language:
         marker = {"code": language.upper(), "name": i18n.language_name(language, language)}
-    related = [{"title": plain_text(r.title) or r.url, "url": _link(r.url, section_id, ctx)}
+    related = [{"title": display_line(r.title) or r.url, "url": _link(r.url, section_id, ctx)}
                for r in entry.related[:ctx.settings.digest.related_links]]
     return {
-        "kind": str(item.kind), "title": plain_text(item.title) or ctx.gettext("(untitled)"),
+        "kind": str(item.kind), "title": display_line(item.title) or ctx.gettext("(untitled)"),
         "url": _link(item.url, section_id, ctx), "language": language if marker else ctx.language,
         "marker": marker, "meta": _item_meta(item, ctx),
         "summary": truncate(summary_text(item.summary_html or item.content_html), ctx.summary_chars),
@@ -172,14 +172,14 @@ def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext) -> dict[st
 def _item_meta(item: Item, ctx: _ViewContext) -> str:
     parts = []
     if item.kind == ItemKind.MEDIA:
-        outlet = plain_text(item.media.outlet if item.media else "")
+        outlet = display_line(item.media.outlet if item.media else "")
         parts.append(outlet or ctx.gettext(_KIND_LABELS[item.kind]))
     elif item.kind != ItemKind.EVENT:
         parts.append(ctx.gettext(_KIND_LABELS.get(item.kind, "Brief")))
     when = item.effective_published
     if when is not None and item.kind != ItemKind.EVENT:
         parts.append(i18n.long_date(when, ctx.language, ctx.settings.site.tz))
-    authors = ", ".join(plain_text(a) for a in item.authors if plain_text(a))
+    authors = ", ".join(display_line(a) for a in item.authors if display_line(a))
     if authors:
         parts.append(authors)
     return " · ".join(parts)
@@ -196,7 +196,7 @@ def _event_view(item: Item, ctx: _ViewContext) -> dict[str, Any]:
     return {
         "date": i18n.full_date(event.start, ctx.language, tz) if event.start else ctx.gettext("Date to be announced"),
         "time": i18n.time_range(event.start, event.end, ctx.language, tz) if event.start else "",
-        "place": plain_text(event.location), "mode": mode,
+        "place": display_line(event.location), "mode": mode,
         "calendar_url": calendar_url(item) or "",
     }
 
@@ -208,9 +208,9 @@ def calendar_url(item: Item) -> str | None:
         return None
     end = event.end if event.end and event.end > event.start else event.start + timedelta(hours=1)
     stamp = "%Y%m%dT%H%M%SZ"
-    params = {"action": "TEMPLATE", "text": plain_text(item.title),
+    params = {"action": "TEMPLATE", "text": display_line(item.title),
               "dates": f"{_utc(event.start).strftime(stamp)}/{_utc(end).strftime(stamp)}",
-              "details": safe_url(item.url) or "", "location": plain_text(event.location)}
+              "details": safe_url(item.url) or "", "location": display_line(event.location)}
     return "https://calendar.google.com/calendar/render?" + urlencode({k: v for k, v in params.items() if v})
 
 
@@ -223,7 +223,7 @@ def _utc(moment: datetime) -> datetime:
 _SPACES = re.compile(r"\s+")
 
 
-def plain_text(text: str | None) -> str:
+def display_line(text: str | None) -> str:
     """One line of plain text: control characters, non-characters and line breaks collapsed, markers neutralised."""
     if not text:
         return ""
@@ -235,7 +235,7 @@ def summary_text(summary_html: str | None) -> str:
     if not summary_html:
         return ""
     stripped = nh3.clean(summary_html, tags=set(), attributes={})
-    return plain_text(html_lib.unescape(stripped))
+    return display_line(html_lib.unescape(stripped))
 
 
 def truncate(text: str, limit: int) -> str:
@@ -251,7 +251,7 @@ def truncate(text: str, limit: int) -> str:
 
 
 def _paragraphs(text: str) -> list[str]:
-    return [plain_text(p) for p in re.split(r"\n\s*\n", text or "") if plain_text(p)]
+    return [display_line(p) for p in re.split(r"\n\s*\n", text or "") if display_line(p)]
 
 
 _URL_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ' "<>\'`[]{}|\\^'})
@@ -270,7 +270,7 @@ def safe_url(url: str | None) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not host or parts.netloc.translate(_URL_ESCAPES) != parts.netloc:
         return None
     # Characters that have no business in a URL are percent-encoded: quotes and angle brackets cannot
-    # leave an attribute, and brackets cannot form a live token.
+    # leave an attribute, and brackets cannot form a live placeholder.
     path, query, fragment = (p.translate(_URL_ESCAPES) for p in (parts.path, parts.query, parts.fragment))
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, query, fragment))
 

@@ -3,7 +3,7 @@
 Jinja2 renders `templates/edition.mjml.j2` to MJML, mjml-python (MRML) compiles it to HTML, and
 css-inline inlines `styles/inline.css` (MRML does not inline `mj-style inline`). The plain text comes
 from the same view data through `edition.txt.j2`. Per-subscriber values stay in the compiled edition
-as TOKENS; `personalise` fills them by joining precomputed parts, so delivery never runs Jinja or MJML.
+as PLACEHOLDERS; `personalise` fills them by joining precomputed parts, so delivery never runs Jinja or MJML.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from mjml import mjml2html
 from . import i18n
 from .config import ConfigError, Settings
 from .edition_view import (
-    TOKEN_PREFIX,
+    PLACEHOLDER_PREFIX,
+    display_line,
     edition_view,
     neutralise_markers,
-    plain_text,
     replace_controls,
     safe_url,
 )
@@ -41,21 +41,21 @@ from .template_errors import (
     unbalanced,
 )
 
-# --- tokens -------------------------------------------------------------------------------------
+# --- placeholders -------------------------------------------------------------------------------------
 
-TOKENS = ("name", "email", "unsubscribe_url", "preferences_url", "view_url")
+PLACEHOLDERS = ("name", "email", "unsubscribe_url", "preferences_url", "view_url")
 # Only the known names: anything else in the text is content, never a slot.
-_TOKEN_RE = re.compile(r"\[\[DIGEST:(" + "|".join(TOKENS) + r")\]\]")
-_URL_TOKENS = frozenset(name for name in TOKENS if name.endswith("_url"))
+_PLACEHOLDER_RE = re.compile(r"\[\[DIGEST:(" + "|".join(PLACEHOLDERS) + r")\]\]")
+_URL_PLACEHOLDERS = frozenset(name for name in PLACEHOLDERS if name.endswith("_url"))
 # The address shown in editions rendered for no one in particular (RFC 2606 reserved domain).
 PREVIEW_EMAIL = "reader@example.org"
 
 
-def token(name: str) -> str:
+def placeholder(name: str) -> str:
     """The marker left in a compiled edition for a per-subscriber value (ASCII, not Jinja, survives MJML)."""
-    if name not in TOKENS:
-        raise KeyError(f"unknown token {name!r}; tokens are {', '.join(TOKENS)}")
-    return f"{TOKEN_PREFIX}{name}]]"
+    if name not in PLACEHOLDERS:
+        raise KeyError(f"unknown placeholder {name!r}; placeholders are {', '.join(PLACEHOLDERS)}")
+    return f"{PLACEHOLDER_PREFIX}{name}]]"
 
 
 # --- palettes (the contrast test reads these) -----------------------------------------------------
@@ -92,13 +92,13 @@ THEME = Theme(
 # (share of settings.digest.summary_chars kept, items per section) tried in order until the HTML fits.
 FIT_STEPS: tuple[tuple[float, int | None], ...] = (
     (1.0, None), (0.5, None), (0.25, None), (0.0, None), (0.0, 12), (0.0, 8), (0.0, 5), (0.0, 3), (0.0, 1))
-# Room kept for token values (signed URLs, long names) on top of the tokenised size.
+# Room kept for placeholder values (signed URLs, long names) on top of the placeholder-filled size.
 TOKEN_RESERVE_BYTES = 2048
 
 
 @dataclass(frozen=True)
 class Edition:
-    """One compiled edition for a (segment, language), with tokens where subscriber values go."""
+    """One compiled edition for a (segment, language), with placeholders where subscriber values go."""
 
     html: str
     text: str
@@ -108,7 +108,7 @@ class Edition:
     segment_id: str
     notes: tuple[str, ...] = ()
     fit: int = 0
-    # The html and text cut at their tokens, once: literal parts plus (index, token, in_attribute) slots.
+    # The html and text cut at their placeholders, once: literal parts plus (index, placeholder, in_attribute) slots.
     html_parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
     html_slots: tuple[tuple[int, str, bool], ...] = field(init=False, repr=False, compare=False)
     text_parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -116,7 +116,7 @@ class Edition:
 
     def __post_init__(self) -> None:
         for name, value, is_html in (("html", self.html, True), ("text", self.text, False)):
-            parts, slots = _split_at_tokens(value, is_html)
+            parts, slots = _split_at_placeholders(value, is_html)
             object.__setattr__(self, f"{name}_parts", parts)
             object.__setattr__(self, f"{name}_slots", slots)
 
@@ -129,7 +129,7 @@ def render_edition(issue: Issue, segment: Segment, settings: Settings, *,
                    values: Mapping[str, str] | None = None, fit: int | None = None) -> Edition:
     """Compile the edition a segment receives: its sections, in its language, within the size budget.
 
-    Without `values` the per-subscriber places hold tokens (fill them with `personalise`); with
+    Without `values` the per-subscriber places hold placeholders (fill them with `personalise`); with
     `values` the subscriber is rendered directly (the slow path, for tests and the naive bench).
     `fit` forces a FIT_STEPS index; by default the first step whose HTML fits max_html_kib is used,
     and `notes` says what was shortened.
@@ -158,9 +158,9 @@ def render_edition(issue: Issue, segment: Segment, settings: Settings, *,
 
 
 def personalise(edition: Edition, values: Mapping[str, str]) -> tuple[str, str]:
-    """(html, text) for one subscriber: token slots filled, HTML-escaped in html, raw in text.
+    """(html, text) for one subscriber: placeholder slots filled, HTML-escaped in html, raw in text.
 
-    `values` needs every name in TOKENS; URL values must be http(s). Byte-identical to
+    `values` needs every name in PLACEHOLDERS; URL values must be http(s). Byte-identical to
     `render_edition(..., values=values, fit=edition.fit).html/.text`.
     """
     clean = _clean_values(values)
@@ -205,8 +205,8 @@ def reader_values(name: str, email: str, language: str, unsubscribe_url: str, pr
 
 
 def greeting_name(name: str, language: str) -> str:
-    """The value for the `name` token: the subscriber's name, else a word that reads well after "Hello"."""
-    name = plain_text(name)
+    """The value for the `name` placeholder: the subscriber's name, else a word that reads well after "Hello"."""
+    name = display_line(name)
     return name or i18n.translations(language).pgettext("greeting without a name", "there")
 
 
@@ -215,13 +215,13 @@ def full_segment(issue: Issue, language: str) -> Segment:
     return Segment(id="all", section_ids=tuple(s.id for s in issue.sections), language=language)
 
 
-# --- token splitting and escaping -----------------------------------------------------------------
+# --- placeholder splitting and escaping -----------------------------------------------------------------
 
-def _split_at_tokens(document: str, is_html: bool) -> tuple[tuple[str, ...], tuple[tuple[int, str, bool], ...]]:
+def _split_at_placeholders(document: str, is_html: bool) -> tuple[tuple[str, ...], tuple[tuple[int, str, bool], ...]]:
     parts: list[str] = []
     slots: list[tuple[int, str, bool]] = []
     last = 0
-    for match in _TOKEN_RE.finditer(document):
+    for match in _PLACEHOLDER_RE.finditer(document):
         parts.append(document[last:match.start()])
         in_attribute = is_html and document.rfind("<", 0, match.start()) > document.rfind(">", 0, match.start())
         slots.append((len(parts), match.group(1), in_attribute))
@@ -231,7 +231,7 @@ def _split_at_tokens(document: str, is_html: bool) -> tuple[tuple[str, ...], tup
     return tuple(parts), tuple(slots)
 
 
-# css-inline re-serialises the document (html5ever): these are exactly its escapes, so a filled token
+# css-inline re-serialises the document (html5ever): these are exactly its escapes, so a filled placeholder
 # equals what Jinja-escaping the value and re-serialising would give.
 def _escape_html_text(value: str) -> str:
     return value.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -246,14 +246,14 @@ _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9.
 
 
 def _clean_values(values: Mapping[str, str]) -> dict[str, str]:
-    missing = [name for name in TOKENS if name not in values]
+    missing = [name for name in PLACEHOLDERS if name not in values]
     if missing:
         raise KeyError(f"personalise needs values for {', '.join(missing)}")
     clean = {}
-    for name in TOKENS:
+    for name in PLACEHOLDERS:
         # No line breaks or control characters: they would forge lines in the text part.
         value = neutralise_markers(replace_controls(str(values[name])).strip())
-        if name in _URL_TOKENS and not _PLAIN_URL.fullmatch(value) and safe_url(value) != value:
+        if name in _URL_PLACEHOLDERS and not _PLAIN_URL.fullmatch(value) and safe_url(value) != value:
             raise ValueError(f"{name} must be an absolute http(s) URL without spaces, got {value!r}")
         clean[name] = value
     return clean
@@ -265,7 +265,7 @@ def _template_context(view: dict[str, Any], subscriber: Mapping[str, str]) -> di
 
 def _subscriber_context(values: Mapping[str, str] | None) -> dict[str, str]:
     if values is None:
-        return {name: token(name) for name in TOKENS}
+        return {name: placeholder(name) for name in PLACEHOLDERS}
     return _clean_values(values)
 
 

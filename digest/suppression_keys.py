@@ -2,7 +2,7 @@
 
 An erased address survives only as an HMAC of its canonical form under a suppression key, stored
 with that key's fingerprint, so a missing key is noticed instead of an erasure being forgotten.
-Loading the keys (the key file, $web.suppression_key_env) is digest.tokens'; the store's erasures
+Loading the keys (the key file, $web.suppression_key_env) is digest.signing'; the store's erasures
 are digest.store.suppressions'.
 """
 

@@ -14,9 +14,9 @@ from conftest import DATA, SERIES
 from digest.cli import main
 from digest.listfile import ListFileError, read_list_file
 from digest.models import Subscriber, SubscriberStatus
+from digest.signing import suppression_keys
 from digest.store import subscribers as store
 from digest.store import suppressions
-from digest.tokens import suppression_keys
 
 LISTS = DATA / "subscribers"
 

@@ -1,4 +1,4 @@
-"""Rendering editions: tokens and personalisation, safety against hostile feed content, languages,
+"""Rendering editions: placeholders and personalisation, safety against hostile feed content, languages,
 the size budget, UTM links, template overrides and errors, catalogues, and `digest render`."""
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ from digest.models import (
     SubscriberStatus,
 )
 from digest.render import (
-    TOKENS,
+    PLACEHOLDERS,
     RenderError,
     greeting_name,
     personalise,
+    placeholder,
     render_edition,
-    token,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def parse(html: str) -> Tags:
     return tags
 
 
-# --- tokens and personalisation -------------------------------------------------------------------
+# --- placeholders and personalisation -------------------------------------------------------------------
 
 @pytest.mark.parametrize("make_issue,language", [(demo_issue, "en"), (demo_issue, "fr"), (big_issue, "de")])
 def test_personalise_is_byte_identical_to_rendering_the_subscriber_directly(settings, make_issue, language):
@@ -113,16 +113,16 @@ def test_personalise_is_byte_identical_to_rendering_the_subscriber_directly(sett
     assert "[[DIGEST:" not in html and "[[DIGEST:" not in text
 
 
-def test_compiled_edition_keeps_every_token_and_splits_once(settings):
+def test_compiled_edition_keeps_every_placeholder_and_splits_once(settings):
     issue = demo_issue()
     edition = render_edition(issue, all_sections(issue), settings)
-    for name in TOKENS:
-        assert token(name) in edition.html, name
-        assert token(name) in edition.text, name
-    # The split is stored on the edition: parts alternate literal text and token slots.
+    for name in PLACEHOLDERS:
+        assert placeholder(name) in edition.html, name
+        assert placeholder(name) in edition.text, name
+    # The split is stored on the edition: parts alternate literal text and placeholder slots.
     assert len(edition.html_parts) == 2 * len(edition.html_slots) + 1
     slot_names = {name for _, name, _ in edition.html_slots}
-    assert slot_names == set(TOKENS)
+    assert slot_names == set(PLACEHOLDERS)
     attribute_slots = {name for _, name, attribute in edition.html_slots if attribute}
     assert attribute_slots == {"unsubscribe_url", "preferences_url", "view_url"}
 
@@ -147,8 +147,8 @@ def test_personalise_refuses_missing_values_and_unsafe_urls(settings):
                 'https://www.example.org/"onmouseover="x'):
         with pytest.raises(ValueError, match="unsubscribe_url"):
             personalise(edition, {**VALUES, "unsubscribe_url": bad})
-    with pytest.raises(KeyError, match="unknown token"):
-        token("password")
+    with pytest.raises(KeyError, match="unknown placeholder"):
+        placeholder("password")
 
 
 def test_line_breaks_in_values_cannot_forge_lines_in_the_text(settings):
@@ -216,7 +216,7 @@ def test_no_script_handler_or_dangerous_url_survives(settings, language):
                 assert '"' not in attrs[name] and " " not in attrs[name]
     # Markup in feed text shows as text: escaped, never a tag.
     assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt; Brief" in html
-    # Feed text never fills in as a token: the subscriber's address appears only where the templates put it.
+    # Feed text never fills in as a placeholder: the subscriber's address appears only where the templates put it.
     assert html.count(VALUES["email"]) == 1 and text.count(VALUES["email"]) == 1
     # No forged lines: the CR/LF inside the title stays on the title's line.
     assert not any(line.startswith("Bcc:") for line in text.splitlines())
@@ -366,7 +366,7 @@ def test_text_edition_has_titles_urls_event_dates_and_unsubscribe(settings):
         for entry in sec.entries:
             assert entry.item.title in text and entry.item.url in text
     assert "Friday, 27 November 2026, 14:00–16:00 CET" in text
-    assert f"Unsubscribe: {token('unsubscribe_url')}" in text
+    assert f"Unsubscribe: {placeholder('unsubscribe_url')}" in text
 
 
 def test_utm_parameters_only_on_site_links_when_enabled(tmp_path):

@@ -29,12 +29,12 @@ from digest.deliver.sender import RetryPolicy, SenderBusy
 from digest.models import IssueStatus, SubscriberStatus
 from digest.pipeline import send_issue, send_test, work_pending
 from digest.pipeline.sending import ServerUnreachable, run_worker
+from digest.signing import PREFERENCES, UNSUBSCRIBE, verify
 from digest.store.issues import create_issue, get_issue
 from digest.store.ledger import LedgerError, ledger_counts, start_sending
 from digest.store.locks import acquire_lock, release_lock
 from digest.store.schema import deliveries, subscribers
 from digest.store.subscribers import get_subscriber, set_status
-from digest.tokens import PREFERENCES, UNSUBSCRIBE, verify
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from digest.pipeline.subscribers import (
     remove_subscriber,
     show_subscriber,
 )
+from digest.signing import PREFERENCES, UNSUBSCRIBE, TokenSigner, suppression_keys
 from digest.store import subscribers as store
 from digest.store import suppressions
 from digest.subscriber_fields import InvalidSubscriber, make_subscriber, parse_choices
-from digest.tokens import PREFERENCES, UNSUBSCRIBE, TokenSigner, suppression_keys
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 IP = "198.51.100.7"

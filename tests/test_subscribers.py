@@ -16,16 +16,7 @@ from test_import import write_config
 from digest.cli import main
 from digest.listfile import safe_cell
 from digest.models import Subscriber, SubscriberStatus
-from digest.store import schema, suppressions
-from digest.store import subscribers as store
-from digest.subscriber_fields import (
-    InvalidSubscriber,
-    clean_name,
-    make_subscriber,
-    normalise_email,
-    parse_series,
-)
-from digest.tokens import (
+from digest.signing import (
     CONFIRM,
     PREFERENCES,
     SECRET_FILE,
@@ -39,6 +30,15 @@ from digest.tokens import (
     subscriber_links,
     suppression_keys,
     verify,
+)
+from digest.store import schema, suppressions
+from digest.store import subscribers as store
+from digest.subscriber_fields import (
+    InvalidSubscriber,
+    clean_name,
+    make_subscriber,
+    normalise_email,
+    parse_series,
 )
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -330,7 +330,7 @@ def test_key_rotation_keeps_old_links_working(settings, monkeypatch):
 def test_without_a_secret_one_is_generated_once_and_kept(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("DIGEST_SECRET", raising=False)
     settings = make_settings(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="digest.tokens"):
+    with caplog.at_level(logging.WARNING, logger="digest.signing"):
         first = signing_secrets(settings)
     assert "no signing secret in the environment" in caplog.text
     path = tmp_path / SECRET_FILE

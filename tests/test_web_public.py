@@ -16,9 +16,7 @@ from starlette.testclient import TestClient
 
 from digest.deliver.outbox import MemoryTransport
 from digest.models import Subscriber, SubscriberStatus
-from digest.store import open_store, signups, suppressions
-from digest.store import subscribers as store
-from digest.tokens import (
+from digest.signing import (
     PREFERENCES,
     UNSUBSCRIBE,
     TokenSigner,
@@ -26,6 +24,8 @@ from digest.tokens import (
     subscriber_links,
     suppression_keys,
 )
+from digest.store import open_store, signups, suppressions
+from digest.store import subscribers as store
 from digest.web.app import create_app
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -115,7 +115,7 @@ def test_double_opt_in(client, web_settings, engine):
 
 
 def test_confirmation_link_carries_no_name_or_ip(client, web_settings, engine):
-    from digest.tokens import CONFIRM
+    from digest.signing import CONFIRM
 
     sign_up(client, "tok@example.org", name="Tomasz Okonkwo")
     token = confirm_path(outbox(web_settings)[0]).rsplit("/", 1)[1]

@@ -18,7 +18,7 @@ from ..config import Settings
 from ..models import Issue, Segment, Subscriber
 from ..render import reader_values, render_edition
 from ..segments import segment_for
-from ..tokens import TokenSigner, subscriber_links
+from ..signing import TokenSigner, subscriber_links
 from .message import MessageTemplate
 from .transport import OutgoingMessage
 

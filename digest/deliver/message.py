@@ -1,7 +1,7 @@
 """Personalised MIME messages at wire speed: one template per segment, filled per subscriber.
 
 `MessageTemplate.from_settings(settings, edition)` does the expensive work once per (segment,
-language): it takes the render.Edition already cut at its per-subscriber tokens, quoted-printable
+language): it takes the render.Edition already cut at its per-subscriber placeholders, quoted-printable
 encodes every static chunk (C speed, `binascii.b2a_qp`) and pre-renders every header that is the same
 for all subscribers. `build_for(email, name, values)` then encodes only the few per-subscriber
 values (escaped exactly as render.personalise does) and joins bytes.
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from ..config import Settings
-from ..render import TOKENS, Edition, personalise, token
+from ..render import PLACEHOLDERS, Edition, personalise, placeholder
 from .dkim import DkimSigner, signer_from_settings
 from .transport import OutgoingMessage
 
@@ -216,32 +216,32 @@ def _rewrap(line: bytes, limit: int) -> bytes:
 TEXT, HTML_TEXT, HTML_ATTRIBUTE = "text", "html", "attribute"
 
 # render.personalise is the one definition of how values are cleaned and escaped. Filling this probe
-# edition (each token once per context, separated by line breaks, which values never contain) yields
+# edition (each placeholder once per context, separated by line breaks, which values never contain) yields
 # exactly the strings personalise would put into each slot, at the cost of a tiny edition.
 _PROBE = Edition(
-    html="<p>" + "\n".join(token(n) for n in TOKENS) + '</p><a title="' + "\n".join(token(n) for n in TOKENS) + '">',
-    text="\n".join(token(n) for n in TOKENS), subject="", preheader="", language="en", segment_id="probe")
+    html="<p>" + "\n".join(placeholder(n) for n in PLACEHOLDERS) + '</p><a title="' + "\n".join(placeholder(n) for n in PLACEHOLDERS) + '">',
+    text="\n".join(placeholder(n) for n in PLACEHOLDERS), subject="", preheader="", language="en", segment_id="probe")
 
 
 def slot_values(values: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """{context: {token: value as personalise fills it}}; KeyError/ValueError as personalise raises."""
+    """{context: {placeholder: value as personalise fills it}}; KeyError/ValueError as personalise raises."""
     html, text = personalise(_PROBE, values)
     in_html, in_attribute = html[len("<p>"):-len('">')].split('</p><a title="')
-    return {TEXT: dict(zip(TOKENS, text.split("\n"), strict=True)),
-            HTML_TEXT: dict(zip(TOKENS, in_html.split("\n"), strict=True)),
-            HTML_ATTRIBUTE: dict(zip(TOKENS, in_attribute.split("\n"), strict=True))}
+    return {TEXT: dict(zip(PLACEHOLDERS, text.split("\n"), strict=True)),
+            HTML_TEXT: dict(zip(PLACEHOLDERS, in_html.split("\n"), strict=True)),
+            HTML_ATTRIBUTE: dict(zip(PLACEHOLDERS, in_attribute.split("\n"), strict=True))}
 
 
 @dataclass(frozen=True)
 class _Part:
-    """One MIME part: quoted-printable static chunks around (token, context) slots."""
+    """One MIME part: quoted-printable static chunks around (placeholder, context) slots."""
 
     chunks: tuple[bytes, ...]
     slots: tuple[tuple[str, str], ...]
 
     @classmethod
     def prepare(cls, parts: tuple[str, ...], slots: tuple[tuple[int, str, bool], ...], is_html: bool) -> _Part:
-        """From an Edition's parts and slots (index, token, in_attribute)."""
+        """From an Edition's parts and slots (index, placeholder, in_attribute)."""
         chunks, kinds, start = [], [], 0
         for index, name, in_attribute in slots:
             chunks.append(encode_qp("".join(parts[start:index])))
@@ -303,7 +303,7 @@ class MessageTemplate:
                   message_id: str | None = None) -> OutgoingMessage:
         """One subscriber's finished message.
 
-        `values` are the per-subscriber token values (render.TOKENS; "name" and "email" default to the
+        `values` are the per-subscriber placeholder values (render.PLACEHOLDERS; "name" and "email" default to the
         arguments, issue_values fill the rest); unsubscribe_url also goes into List-Unsubscribe.
         Raises HeaderError for an unusable address, URL or Message-ID; KeyError/ValueError as
         render.personalise does for missing or unsafe values.

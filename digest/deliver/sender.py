@@ -6,12 +6,12 @@ one thread per SMTP connection takes a few at a time and, for each, builds the m
 commits its row `sent` before the next, so a crash can leave at most one message per connection
 both delivered and unrecorded: the only duplicates `at least once` allows. Temporary failures and
 refusals that name the address are committed at once too; ambiguous refusals are held back in
-memory (outcomes.py) until a later accepted message shows the server takes mail, or the run ends.
+memory (retries.py) until a later accepted message shows the server takes mail, or the run ends.
 A crash before then leaves those rows `sending`: the next sender queues them again and tries them
 once more (they were refused, so nobody gets a message twice).
 
 What each outcome does (retries, bounces, outages, and stopping a run that fails for everyone the
-same way) is in outcomes.py.
+same way) is in retries.py.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ..store.ledger import (
     requeue_orphans,
 )
 from ..store.locks import acquire_lock, holder_is_dead, lock_owner, release_lock, renew_lock
-from .outcomes import ProgressFn, Recorder, RetryPolicy, SendStopped, Tally
+from .retries import ProgressFn, Recorder, RetryPolicy, SendStopped, Tally
 from .transport import OutgoingMessage, SendResult, Transport
 
 __all__ = ["ProgressFn", "RetryPolicy", "SendOptions", "SendReport", "SendStopped", "SenderBusy", "deliver_issue",

@@ -44,9 +44,9 @@ from ..render import (
     render_edition,
 )
 from ..segments import reader_language, segment_for, segments_for
+from ..signing import subscriber_links
 from ..store.issues import require_issue
 from ..store.subscribers import distinct_preferences, get_subscriber
-from ..tokens import subscriber_links
 
 # Links for no real reader: id 0 matches no subscriber, so a click changes nothing.
 STAFF_READER = Subscriber(email="preview@example.invalid", name="", id=0)

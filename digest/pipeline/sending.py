@@ -26,7 +26,7 @@ from ..deliver.editions import edition_messages, staff_subscriber
 from ..deliver.message import HeaderError
 from ..deliver.notes import staff_note_message
 from ..deliver.outbox import transport_from_settings
-from ..deliver.outcomes import ProgressFn, RetryPolicy
+from ..deliver.retries import ProgressFn, RetryPolicy
 from ..deliver.sender import SenderBusy, SendOptions, SendReport, deliver_issue, sender_slot
 from ..deliver.smtp import SmtpTransport
 from ..deliver.transport import OutgoingMessage, SendResult, Transport, TransportError

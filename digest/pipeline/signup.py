@@ -31,12 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Settings
 from ..deliver.notes import confirmation_message
 from ..models import Subscriber, SubscriberStatus
-from ..store import signups
-from ..store import subscribers as store
-from ..store.signups import SignupRequest
-from ..subscriber_fields import InvalidSubscriber, make_subscriber, parse_choices
-from ..suppression_keys import email_hash
-from ..tokens import (
+from ..signing import (
     PREFERENCES,
     UNSUBSCRIBE,
     TokenSigner,
@@ -44,6 +39,11 @@ from ..tokens import (
     confirm_url,
     read_confirm_token,
 )
+from ..store import signups
+from ..store import subscribers as store
+from ..store.signups import SignupRequest
+from ..subscriber_fields import InvalidSubscriber, make_subscriber, parse_choices
+from ..suppression_keys import email_hash
 from .sending import TransportFactory, deliver_now
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ from sqlalchemy import Engine
 from ..config import Settings
 from ..listfile import ImportReport, read_list_file, write_json_lines, write_list_file
 from ..models import Subscriber, SubscriberStatus
+from ..signing import checked_suppression_keys
 from ..store import subscribers as store
 from ..store.suppressions import is_erased, is_suppressed
 from ..subscriber_fields import SUPPRESSED_STATUSES, make_subscriber, normalise_email, parse_series
-from ..tokens import checked_suppression_keys
 
 EXPORT_FORMATS = ("csv", "json")
 

@@ -2,7 +2,7 @@
 
 Each hash is stored with the fingerprint of its key: `usable_suppression_keys` refuses to go on
 when a key is missing, so an erasure is never silently forgotten. Nothing here reads or writes the
-key file (digest.tokens does); erasing a subscriber is digest.store.subscribers.erase_subscriber.
+key file (digest.signing does); erasing a subscriber is digest.store.subscribers.erase_subscriber.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ UNLABELLED_KEY_ID = ""  # erasures stored before migration 0002: hashed with a k
 def is_suppressed(engine: Engine, email: str, keys: Sequence[bytes]) -> bool:
     """True if the address unsubscribed, bounced, complained or was erased: never mail it a digest.
 
-    `keys` are the suppression HMAC keys (digest.tokens.suppression_keys(settings)); see
+    `keys` are the suppression HMAC keys (digest.signing.suppression_keys(settings)); see
     `usable_suppression_keys` for making sure none is missing.
     """
     address = normalise_email(email)
@@ -97,7 +97,7 @@ def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool
 
     Raises SuppressionKeyMissing when a key is missing (unless not `require`, which checks
     nothing): an import or add could then re-add an erased address. Pre-0002 erasures count as
-    present only while the whole pre-0002 key set is (digest.tokens.checked_suppression_keys adopts
+    present only while the whole pre-0002 key set is (digest.signing.checked_suppression_keys adopts
     them first). `counts` is `erasures_by_key(engine)` when the caller has it already. Keys that
     pass are marked as checked in `engine` (`checked_in`), so `import_rows` does not count again.
     """

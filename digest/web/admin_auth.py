@@ -34,7 +34,7 @@ from ..pipeline.accounts import (
     revoke_session,
     session_revoked,
 )
-from ..tokens import signing_secrets
+from ..signing import signing_secrets
 
 SESSION_COOKIE = "digest_admin"
 LOGIN_COOKIE = "digest_admin_login"

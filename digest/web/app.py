@@ -14,8 +14,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from ..config import Settings
+from ..signing import derived_keys
 from ..store import open_store
-from ..tokens import derived_keys
 from . import admin, archive, public
 from .pages import STATIC
 from .public import TransportFactory

@@ -7,7 +7,7 @@ from conftest import make_settings
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from digest.config import ConfigError
-from digest.tokens import (
+from digest.signing import (
     PREFERENCES,
     SUPPRESSION_KEY_FILE,
     UNSUBSCRIBE,
