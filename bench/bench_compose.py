@@ -52,7 +52,7 @@ def make_item(rng: random.Random, n: int, published: datetime) -> Item:
                 summary_html=f"<p>{words}</p>", event=event)
 
 
-def fill_store(engine) -> None:  # noqa: ANN001
+def fill_store(engine) -> None:
     rng = random.Random(7)
     old = [make_item(rng, n, NOW - timedelta(days=8 + rng.random() * 3650)) for n in range(STORED - ISSUE_ITEMS)]
     week = [make_item(rng, STORED + n, NOW - timedelta(days=rng.random() * 6.9)) for n in range(ISSUE_ITEMS)]
@@ -61,7 +61,7 @@ def fill_store(engine) -> None:  # noqa: ANN001
     save_items(engine, week, now=NOW - timedelta(days=1))
 
 
-def median_seconds(func, runs: int = RUNS) -> float:  # noqa: ANN001
+def median_seconds(func, runs: int = RUNS) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()

@@ -31,7 +31,7 @@ def values(n: int) -> dict[str, str]:
             "view_url": "https://news.example.org/archive/12"}
 
 
-def per_second(func, seconds: float = 2.0) -> float:  # noqa: ANN001
+def per_second(func, seconds: float = 2.0) -> float:
     count, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
         func(count)

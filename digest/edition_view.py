@@ -141,7 +141,7 @@ def _section_title(section: Section, ctx: _ViewContext) -> str:
     return display_line(section.title)
 
 
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention: marks a string for extraction only
+def N_(message: str) -> str:  # the gettext convention: marks a string for extraction only
     return message
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -84,7 +84,7 @@ def issue_version(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
-def _section(section: Section, when) -> dict[str, Any]:  # noqa: ANN001
+def _section(section: Section, when: Callable[[datetime | None], str | None]) -> dict[str, Any]:
     return {
         "id": section.id,
         "type": section.type.value,
@@ -95,7 +95,7 @@ def _section(section: Section, when) -> dict[str, Any]:  # noqa: ANN001
     }
 
 
-def _entry(entry: IssueEntry, when) -> dict[str, Any]:  # noqa: ANN001
+def _entry(entry: IssueEntry, when: Callable[[datetime | None], str | None]) -> dict[str, Any]:
     item = entry.item
     event = item.event
     return {

@@ -54,7 +54,7 @@ def _pool(items: Sequence[Item], candidates: Sequence[Item]) -> list[Item]:
 class _PoolFacts:
     """Per-candidate arrays, so ranking one item is a few vector operations."""
 
-    def __init__(self, pool: list[Item], reference: datetime):
+    def __init__(self, pool: list[Item], reference: datetime) -> None:
         self.pool = pool
         self.index = {c.key: n for n, c in enumerate(pool)}
         self.is_event = np.array([c.kind == ItemKind.EVENT for c in pool])

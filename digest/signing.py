@@ -248,7 +248,7 @@ _PLAIN_INT_LIMIT = 10**9
 class TokenSigner:
     """Signs and verifies tokens with one set of secrets; build once, use for many subscribers."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         keys = list(reversed(signing_secrets(settings)))  # itsdangerous signs with the last key
         self._serializers = {p: _Serializer(keys, salt=f"digest.{p}") for p in PURPOSES}

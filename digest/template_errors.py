@@ -13,12 +13,13 @@ from __future__ import annotations
 import bisect
 import re
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import Environment, Template, TemplateNotFound, TemplateSyntaxError
+from jinja2.runtime import Context
 
 from .charsets import XML_INVALID
 
@@ -79,7 +80,8 @@ class TracingTemplate(Template):
     """A Jinja Template whose output can be traced, chunk by chunk, to its file and line."""
 
     @classmethod
-    def _from_namespace(cls, environment, namespace, globals):  # noqa: ANN001, ANN206, A002 - Jinja's signature
+    def _from_namespace(cls, environment: Environment, namespace: dict[str, Any],  # Jinja's signature
+                        globals: MutableMapping[str, Any]) -> Template:
         template = super()._from_namespace(environment, namespace, globals)
         template.root_render_func = _traceable(template, template.root_render_func)
         template.blocks = {name: _traceable(template, func) for name, func in template.blocks.items()}
@@ -87,7 +89,7 @@ class TracingTemplate(Template):
 
 
 def _traceable(template: Template, render: Callable) -> Callable:
-    def render_maybe_traced(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def render_maybe_traced(context: Context, *args: Any, **kwargs: Any) -> Iterator[str]:
         chunks = render(context, *args, **kwargs)
         recorder = _RECORDER.get()
         return chunks if recorder is None else _traced_chunks(template, chunks, recorder)

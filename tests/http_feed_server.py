@@ -33,7 +33,7 @@ class FeedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 with server.lock:
                     server.requests.append((self.path, dict(self.headers.items())))
                 route = server.routes.get(self.path.split("?")[0])
@@ -50,7 +50,7 @@ class FeedServer:
                     server.statuses[code] += 1
                 super().send_response(code, message)
 
-            def log_message(self, *args) -> None:  # noqa: ANN002
+            def log_message(self, *args) -> None:
                 pass
 
         self.httpd = _Listener(("127.0.0.1", 0), Handler)

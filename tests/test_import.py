@@ -43,7 +43,7 @@ def cli(tmp_path, store_url, engine, monkeypatch):
     return run
 
 
-def export_to_fresh_store(cli, tmp_path: Path):  # noqa: ANN001, ANN201
+def export_to_fresh_store(cli, tmp_path: Path):
     """`subscribers export` from this test's store into a file, and a fresh store with its own config.
 
     Returns (the exported file, the fresh store's engine, a function running `digest …` against it).
@@ -344,7 +344,7 @@ def test_an_opt_out_in_the_file_is_stored_with_its_batch_or_not_at_all(cli, engi
     cli("subscribers", "import", str(listing))
     listing.write_text("email,status\nann@example.org,unsubscribed\nnew@example.org,\n", encoding="utf-8")
 
-    def fail_the_opt_out(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def fail_the_opt_out(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("UPDATE SUBSCRIBERS SET STATUS"):
             raise OSError("the database went away")  # as a crash right after the rest of the batch
 

@@ -427,7 +427,7 @@ def _sample_entries(name: str) -> list:
     return feedparser.parse((SAMPLES / name).read_bytes()).entries
 
 
-def _in_window(entry) -> bool:  # noqa: ANN001
+def _in_window(entry) -> bool:
     parsed = entry.get("published_parsed") or entry.get("updated_parsed")
     when = datetime(*parsed[:6], tzinfo=ZoneInfo("UTC"))
     return WINDOW[0] <= when < WINDOW[1]

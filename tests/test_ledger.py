@@ -298,7 +298,7 @@ def test_an_approval_taken_back_while_sending_starts_sends_nothing(engine, issue
 
     add_confirmed(engine, "a@example.net")
 
-    def staff_reopen_first(engine_, number, status, now):  # noqa: ANN001
+    def staff_reopen_first(engine_, number, status, now):
         set_issue_status(engine_, number, IssueStatus.DRAFT, now)  # the staff's click lands first
         return set_issue_status(engine_, number, status, now)
 

@@ -91,7 +91,7 @@ class Doc(HTMLParser):
         self._in: list[str] = []
         self._link: list[str] | None = None
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
         if tag == "img" and self._link is not None:
             self._link.append(dict(attrs).get("alt") or "")  # an image link is named by its alt text
@@ -100,14 +100,14 @@ class Doc(HTMLParser):
         if tag == "title":
             self._in.append("title")
 
-    def handle_endtag(self, tag):  # noqa: ANN001
+    def handle_endtag(self, tag):
         if tag == "a" and self._link is not None:
             self.links.append(" ".join("".join(self._link).split()))
             self._link = None
         if tag == "title" and self._in:
             self._in.pop()
 
-    def handle_data(self, data):  # noqa: ANN001
+    def handle_data(self, data):
         if self._link is not None:
             self._link.append(data)
         if self._in:

@@ -243,7 +243,7 @@ def test_send_outlook_is_the_one_rule_for_when_an_issue_goes(tmp_path):
     send_time = datetime(2026, 11, 23, 11, tzinfo=BRUSSELS)  # the first send_cron (Monday 11:00) after the build
     stale = timedelta(hours=settings.schedule.stale_after_hours)
 
-    def outlook(status: str, now: datetime, approved_at: datetime | None = None):  # noqa: ANN202
+    def outlook(status: str, now: datetime, approved_at: datetime | None = None):
         timing = IssueTiming(number=1, status=status, created_at=built.astimezone(UTC), window_end=built,
                              approved_at=approved_at, send_at=None, sent_at=None)
         return send_outlook(settings, timing, now)

@@ -106,7 +106,7 @@ def weekly_cron_at(moment: datetime) -> str:
     return f"{local.minute} {local.hour} * * {(local.weekday() + 1) % 7}"
 
 
-def store_tz():  # noqa: ANN201
+def store_tz():
     from zoneinfo import ZoneInfo
 
     return ZoneInfo("Europe/Brussels")

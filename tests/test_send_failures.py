@@ -50,7 +50,7 @@ def _bounce_count(engine, subscriber_id):
         return conn.execute(select(subscribers.c.bounce_count).where(subscribers.c.id == subscriber_id)).scalar()
 
 
-def _send_within(seconds: float, *args, **kwargs):  # noqa: ANN002, ANN003
+def _send_within(seconds: float, *args, **kwargs):
     """send_issue in a thread: a run that never ends fails the test instead of hanging it."""
     outcome = {}
 
@@ -75,10 +75,10 @@ class Wrapped:
     def __init__(self, inner):
         self.inner = inner
 
-    async def handle_RCPT(self, *args):  # noqa: N802
+    async def handle_RCPT(self, *args):
         return await self.inner.handle_RCPT(*args)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         return await self.inner.handle_DATA(server, session, envelope)
 
 
@@ -89,7 +89,7 @@ class HangUpAtData(Wrapped):
         super().__init__(inner)
         self.address, self.hang_ups = address, 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         if self.address in envelope.rcpt_tos:
             self.hang_ups += 1
             server.transport.abort()
@@ -104,7 +104,7 @@ class ReplyAtData(Wrapped):
         super().__init__(inner)
         self.address, self.reply = address, reply
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         if self.address in envelope.rcpt_tos:
             return self.reply
         return await super().handle_DATA(server, session, envelope)
@@ -117,7 +117,7 @@ class SizeLimit(Wrapped):
         super().__init__(inner)
         self.limit = limit
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
         size = next((int(o[5:]) for o in mail_options if o.upper().startswith("SIZE=")), 0)
         if size > self.limit:
             return "552 5.3.4 Message size exceeds fixed maximum message size"
@@ -181,7 +181,7 @@ def test_only_refusals_of_the_address_count_as_bounces(engine, tmp_path, store_u
         assert _bounce_count(engine, kept.id) == 0
 
 
-def relay_refusing_issue(engine, tmp_path, store_url, smtp, count: int, reply: str, **delivery):  # noqa: ANN001
+def relay_refusing_issue(engine, tmp_path, store_url, smtp, count: int, reply: str, **delivery):
     """Settings (bounce_threshold 1), an approved issue and `count` subscribers the server answers `reply` for."""
     settings = smtp_settings(tmp_path, store_url, smtp.port, bounce_threshold=1, **delivery)
     number = approved_issue(engine, settings)
@@ -424,13 +424,13 @@ def test_a_database_error_while_stopping_still_restores_the_interpreter_and_the_
     add_many(engine, 4)
     disposed, real_relaxed, real_requeue = [], sender.relaxed_durability, sender.requeue_orphans
 
-    def recording_relaxed(engine_, **kwargs):  # noqa: ANN003
+    def recording_relaxed(engine_, **kwargs):
         class Recorded:
             def __enter__(self):
                 self.context = real_relaxed(engine_, **kwargs)
                 return self.context.__enter__()
 
-            def __exit__(self, *exc):  # noqa: ANN002
+            def __exit__(self, *exc):
                 disposed.append(True)
                 return self.context.__exit__(*exc)
 

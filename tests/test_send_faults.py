@@ -67,13 +67,13 @@ class SlowSink:
     """Wraps the conftest handler: each message takes `delay` seconds to be accepted, as on a real
     server, so that a run lasts long enough to be killed in the middle of it."""
 
-    def __init__(self, inner, delay: float):  # noqa: ANN001
+    def __init__(self, inner, delay: float):
         self.inner, self.delay = inner, delay
 
-    async def handle_RCPT(self, *args):  # noqa: ANN002, ANN201, N802
+    async def handle_RCPT(self, *args):
         return await self.inner.handle_RCPT(*args)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         await asyncio.sleep(self.delay)
         return await self.inner.handle_DATA(server, session, envelope)
 
@@ -82,11 +82,11 @@ class GatedSink(SlowSink):
     """Holds every message at DATA until messages from `connections` connections are waiting, then
     lets them all through: a second sender is sure to get a share, however slowly it starts."""
 
-    def __init__(self, inner, connections: int):  # noqa: ANN001
+    def __init__(self, inner, connections: int):
         super().__init__(inner, 0.0)
         self.connections, self.waiting, self.gate = connections, set(), asyncio.Event()
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         self.waiting.add(id(session))
         if len(self.waiting) >= self.connections:
             self.gate.set()
@@ -95,7 +95,7 @@ class GatedSink(SlowSink):
         return await super().handle_DATA(server, session, envelope)
 
 
-def _slow_server(delay: float):  # noqa: ANN202
+def _slow_server(delay: float):
     server, controller = start_smtp_server()
     controller.handler = SlowSink(controller.handler, delay)
     return server, controller
@@ -118,11 +118,11 @@ def _open_rows(store_url: str, number: int) -> int:
     return counts["queued"] + counts["sending"] + counts["failed_temporary"]
 
 
-def _copies(*servers) -> Counter:  # noqa: ANN002
+def _copies(*servers) -> Counter:
     return Counter(r for server in servers for _, rcpts, _ in list(server.received) for r in rcpts)
 
 
-def _prepared(tmp_path: Path, store_url: str, port: int, subscribers: int, **config) -> tuple[Path, int, list[str]]:  # noqa: ANN003
+def _prepared(tmp_path: Path, store_url: str, port: int, subscribers: int, **config) -> tuple[Path, int, list[str]]:
     engine = open_store(store_url)
     number = approved_issue(engine, smtp_settings(tmp_path, store_url, port))
     emails = add_many(engine, subscribers)

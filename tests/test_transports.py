@@ -150,10 +150,10 @@ class HangUpAtData:
     def __init__(self, inner, address):
         self.inner, self.address, self.hang_ups = inner, address, 0
 
-    async def handle_RCPT(self, *args):  # noqa: N802
+    async def handle_RCPT(self, *args):
         return await self.inner.handle_RCPT(*args)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         if self.address in envelope.rcpt_tos:
             self.hang_ups += 1
             server.transport.abort()
@@ -210,10 +210,10 @@ class PeerRecorder:
     def __init__(self, inner):
         self.inner, self.peers = inner, []
 
-    async def handle_RCPT(self, *args):  # noqa: N802
+    async def handle_RCPT(self, *args):
         return await self.inner.handle_RCPT(*args)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         self.peers.append(session.peer)
         return await self.inner.handle_DATA(server, session, envelope)
 
@@ -225,7 +225,7 @@ class DataRefuser(PeerRecorder):
         super().__init__(inner)
         self.replies = list(replies)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         if self.replies:
             return self.replies.pop(0)
         return await super().handle_DATA(server, session, envelope)
@@ -417,7 +417,7 @@ class SizeLimited:
     def __init__(self, inner, limit: int):
         self.inner, self.limit, self.sessions = inner, limit, []
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if not any(s is session for s in self.sessions):
             self.sessions.append(session)
         if any(o.upper().startswith("SIZE=") and int(o[5:]) > self.limit for o in mail_options):
@@ -426,10 +426,10 @@ class SizeLimited:
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
-    async def handle_RCPT(self, *args):  # noqa: N802
+    async def handle_RCPT(self, *args):
         return await self.inner.handle_RCPT(*args)
 
-    async def handle_DATA(self, *args):  # noqa: N802
+    async def handle_DATA(self, *args):
         return await self.inner.handle_DATA(*args)
 
 

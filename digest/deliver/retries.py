@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -73,7 +74,7 @@ class RetryPolicy:
 class Tally:
     """Counters shared by the sending threads."""
 
-    def __init__(self, total: int, progress: ProgressFn | None):
+    def __init__(self, total: int, progress: ProgressFn | None) -> None:
         self.lock = threading.Lock()
         self.counts = {"sent": 0, "failed": 0, "bounced": 0, "skipped": 0, "retried": 0, "gave_up": 0}
         self.total, self.done, self.progress = total, 0, progress
@@ -90,7 +91,7 @@ class Tally:
 class Outage:
     """Consecutive connection failures across threads, and the pause they impose."""
 
-    def __init__(self, connections: int, policy: RetryPolicy):
+    def __init__(self, connections: int, policy: RetryPolicy) -> None:
         self.lock = threading.Lock()
         self.connections, self.policy = connections, policy
         self.failures, self.delay, self.resume_at = 0, policy.retry_delay, 0.0
@@ -141,7 +142,7 @@ class Refusal:
 class RefusalStreak:
     """Permanent refusals since the last accepted message, held back (see the module's doc)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int) -> None:
         self.lock = threading.Lock()
         self.limit, self.held, self.tripped = limit, [], False
 
@@ -174,7 +175,7 @@ class Recorder:
     """
 
     def __init__(self, engine: Engine, number: int, holder: str, policy: RetryPolicy, connections: int,
-                 tally: Tally, writing) -> None:  # noqa: ANN001 - a lock or a null context
+                 tally: Tally, writing: AbstractContextManager[object]) -> None:  # a lock or a null context
         self.engine, self.number, self.holder, self.policy = engine, number, holder, policy
         self.tally, self.writing = tally, writing
         self.outage = Outage(connections, policy)

@@ -326,7 +326,7 @@ def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
                     finally:
                         run.jobs.task_done()
             run.jobs.task_done()
-        except BaseException as exc:  # handed to the main thread, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
             run.errors.append(exc)
             run.stop.set()
             _drain(run.jobs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -54,7 +55,7 @@ def relaxed_durability(engine: Engine, pool_size: int | None = None) -> Iterator
     relaxed = _create_engine(engine.url.render_as_string(hide_password=False), pool_size)
     statement = "PRAGMA synchronous=NORMAL" if relaxed.dialect.name == "sqlite" else "SET synchronous_commit TO off"
 
-    def relax(dbapi_connection, _record) -> None:  # noqa: ANN001
+    def relax(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(statement)
         cursor.close()
@@ -87,7 +88,7 @@ def _create_engine(url: str, pool_size: int | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (web, status) run while a fetch or send writes; busy_timeout waits out writers.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
 from ..manifest import issue_from_manifest
 from ..models import Editorial, Issue, IssueStatus, Window
@@ -180,7 +180,7 @@ def get_summary(engine: Engine, number: int) -> IssueSummary | None:
     return _summary(row) if row else None
 
 
-def _first(engine: Engine, statuses: Iterable[IssueStatus], order) -> Issue | None:  # noqa: ANN001
+def _first(engine: Engine, statuses: Iterable[IssueStatus], order: ColumnElement[Any]) -> Issue | None:
     query = select(issues_table).where(issues_table.c.status.in_([s.value for s in statuses])).order_by(order)
     with engine.connect() as conn:
         row = conn.execute(query.limit(1)).first()

@@ -14,8 +14,22 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    Row,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import DeliveryStatus, IssueStatus, Subscriber, SubscriberStatus
@@ -133,7 +147,8 @@ def claim_rows(engine: Engine, number: int, holder: str, limit: int, now: dateti
     return claimed
 
 
-def _claim(engine: Engine, number: int, holder: str, limit: int, now: datetime, due) -> list[tuple[int, int]]:  # noqa: ANN001
+def _claim(engine: Engine, number: int, holder: str, limit: int, now: datetime,
+           due: ColumnElement[bool]) -> list[tuple[int, int]]:
     candidates = select(deliveries.c.subscriber_id).where(deliveries.c.issue_number == number, due).limit(limit)
     if engine.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
@@ -167,7 +182,7 @@ _SUBSCRIBER_COLUMNS = [subscribers.c[name] for name in (
 )]
 
 
-def subscriber_from_row(row) -> Subscriber:  # noqa: ANN001
+def subscriber_from_row(row: Row[Any]) -> Subscriber:
     """A Subscriber from a row of the subscribers table (at least its `_SUBSCRIBER_COLUMNS`)."""
     return Subscriber(
         id=row.id, email=row.email, name=row.name, language=row.language, series=tuple(row.series or ()),

@@ -195,7 +195,7 @@ class SchedulerLock:
             assert self._conn is not None
             self._conn.execute(text("SELECT 1"))
             return True
-        except Exception:  # a dead session means the lock is gone
+        except Exception:  # noqa: BLE001 - a dead session means the lock is gone
             return False
 
     def release(self) -> None:
@@ -206,7 +206,7 @@ class SchedulerLock:
             try:
                 self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(SCHEDULER_LOCK)})
                 self._conn.close()
-            except Exception:  # the session is gone, and the lock with it
+            except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
                 self._conn.invalidate()
             self._conn = None
 

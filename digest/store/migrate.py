@@ -9,7 +9,7 @@ HEAD_REVISION must name the newest migration; tests/test_store.py checks it agai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
@@ -25,7 +25,7 @@ class MigrationError(Exception):
     """The store's schema cannot be brought to this digest's version; the message says why and what to do."""
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001, ARG001
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Alembic filter: tables digest does not own (APScheduler's job store) are never migrated or compared."""
     from .schema import metadata
 

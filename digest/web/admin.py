@@ -388,7 +388,7 @@ async def post_send_now(admin: Admin, request: Request, session: AdminSession) -
 def _send_in_background(settings: Settings, engine: Engine, number: int, by: str) -> None:
     try:
         sending.send_now(settings, engine, number, datetime.now(UTC), reason=f"send now by {by}")
-    except Exception:  # already in the run log, which the report page shows; the response is gone
+    except Exception:  # noqa: BLE001 - already in the run log, which the report page shows; the response is gone
         pass
 
 
