@@ -104,7 +104,7 @@ class TooLarge(Exception):
     """The decoded body passed the cap."""
 
 
-def feed_location(url: str, resolve_path) -> str | Path:  # noqa: ANN001 - Settings.resolve_path
+def feed_location(url: str, resolve_path: Callable[[str], Path]) -> str | Path:
     """An http(s) URL as given; a file path (or file: URL) as a Path resolved by `resolve_path`.
 
     Any other scheme is returned as is, so fetching it fails with a clear SCHEME error.
@@ -129,16 +129,6 @@ def new_client(settings: FetchSettings) -> httpx.AsyncClient:
                "Accept": "application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"}
     return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, verify=tls_context(),
                              follow_redirects=False, trust_env=True)
-
-
-def warm_up(settings: FetchSettings) -> None:
-    """Load what a process's first fetch would otherwise load: the TLS context, httpcore and its async backend."""
-
-    async def open_and_close() -> None:
-        async with new_client(settings):
-            pass
-
-    asyncio.run(open_and_close())
 
 
 def tls_context() -> ssl.SSLContext:
@@ -315,7 +305,7 @@ class _Identity:
 class _Inflate:
     """gzip or deflate with bounded output: never inflates more than the room left under the cap."""
 
-    def __init__(self, wbits: int):
+    def __init__(self, wbits: int) -> None:
         self.wbits = wbits
         self.obj = zlib.decompressobj(wbits)
         self.tried_raw = wbits != zlib.MAX_WBITS
@@ -487,7 +477,7 @@ class _FetchRunner:
     """The background event loop behind fetch_feeds."""
 
     def __init__(self, jobs: Sequence[FetchJob], settings: FetchSettings, results: queue.Queue,
-                 then: Callable[[int, FetchOutcome], object] | None):
+                 then: Callable[[int, FetchOutcome], object] | None) -> None:
         self.jobs, self.settings, self.results, self.then = jobs, settings, results, then
         self.loop: asyncio.AbstractEventLoop | None = None
         self.slots: asyncio.Semaphore | None = None

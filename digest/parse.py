@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 
-from .cpulimit import CpuLimitExceeded, WorkerFailed, run_with_cpu_limit, start_fork_server
+import feedparser
+from feedparser import CharacterEncodingOverride
+
 from .feedbytes import refusal, replace_invalid_char_refs, trim_person_names
 from .language import detect_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
@@ -35,14 +36,6 @@ from .sanitize import (
     unwrap_redirect,
 )
 from .series import match_series
-
-if TYPE_CHECKING:
-    import feedparser
-
-# What the parse workers' fork server imports before it forks (digest/__main__.py names the same).
-# feedparser is imported only where parsing runs: a process that hands its feeds to the workers
-# (every `digest fetch`) never pays for it.
-PARSER_PRELOAD = ("feedparser", __name__)
 
 # Longer keys are hashed. Counted in UTF-8 bytes, not characters: PostgreSQL's unique index on
 # the key column refuses entries over 2,704 bytes (1,990 CJK characters are 5,970 bytes).
@@ -80,8 +73,6 @@ def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_locati
     if refused:
         return ParseResult([], [], refused)
     body = replace_invalid_char_refs(trim_person_names(body))
-    import feedparser  # noqa: PLC0415 - see PARSER_PRELOAD
-
     try:
         parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # noqa: BLE001 - a feedparser bug on odd input costs this feed only
@@ -95,41 +86,9 @@ def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_locati
     return ParseResult(items, warnings, None, _title(parsed.feed))
 
 
-def parse_feed_limited(
-    body: bytes, feed: Feed, series: Sequence[Series], cpu_seconds: float, content_location: str | None = None
-) -> ParseResult:
-    """parse_feed in a reused worker process, abandoned after `cpu_seconds` of CPU time.
-
-    `cpu_seconds <= 0` parses in this process without a limit. Exceeding the limit, or a
-    worker that dies, gives a ParseResult whose error says so; other feeds are unaffected.
-    """
-    if cpu_seconds <= 0:
-        return parse_feed(body, feed, series, content_location)
-    try:
-        return run_with_cpu_limit(parse_feed, (body, feed, tuple(series), content_location), cpu_seconds)
-    except CpuLimitExceeded:
-        return ParseResult([], [], (
-            f"parsing took more than {cpu_seconds:g} s of CPU time and was abandoned (a hostile or "
-            "pathological feed, e.g. thousands of long author strings); raise fetch.parse_cpu_seconds if the feed is just very large"
-        ))
-    except WorkerFailed as exc:
-        return ParseResult([], [], f"parsing failed: {exc}")
-
-
-def start_parse_server(cpu_seconds: float) -> None:
-    """Start the fork server behind parse_feed_limited now, so workers fork at once when bodies land.
-
-    Nothing when `cpu_seconds <= 0` (parsing then runs in this process). Does not wait.
-    """
-    if cpu_seconds > 0:
-        start_fork_server(preload=PARSER_PRELOAD)
-
-
 def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:
     if not parsed.get("bozo"):
         return []
-    from feedparser import CharacterEncodingOverride  # noqa: PLC0415 - loaded by now, see PARSER_PRELOAD
-
     exc = parsed.get("bozo_exception")
     if isinstance(exc, CharacterEncodingOverride):
         return [f"wrong character encoding: {exc}; check the text of its items"]

@@ -1,4 +1,7 @@
-"""The weekly run behind `digest run`: APScheduler jobs that call pipeline functions, one active scheduler.
+"""The weekly run behind `digest run`: APScheduler wiring over the pipeline's use cases, one active scheduler.
+
+The jobs call pipeline.ingest.fetch_all, pipeline.issues.build_for_week (build, then approve and send
+or tell staff) and pipeline.sending.send_due_issues; the rules are theirs, the timing is this module's.
 
 Jobs live in a persistent job store in the digest database (table `scheduler_jobs`), so a missed
 build or send is seen on the next start and runs once (misfire grace + coalescing). On every start a
@@ -7,8 +10,8 @@ their send time go out, unless the send time is older than `schedule.stale_after
 issue is set back to draft for a fresh approval. Data-level idempotency (one build per cron fire
 time, one issue per window, the send ledger) means a job run twice does its work once.
 
-Only one scheduler acts: it holds a database lock (a PostgreSQL advisory lock on a dedicated
-connection; a renewed lease row on SQLite). Others wait as standbys and take over when it goes.
+Only one scheduler acts: it holds a database lock (store.locks.SchedulerLock: a PostgreSQL advisory
+lock on a dedicated connection; a renewed lease row on SQLite). Others wait as standbys and take over when it goes.
 Jobs are module-level functions whose only argument is the config path, so they serialise into
 the job store; they run one at a time in one worker thread.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,8 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from .config import Settings, load_settings
-from .cpulimit import stop_idle_workers
-from .pipeline.ingest import fetch_all, prepare_fetch
+from .pipeline.ingest import fetch_all
 from .pipeline.issues import build_for_week, record_missed_build, week_done
 from .pipeline.runs import JOB_BUILD, JOB_FETCH, JOB_SEND, JOB_SEND_POLL, describe, local_time
 from .pipeline.sending import resume_interrupted_sends, send_due_issues
@@ -61,7 +64,7 @@ def reconcile(settings: Settings, engine: Engine, now: datetime) -> None:
     log.info("start-up check done")
 
 
-def _attempt(step, *args: object) -> None:  # noqa: ANN001 - any catch-up step
+def _attempt(step: Callable[..., object], *args: object) -> None:
     # One failed catch-up step (already in the run log) must not stop the others.
     try:
         step(*args)
@@ -88,9 +91,6 @@ def fetch_job(config_path: str) -> None:
         record_run(engine, JOB_FETCH, "error", describe(exc))
         raise
     finally:
-        # Fetches are hours apart: idle parse workers (40-120 MB each) are not kept in between; the
-        # fork server (≈25 MB) is, so the next fetch forks its workers in milliseconds.
-        stop_idle_workers()
         engine.dispose()
 
 
@@ -212,8 +212,6 @@ def _take_turn(config_path: str, settings: Settings, engine: Engine, lock: Sched
 
 def _act(config_path: str, settings: Settings, engine: Engine, lock: SchedulerLock, stop: threading.Event,
          options: RunOptions) -> None:
-    # Only the active scheduler fetches: a standby never starts the parse workers' fork server.
-    prepare_fetch(settings)  # the first scheduled fetch then costs what later ones do
     # APScheduler 3 cannot share a job store between running schedulers: start only under the lock.
     scheduler = make_scheduler(settings, engine)
     scheduler.start(paused=True)

@@ -373,7 +373,7 @@ def test_feeds_are_fetched_at_once(server):
     count = 4
     barrier = threading.Barrier(count, timeout=10)
 
-    def together(h):  # noqa: ANN001, ANN202
+    def together(h):
         barrier.wait()
         static(RSS)(h)
 

@@ -1,16 +1,13 @@
 """parse_feed on real feed files (tests/data/feeds/, see its README): refusals, recovery, normalisation."""
 
-import os
 import re
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from digest import cpulimit
 from digest.config import FetchSettings
 from digest.feedbytes import ERROR_EMPTY, ERROR_ENTITIES, ERROR_HTML, MAX_PERSON_BYTES, trim_person_names
 from digest.language import detect_language, normalise_language
@@ -20,8 +17,8 @@ from digest.parse import (
     attendance,
     event_time,
     parse_feed,
-    parse_feed_limited,
 )
+from digest.parse_workers import ParseWorkers
 from digest.sanitize import MAX_NAME_CHARS
 
 FEEDS = Path(__file__).resolve().parent / "data" / "feeds"
@@ -455,7 +452,7 @@ def test_skipped_entry_n_names_the_entry_and_keeps_the_others(monkeypatch):
 
     real = parse_module.match_series
 
-    def match_series(terms, series):  # noqa: ANN001, ANN202
+    def match_series(terms, series):
         if "boom" in terms:
             raise RuntimeError("a bug in series matching")
         return real(terms, series)
@@ -567,14 +564,16 @@ def many_long_authors(items: int = 3000) -> bytes:
 def test_the_slow_author_fixture_parses_with_the_default_cpu_limit():
     """The 60 KB author is cut before feedparser reads it: its quadratic e-mail regex never sees 60 KB."""
     body = (FEEDS / "hostile-slow-author.xml").read_bytes()
-    result = parse_feed_limited(body, FEED, SERIES, FetchSettings().parse_cpu_seconds)
+    with ParseWorkers(FetchSettings().parse_cpu_seconds) as workers:
+        result = workers.parse(body, FEED, SERIES)
     assert (result.error, result.warnings) == (None, [])
     (item,) = result.items
     assert item.title == "Innocent title" and item.url == "https://attacker.example/slow/1"
     assert item.authors == ("a" * (MAX_NAME_CHARS - 1) + "…",)
     assert len(trim_person_names(body)) < MAX_PERSON_BYTES + 1000  # feedparser reads 1 KB of the 60 KB
     # Untrimmed, this feed costs ~13 s of CPU; trimmed, milliseconds: the smallest limit is plenty.
-    assert parse_feed_limited(body, FEED, SERIES, cpu_seconds=1) == result
+    with ParseWorkers(cpu_seconds=1) as workers:
+        assert workers.parse(body, FEED, SERIES) == result
 
 
 @pytest.mark.parametrize("element, text, expected", [
@@ -601,10 +600,11 @@ def test_short_names_and_other_long_text_are_left_alone():
 
 @pytest.mark.slow
 def test_a_pathological_feed_is_abandoned_at_the_cpu_limit_and_the_next_feed_parses():
-    slow = parse_feed_limited(many_long_authors(), FEED, SERIES, cpu_seconds=1)
-    assert slow.items == [] and "more than 1 s of CPU time" in slow.error
     body = (FEEDS / "wordpress-rss.xml").read_bytes()
-    assert parse_feed_limited(body, FEED, SERIES, cpu_seconds=10) == parse_feed(body, FEED, SERIES)
+    with ParseWorkers(cpu_seconds=1, workers=1) as workers:
+        slow = workers.parse(many_long_authors(), FEED, SERIES)
+        assert slow.items == [] and "more than 1 s of CPU time" in slow.error
+        assert workers.parse(body, FEED, SERIES) == parse_feed(body, FEED, SERIES)
 
 
 @pytest.mark.slow
@@ -612,38 +612,15 @@ def test_limited_parses_from_several_threads_agree_with_inline_parses():
     names = ["wordpress-rss.xml", "events-mod-event.xml", "atom-xml-base.xml", "rss1-rdf.rdf", "malformed.xml",
              "billion-laughs.xml", "html-page.html"]
     bodies = [(FEEDS / n).read_bytes() for n in names]
-    with ThreadPoolExecutor(4) as pool:
-        limited = list(pool.map(lambda b: parse_feed_limited(b, FEED, SERIES, 10), bodies))
+    with ParseWorkers(cpu_seconds=10) as workers, ThreadPoolExecutor(4) as pool:
+        limited = list(pool.map(lambda b: workers.parse(b, FEED, SERIES), bodies))
     assert limited == [parse_feed(b, FEED, SERIES) for b in bodies]
 
 
 def test_no_limit_parses_inline():
     body = (FEEDS / "rss1-rdf.rdf").read_bytes()
-    assert parse_feed_limited(body, FEED, SERIES, cpu_seconds=0) == parse_feed(body, FEED, SERIES)
-
-
-@pytest.mark.slow
-def test_a_worker_that_dies_is_an_error_and_is_replaced():
-    with pytest.raises(cpulimit.WorkerFailed, match="died"):
-        cpulimit.run_with_cpu_limit(os._exit, (3,), 5)
-    with pytest.raises(cpulimit.WorkerFailed, match="ValueError"):
-        cpulimit.run_with_cpu_limit(int, ("not a number",), 5)
-    assert cpulimit.run_with_cpu_limit(int, ("42",), 5) == 42
-
-
-@pytest.mark.slow
-def test_a_worker_that_stops_answering_is_killed(monkeypatch):
-    monkeypatch.setattr(cpulimit, "BACKSTOP_FACTOR", 1)
-    monkeypatch.setattr(cpulimit, "BACKSTOP_SLACK_SECONDS", 0.5)
-    with pytest.raises(cpulimit.WorkerFailed, match="stopped answering"):
-        cpulimit.run_with_cpu_limit(time.sleep, (60,), 0.5)  # sleeping uses no CPU: only the backstop ends it
-    assert cpulimit.run_with_cpu_limit(abs, (-1,), 5) == 1
-
-
-def test_workers_shut_down_and_start_again():
-    cpulimit.shutdown_workers()
-    assert cpulimit.run_with_cpu_limit(abs, (-2,), 5) == 2
-    cpulimit.shutdown_workers()
+    with ParseWorkers(cpu_seconds=0) as workers:
+        assert workers.parse(body, FEED, SERIES) == parse_feed(body, FEED, SERIES)
 
 
 # --- the demo's bundled sample data ---------------------------------------------------------------

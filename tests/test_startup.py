@@ -1,5 +1,5 @@
-"""What a fresh `digest` process loads: only the command it runs, Alembic only to migrate, the
-parser only when a feed sent a body, the language detector only when a language must be guessed.
+"""The `digest` entry points as a user starts them, and what a fresh process loads: only the command
+it runs (click's lazy group), the language detector only when a language must be guessed.
 
 Each check runs a real process, so nothing imported by other tests hides a regression.
 """
@@ -10,6 +10,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -66,8 +67,8 @@ def test_an_unknown_command_is_still_refused_with_a_suggestion():
     assert result.exit_code == 2 and "Did you mean 'fetch'" in result.output
 
 
-def test_fetch_loads_only_its_command_and_the_parser_only_when_a_body_arrived(tmp_path, server):
-    server.routes["/wp"] = static((FEEDS / "wordpress-rss.xml").read_bytes())  # states its language
+def test_fetch_loads_only_its_command(tmp_path, server):
+    server.routes["/wp"] = static((FEEDS / "wordpress-rss.xml").read_bytes())
     store = f"sqlite:///{tmp_path / 'digest.db'}"
     open_store(store).dispose()  # as `digest init` leaves it: at head
     (tmp_path / "digest.toml").write_text(
@@ -77,14 +78,22 @@ def test_fetch_loads_only_its_command_and_the_parser_only_when_a_body_arrived(tm
     first, modules = run_probe(tmp_path, "--config", "digest.toml", "fetch", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["new"] > 0
-    loaded_commands = {m for m in modules if m.startswith("digest.cli.")}
-    assert loaded_commands == {"digest.cli.base", "digest.cli.fetch"}
-    assert "digest.parse" in modules
-    assert not {"alembic", "py3langid", "numpy", "digest.schedule", "digest.deliver"} & modules
+    assert {m for m in modules if m.startswith("digest.cli.")} == {"digest.cli.base", "digest.cli.fetch"}
 
-    again, modules = run_probe(tmp_path, "--config", "digest.toml", "fetch", "--json")
+    again, _ = run_probe(tmp_path, "--config", "digest.toml", "fetch", "--json")
     assert json.loads(again.stdout)["status"] == "not_modified"
-    assert not {"digest.parse", "feedparser", "alembic"} & modules
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "digest"],
+    [str(Path(sys.executable).with_name("digest"))],  # the installed script: digest.__main__:main
+])
+def test_the_entry_points_run_the_command_line(tmp_path, command):
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout and "  fetch " in result.stdout and "  run " in result.stdout
+    refused = subprocess.run([*command, "fetc"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert refused.returncode == 2 and "Did you mean 'fetch'" in refused.stderr
 
 
 def test_the_language_detector_loads_only_when_a_language_must_be_guessed():

@@ -15,7 +15,7 @@ Modules, one per use case:
 """
 
 from .editions import render_issue
-from .ingest import fetch_all, prepare_fetch
+from .ingest import fetch_all
 from .issues import approve_issue, build_issue, edit_issue
 from .sending import send_issue, send_test, work_pending
 from .subscribers import import_subscribers
@@ -26,7 +26,6 @@ __all__ = [
     "edit_issue",
     "fetch_all",
     "import_subscribers",
-    "prepare_fetch",
     "render_issue",
     "send_issue",
     "send_test",

@@ -1,12 +1,12 @@
 """Use case: ingest. Fetch, parse and store every configured feed; report each feed's health.
 
-Feeds download concurrently and are parsed as they land, then stored one at a time. One broken or
+Feeds download concurrently and are parsed as they land, each in a worker process under a CPU-time
+limit (digest.parse_workers, stopped when the fetch ends), then stored one at a time. One broken or
 hostile feed costs only its own report.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -14,9 +14,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
-from ..fetch import FetchJob, FetchOutcome, Validators, feed_location, fetch_feeds, warm_up
+from ..fetch import FetchJob, FetchOutcome, Validators, feed_location, fetch_feeds
 from ..models import Feed, FeedStatus, FetchReport
-from ..parse import ParseResult, parse_feed_limited, start_parse_server
+from ..parse import ParseResult
+from ..parse_workers import ParseWorkers
 from ..store import relaxed_durability
 from ..store.feeds import all_feed_states, get_feed_states, record_fetch
 from ..store.items import save_items
@@ -32,25 +33,6 @@ def fetch_all(settings: Settings, engine: Engine, progress: Progress | None = No
     """
     with relaxed_durability(engine) as writes:
         return _fetch_all(settings, writes, progress)
-
-
-def prepare_fetch(settings: Settings) -> threading.Thread:
-    """Do a fetch's one-time set-up now, in a background thread; returns the thread (joining is optional).
-
-    Starts the parse workers' fork server and loads the HTTP stack (httpcore, its async backend,
-    the TLS context), so that the first fetch of a long-lived process (`digest run`) costs what
-    every later one does. Never raises: a failure here only means the fetch does it itself.
-    """
-    def prepare() -> None:
-        try:
-            start_parse_server(settings.fetch.parse_cpu_seconds)
-            warm_up(settings.fetch)
-        except Exception:  # only a head start: the fetch repeats whatever failed
-            pass
-
-    thread = threading.Thread(target=prepare, name="digest-prepare-fetch", daemon=True)
-    thread.start()
-    return thread
 
 
 def feed_health(settings: Settings, engine: Engine) -> tuple[FetchReport, ...]:
@@ -79,32 +61,30 @@ def _fetch_all(settings: Settings, engine: Engine, progress: Progress | None) ->
             continue
         location = feed_location(feed.url, settings.resolve_path)
         jobs.append((index, FetchJob(location, Validators(state.etag, state.last_modified))))
-    # A feed without validators is certain to be downloaded and parsed: start the parse workers'
-    # fork server now (if it is not running yet), while the first bodies download. A run where
-    # every feed answers 304 starts nothing.
-    if any(not (job.validators.etag or job.validators.last_modified) for _, job in jobs):
-        start_parse_server(settings.fetch.parse_cpu_seconds)
-
     feed_order = tuple(feed.name for feed in settings.feeds)
+    # At most one parse worker per feed download that can run at once (and per CPU); none starts
+    # before the first body lands, and all stop when the fetch ends: fetches are hours apart.
+    workers = min(len(jobs), settings.fetch.concurrency)
+    with ParseWorkers(settings.fetch.parse_cpu_seconds, workers) as parse_workers:
 
-    def parse(job_index: int, outcome: FetchOutcome) -> ParseResult | None:
-        return _parse_outcome(settings, settings.feeds[jobs[job_index][0]], outcome)
+        def parse(job_index: int, outcome: FetchOutcome) -> ParseResult | None:
+            return _parse_outcome(parse_workers, settings, settings.feeds[jobs[job_index][0]], outcome)
 
-    for job_index, outcome, parsed in fetch_feeds([job for _, job in jobs], settings.fetch, then=parse):
-        index = jobs[job_index][0]
-        reports[index] = _store_outcome_safely(engine, settings.feeds[index], outcome, parsed, feed_order)
-        _notify(progress, reports[index])
+        for job_index, outcome, parsed in fetch_feeds([job for _, job in jobs], settings.fetch, then=parse):
+            index = jobs[job_index][0]
+            reports[index] = _store_outcome_safely(engine, settings.feeds[index], outcome, parsed, feed_order)
+            _notify(progress, reports[index])
     return [reports[i] for i in range(len(settings.feeds))]
 
 
-def _parse_outcome(settings: Settings, feed: Feed, outcome: FetchOutcome) -> ParseResult | None:
+def _parse_outcome(parse_workers: ParseWorkers, settings: Settings, feed: Feed,
+                   outcome: FetchOutcome) -> ParseResult | None:
     """The feed's ParseResult when bytes arrived (None otherwise); never raises."""
     if not outcome.ok:
         return None
     try:
-        return parse_feed_limited(outcome.body, feed, settings.series, settings.fetch.parse_cpu_seconds,
-                                  content_location=outcome.content_location)
-    except Exception as exc:  # a parser bug must cost this feed only
+        return parse_workers.parse(outcome.body, feed, settings.series, content_location=outcome.content_location)
+    except Exception as exc:  # noqa: BLE001 - a parser bug must cost this feed only
         return ParseResult([], [], f"the parser failed unexpectedly ({type(exc).__name__}: {exc}); please report this feed")
 
 
@@ -117,7 +97,7 @@ def _store_outcome_safely(engine: Engine, feed: Feed, outcome: FetchOutcome, par
     """
     try:
         return _store_outcome(engine, feed, outcome, parsed, feed_order)
-    except Exception as exc:  # one feed's outcome must never stop the run
+    except Exception as exc:  # noqa: BLE001 - one feed's outcome must never stop the run
         detail = (str(exc).splitlines() or [""])[0][:300]
         message = f"could not store this feed's outcome: {type(exc).__name__}: {detail}"
         return FetchReport(feed=feed.name, url=feed.url, status=FeedStatus.ERROR, message=message)

@@ -1,0 +1,187 @@
+"""Feeds parsed in worker processes under a CPU-time limit: a hostile feed costs only its own parse.
+
+feedparser has slow paths (a 60 KB author string once cost ~13 s of regex work) that a hostile feed
+could find, so `digest.pipeline.ingest` parses every fetched body in a worker process, on pebble's
+`ProcessPool` (a maintained pool with per-task timeouts that replaces a worker that dies):
+
+- CPU time: while a task runs, its worker's RLIMIT_CPU soft limit is the CPU time the worker has
+  used so far plus the task's allowance (`fetch.parse_cpu_seconds`, rounded up to whole seconds).
+  Past it the kernel ends the worker with SIGXCPU, whatever code it is in; the pool starts another.
+- A worker that dies (out of memory, killed) is replaced and only its own task fails. One that
+  neither answers nor dies within ten times the allowance plus a minute (waiting on something, using
+  no CPU) is killed.
+- Memory: a body is at most `fetch.max_bytes` and documents declaring entities are refused before
+  parsing (digest.feedbytes); a worker the kernel ends for want of memory is replaced like any other.
+- Output: a worker's standard output is its standard error, so a stray print never reaches the
+  caller's answers (`digest fetch --json`).
+
+Workers are forked by multiprocessing's fork server, a fresh single-threaded interpreter that imports
+the parser and the command line once: a worker is ready in milliseconds, and the caller, which runs
+threads, is never forked itself. Like every multiprocessing child, a worker runs the caller's main
+script again, without its `if __name__ == "__main__":` block (which a script calling the pipeline
+therefore needs). A pool lives for one `with` block (one fetch) and starts no process before its
+first task; leaving the block stops its workers. The fork server and multiprocessing's resource
+tracker stay until the process that started them exits, or is killed.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pebble import ProcessExpired, ProcessPool
+
+from .models import Feed, Series
+from .parse import ParseResult, parse_feed
+
+T = TypeVar("T")
+
+# A task whose worker neither answers nor dies within this many times its CPU allowance (plus
+# a minute) waits on something that uses no CPU; its worker is killed.
+BACKSTOP_FACTOR = 10
+BACKSTOP_SLACK_SECONDS = 60.0
+
+DIED = "the parser process died (out of memory or killed)"
+STOPPED = "the parser process stopped answering and was stopped"
+
+# What the fork server imports once, so that no worker imports it for itself: this module (so the
+# parser), and the command line. multiprocessing runs the caller's main script again in every worker,
+# and the `digest` script imports digest.__main__, so the command line and SQLAlchemy (about 0.3 s of
+# CPU time per worker otherwise); Python 3.11's own preload of "__main__" never takes effect.
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["digest.__main__", __name__])
+
+
+class CpuLimitExceeded(Exception):
+    """The task used more CPU time than it was allowed; its worker was ended."""
+
+
+class WorkerFailed(Exception):
+    """The worker process died or stopped answering; the message says which."""
+
+
+class ParseWorkers:
+    """The parse worker processes of one fetch; a context manager that stops them on leaving.
+
+    `cpu_seconds <= 0` runs every task in this process, without a limit (`fetch.parse_cpu_seconds = 0`).
+    At most `workers` processes (at most one per CPU) start, at the first task: a fetch where every
+    feed answers 304 starts none.
+    """
+
+    def __init__(self, cpu_seconds: float, workers: int | None = None) -> None:
+        cpus = os.cpu_count() or 1
+        self.cpu_seconds = cpu_seconds
+        self.size = max(1, min(workers or cpus, cpus))
+        self._lock = threading.Lock()
+        self._pool: ProcessPool | None = None
+        self._closed = False
+
+    def __enter__(self) -> ParseWorkers:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def parse(self, body: bytes, feed: Feed, series: Sequence[Series],
+              content_location: str | None = None) -> ParseResult:
+        """parse_feed in a worker; a parse over the CPU limit or a lost worker is a ParseResult whose error says so."""
+        try:
+            return self.run(parse_feed, body, feed, tuple(series), content_location)
+        except CpuLimitExceeded:
+            return ParseResult([], [], (
+                f"parsing took more than {self.cpu_seconds:g} s of CPU time and was abandoned (a hostile or "
+                "pathological feed, e.g. thousands of long author strings); raise fetch.parse_cpu_seconds "
+                "if the feed is just very large"))
+        except WorkerFailed as exc:
+            return ParseResult([], [], f"parsing failed: {exc}")
+
+    def run(self, func: Callable[..., T], *args: Any) -> T:
+        """`func(*args)` in a worker under the CPU limit; an exception `func` raises is raised here.
+
+        `func`, its arguments and its result must pickle (a module-level function). Raises
+        CpuLimitExceeded past the allowance, WorkerFailed when the worker died or hung.
+        """
+        if self.cpu_seconds <= 0:
+            return func(*args)
+        backstop = self.cpu_seconds * BACKSTOP_FACTOR + BACKSTOP_SLACK_SECONDS
+        for _ in range(2):
+            pool = self._running_pool()
+            try:
+                succeeded, value = pool.schedule(_run_limited, (func, args, self.cpu_seconds), timeout=backstop).result()
+            except (BrokenProcessPool, RuntimeError):
+                # pebble gives up on a whole pool when a worker dies before the pool saw its task
+                # start; the tasks it held, this one among them, get one more try on a new pool.
+                self._discard(pool)
+                continue
+            except ProcessExpired as exc:
+                if exc.exitcode == -signal.SIGXCPU:
+                    raise CpuLimitExceeded(f"used more than {self.cpu_seconds:g} s of CPU time") from None
+                raise WorkerFailed(DIED) from None
+            except TimeoutError:  # pebble's backstop (the task's own exceptions come back as values)
+                raise WorkerFailed(STOPPED) from None
+            if succeeded:
+                return value
+            raise value
+        raise WorkerFailed("the parser processes kept failing (a worker could not start, or died at once)")
+
+    def close(self) -> None:
+        """Stop every worker (idle ones at once; a worker still busy is terminated)."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            _stop(pool)
+
+    def _running_pool(self) -> ProcessPool:
+        with self._lock:
+            if self._closed:
+                raise WorkerFailed("the parse workers were already stopped")
+            if self._pool is None:
+                self._pool = ProcessPool(max_workers=self.size, initializer=_start_worker, context=_CONTEXT)
+            return self._pool
+
+    def _discard(self, pool: ProcessPool) -> None:
+        with self._lock:
+            if self._pool is not pool:
+                return  # another thread replaced it already
+            self._pool = None
+        _stop(pool)
+
+
+def _stop(pool: ProcessPool) -> None:
+    pool.stop()
+    pool.join()
+
+
+# --- inside a worker -------------------------------------------------------------------------------
+def _start_worker() -> None:
+    """Once per worker: stray output to standard error; the CPU limit ends the worker, without a core file."""
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr  # line-buffered: a print is written at once, even if the worker is then ended
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # even if the caller ignores it
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
+def _run_limited(func: Callable[..., T], args: tuple, cpu_seconds: float) -> tuple[bool, Any]:
+    """(True, func(*args)) or (False, the exception it raised), within `cpu_seconds` more of CPU time."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    try:
+        return True, func(*args)
+    except Exception as exc:  # noqa: BLE001 - handed back as a value: only pebble's own errors are the future's exceptions
+        return False, exc
+    finally:
+        resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
