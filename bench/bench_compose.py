@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digest.config import settings_from_dict  # noqa: E402
 from digest.models import EventInfo, Item, ItemKind, Window  # noqa: E402
-from digest.pipeline import _compose_window, build_issue  # noqa: E402
+from digest.pipeline.issues import build_issue, compose_window  # noqa: E402
 from digest.related import find_related  # noqa: E402
 from digest.store import open_store  # noqa: E402
 from digest.store.items import items_between, iter_items, save_items  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
         print(f"issue: {len(placed)} entries ({len(new)} new in the window, the rest upcoming events)")
 
         build = median_seconds(lambda: build_issue(settings, engine, NOW))
-        compose = median_seconds(lambda: _compose_window(settings, engine, window, NOW, issue.editorial))
+        compose = median_seconds(lambda: compose_window(settings, engine, window, NOW, issue.editorial))
         everything = list(iter_items(engine))
         week = items_between(engine, window.start, window.end)
         from digest.related import POOL_RECENT

@@ -238,7 +238,7 @@ WARM_DIGEST = """
 import sys, time
 import digest.parse  # imported up front, as rss2email's modules are below
 from digest.config import load_settings
-from digest.pipeline import fetch_all
+from digest.pipeline.ingest import fetch_all
 from digest.store import open_store
 settings = load_settings("digest.toml")
 engine = open_store(settings.store.url)

@@ -35,7 +35,7 @@ from send_helpers import add_many, approved_issue, smtp_settings  # noqa: E402
 
 from digest.deliver.editions import edition_messages  # noqa: E402
 from digest.deliver.transport import SendResult  # noqa: E402
-from digest.pipeline import send_issue  # noqa: E402
+from digest.pipeline.sending import send_issue  # noqa: E402
 from digest.store import open_store  # noqa: E402
 from digest.store.issues import require_issue  # noqa: E402
 from digest.store.subscribers import get_subscriber  # noqa: E402

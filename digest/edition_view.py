@@ -18,10 +18,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import nh3
 
 from . import i18n
-from .charsets import CONTROLS, CONTROLS_ASCII, NONCHARACTERS, SURROGATES
 from .config import Settings
 from .models import Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
 from .segments import edition_sections
+from .unsafe_chars import CONTROLS, CONTROLS_ASCII, NONCHARACTERS, SURROGATES
 
 # Per-subscriber placeholders start with this (see render.PLACEHOLDERS); content must never contain one.
 PLACEHOLDER_PREFIX = "[[DIGEST:"

@@ -1,7 +1,7 @@
 """Feed bytes → clean, typed Items. Pure: no I/O, no clock.
 
 feedparser always reads an `io.BytesIO` (given a string it would open files and URLs), and
-only after `digest.feedbytes` checked the DTD for entity declarations (billion laughs, external
+only after `digest.defuse` checked the DTD for entity declarations (billion laughs, external
 entities) and cut over-long author texts (feedparser's e-mail regex is quadratic in them).
 feedparser's own sanitiser and URI resolution are off; every HTML field goes through nh3
 (`digest.sanitize`) with relative links resolved against xml:base, else the channel's link,
@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 import feedparser
 from feedparser import CharacterEncodingOverride
 
-from .feedbytes import refusal, replace_invalid_char_refs, trim_person_names
+from .defuse import refusal, replace_invalid_char_refs, trim_person_names
 from .language import detect_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
 from .sanitize import (

@@ -11,7 +11,7 @@ could find, so `digest.pipeline.ingest` parses every fetched body in a worker pr
   neither answers nor dies within ten times the allowance plus a minute (waiting on something, using
   no CPU) is killed.
 - Memory: a body is at most `fetch.max_bytes` and documents declaring entities are refused before
-  parsing (digest.feedbytes); a worker the kernel ends for want of memory is replaced like any other.
+  parsing (digest.defuse); a worker the kernel ends for want of memory is replaced like any other.
 - Output: a worker's standard output is its standard error, so a stray print never reaches the
   caller's answers (`digest fetch --json`).
 

@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import nh3
 
-from .charsets import BIDI_CONTROLS, CONTROLS, NONCHARACTERS, SURROGATES, XML_INVALID
+from .unsafe_chars import BIDI_CONTROLS, CONTROLS, NONCHARACTERS, SURROGATES, XML_INVALID
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 WEB_SCHEMES = frozenset({"http", "https"})
@@ -34,7 +34,7 @@ _CONTROL = re.compile(f"[{CONTROLS}]")
 # One XML-invalid character in an edition's markup breaks MJML compilation of every edition, so none
 # leaves this module.
 _XML_INVALID = re.compile(f"[{XML_INVALID}]")
-# Invisible in a title and only trouble there (see digest.charsets).
+# Invisible in a title and only trouble there (see digest.unsafe_chars).
 _TITLE_INVISIBLE = re.compile(f"[{SURROGATES}{NONCHARACTERS}{BIDI_CONTROLS}]")
 _SPACES = re.compile(r"\s+")
 _TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")

@@ -33,14 +33,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from .config import Settings, load_settings
-from .pipeline.ingest import fetch_all
+from .pipeline.ingest import scheduled_fetch
 from .pipeline.issues import build_for_week, record_missed_build, week_done
-from .pipeline.runs import JOB_BUILD, JOB_FETCH, JOB_SEND, JOB_SEND_POLL, describe, local_time
+from .pipeline.runs import JOB_BUILD, JOB_FETCH, JOB_SEND, JOB_SEND_POLL, local_time
 from .pipeline.sending import resume_interrupted_sends, send_due_issues
 from .store import open_store
 from .store.locks import JOBS_TABLE, SchedulerLock
-from .store.runs import record_run
-from .timing import build_trigger, check_schedule, fetch_trigger, last_fire_time, send_trigger
+from .timetable import build_trigger, check_schedule, fetch_trigger, last_fire_time, send_trigger
 
 log = logging.getLogger("digest.schedule")
 
@@ -83,13 +82,7 @@ def fetch_job(config_path: str) -> None:
     """Scheduled fetch of every feed."""
     settings, engine = _open(config_path)
     try:
-        reports = fetch_all(settings, engine)
-        errors = [r for r in reports if getattr(r, "status", "") == "error"]
-        record_run(engine, JOB_FETCH, "error" if errors and len(errors) == len(reports) else "fetched",
-                   f"{len(reports)} feeds, {len(errors)} with errors")
-    except Exception as exc:
-        record_run(engine, JOB_FETCH, "error", describe(exc))
-        raise
+        scheduled_fetch(settings, engine)
     finally:
         engine.dispose()
 

@@ -21,7 +21,7 @@ from typing import Any
 from jinja2 import Environment, Template, TemplateNotFound, TemplateSyntaxError
 from jinja2.runtime import Context
 
-from .charsets import XML_INVALID
+from .unsafe_chars import XML_INVALID
 
 
 class RenderError(Exception):

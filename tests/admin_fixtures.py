@@ -16,10 +16,11 @@ from httpx import Response
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from digest import pipeline
 from digest.config import Settings
 from digest.models import Issue, Subscriber, SubscriberStatus
 from digest.passwords import hash_password
+from digest.pipeline.ingest import fetch_all
+from digest.pipeline.issues import build_issue
 from digest.store import open_store
 from digest.store.subscribers import add_subscriber
 
@@ -49,8 +50,8 @@ def admin_store(tmp_path: Path, store_url: str, build: bool = True, extra_feeds:
     web = {"admin_password_hash": PASSWORD_HASH, **sections.pop("web", {})}
     settings = make_settings(tmp_path, store_url, feeds=feeds_config() + list(extra_feeds), web=web, **sections)
     engine = open_store(settings.store.url)
-    pipeline.fetch_all(settings, engine)
-    issue = pipeline.build_issue(settings, engine, now=NOW, since=WINDOW.start, until=WINDOW.end) if build else None
+    fetch_all(settings, engine)
+    issue = build_issue(settings, engine, now=NOW, since=WINDOW.start, until=WINDOW.end) if build else None
     for reader in READERS:
         add_subscriber(engine, reader, now=NOW)
     return AdminStore(settings, engine, issue)

@@ -19,9 +19,9 @@ from compose_fixtures import NOW
 from starlette.testclient import TestClient
 
 import digest.web
-from digest import pipeline
 from digest.manifest import issue_subject
 from digest.models import IssueStatus, Subscriber, SubscriberStatus
+from digest.pipeline.sending import send_issue
 from digest.store.issues import approve_issue, get_issue, get_summary
 from digest.store.runs import IssueTiming, record_run, set_send_time
 from digest.store.subscribers import add_subscriber, get_subscriber, record_bounce, set_status
@@ -144,7 +144,7 @@ def test_the_delivery_report_counts_each_bounced_subscriber_once(tmp_path, store
     carla = get_subscriber(store.engine, "carla@example.org")
     record_bounce(store.engine, carla.id, threshold=2, detail="an earlier issue")
     approve_issue(store.engine, 1, by="Anna", version=store.issue.version)
-    pipeline.send_issue(store.settings, store.engine, 1)
+    send_issue(store.settings, store.engine, 1)
     assert get_subscriber(store.engine, "carla@example.org").status == SubscriberStatus.BOUNCED
     with signed_in(store) as admin:
         report = admin.get("/admin/issues/1/report").text
@@ -260,7 +260,7 @@ def test_hostile_titles_subject_and_intro_are_escaped_on_every_page(tmp_path, sq
         assert_escaped(admin.get("/admin/issues/1").text, everything, "issue page")
         assert_escaped(admin.get("/admin/issues/1/preview").text, [HOSTILE_INTRO, *titles], "preview")
         approve_issue(store.engine, 1, by="Anna", version=get_issue(store.engine, 1).version)
-        pipeline.send_issue(store.settings, store.engine, 1)
+        send_issue(store.settings, store.engine, 1)
         assert_escaped(admin.get("/admin/issues/1/report").text, [HOSTILE_SUBJECT], "report")
         assert_escaped(admin.get("/admin/archive").text, [HOSTILE_SUBJECT], "admin archive")
         assert_escaped(admin.get("/archive/").text, [HOSTILE_SUBJECT], "archive index")

@@ -52,3 +52,18 @@ def test_settings_reference_is_current():
     block = re.search(r"<!-- settings:start -->\n(.*?)<!-- settings:end -->", text, re.S)
     assert block, "docs/configuration.md lost its settings markers"
     assert block.group(1) == generated, "docs/configuration.md is stale: run `make docs`"
+
+
+def architecture_modules() -> set[str]:
+    """The modules docs/architecture.md lists: the `path.py` in the first column of its tables."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^\| `([\w/]+\.py)` \|", text, flags=re.MULTILINE))
+
+
+def package_modules() -> set[str]:
+    package = ROOT / "digest"
+    return {str(p.relative_to(package)) for p in package.rglob("*.py") if "migrations" not in p.parts}
+
+
+def test_every_module_is_in_the_architecture_page_and_no_other():
+    assert architecture_modules() == package_modules()

@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from digest.cli import main
 from digest.models import FeedStatus
-from digest.pipeline import fetch_all
+from digest.pipeline.ingest import fetch_all
 from digest.store.feeds import get_feed_state
 from digest.store.items import count_items, get_item
 from digest.store.schema import feeds as feeds_table

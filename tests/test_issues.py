@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from digest.cli import main
 from digest.compose import EditorialError
 from digest.models import IssueStatus, Window
-from digest.pipeline import build_issue, edit_issue
+from digest.pipeline.issues import build_issue, edit_issue
 from digest.store import open_store
 from digest.store.issues import (
     IssueNotFound,

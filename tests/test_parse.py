@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import FetchSettings
-from digest.feedbytes import ERROR_EMPTY, ERROR_ENTITIES, ERROR_HTML, MAX_PERSON_BYTES, trim_person_names
+from digest.defuse import ERROR_EMPTY, ERROR_ENTITIES, ERROR_HTML, MAX_PERSON_BYTES, trim_person_names
 from digest.language import detect_language, normalise_language
 from digest.models import EventInfo, Feed, ItemKind, Series
 from digest.parse import (

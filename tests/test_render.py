@@ -228,7 +228,7 @@ def test_no_script_handler_or_dangerous_url_survives(settings, language):
 
 
 def test_the_ascii_shortcut_for_controls_replaces_what_the_full_class_does():
-    # ASCII text skips the long CONTROL class (charsets.CONTROLS_ASCII): the result must be the same.
+    # ASCII text skips the long CONTROL class (unsafe_chars.CONTROLS_ASCII): the result must be the same.
     for code in range(128):
         text = f"a{chr(code)}{chr(code)}b"
         assert replace_controls(text) == CONTROL.sub(" ", text), code

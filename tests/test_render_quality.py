@@ -50,7 +50,8 @@ def sample_week(folder: Path):
     pipeline for the demo's fixed week, exactly as `digest demo` does."""
     from digest.cli.demo import DEMO_NOW, DEMO_SINCE, DEMO_UNTIL, SAMPLES
     from digest.config import load_settings
-    from digest.pipeline import build_issue, fetch_all
+    from digest.pipeline.ingest import fetch_all
+    from digest.pipeline.issues import build_issue
     from digest.store import open_store
 
     shutil.copytree(SAMPLES, folder, ignore=shutil.ignore_patterns("*.db", "*.db-*", "outbox", "__pycache__"))

@@ -28,7 +28,7 @@ from digest.store import open_store
 from digest.store.issues import approve_issue, get_issue, get_summary, set_status
 from digest.store.locks import SchedulerLock
 from digest.store.runs import recent_runs, record_run, set_send_time
-from digest.timing import crontab_trigger, last_fire_time
+from digest.timetable import crontab_trigger, last_fire_time
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=BRUSSELS)  # NOW is the window end, 23 Nov 00:00
@@ -236,7 +236,7 @@ def test_a_stale_send_waits_for_a_fresh_approval(store):
 def test_send_outlook_is_the_one_rule_for_when_an_issue_goes(tmp_path):
     """What the send job, the admin issue page and approval all go by: at its time, at once, or held as stale."""
     from digest.store.runs import IssueTiming
-    from digest.timing import SendWhen, send_outlook
+    from digest.timetable import SendWhen, send_outlook
 
     settings = make_settings(tmp_path)
     built = datetime(2026, 11, 23, 1, tzinfo=BRUSSELS)
@@ -434,10 +434,10 @@ def test_feed_failures_show_in_status(tmp_path, store_url):
     feeds = feeds_config() + [{"name": "Broken", "url": str(tmp_path / "missing.xml"), "kind": "news"}]
     settings = make_settings(tmp_path, store_url, feeds=feeds)
     engine = open_store(settings.store.url)
-    from digest import pipeline
+    from digest.pipeline.ingest import fetch_all
 
-    pipeline.fetch_all(settings, engine)
-    pipeline.fetch_all(settings, engine)
+    fetch_all(settings, engine)
+    fetch_all(settings, engine)
     broken = next(f for f in collect_status(settings, engine, NOW).feeds if f.name == "Broken")
     assert broken.consecutive_failures == 2 and broken.last_error_at and broken.last_success_at is None
 

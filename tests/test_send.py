@@ -27,8 +27,7 @@ from sqlalchemy import select
 from digest.cli import main
 from digest.deliver.sender import RetryPolicy, SenderBusy
 from digest.models import IssueStatus, SubscriberStatus
-from digest.pipeline import send_issue, send_test, work_pending
-from digest.pipeline.sending import ServerUnreachable, run_worker
+from digest.pipeline.sending import ServerUnreachable, run_worker, send_issue, send_test, work_pending
 from digest.signing import PREFERENCES, UNSUBSCRIBE, verify
 from digest.store.issues import create_issue, get_issue
 from digest.store.ledger import LedgerError, ledger_counts, start_sending

@@ -22,7 +22,7 @@ from digest.deliver import sender
 from digest.deliver.editions import EditionError
 from digest.deliver.sender import SendStopped
 from digest.models import SubscriberStatus
-from digest.pipeline import send_issue
+from digest.pipeline.sending import send_issue
 from digest.store.issues import get_issue
 from digest.store.ledger import ledger_counts
 from digest.store.schema import deliveries, subscribers

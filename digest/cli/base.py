@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy import Engine
 
-from ..charsets import BIDI_CONTROLS, CONTROLS
 from ..config import ConfigError, Settings, find_config, load_settings
 from ..store import StoreError, open_store
+from ..unsafe_chars import BIDI_CONTROLS, CONTROLS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

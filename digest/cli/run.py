@@ -18,7 +18,7 @@ from ..config import find_config
 from ..passwords import hash_password
 from ..pipeline.status import IssueFigures, Status, collect_status, status_as_dict
 from ..schedule import RunOptions, run_scheduler
-from ..timing import check_schedule
+from ..timetable import check_schedule
 from .base import EXIT_OK, EXIT_USAGE, fail, handle_errors, main, one_line, print_json, state
 
 When = Callable[[datetime | None], str]  # an instant as the site's local time, "—" for none

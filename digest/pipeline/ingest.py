@@ -21,6 +21,8 @@ from ..parse_workers import ParseWorkers
 from ..store import relaxed_durability
 from ..store.feeds import all_feed_states, get_feed_states, record_fetch
 from ..store.items import save_items
+from ..store.runs import record_run
+from .runs import JOB_FETCH, describe
 
 Progress = Callable[[FetchReport], None]
 
@@ -33,6 +35,19 @@ def fetch_all(settings: Settings, engine: Engine, progress: Progress | None = No
     """
     with relaxed_durability(engine) as writes:
         return _fetch_all(settings, writes, progress)
+
+
+def scheduled_fetch(settings: Settings, engine: Engine) -> list[FetchReport]:
+    """fetch_all as the scheduler runs it: the outcome goes into the run log ("error" only when every feed failed)."""
+    try:
+        reports = fetch_all(settings, engine)
+    except Exception as exc:
+        record_run(engine, JOB_FETCH, "error", describe(exc))
+        raise
+    errors = [r for r in reports if r.status == FeedStatus.ERROR]
+    record_run(engine, JOB_FETCH, "error" if errors and len(errors) == len(reports) else "fetched",
+               f"{len(reports)} feeds, {len(errors)} with errors")
+    return reports
 
 
 def feed_health(settings: Settings, engine: Engine) -> tuple[FetchReport, ...]:

@@ -35,7 +35,7 @@ from ..store.issues import (
 )
 from ..store.items import events_starting_between, items_between, items_in_series, latest_items
 from ..store.runs import IssueTiming, issue_timing, ran_for, record_run, set_send_time
-from ..timing import SendOutlook, send_outlook
+from ..timetable import SendOutlook, send_outlook
 from .editions import Everyone, edition_for, issue_segments
 from .ingest import feed_health
 from .runs import JOB_BUILD, describe, hours, local_time

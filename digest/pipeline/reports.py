@@ -6,7 +6,7 @@ Rules that live here and nowhere else:
   in `also_in`;
 - a delivery report counts as "waiting" what is queued, being sent or to be retried, and each
   subscriber who bounced once (digest.store.reports.bounced_subscribers);
-- the issue page looks ahead (digest.timing.send_outlook) only for an issue not sent yet.
+- the issue page looks ahead (digest.timetable.send_outlook) only for an issue not sent yet.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..store.reports import (
 )
 from ..store.runs import IssueTiming, RunNote, issue_timing, recent_runs
 from ..store.subscribers import count_by_status, iter_subscribers
-from ..timing import SendOutlook, send_outlook
+from ..timetable import SendOutlook, send_outlook
 from .editions import issue_segments
 
 # How many addresses the issue page offers in its "As subscriber" list, and run notes its report shows.

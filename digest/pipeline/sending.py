@@ -5,7 +5,7 @@ Rules that live here and nowhere else:
 - a test send goes to staff addresses and never touches the ledger;
 - a send started by hand (`digest send`, `digest worker --once`) stops at once when the SMTP server
   takes no connection; a scheduled send or a looping worker waits the outage out;
-- an approved issue goes out at its send time (digest.timing.send_outlook); one more than
+- an approved issue goes out at its send time (digest.timetable.send_outlook); one more than
   `schedule.stale_after_hours` late waits for a fresh approval;
 - every scheduled or "send now" send leaves a note in the run log, as does the staff note.
 """
@@ -36,7 +36,7 @@ from ..store.ledger import issues_being_sent, start_sending
 from ..store.locks import lock_holder
 from ..store.runs import hold_for_approval, issue_timings, record_run
 from ..store.subscribers import get_subscriber
-from ..timing import SendWhen, send_outlook
+from ..timetable import SendWhen, send_outlook
 from .runs import JOB_NOTIFY, JOB_SEND, describe, hours, local_time
 
 log = logging.getLogger("digest.pipeline")

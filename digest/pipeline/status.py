@@ -20,7 +20,7 @@ from ..store.feeds import FeedState, all_feed_states
 from ..store.ledger import ledger_counts
 from ..store.locks import JOBS_TABLE, active_scheduler
 from ..store.runs import IssueRecord, RunNote, issue_records, job_store_next_runs, recent_runs
-from ..timing import build_trigger, fetch_trigger, send_trigger
+from ..timetable import build_trigger, fetch_trigger, send_trigger
 from .runs import JOB_BUILD, JOB_FETCH, JOB_SEND
 
 

@@ -39,7 +39,7 @@ from ..pipeline import issues, reports, sending
 from ..pipeline.editions import EditionCache, NoEdition
 from ..pipeline.status import collect_status
 from ..store.issues import IssueError, StaleVersion
-from ..timing import SendWhen
+from ..timetable import SendWhen
 from .admin_auth import AdminAuth, AdminSession, LoginLimiter, PasswordHashError
 from .admin_preview import PREVIEW_CSP, PreviewChoice, issue_page_context, preview_document
 from .admin_reports import weekly_chart

@@ -20,7 +20,7 @@ from ..manifest import issue_subject
 from ..models import Issue, IssueStatus, Segment
 from ..pipeline.editions import Audience, EditionCache, NoEdition, Reader, Staff, edition_for
 from ..pipeline.reports import IssueReview, IssueTiming
-from ..timing import SendOutlook, SendWhen, send_outlook
+from ..timetable import SendOutlook, SendWhen, send_outlook
 
 FORMATS = ("html", "text")
 VIEWS = ("desktop", "mobile")
@@ -114,7 +114,7 @@ def send_note(settings: Settings, timing: IssueTiming, now: datetime | None = No
               outlook: SendOutlook | None = None) -> str:
     """What the page says under "Goes out" once the send time has passed ('' while it is ahead).
 
-    Worded from digest.timing.send_outlook (at `now`, unless the caller has its `outlook`), the
+    Worded from digest.timetable.send_outlook (at `now`, unless the caller has its `outlook`), the
     rule the send job itself follows.
     """
     outlook = outlook or send_outlook(settings, timing, now or datetime.now(UTC))
