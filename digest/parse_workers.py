@@ -53,12 +53,13 @@ BACKSTOP_SLACK_SECONDS = 60.0
 DIED = "the parser process died (out of memory or killed)"
 STOPPED = "the parser process stopped answering and was stopped"
 
-# What the fork server imports once, so that no worker imports it for itself: this module (so the
-# parser), and the command line. multiprocessing runs the caller's main script again in every worker,
-# and the `digest` script imports digest.__main__, so the command line and SQLAlchemy (about 0.3 s of
-# CPU time per worker otherwise); Python 3.11's own preload of "__main__" never takes effect.
+# What the fork server imports once, so that no worker imports it for itself: digest.parse_preload
+# (this module, so the parser, and the language model), and the command line. multiprocessing runs
+# the caller's main script again in every worker, and the `digest` script imports digest.__main__, so
+# the command line and SQLAlchemy (about 0.3 s of CPU time per worker otherwise); Python 3.11's own
+# preload of "__main__" never takes effect.
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["digest.__main__", __name__])
+_CONTEXT.set_forkserver_preload(["digest.__main__", "digest.parse_preload"])
 
 
 class CpuLimitExceeded(Exception):
