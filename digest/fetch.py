@@ -32,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from .config import URL_SCHEME, FetchSettings
+from .decompress import TooLarge, bounded_decoder
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RATE_LIMIT_CODES = frozenset({429, 503})
@@ -98,10 +99,6 @@ class FetchJob:
 
     location: str | Path
     validators: Validators = Validators()
-
-
-class TooLarge(Exception):
-    """The decoded body passed the cap."""
 
 
 def feed_location(url: str, resolve_path: Callable[[str], Path]) -> str | Path:
@@ -272,7 +269,7 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes | Fetch
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if declared.isdigit() and encoding in ("", "identity") and int(declared) > max_bytes:
         return _too_large(max_bytes, f" (Content-Length says {int(declared):,} bytes)")
-    decoder = _decoder_for(encoding)
+    decoder = bounded_decoder(encoding)
     if decoder is None:
         return FetchError(FetchErrorKind.ENCODING, f"unsupported Content-Encoding {encoding[:40]!r}")
     body = bytearray()
@@ -290,64 +287,6 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes | Fetch
 def _too_large(max_bytes: int, detail: str = "") -> FetchError:
     return FetchError(FetchErrorKind.TOO_LARGE,
                       f"feed is larger than {max_bytes:,} bytes{detail}; stopped reading (raise fetch.max_bytes if it is genuine)")
-
-
-class _Identity:
-    def decode(self, data: bytes, room: int) -> bytes:
-        if len(data) > room:
-            raise TooLarge
-        return data
-
-    def flush(self, room: int) -> bytes:
-        return b""
-
-
-class _Inflate:
-    """gzip or deflate with bounded output: never inflates more than the room left under the cap."""
-
-    def __init__(self, wbits: int) -> None:
-        self.wbits = wbits
-        self.obj = zlib.decompressobj(wbits)
-        self.tried_raw = wbits != zlib.MAX_WBITS
-
-    def decode(self, data: bytes, room: int) -> bytes:
-        out = bytearray()
-        while data:
-            try:
-                chunk = self.obj.decompress(data, room - len(out) + 1)
-            except zlib.error:
-                # Some servers send raw deflate for "deflate"; retry once that way.
-                if self.tried_raw or out:
-                    raise
-                self.tried_raw = True
-                self.obj = zlib.decompressobj(-zlib.MAX_WBITS)
-                continue
-            out += chunk
-            if len(out) > room:
-                raise TooLarge
-            data = self.obj.unconsumed_tail
-            if self.obj.eof:
-                # Concatenated gzip members are one body; anything else after the end is ignored.
-                data = self.obj.unused_data if self.wbits > zlib.MAX_WBITS else b""
-                if data:
-                    self.obj = zlib.decompressobj(self.wbits)
-        return bytes(out)
-
-    def flush(self, room: int) -> bytes:
-        out = self.obj.flush()
-        if len(out) > room:
-            raise TooLarge
-        return out
-
-
-def _decoder_for(encoding: str) -> _Identity | _Inflate | None:
-    if encoding in ("", "identity"):
-        return _Identity()
-    if encoding in ("gzip", "x-gzip"):
-        return _Inflate(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return _Inflate(zlib.MAX_WBITS)
-    return None
 
 
 def read_feed_file(path: Path, validators: Validators, max_bytes: int) -> FetchOutcome:
