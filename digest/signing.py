@@ -11,7 +11,7 @@ Erased addresses are kept as HMACs under a suppression key of their own, which n
 with the signing secrets: from `web.suppression_key_env`, and/or `digest-suppression.key` next to
 the config file (generated once). Each hash is stored with its key's fingerprint, so a missing
 key is noticed (digest.store.suppressions.usable_suppression_keys) instead of an erasure being
-silently forgotten. Entry points load them with `checked_suppression_keys`, which also adopts
+silently forgotten. Entry points load them with `pipeline.subscribers.checked_suppression_keys`, which also adopts
 erasures from before migration 0002 (the one write to an existing key file).
 """
 
@@ -29,7 +29,6 @@ from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
-from sqlalchemy import Engine
 
 from .config import ConfigError, Settings
 from .models import Subscriber
@@ -113,25 +112,6 @@ def suppression_keys(settings: Settings) -> SuppressionKeys:
     entries = [*from_env, *from_file]
     return SuppressionKeys([k for k, legacy in entries if not legacy], [k for k, legacy in entries if legacy],
                            where=f"${env} or {path}")
-
-
-def checked_suppression_keys(settings: Settings, engine: Engine, require: bool = True) -> SuppressionKeys:
-    """The suppression keys, checked against the store's erasures: what entry points call before using them.
-
-    Erasures from before migration 0002 are adopted on the way (`adopt_legacy_keys`, then their
-    rows get the set's id). Raises SuppressionKeyMissing when an erasure's key is missing
-    (unless not `require`).
-    """
-    from .store import suppressions as store  # here: the token code used while rendering needs no store
-
-    keys = suppression_keys(settings)
-    counts = store.erasures_by_key(engine)  # counted once: the check below uses the same figures
-    if store.UNLABELLED_KEY_ID in counts:
-        adopted = adopt_legacy_keys(settings, keys)
-        store.label_legacy_erasures(engine, adopted.legacy_id, replaces=[keys.legacy_id])
-        keys = adopted
-        counts = store.erasures_by_key(engine) if require else counts  # relabelled (once per store): count again
-    return store.usable_suppression_keys(engine, keys, require, counts)
 
 
 def adopt_legacy_keys(settings: Settings, keys: SuppressionKeys) -> SuppressionKeys:

@@ -35,7 +35,6 @@ from ..signing import (
     PREFERENCES,
     UNSUBSCRIBE,
     TokenSigner,
-    checked_suppression_keys,
     confirm_url,
     read_confirm_token,
 )
@@ -45,6 +44,7 @@ from ..store.signups import SignupRequest
 from ..subscriber_fields import InvalidSubscriber, make_subscriber, parse_choices
 from ..suppression_keys import email_hash
 from .sending import TransportFactory, deliver_now
+from .subscribers import checked_suppression_keys
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,12 @@ from sqlalchemy import Engine
 from ..config import Settings
 from ..listfile import ImportReport, read_list_file, write_json_lines, write_list_file
 from ..models import Subscriber, SubscriberStatus
-from ..signing import checked_suppression_keys
+from ..signing import adopt_legacy_keys, suppression_keys
 from ..store import subscribers as store
+from ..store import suppressions
 from ..store.suppressions import is_erased, is_suppressed
 from ..subscriber_fields import SUPPRESSED_STATUSES, make_subscriber, normalise_email, parse_series
+from ..suppression_keys import SuppressionKeys
 
 EXPORT_FORMATS = ("csv", "json")
 
@@ -188,3 +190,20 @@ def export_subscribers(settings: Settings, engine: Engine, out: TextIO, fmt: str
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     rows = list_subscribers(settings, engine, status, series_id)
     return write_list_file(rows, out) if fmt == "csv" else write_json_lines(rows, out)
+
+
+def checked_suppression_keys(settings: Settings, engine: Engine, require: bool = True) -> SuppressionKeys:
+    """The suppression keys, checked against the store's erasures: what entry points call before using them.
+
+    Erasures from before migration 0002 are adopted on the way (`adopt_legacy_keys`, then their
+    rows get the set's id). Raises SuppressionKeyMissing when an erasure's key is missing
+    (unless not `require`).
+    """
+    keys = suppression_keys(settings)
+    counts = suppressions.erasures_by_key(engine)  # counted once: the check below uses the same figures
+    if suppressions.UNLABELLED_KEY_ID in counts:
+        adopted = adopt_legacy_keys(settings, keys)
+        suppressions.label_legacy_erasures(engine, adopted.legacy_id, replaces=[keys.legacy_id])
+        keys = adopted
+        counts = suppressions.erasures_by_key(engine) if require else counts  # relabelled (once per store): count again
+    return suppressions.usable_suppression_keys(engine, keys, require, counts)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from .schema import metadata
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -27,8 +29,6 @@ class MigrationError(Exception):
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Alembic filter: tables digest does not own (APScheduler's job store) are never migrated or compared."""
-    from .schema import metadata
-
     return not (type_ == "table" and reflected and name not in metadata.tables)
 
 

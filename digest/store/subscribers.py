@@ -228,7 +228,7 @@ def import_rows(engine: Engine, rows: Iterable[ListRow | RejectedRow], keys: Seq
     opt-out is stored with it (new address) or applies it (confirmed or pending one), and counts
     as suppressed. Raises SuppressionKeyMissing, before anything is stored, when an erasure's key
     is missing from `keys` (checked here unless `keys` were checked in this store already, as
-    digest.signing.checked_suppression_keys returns them).
+    digest.pipeline.subscribers.checked_suppression_keys returns them).
     """
     now = _now(now)
     if getattr(keys, "checked_in", None) is not engine:

@@ -97,7 +97,7 @@ def usable_suppression_keys(engine: Engine, keys: Sequence[bytes], require: bool
 
     Raises SuppressionKeyMissing when a key is missing (unless not `require`, which checks
     nothing): an import or add could then re-add an erased address. Pre-0002 erasures count as
-    present only while the whole pre-0002 key set is (digest.signing.checked_suppression_keys adopts
+    present only while the whole pre-0002 key set is (digest.pipeline.subscribers.checked_suppression_keys adopts
     them first). `counts` is `erasures_by_key(engine)` when the caller has it already. Keys that
     pass are marked as checked in `engine` (`checked_in`), so `import_rows` does not count again.
     """
