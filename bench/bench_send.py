@@ -34,7 +34,7 @@ os.environ.setdefault("DIGEST_SECRET", "bench-secret")
 from send_helpers import add_many, approved_issue, smtp_settings  # noqa: E402
 
 from digest.deliver.editions import edition_messages  # noqa: E402
-from digest.deliver.transport import SendResult  # noqa: E402
+from digest.deliver.transport import SendResult, Transport  # noqa: E402
 from digest.pipeline.sending import send_issue  # noqa: E402
 from digest.store import open_store  # noqa: E402
 from digest.store.issues import require_issue  # noqa: E402
@@ -120,7 +120,7 @@ def digest_send(port: int, total: int, workdir: Path) -> tuple[float, float, byt
     return total / elapsed, cpu / total * 1000, sample.data, sample.envelope_from, emails[0]
 
 
-class NullTransport:
+class NullTransport(Transport):
     def send_messages(self, messages):
         return [SendResult(m.message_id, ok=True, code=250) for m in messages]
 
