@@ -221,11 +221,6 @@ def schedule_send(settings: Settings, engine: Engine, number: int, send_at: date
         raise IssueStateError(f"issue {number} is {issue.status.value}; only a draft or approved issue can be scheduled")
 
 
-def send_outlook_of(settings: Settings, engine: Engine, number: int, now: datetime) -> SendOutlook:
-    """What the send job does with issue `number` at `now` (for a draft: once approved)."""
-    return send_outlook(settings, _timing(engine, number), now)
-
-
 def _timing(engine: Engine, number: int) -> IssueTiming:
     timing = issue_timing(engine, number)
     if timing is None:
