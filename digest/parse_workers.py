@@ -16,18 +16,26 @@ could find, so `digest.pipeline.ingest` parses every fetched body in a worker pr
   caller's answers (`digest fetch --json`).
 
 Workers are forked by multiprocessing's fork server, a fresh single-threaded interpreter that imports
-the parser and the command line once: a worker is ready in milliseconds, and the caller, which runs
-threads, is never forked itself. Like every multiprocessing child, a worker runs the caller's main
-script again, without its `if __name__ == "__main__":` block (which a script calling the pipeline
-therefore needs). A pool lives for one `with` block (one fetch) and starts no process before its
-first task; leaving the block stops its workers. The fork server and multiprocessing's resource
-tracker stay until the process that started them exits, or is killed.
+the parser once: a worker is ready in milliseconds, and the caller, which runs threads, is never forked
+itself. Like every multiprocessing child, a worker runs the caller's main script again, without its
+`if __name__ == "__main__":` block (which a script calling the pipeline therefore needs; the `digest`
+script's digest.__main__ imports the command line only when called). The language model is loaded by the first
+worker that has to guess an item's language, not by the fork server: most feeds state their language,
+and the fork server's start is on the way of every process's first parse.
+
+Workers outlive a fetch: a `ParseWorkers` block starts no process before its first task, and leaving
+it hands its workers to the process's next fetch, which starts at once (`digest run`, the bench's warm
+process). `stop_idle_workers()` ends them (the scheduler does after each fetch: its fetches are hours
+apart and an idle worker holds tens of MB); they also end with the process, and a block left by an
+exception stops its own. The fork server and multiprocessing's resource tracker stay until the process
+that started them exits, or is killed.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import signal
@@ -53,13 +61,12 @@ BACKSTOP_SLACK_SECONDS = 60.0
 DIED = "the parser process died (out of memory or killed)"
 STOPPED = "the parser process stopped answering and was stopped"
 
-# What the fork server imports once, so that no worker imports it for itself: digest.parse_preload
-# (this module, so the parser, and the language model), and the command line. multiprocessing runs
-# the caller's main script again in every worker, and the `digest` script imports digest.__main__, so
-# the command line and SQLAlchemy (about 0.3 s of CPU time per worker otherwise); Python 3.11's own
-# preload of "__main__" never takes effect.
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["digest.__main__", "digest.parse_preload"])
+
+# The pool (and its number of workers) the last fetch of this process left for its next one, by
+# pid: a forked child never takes its parent's.
+_idle: dict[int, tuple[ProcessPool, int]] = {}
+_idle_lock = threading.Lock()
 
 
 class CpuLimitExceeded(Exception):
@@ -71,11 +78,13 @@ class WorkerFailed(Exception):
 
 
 class ParseWorkers:
-    """The parse worker processes of one fetch; a context manager that stops them on leaving.
+    """One fetch's use of the parse worker processes; a context manager.
 
     `cpu_seconds <= 0` runs every task in this process, without a limit (`fetch.parse_cpu_seconds = 0`).
-    At most `workers` processes (at most one per CPU) start, at the first task: a fetch where every
-    feed answers 304 starts none.
+    At the first task the block takes the workers an earlier fetch left, when there are at least
+    `workers` of them, or else starts `workers` processes (at most one per CPU): a fetch where every
+    feed answers 304 starts none. Leaving the block keeps its workers for the process's next fetch;
+    leaving it by an exception stops them.
     """
 
     def __init__(self, cpu_seconds: float, workers: int | None = None) -> None:
@@ -84,6 +93,7 @@ class ParseWorkers:
         self.size = max(1, min(workers or cpus, cpus))
         self._lock = threading.Lock()
         self._pool: ProcessPool | None = None
+        self._pool_size = 0
         self._closed = False
 
     def __enter__(self) -> ParseWorkers:
@@ -91,7 +101,13 @@ class ParseWorkers:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        self.close()
+        self.close(keep_workers=kind is None)
+
+    def prepare(self) -> None:
+        """Start the fork server now, without waiting, when a parse is certain: its imports then overlap the downloads."""
+        if self.cpu_seconds > 0:
+            _set_preload()
+            multiprocessing.forkserver.ensure_running()
 
     def parse(self, body: bytes, feed: Feed, series: Sequence[Series],
               content_location: str | None = None) -> ParseResult:
@@ -135,11 +151,23 @@ class ParseWorkers:
             raise value
         raise WorkerFailed("the parser processes kept failing (a worker could not start, or died at once)")
 
-    def close(self) -> None:
-        """Stop every worker (idle ones at once; a worker still busy is terminated)."""
+    def close(self, keep_workers: bool = True) -> None:
+        """End this fetch's use of the workers: keep them for the process's next fetch, or stop them.
+
+        Stopping ends idle workers at once and terminates busy ones.
+        """
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if keep_workers and pool.active:
+            with _idle_lock:
+                # A fetch running alongside may have left workers too: the larger pool is kept.
+                earlier = _idle.get(os.getpid())
+                if earlier is None or earlier[1] <= self._pool_size:
+                    _idle[os.getpid()] = (pool, self._pool_size)
+                    pool = earlier[0] if earlier else None
         if pool is not None:
             _stop(pool)
 
@@ -148,7 +176,7 @@ class ParseWorkers:
             if self._closed:
                 raise WorkerFailed("the parse workers were already stopped")
             if self._pool is None:
-                self._pool = ProcessPool(max_workers=self.size, initializer=_start_worker, context=_CONTEXT)
+                self._pool, self._pool_size = _idle_pool(self.size) or _new_pool(self.size)
             return self._pool
 
     def _discard(self, pool: ProcessPool) -> None:
@@ -157,6 +185,36 @@ class ParseWorkers:
                 return  # another thread replaced it already
             self._pool = None
         _stop(pool)
+
+
+def stop_idle_workers() -> None:
+    """Stop the workers this process's last fetch left for its next one (nothing when there are none)."""
+    with _idle_lock:
+        idle = _idle.pop(os.getpid(), None)
+    if idle is not None:
+        _stop(idle[0])
+
+
+def _set_preload() -> None:
+    """Have the fork server import this module, so the parser, once (only its first start counts)."""
+    _CONTEXT.set_forkserver_preload([__name__])
+
+
+def _idle_pool(size: int) -> tuple[ProcessPool, int] | None:
+    """The workers an earlier fetch of this process left, with their number, when at least `size` and working."""
+    with _idle_lock:
+        idle = _idle.pop(os.getpid(), None)
+    if idle is None:
+        return None
+    if idle[1] >= size and idle[0].active:
+        return idle
+    _stop(idle[0])
+    return None
+
+
+def _new_pool(size: int) -> tuple[ProcessPool, int]:
+    _set_preload()
+    return ProcessPool(max_workers=size, initializer=_start_worker, context=_CONTEXT), size
 
 
 def _stop(pool: ProcessPool) -> None:

@@ -1,5 +1,6 @@
 """The parse worker processes (digest.parse_workers), with real processes: CPU limit, dead and stuck
-workers replaced, stray output kept out of the answers, nothing left running."""
+workers replaced, stray output kept out of the answers, workers kept between fetches and nothing left
+running."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from pathlib import Path
 import pytest
 
 from digest import parse_workers, schedule
-from digest.parse_workers import CpuLimitExceeded, ParseWorkers, WorkerFailed
+from digest.parse_workers import CpuLimitExceeded, ParseWorkers, WorkerFailed, stop_idle_workers
 from digest.store import open_store
 from digest.store.items import count_items
 
 SPIN = "while True: pass"  # exec'd in a worker: burns CPU until the limit ends it
+
+
+@pytest.fixture(autouse=True)
+def no_idle_workers():
+    """Each test starts with no parse worker in this process, whatever an earlier test's fetch left."""
+    stop_idle_workers()
+    yield
+    stop_idle_workers()
 
 
 def _processes() -> dict[int, tuple[int, bytes]]:
@@ -98,14 +107,37 @@ def test_never_more_workers_than_asked_for_or_than_cpus_however_many_threads_ask
         assert sorted(results) == [0, 1, 2, 3]
 
 
-def test_closing_stops_every_worker():
-    with ParseWorkers(cpu_seconds=5) as pool:
-        pool.run(abs, -1)
-        started = workers()
-        assert started
-    assert eventually(lambda: all(gone(pid) for pid in started))
+def test_the_next_fetch_takes_the_workers_the_last_one_left_until_they_are_stopped():
+    with ParseWorkers(cpu_seconds=5, workers=2) as first:
+        first.run(abs, -1)
+        started = set(workers())
     with pytest.raises(WorkerFailed, match="already stopped"):
-        pool.run(abs, -2)
+        first.run(abs, -2)
+    assert set(workers()) == started  # kept, idle, for the next fetch
+    with ParseWorkers(cpu_seconds=5, workers=1) as second:  # fewer wanted: the ones left do
+        assert second.run(os.getpid) in started
+        assert set(workers()) == started
+    stop_idle_workers()
+    assert eventually(lambda: workers() == [])
+    with ParseWorkers(cpu_seconds=5, workers=1) as third:  # none left: a new one starts
+        assert third.run(os.getpid) not in started
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: never more than one worker")
+def test_a_fetch_wanting_more_workers_than_were_left_replaces_them():
+    with ParseWorkers(cpu_seconds=5, workers=1) as first:
+        left = first.run(os.getpid)
+    with ParseWorkers(cpu_seconds=5, workers=2) as second:
+        second.run(abs, -1)
+        assert eventually(lambda: gone(left)) and len(workers()) == 2
+
+
+def test_a_fetch_left_by_an_exception_stops_its_workers():
+    with pytest.raises(KeyError), ParseWorkers(cpu_seconds=5) as pool:
+        started = pool.run(os.getpid)
+        raise KeyError("the fetch failed")
+    assert eventually(lambda: gone(started))
+    assert eventually(lambda: workers() == [])
 
 
 @pytest.mark.slow  # a real worker burns a second of CPU
@@ -231,3 +263,27 @@ def test_a_scheduled_fetch_stores_its_items_and_leaves_no_parse_worker_running(t
     assert count_items(engine) > 0
     engine.dispose()
     assert eventually(lambda: workers() == [])
+
+
+# Its own process, so that no earlier test's fork server is running: prints this process's children.
+PREPARING_FETCH = """
+import json, os
+from pathlib import Path
+from digest.parse_workers import ParseWorkers
+
+def children():
+    return [(Path(f"/proc/{p.name}/cmdline").read_bytes()) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and int(Path(f"/proc/{p.name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()]
+
+with ParseWorkers(cpu_seconds=5) as pool:
+    before = children()
+    pool.prepare()
+    after = children()
+print(json.dumps([len(before), sum(b"multiprocessing.forkserver" in c for c in after)]))
+"""
+
+
+def test_prepare_starts_the_fork_server_and_no_worker():
+    result = subprocess.run([sys.executable, "-c", PREPARING_FETCH], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [0, 1]

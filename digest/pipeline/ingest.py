@@ -1,8 +1,8 @@
 """Use case: ingest. Fetch, parse and store every configured feed; report each feed's health.
 
 Feeds download concurrently and are parsed as they land, each in a worker process under a CPU-time
-limit (digest.parse_workers, stopped when the fetch ends), then stored one at a time. One broken or
-hostile feed costs only its own report.
+limit (digest.parse_workers; the workers stay for the process's next fetch, except after a scheduled
+one), then stored one at a time. One broken or hostile feed costs only its own report.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..config import Settings
 from ..fetch import FetchJob, FetchOutcome, Validators, feed_location, fetch_feeds
 from ..models import Feed, FeedStatus, FetchReport
 from ..parse import ParseResult
-from ..parse_workers import ParseWorkers
+from ..parse_workers import ParseWorkers, stop_idle_workers
 from ..store import relaxed_durability
 from ..store.feeds import all_feed_states, get_feed_states, record_fetch
 from ..store.items import save_items
@@ -38,12 +38,18 @@ def fetch_all(settings: Settings, engine: Engine, progress: Progress | None = No
 
 
 def scheduled_fetch(settings: Settings, engine: Engine) -> list[FetchReport]:
-    """fetch_all as the scheduler runs it: the outcome goes into the run log ("error" only when every feed failed)."""
+    """fetch_all as the scheduler runs it: the outcome goes into the run log ("error" only when every feed failed).
+
+    The parse workers are stopped afterwards: scheduled fetches are hours apart, and an idle worker
+    holds tens of MB.
+    """
     try:
         reports = fetch_all(settings, engine)
     except Exception as exc:
         record_run(engine, JOB_FETCH, "error", describe(exc))
         raise
+    finally:
+        stop_idle_workers()
     errors = [r for r in reports if r.status == FeedStatus.ERROR]
     record_run(engine, JOB_FETCH, "error" if errors and len(errors) == len(reports) else "fetched",
                f"{len(reports)} feeds, {len(errors)} with errors")
@@ -78,9 +84,13 @@ def _fetch_all(settings: Settings, engine: Engine, progress: Progress | None) ->
         jobs.append((index, FetchJob(location, Validators(state.etag, state.last_modified))))
     feed_order = tuple(feed.name for feed in settings.feeds)
     # At most one parse worker per feed download that can run at once (and per CPU); none starts
-    # before the first body lands, and all stop when the fetch ends: fetches are hours apart.
+    # before the first body lands.
     workers = min(len(jobs), settings.fetch.concurrency)
     with ParseWorkers(settings.fetch.parse_cpu_seconds, workers) as parse_workers:
+        # A feed without validators is certain to be downloaded and parsed: the workers' fork
+        # server starts now, while the bodies download. A run of 304s starts nothing.
+        if any(not (job.validators.etag or job.validators.last_modified) for _, job in jobs):
+            parse_workers.prepare()
 
         def parse(job_index: int, outcome: FetchOutcome) -> ParseResult | None:
             return _parse_outcome(parse_workers, settings, settings.feeds[jobs[job_index][0]], outcome)
