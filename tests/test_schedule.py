@@ -300,6 +300,49 @@ def test_reconcile_leaves_a_build_older_than_the_grace_time(store):
     assert note.outcome == "missed" and "misfire_grace_hours" in note.detail
 
 
+def built_by_hand(store, until: datetime, send: bool) -> int:
+    """Staff build (and approve, and maybe send) an issue whose window reaches past the cron fire time."""
+    issue = pipeline_issues.build_issue(store.settings, store.engine, now=until, until=until)
+    approve_issue(store.engine, issue.number, by="Anna", version=issue.version, now=until)
+    if send:
+        pipeline_sending.send_issue(store.settings, store.engine, issue.number)
+    return issue.number
+
+
+@pytest.mark.parametrize("send", [True, False], ids=["sent", "approved"])
+def test_a_start_after_an_issue_built_by_hand_reaches_the_fire_time_builds_nothing(store, send):
+    """A manual build ending after the cron fire time: no empty-window error, no shrunk issue, status says why."""
+    by_hand = NOW + timedelta(hours=2)
+    number = built_by_hand(store, by_hand, send)
+    reconcile(store.settings, store.engine, by_hand + timedelta(minutes=10))  # within the grace time
+    assert notes(store.engine, "build", "error") == []
+    (note,) = notes(store.engine, "build")
+    assert note.outcome == "skipped" and f"issue {number}" in note.detail and "already covers" in note.detail
+    issue = get_issue(store.engine, number)
+    assert issue.window.end == by_hand  # not shrunk back to the fire time
+    assert get_summary(store.engine, number).status == (IssueStatus.SENT if send else IssueStatus.APPROVED)
+    status = collect_status(store.settings, store.engine, by_hand + timedelta(minutes=10))
+    assert status.runs[0].outcome == "skipped" and "already covers" in status.runs[0].detail
+    reconcile(store.settings, store.engine, by_hand + timedelta(minutes=20))  # noted once: a done fire time
+    assert len(notes(store.engine, "build")) == 1
+
+
+def test_a_fire_time_past_the_grace_time_covered_by_hand_is_not_called_missed(store):
+    by_hand = NOW + timedelta(hours=2)
+    number = built_by_hand(store, by_hand, send=True)
+    reconcile(store.settings, store.engine, NOW + timedelta(hours=store.settings.schedule.misfire_grace_hours + 1))
+    (note,) = notes(store.engine, "build")
+    assert note.outcome == "skipped" and f"issue {number}" in note.detail
+
+
+def test_a_cancelled_issue_covers_nothing(store):
+    by_hand = NOW + timedelta(hours=2)
+    number = built_by_hand(store, by_hand, send=False)
+    pipeline_issues.cancel_issue(store.engine, number)
+    reconcile(store.settings, store.engine, by_hand + timedelta(minutes=10))
+    assert [n.outcome for n in notes(store.engine, "build")] == ["built"]
+
+
 def test_reconcile_resumes_an_interrupted_send(store):
     approved(store, NOW + timedelta(hours=1))
     set_status(store.engine, 1, IssueStatus.SENDING)  # the process died after starting to send

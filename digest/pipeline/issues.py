@@ -5,7 +5,8 @@ Rules that live here and nowhere else:
 - a reader never gets an item twice: windows of issues that are not cancelled never overlap;
 - approval is of exactly the version previewed, and tells what the send job will now do with it;
 - a scheduled send time lies in the future, and only a draft or approved issue has one;
-- the weekly step builds once per cron fire time, then approves and sends (auto_approve) or tells staff.
+- the weekly step builds once per cron fire time, then approves and sends (auto_approve) or tells staff;
+  a fire time that an issue built by hand already reaches has nothing to build.
 """
 
 from __future__ import annotations
@@ -240,6 +241,8 @@ def build_for_week(settings: Settings, engine: Engine, fire: datetime, now: date
     if ran_for(engine, JOB_BUILD, fire, BUILD_DONE):
         log.info("build for %s already done; nothing to do", local_time(settings, fire))
         return None
+    if _covered_by_hand(settings, engine, fire, now):
+        return None
     try:
         issue = build_issue(settings, engine, now=now, until=fire)
     except Exception as exc:
@@ -268,11 +271,29 @@ def week_done(engine: Engine, fire: datetime) -> bool:
 
 
 def record_missed_build(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> None:
-    """Note that the build of `fire` was missed by more than `schedule.misfire_grace_hours`."""
+    """Note that the build of `fire` was missed by more than `schedule.misfire_grace_hours` (unless an issue built by hand covers it)."""
+    if _covered_by_hand(settings, engine, fire, now):
+        return
     record_run(engine, JOB_BUILD, "missed",
                f"build of {local_time(settings, fire)} missed by {hours(now - fire)} "
                f"(more than misfire_grace_hours); run `digest build` or wait for the next one",
                scheduled_for=fire, now=now)
+
+
+def _covered_by_hand(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> bool:
+    """Whether an issue (built with `digest build` or in the admin) already reaches the fire time; noted as skipped.
+
+    Its window ends at or after `fire`, so a build up to `fire` would be an empty window, or would
+    shrink that issue (and undo its approval).
+    """
+    issue = issue_store.issue_reaching(engine, fire)
+    if issue is None:
+        return False
+    message = (f"nothing to build for {local_time(settings, fire)}: issue {issue.number} ({issue.status.value}) "
+               f"already covers up to {local_time(settings, issue.window.end)}")
+    record_run(engine, JOB_BUILD, "skipped", message, scheduled_for=fire, issue_number=issue.number, now=now)
+    log.info("%s", message)
+    return True
 
 
 # --- what `digest build` and `digest issue show` print ------------------------------------------

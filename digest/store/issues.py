@@ -114,6 +114,16 @@ def open_issue(engine: Engine) -> Issue | None:
     return _first(engine, OPEN_STATUSES, issues_table.c.number)
 
 
+def issue_reaching(engine: Engine, moment: datetime) -> Issue | None:
+    """The issue that is not cancelled whose window ends latest, if that end is at or after `moment`."""
+    query = (select(issues_table).where(issues_table.c.status != IssueStatus.CANCELLED.value,
+                                        issues_table.c.window_end >= moment)
+             .order_by(issues_table.c.window_end.desc()).limit(1))
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return _issue(row) if row else None
+
+
 def issue_for_window(engine: Engine, window: Window) -> Issue | None:
     """The issue (any status) with exactly this window; there is at most one."""
     query = select(issues_table).where(issues_table.c.window_start == window.start,
