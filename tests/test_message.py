@@ -15,7 +15,6 @@ from conftest import make_settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from digest.deliver.dkim import DkimError, DkimSigner, signer_from_settings
 from digest.deliver.message import (
     HeaderError,
     MessageTemplate,
@@ -327,17 +326,17 @@ def dns_stub(public_b64: bytes, name: bytes = b"mail2026._domainkey.example.org.
     return dnsfunc
 
 
-def dkim_settings(tmp_path, private: bytes, **dkim_options):
-    (tmp_path / "dkim.pem").write_bytes(private)
-    return make_settings(tmp_path, delivery={"dkim": {"selector": "mail2026", "key_file": "dkim.pem", **dkim_options}})
+# The signer itself (canonical bodies, Ed25519, over-signing, key checks) is tested in test_dkim.py.
 
 
 def test_dkim_signature_verifies_and_breaks_when_subject_changes(tmp_path, rsa_key):
     private, public = rsa_key
-    settings = dkim_settings(tmp_path, private)
+    (tmp_path / "dkim.pem").write_bytes(private)
+    settings = make_settings(tmp_path, delivery={"dkim": {"selector": "mail2026", "key_file": "dkim.pem"}})
     t = MessageTemplate.from_settings(settings, make_edition(subject="Weekly – Sécurité"), issue_values=ISSUE)
     data = t.build_for("jo@example.com", "Jö", values()).data
     assert dkim.verify(data, dnsfunc=dns_stub(public))
+    assert_wire_format(data)
     msg = parse(data)
     fields = dict(part.strip().split("=", 1) for part in msg["DKIM-Signature"].split(";") if "=" in part)
     signed = [h.strip().lower() for h in fields["h"].replace("\r\n", "").split(":")]
@@ -349,34 +348,3 @@ def test_dkim_signature_verifies_and_breaks_when_subject_changes(tmp_path, rsa_k
     assert tampered != data and not dkim.verify(tampered, dnsfunc=dns_stub(public))
     other_unsub = data.replace(b"<https://www.example.org/u/1", b"<https://www.example.org/u/2", 1)
     assert not dkim.verify(other_unsub, dnsfunc=dns_stub(public))
-
-
-def test_dkim_oversigning_refuses_an_added_from(rsa_key):
-    private, public = rsa_key
-    signer = DkimSigner("mail2026", "example.org", private)
-    data = signer.sign(template().build_for("jo@example.com", "", values()).data)
-    head, body = data.split(b"\r\n\r\n", 1)
-    assert dkim.verify(data, dnsfunc=dns_stub(public))
-    assert not dkim.verify(head + b"\r\nFrom: ceo@example.org\r\n\r\n" + body, dnsfunc=dns_stub(public))
-
-
-def test_dkim_domain_setting_overrides_sender_domain(tmp_path, rsa_key):
-    signer = signer_from_settings(dkim_settings(tmp_path, rsa_key[0], domain="mail.example.org"))
-    assert signer.domain == "mail.example.org" and signer.selector == "mail2026"
-
-
-def test_dkim_off_without_selector(tmp_path):
-    assert signer_from_settings(make_settings(tmp_path)) is None
-
-
-@pytest.mark.parametrize("problem, options, content, match", [
-    ("no key file", {"key_file": ""}, None, "key_file' is empty"),
-    ("missing file", {"key_file": "absent.pem"}, None, "cannot read it"),
-    ("not PEM", {}, b"hello", "not a PEM private key"),
-    ("broken PEM", {}, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "unusable RSA key"),
-    ("bad selector", {"selector": "a b;c"}, None, "delivery.dkim.selector"),
-])
-def test_dkim_configuration_errors_name_the_setting(tmp_path, rsa_key, problem, options, content, match):
-    settings = dkim_settings(tmp_path, content if content is not None else rsa_key[0], **options)
-    with pytest.raises(DkimError, match=match):
-        signer_from_settings(settings)

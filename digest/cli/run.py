@@ -16,6 +16,7 @@ from rich.text import Text
 
 from ..config import find_config
 from ..passwords import hash_password
+from ..pipeline.sending import check_signing
 from ..pipeline.status import IssueFigures, Status, collect_status, status_as_dict
 from ..schedule import RunOptions, run_scheduler
 from ..timetable import check_schedule
@@ -34,6 +35,7 @@ def run_command(lease_seconds: float, standby_check_seconds: float) -> None:
     """Run the scheduler: fetch, build, tell staff and send on schedule, until stopped (Ctrl-C or SIGTERM)."""
     settings = state().settings
     check_schedule(settings)
+    check_signing(settings)
     # Open (and migrate) the store now, so a bad store.url exits 2 here; the scheduler opens its own.
     state().engine.dispose()
     _configure_logging()

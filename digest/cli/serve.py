@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import click
 import uvicorn
 
+from ..pipeline.sending import check_signing
 from ..web.app import RedactTokensFilter, create_app
 from .base import EXIT_FAILED, EXIT_OK, fail, handle_errors, main, state
 
@@ -30,6 +31,7 @@ def serve(host: str | None, port: int | None) -> None:
     base = urlsplit(settings.web.base_url)
     host = host or (base.hostname if base.hostname in ("127.0.0.1", "localhost", "::1") else "127.0.0.1")
     port = port or base.port or 8080
+    check_signing(settings)
     _check_can_listen(host, port)
     app = create_app(settings, state().engine)
     click.echo(f"digest web app on http://{host}:{port}/subscribe (links in emails use {settings.web.base_url})",

@@ -14,7 +14,6 @@ with `=_`, which quoted-printable output can never contain.
 from __future__ import annotations
 
 import binascii
-import functools
 import itertools
 import re
 import secrets
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
+from ..addresses import LABEL, address_problem, ascii_domain
 from ..config import Settings
 from ..render import PLACEHOLDERS, Edition, personalise, placeholder
 from .dkim import DkimSigner, signer_from_settings
@@ -34,8 +34,6 @@ CRLF = b"\r\n"
 _SOFT_BREAK = b"=\r\n"
 _QP_LINE = 76
 _WORD_BYTES = 42  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 56 + "?=" = 68 characters
-_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _URL_RE = re.compile(r"https?://[!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]+")
 _MSGID_RE = re.compile(r"<[!-;=?-~]+@[A-Za-z0-9.-]+>")
 # Whitespace of any kind (CR, LF, U+2028/9, U+0085 ...), C0/C1 controls incl. NUL, lone surrogates.
@@ -56,28 +54,13 @@ def clean_header_text(text: str) -> str:
 
 
 def check_address(address: str) -> str:
-    """The address in ASCII (IDNA domain) if it is a plain `local@domain`; else HeaderError."""
-    local, at, domain = address.strip().rpartition("@")
-    if not at or len(local) > 64 or not _LOCAL_RE.fullmatch(local):
-        raise HeaderError(f"invalid email address {address!r}: use local@domain (ASCII local part)")
-    ascii_domain = _ascii_domain(domain)
-    if ascii_domain is None:
-        raise HeaderError(f"invalid email address {address!r}: the domain is not a valid host name")
-    return f"{local}@{ascii_domain}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _ascii_domain(domain: str) -> str | None:
-    """The host name in lower-case ASCII (IDNA), None if it is not one; cached because the idna
-    codec is slow and a list's domains repeat (gmail.com ...)."""
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
-    labels = ascii_domain.split(".")
-    if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels) or len(ascii_domain) > 253:
-        return None
-    return ascii_domain
+    """The address in ASCII (IDNA domain) if it is a plain `local@domain` (addresses.address_problem); else HeaderError."""
+    address = address.strip()
+    problem = address_problem(address)
+    if problem:
+        raise HeaderError(f"invalid email address {address!r}: {problem}")
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"
 
 
 def encoded_words(text: str) -> list[str]:
@@ -158,8 +141,13 @@ def check_url(url: str) -> str:
 # --- bodies ---------------------------------------------------------------------------------------
 
 def encode_qp(text: str) -> bytes:
-    """Quoted-printable UTF-8, CRLF line breaks, lines of at most 76, ending on a (hard or soft) break."""
-    if _QP_PLAIN.fullmatch(text) and text != ".":
+    """Quoted-printable UTF-8, CRLF line breaks, lines of at most 76, ending on a (hard or soft) break.
+
+    The result is in DKIM canonical form (RFC 6376 3.4.4), so relaxed body canonicalisation changes
+    nothing and the signer hashes the bytes as they are: no tab, no space at the end of a line or
+    after another space (such whitespace is encoded, "=09", "=20").
+    """
+    if _QP_PLAIN.fullmatch(text) and text != "." and "  " not in text:
         return _plain_qp(text.encode("ascii"))
     return _encode_qp_general(text)
 
@@ -167,6 +155,7 @@ def encode_qp(text: str) -> bytes:
 # One line of printable ASCII without "=" and without a space at either end: what the per-subscriber
 # values (names, addresses, URLs) mostly are. b2a_qp leaves such text as it is and only wraps it.
 _QP_PLAIN = re.compile(r"[!-<>-~]([ -<>-~]*[!-<>-~])?")
+_REPEATED_SPACE = re.compile(rb"(?<= ) ")  # a space right after another: "a  b" becomes "a =20b"
 
 
 def _plain_qp(data: bytes) -> bytes:
@@ -187,7 +176,9 @@ def _encode_qp_general(text: str) -> bytes:
     if not text:
         return b""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    encoded = binascii.b2a_qp(data, istext=True)
+    # b2a_qp encodes whitespace before a line break only; tabs and repeated spaces inside a line are
+    # encoded here, which may lengthen a line: _rewrap below cuts it again.
+    encoded = _REPEATED_SPACE.sub(b"=20", binascii.b2a_qp(data, istext=True).replace(b"\t", b"=09"))
     open_end = not encoded.endswith(b"\n")
     if len(encoded) >= _QP_LINE:
         # b2a_qp can leave a line at 77 (a trailing space it encodes as "=20"); the open last line needs
@@ -320,7 +311,7 @@ class MessageTemplate:
                   self._text_head, *self._text.fill(filled), self._html_head, *self._html.fill(filled), self._tail]
         data = b"".join(pieces)
         if self._signer is not None:
-            data = self._signer.sign(data)
+            data = self._signer.sign(data, canonical_body=True)  # encode_qp and the MIME frame are canonical
         return OutgoingMessage(envelope_from=self.envelope_from, recipients=(address,), data=data,
                                message_id=message_id)
 
@@ -381,10 +372,12 @@ def build_note(settings: Settings, *, to: str, subject: str, text: str, name: st
               'Content-Type: text/plain; charset="utf-8"\r\n', "Content-Transfer-Encoding: quoted-printable\r\n"]
     if language:
         lines.append(f"Content-Language: {check_language(language)}\r\n")
-    data = "".join(lines).encode("ascii") + CRLF + encode_qp(text)
+    # Trailing empty lines would be dropped by DKIM body canonicalisation: the body is canonical without them.
+    body = encode_qp(text.rstrip("\r\n") + "\n") if text.strip("\r\n") else CRLF
+    data = "".join(lines).encode("ascii") + CRLF + body
     signer = signer_from_settings(settings)
     if signer is not None:
-        data = signer.sign(data)
+        data = signer.sign(data, canonical_body=bool(text.strip("\r\n")))
     return OutgoingMessage(envelope_from=envelope_from, recipients=(recipient,), data=data, message_id=message_id)
 
 
@@ -404,6 +397,6 @@ def _list_id_words(list_id: str) -> list[str]:
     """`List-Id` words: an optional description and `<label.domain>` (RFC 2919)."""
     description, _, rest = clean_header_text(list_id).rpartition("<")
     labels = rest.removesuffix(">").strip().split(".")
-    if len(labels) < 2 or not all(_LABEL_RE.fullmatch(part) for part in labels):
+    if len(labels) < 2 or not all(LABEL.fullmatch(part) for part in labels):
         raise HeaderError(f"'delivery.list_id' is {list_id!r}: use \"Description <digest.example.org>\"")
     return [*display_name_words(description.strip()), f"<{'.'.join(labels)}>"]
