@@ -7,7 +7,6 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
@@ -18,6 +17,13 @@ from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .addresses import (
+    address_settings_problem,
+    base_url_problem,
+    dns_name_problem,
+    is_helo_name,
+    is_loopback_host,
+)
 from .models import Feed, ItemKind, Series
 
 CONFIG_ENV = "DIGEST_CONFIG"
@@ -73,6 +79,7 @@ class FetchSettings:
     retry_after_max_hours: float = _help("Longest Retry-After a feed server may impose; later runs skip the feed until then.", 24.0)
     parse_cpu_seconds: float = _help("CPU seconds a feed's parse may take before it is abandoned.", 20.0)
     user_agent: str = _help("User-Agent sent to feed servers.", "digest/0.1 (+https://github.com/digest-email/digest)")
+    allow_private_addresses: bool = _help("Follow redirects to loopback, private, link-local and multicast addresses too (a feed's own configured url may always be one).", False)
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class SmtpSettings:
     connections: int = _help("SMTP connections used in parallel (1 to 64; each sender thread also holds a database connection).", 4)
     rate_limit: float = _help("Messages per second at most across connections; 0 is unlimited.", 0.0)
     timeout: float = _help("Seconds for one SMTP command.", 30.0)
+    final_reply_timeout: float = _help("Seconds to wait for the server's reply once a whole message is sent (RFC 5321 §4.5.3.2 says 10 minutes); a connection lost or a reply not come by then means the message was possibly delivered: resent once at most, after a backoff.", 600.0)
+    helo_name: str = _help("Name sent with EHLO (a host name, or an address literal like [192.0.2.1]); empty uses the machine's host name.", "")
     ca_file: str = _help("PEM file of CA certificates trusted for starttls/tls instead of the system ones (certificates are always verified).", "")
 
 
@@ -112,7 +121,9 @@ class SmtpSettings:
 class DkimSettings:
     selector: str = _help("DKIM selector; empty disables signing.", "")
     domain: str = _help("DKIM signing domain (d=); default is the sender's domain.", "")
-    key_file: str = _help("Path to the PEM private key.", "")
+    key_file: str = _help("Path to the PEM RSA private key (1024 to 4096 bits; 2048 is usual).", "")
+    ed25519_selector: str = _help("Selector of the optional second signature, Ed25519 (RFC 8463); not the RSA one.", "")
+    ed25519_key_file: str = _help("Path to the PEM Ed25519 private key of that second signature; empty signs with RSA only.", "")
 
 
 @dataclass(frozen=True)
@@ -143,10 +154,12 @@ class WebSettings:
     admin_password_hash: str = _help("scrypt hash of the admin password (`digest admin hash-password`); or set DIGEST_ADMIN_PASSWORD_HASH.", "")
     confirm_hours: int = _help("Hours a subscription confirmation link stays valid.", 72)
     confirm_mail_cooldown_hours: float = _help("Hours before the subscribe form sends another confirmation email to the same address (the page shown is the same either way); 0 sends one for every sign-up.", 1.0)
+    confirm_mail_per_domain_hour: int = _help("Confirmation emails the subscribe form sends to one mail domain (the part after @) per hour, whoever signs up; further sign-ups get the same page and no email. 0: no cap.", 30)
     subscribe_rate_per_minute: float = _help("Sign-ups allowed per client IP per minute (token bucket); more get 429.", 6.0)
     subscribe_burst: int = _help("Sign-ups one client IP may make in a quick burst before the rate applies.", 5)
     unsubscribe_rate_per_minute: float = _help("Unsubscribe and preference requests per client IP per minute (mailbox providers post RFC 8058 one-clicks from few IPs, so keep it generous).", 120.0)
     unsubscribe_burst: int = _help("Unsubscribe and preference requests one client IP may make in a quick burst.", 60)
+    login_hash_slots: int = _help("Admin password checks (scrypt, about 32 MiB each) that may run at once; further sign-in attempts get 429 at once, so a burst cannot stall the other pages.", 2)
     forwarded_allow_ips: str = _help("Comma-separated proxy IPs whose X-Forwarded-For is trusted by `digest serve` (the client IP rate limits and consent records use); empty trusts none.", "")
 
 
@@ -352,11 +365,17 @@ def _check_semantics(s: Settings) -> None:
         if value < 1:
             raise ConfigError(f"'{name}' is {value}: use a number of at least 1")
     _check_delivery(s.delivery)
+    if problem := address_settings_problem(s):
+        raise ConfigError(problem)
     _check_base_url(s.web.base_url)
     _check_https_over_smtp(s)
     _check_fetch(s.fetch)
     if not 0 <= s.web.confirm_mail_cooldown_hours < float("inf"):  # also refuses nan
         raise ConfigError(f"'web.confirm_mail_cooldown_hours' is {s.web.confirm_mail_cooldown_hours}: use 0 (no cooldown) or more hours")
+    if s.web.confirm_mail_per_domain_hour < 0:
+        raise ConfigError(f"'web.confirm_mail_per_domain_hour' is {s.web.confirm_mail_per_domain_hour}: use 0 (no cap) or more")
+    if s.web.login_hash_slots < 1:
+        raise ConfigError(f"'web.login_hash_slots' is {s.web.login_hash_slots}: use a number of at least 1")
     if not s.web.suppression_key_env.strip() or s.web.suppression_key_env == s.web.secret_env:
         raise ConfigError(f"'web.suppression_key_env' is {s.web.suppression_key_env!r}: name an environment variable of its own "
                           "(not web.secret_env), e.g. \"DIGEST_SUPPRESSION_KEY\"")
@@ -389,45 +408,47 @@ def _check_fetch(fetch: FetchSettings) -> None:
 
 
 MAX_SMTP_CONNECTIONS = 64
-# What a URL inside `<...>` in a header may hold (deliver.message.check_url), minus "?" and "#":
-# links are made by appending paths to web.base_url.
-_BASE_URL_CHARS = frozenset("!$%&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_abcdefghijklmnopqrstuvwxyz~")
-_BASE_URL_MAX = 200
 
 
 def _check_delivery(d: DeliverySettings) -> None:
+    _check_dkim(d.dkim)
     if not 1 <= d.smtp.connections <= MAX_SMTP_CONNECTIONS:
         raise ConfigError(f"'delivery.smtp.connections' is {d.smtp.connections}: use 1 to {MAX_SMTP_CONNECTIONS} "
                           "(more rarely helps: ask your provider how many it allows)")
     if d.stop_after_refusals < 0:
         raise ConfigError(f"'delivery.stop_after_refusals' is {d.stop_after_refusals}: use 0 (never stop) or more")
+    if d.smtp.final_reply_timeout <= 0:
+        raise ConfigError(f"'delivery.smtp.final_reply_timeout' is {d.smtp.final_reply_timeout}: use a number of "
+                          "seconds above 0 (RFC 5321 says 600)")
+    if d.smtp.helo_name and not is_helo_name(d.smtp.helo_name):
+        raise ConfigError(f"'delivery.smtp.helo_name' is {d.smtp.helo_name!r}: use a host name (mail.example.org) "
+                          "or an address literal ([192.0.2.1])")
+
+
+def _check_dkim(dkim: DkimSettings) -> None:
+    """The DNS names and the keys' presence; the key files are read when digest first signs (deliver/dkim_keys.py)."""
+    named = (("selector", dkim.selector, 1), ("domain", dkim.domain, 2), ("ed25519_selector", dkim.ed25519_selector, 1))
+    for key, value, min_labels in named:
+        problem = dns_name_problem(value, min_labels) if value else ""
+        if problem:
+            raise ConfigError(f"'delivery.dkim.{key}' is {value!r}: {problem}")
+    if dkim.selector and not dkim.key_file:
+        raise ConfigError("'delivery.dkim.selector' is set but 'delivery.dkim.key_file' is empty: "
+                          "set key_file = \"dkim.pem\" (see docs/delivery-messages.md)")
+    if bool(dkim.ed25519_selector) != bool(dkim.ed25519_key_file) or (dkim.ed25519_key_file and not dkim.selector):
+        raise ConfigError("'delivery.dkim.ed25519_key_file' and 'ed25519_selector' go together, beside the RSA "
+                          "'selector' and 'key_file' (Ed25519 is a second signature): set all four, or neither Ed25519 key")
+    if dkim.ed25519_selector and dkim.ed25519_selector.lower() == dkim.selector.lower():
+        raise ConfigError(f"'delivery.dkim.ed25519_selector' is {dkim.ed25519_selector!r}, the RSA selector: "
+                          "each key needs its own DNS record, e.g. ed25519_selector = \"" + dkim.selector + "-ed\"")
 
 
 def _check_base_url(url: str) -> None:
     """web.base_url starts every link in emails (unsubscribe, preferences, archive): it must be usable."""
-    problem = _base_url_problem(url)
+    problem = base_url_problem(url)
     if problem:
         raise ConfigError(f"'web.base_url' is {url!r}: {problem}. Use the public address of `digest serve`, "
                           "e.g. \"https://digest.example.org\" (percent-encode anything unusual, e.g. %20 for a space)")
-
-
-def _base_url_problem(url: str) -> str:
-    """The first thing wrong with `url` as web.base_url, or "" if nothing is."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return "it is not a URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "it must be an absolute http:// or https:// URL"
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        return "it must not have a query (?) or fragment (#): links are made by adding paths to it"
-    if not set(url) <= _BASE_URL_CHARS:
-        bad = "".join(sorted(set(url) - _BASE_URL_CHARS))
-        return f"it has characters a link in an email header cannot carry ({bad!r}; spaces, quotes, <> and non-ASCII)"
-    if len(url) > _BASE_URL_MAX:
-        return f"it is longer than {_BASE_URL_MAX} characters"
-    return ""
 
 
 def _check_https_over_smtp(s: Settings) -> None:
@@ -443,21 +464,6 @@ def _check_https_over_smtp(s: Settings) -> None:
                       "over https. Serve `digest serve` behind https and set web.base_url = \"https://…\" (http is "
                       "accepted only for a loopback host such as 127.0.0.1, for local tests, or with "
                       "delivery.transport = \"outbox\")")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for names that never leave the machine: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761).
-
-    `host` is a bare host (no port), as urlsplit's hostname or a Host header's name: any case, with
-    or without a trailing dot or IPv6 brackets. The package's one loopback test (links, cookies).
-    """
-    host = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_unique(values: list[str], table: str, key: str) -> None:

@@ -3,8 +3,9 @@
 Every fetch has connect/read timeouts and a total deadline (a server trickling a byte at a time,
 even inside the headers, is cut off), a cap on *decoded* bytes (decompression is ours, so a gzip
 bomb stops at the cap without ever being inflated in memory), redirects followed by hand with the
-scheme re-checked on every hop, conditional GET from stored validators, Retry-After, and retries
-with backoff on connection errors and 5xx. TLS verification is always on.
+scheme re-checked on every hop and never into the private network (digest.fetch_guard),
+conditional GET from stored validators, Retry-After, and retries with backoff on connection errors
+and 5xx. TLS verification is always on.
 
 Nothing here raises for a bad feed: every outcome is a FetchOutcome, errors typed by FetchErrorKind.
 """
@@ -33,6 +34,13 @@ import httpx
 
 from .config import URL_SCHEME, FetchSettings
 from .decompress import TooLarge, bounded_decoder
+from .fetch_guard import (
+    PUBLIC_ONLY,
+    PrivateAddressRefused,
+    RoutingTransport,
+    redirect_refusal,
+    refusal_message,
+)
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RATE_LIMIT_CODES = frozenset({429, 503})
@@ -119,13 +127,18 @@ def feed_location(url: str, resolve_path: Callable[[str], Path]) -> str | Path:
 
 
 def new_client(settings: FetchSettings) -> httpx.AsyncClient:
-    """One shared client: explicit timeouts, TLS verified, our own redirect handling and decoding."""
+    """One shared client: explicit timeouts, TLS verified, our own redirect handling and decoding.
+
+    Unless `fetch.allow_private_addresses`, requests that follow a redirect go through a pool of
+    their own that connects to public addresses only (digest.fetch_guard).
+    """
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout, pool=settings.deadline)
     limits = httpx.Limits(max_connections=max(settings.concurrency, 1) * 2, max_keepalive_connections=settings.concurrency)
     headers = {"User-Agent": settings.user_agent, "Accept-Encoding": "gzip, deflate",
                "Accept": "application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"}
+    transport = None if settings.allow_private_addresses else RoutingTransport(tls_context(), limits)
     return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, verify=tls_context(),
-                             follow_redirects=False, trust_env=True)
+                             follow_redirects=False, trust_env=True, transport=transport)
 
 
 def tls_context() -> ssl.SSLContext:
@@ -183,7 +196,15 @@ async def _fetch_following_redirects(url: str, validators: Validators, settings:
             where = "" if current == url else f" (redirected from {url})"
             return _failed(current, FetchErrorKind.SCHEME,
                            f"refusing {scheme or 'scheme-less'} URL {current!r}{where}: only http and https are fetched")
-        result = await _request_once(current, validators, settings, client)
+        # Only the URL staff wrote may lead into the private network; every hop after it is checked.
+        public_only = current != url and not settings.allow_private_addresses
+        if public_only:
+            # Refused early, before any connection (and for a proxy, which resolves the name itself);
+            # the guarantee is the connect-time check in fetch_guard, as a name may resolve otherwise later.
+            refusal = await redirect_refusal(current)
+            if refusal:
+                return _failed(url, FetchErrorKind.REDIRECT, refusal)
+        result = await _request_once(current, validators, settings, client, public_only)
         if isinstance(result, FetchOutcome):
             return result
         current = result
@@ -195,14 +216,17 @@ async def _fetch_following_redirects(url: str, validators: Validators, settings:
 
 
 async def _request_once(url: str, validators: Validators, settings: FetchSettings,
-                        client: httpx.AsyncClient) -> FetchOutcome | str:
-    """One GET: an outcome, or the next URL when the server redirects."""
+                        client: httpx.AsyncClient, public_only: bool = False) -> FetchOutcome | str:
+    """One GET: an outcome, or the next URL when the server redirects; `public_only` after a redirect."""
     try:
-        request = client.build_request("GET", url, headers=_conditional_headers(validators))
+        request = client.build_request("GET", url, headers=_conditional_headers(validators),
+                                       extensions={PUBLIC_ONLY: True} if public_only else None)
     except httpx.InvalidURL as exc:
         return _failed(url, FetchErrorKind.SCHEME, f"not a valid http(s) URL {url!r}: {exc}")
     try:
         response = await client.send(request, stream=True)
+    except PrivateAddressRefused as exc:
+        return _failed(url, FetchErrorKind.REDIRECT, refusal_message(url, exc.host, exc.address, exc.problem))
     except httpx.RemoteProtocolError as exc:
         # httpx parses a redirect's Location before handing the response back, and says so this way.
         if str(exc).startswith(_HTTPX_BAD_LOCATION):

@@ -101,6 +101,10 @@ def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = Su
     columns = [_unquote_cell(h).strip().lower() for h in header]
     try:
         _check_header(path, columns)
+        # The whole file is read as CSV before the first row is stored: a broken quote on line
+        # 2,502 must not leave the 2,000 rows of the first batch stored behind an error that
+        # says "fix that line and import again". Streamed: nothing is kept but a line count.
+        _check_csv(path, delimiter)
     except ListFileError:
         handle.close()
         raise
@@ -183,10 +187,52 @@ def _with_status_and_consent(subscriber: Subscriber, row: dict[str, str]) -> Sub
 
 
 def _checked(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    # _check_csv read the same file already; this only fires if the file changed in between.
     try:
         yield from reader
     except csv.Error as exc:
         raise ListFileError(f"line {reader.line_num + 1}: not readable as CSV ({exc}); fix that line and import again") from None
+
+
+def _check_csv(path: Path, delimiter: str) -> None:
+    """Read the whole file as CSV, keeping nothing; ListFileError names the line to fix (a text editor's line)."""
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+        record_start = 1
+        try:
+            while True:
+                record_start = reader.line_num + 1
+                if next(reader, None) is None:
+                    return
+        except csv.Error as exc:
+            problem, line = str(exc), reader.line_num
+    if problem == "unexpected end of data":  # a quote that never closes swallowed the rest of the file
+        line = _unclosed_quote_line(path, delimiter, record_start)
+        raise ListFileError(f"{path}: line {line}: not readable as CSV: a quoted cell opens on this line and is "
+                            'never closed; close it with " (write a quote inside a cell as "") and import again')
+    raise ListFileError(f"{path}: line {line}: not readable as CSV ({problem}); fix that line and import again")
+
+
+def _unclosed_quote_line(path: Path, delimiter: str, record_start: int) -> int:
+    """The line where the quoted cell that never closes opens, scanning from the start of its record."""
+    opened_on, quoted, quote_pending, field_start = record_start, False, False, True
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        for number, text in enumerate(handle, start=1):
+            if number < record_start:
+                continue
+            for char in text:
+                if quoted and quote_pending:  # a quote inside a quoted cell: `""` or the cell's end
+                    quote_pending = False
+                    if char == '"':
+                        continue
+                    quoted = False
+                elif quoted:
+                    quote_pending = char == '"'
+                    continue
+                if char == '"' and field_start:
+                    quoted, opened_on = True, number
+                field_start = char in (delimiter, "\r", "\n")
+    return opened_on
 
 
 def _check_utf8(path: Path) -> None:

@@ -12,12 +12,19 @@ from sqlalchemy import select
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from digest.config import is_loopback_host as is_loopback
+from digest.addresses import is_loopback_host as is_loopback
 from digest.models import IssueStatus
 from digest.pipeline.accounts import revoke_session, session_revoked
 from digest.store.issues import approve_issue, get_issue, get_summary
 from digest.store.schema import metadata, revoked_admin_sessions
-from digest.web.admin_auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimiter, origin_of
+from digest.web.admin_auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    LoginAttempt,
+    LoginLimiter,
+    LoginRefused,
+    origin_of,
+)
 from digest.web.app import create_app
 
 HTTPS = "https://testserver"
@@ -233,14 +240,19 @@ def test_failed_logins_from_many_clients_lock_nobody_else_out(store):
 
 
 def test_the_login_limit_is_per_client_and_expires():
-    limiter = LoginLimiter(attempts=5, window=300)
+    now = [1.0]
+    limiter = LoginLimiter(attempts=5, window=300, slots=1000, clock=lambda: now[0])
     for n in range(500):
-        limiter.failed(f"10.0.{n // 200}.{n % 200}", now=1.0)
-    assert limiter.allowed("10.9.9.9", now=2.0)
-    for _ in range(4):
-        limiter.failed("10.0.0.1", now=2.0)
-    assert not limiter.allowed("10.0.0.1", now=3.0)
-    assert limiter.allowed("10.0.0.1", now=303.0)
+        limiter.finish(limiter.start(f"10.0.{n // 200}.{n % 200}"), ok=False)
+    now[0] = 2.0
+    assert isinstance(limiter.start("10.9.9.9"), LoginAttempt)
+    for _ in range(4):  # the fifth, with the one above
+        limiter.finish(limiter.start("10.0.0.1"), ok=False)
+    now[0] = 3.0
+    refused = limiter.start("10.0.0.1")
+    assert isinstance(refused, LoginRefused) and not refused.busy and refused.retry_after == 298
+    now[0] = 303.0
+    assert isinstance(limiter.start("10.0.0.1"), LoginAttempt)
 
 
 # --- signing out --------------------------------------------------------------------------------------

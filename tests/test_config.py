@@ -227,7 +227,7 @@ def test_every_command_refuses_an_http_base_url_over_smtp_exit_2(tmp_path):
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LocalHost", "localhost.",
                                   "news.localhost", "news.localhost.", "A.B.LOCALHOST"])
 def test_loopback_hosts(host):
-    from digest.config import is_loopback_host
+    from digest.addresses import is_loopback_host
 
     assert is_loopback_host(host)
 
@@ -235,14 +235,14 @@ def test_loopback_hosts(host):
 @pytest.mark.parametrize("host", ["", "10.0.0.1", "192.168.1.5", "0.0.0.0", "::", "localhost.example.org",
                                   "mylocalhost", "example.org", "128.0.0.1"])
 def test_hosts_that_are_not_loopback(host):
-    from digest.config import is_loopback_host
+    from digest.addresses import is_loopback_host
 
     assert not is_loopback_host(host)
 
 
 def test_the_package_has_one_loopback_test():
     # The admin cookies and the links in emails used to disagree ("localhost." was loopback for one only).
-    from digest.config import is_loopback_host
+    from digest.addresses import is_loopback_host
     from digest.deliver import editions
     from digest.web import admin_auth
 
@@ -254,3 +254,84 @@ def test_feed_urls_and_fetch_tell_schemes_from_paths_alike():
     from digest import config, fetch
 
     assert not hasattr(fetch, "_URL_SCHEME") and fetch.URL_SCHEME is config.URL_SCHEME
+
+
+# --- address settings: one mailbox, no control characters (digest.addresses) ---------------------
+
+def delivery_config(tmp_path: Path, **values: str) -> Path:
+    import json
+
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())  # a TOML basic string
+    return write(tmp_path, f"[delivery]\n{lines}")
+
+
+@pytest.mark.parametrize("sender, problem", [
+    ("Digest\r\nBcc: victim@example.net <digest@example.org>", "control character U+000D"),
+    ("Digest\nBcc: victim@example.net <digest@example.org>", "control character U+000A"),
+    ("Digest <digest@example.org>\x00", "control character U+0000"),
+    ("Digest\t<digest@example.org>", "control character U+0009"),
+    ("Digest\x85<digest@example.org>", "control character U+0085"),
+    ("Digest\u2028<digest@example.org>", "control character U+2028"),
+    ("Digest \u202egro.elpmaxe <digest@example.org>", "control character U+202E"),
+    ("a@x, b@y", "more than one address"),
+    ("a@example.org, b@example.org", "more than one address"),
+    ("a@example.org;b@example.org", "more than one address"),
+    ("Digest <a@example.org>, <b@example.org>", "the name holds '<'"),
+    ("Smith, John <john@example.org>", "the name holds ','"),
+    ("victim@example.net <digest@example.org>", "the name holds '@'"),
+    ("Digest <digest@example.org", "one pair of angle brackets"),
+    ("Digest <not an address>", "'not an address' is not an address"),
+    ("digest@localhost", "not a host name with a dot"),
+    ("", "it is empty"),
+])
+def test_a_sender_that_is_not_one_mailbox_is_refused_at_load(tmp_path, sender, problem):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(delivery_config(tmp_path, sender=sender))
+    assert str(refused.value).startswith(f"'delivery.sender' is {sender!r}: ")
+    assert problem in str(refused.value)
+
+
+@pytest.mark.parametrize("sender", [
+    "digest@example.org", "Europa Progressiva Digest <digest@example.org>", '"Digest, weekly" <digest@example.org>',
+    '"Say \\"hi\\"" <digest@example.org>', "Zürich Digest <digest@example.org>", "Digest <news@bücher.example>",
+    "  Digest <digest@example.org>  ", "Fondation Europa Progressiva <news@ep.example.net>", "<digest@example.org>",
+])
+def test_senders_that_are_one_mailbox_load(tmp_path, sender):
+    assert load_settings(delivery_config(tmp_path, sender=sender)).delivery.sender == sender
+
+
+@pytest.mark.parametrize("command", [["status"], ["send", "--issue", "1"]])
+@pytest.mark.parametrize("sender", ["Digest\r\nBcc: victim@example.net <digest@example.org>", "a@x, b@y"])
+def test_digest_exits_2_naming_the_key_for_a_bad_sender(tmp_path, command, sender):
+    result = CliRunner().invoke(main, ["--config", str(delivery_config(tmp_path, sender=sender)), *command])
+    assert result.exit_code == 2, result.output
+    assert "'delivery.sender' is " in result.output and "Use one address" in result.output
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"reply_to": "Press\r\nBcc: x@example.net <press@example.org>"}, "delivery.reply_to"),
+    ({"reply_to": "press@example.org, other@example.org"}, "delivery.reply_to"),
+    ({"unsubscribe_mailto": "leave@example.org\r\nBcc: x@example.org"}, "delivery.unsubscribe_mailto"),
+    ({"unsubscribe_mailto": "Leave <leave@example.org>"}, "delivery.unsubscribe_mailto"),
+    ({"unsubscribe_mailto": "mailto:leave@example.org"}, "delivery.unsubscribe_mailto"),
+    ({"list_id": "Digest\r\nBcc: x@example.org <digest.example.org>"}, "delivery.list_id"),
+])
+def test_the_other_address_settings_are_checked_the_same_way(tmp_path, values, key):
+    with pytest.raises(ConfigError, match=f"^'{key}' is "):
+        load_settings(delivery_config(tmp_path, **values))
+
+
+@pytest.mark.parametrize("staff", [["comms@example.org\r\nBcc: x@example.net"], ["a@example.org, b@example.org"],
+                                   ["Comms, Press <comms@example.org>"], ["ok@example.org", "not an address"]])
+def test_staff_addresses_are_single_mailboxes(tmp_path, staff):
+    with pytest.raises(ConfigError, match=r"^'schedule\.staff\[\d\]' is "):
+        settings_from_dict({"schedule": {"staff": staff}}, base_dir=tmp_path)
+
+
+def test_address_settings_that_are_fine_load(tmp_path):
+    settings = settings_from_dict({
+        "delivery": {"reply_to": "Press Office <press@example.org>", "unsubscribe_mailto": "leave@example.org",
+                     "list_id": "Europa Progressiva Digest <digest.example.org>"},
+        "schedule": {"staff": ["comms@example.org", "Editor <ed@bücher.example>"]}}, base_dir=tmp_path)
+    assert settings.delivery.reply_to == "Press Office <press@example.org>"
+    assert settings_from_dict({}).delivery.reply_to == ""  # empty: left out of the messages

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import threading
 import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +37,8 @@ RSS = b"""<?xml version="1.0" encoding="utf-8"?>
 
 FAST = FetchSettings(connect_timeout=2, read_timeout=2, deadline=5, retries=2, retry_backoff=0.01,
                      max_bytes=1_000_000)
+# The test server is on loopback, where redirects lead only with this setting (tests/test_fetch_guard.py).
+LOOPBACK_REDIRECTS = replace(FAST, allow_private_addresses=True)
 
 
 @pytest.fixture
@@ -109,14 +112,14 @@ def test_404_is_not_retried_and_says_what_to_check(server):
 def test_a_redirect_is_followed(server):
     server.routes["/old"] = redirect("/feed", 301)
     server.routes["/feed"] = static(RSS)
-    outcome = fetch(server.url("/old"))
+    outcome = fetch(server.url("/old"), LOOPBACK_REDIRECTS)
     assert outcome.ok and outcome.body == RSS
 
 
 def test_a_redirect_loop_is_reported(server):
     server.routes["/a"] = redirect("/b")
     server.routes["/b"] = redirect("/a")
-    outcome = fetch(server.url("/a"))
+    outcome = fetch(server.url("/a"), LOOPBACK_REDIRECTS)
     assert outcome.error.kind == FetchErrorKind.REDIRECT
     assert "redirect loop" in outcome.error.message
     assert server.hits("/a") == 1 and server.hits("/b") == 1
@@ -125,7 +128,7 @@ def test_a_redirect_loop_is_reported(server):
 def test_more_than_five_redirects_are_refused(server):
     for i in range(10):
         server.routes[f"/r{i}"] = redirect(f"/r{i + 1}")
-    outcome = fetch(server.url("/r0"))
+    outcome = fetch(server.url("/r0"), LOOPBACK_REDIRECTS)
     assert outcome.error.kind == FetchErrorKind.REDIRECT
     assert "more than 5 redirects" in outcome.error.message
     assert server.hits("/r6") == 0

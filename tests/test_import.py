@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -131,7 +133,45 @@ def test_unusable_files_are_refused_before_anything_is_stored(cli, engine, name,
 
 def test_unterminated_quote_is_a_clear_error(cli):
     code, _, err = cli("subscribers", "import", str(LISTS / "unterminated_quote.csv"))
-    assert code == 2 and "line 2: not readable as CSV (unexpected end of data)" in err
+    assert code == 2 and "line 2: not readable as CSV: a quoted cell opens on this line and is never closed" in err
+
+
+def test_a_quote_that_never_closes_after_a_full_batch_stores_nothing(cli, engine, tmp_path):
+    """The whole file is read before the first row is stored, and the error names the line the quote opens on."""
+    listing = tmp_path / "broken.csv"
+    with listing.open("w", encoding="utf-8") as fh:
+        fh.write("email,name,language,series\n")
+        for i in range(2500):  # more than one import batch (2,000 rows) of good rows: lines 2 to 2501
+            fh.write(f"user{i}@example.org,User {i},en,\n")
+        fh.write('broken@example.org,"Broken, never closed,en,\n')  # line 2502
+        fh.write("late@example.org,Late,en,\n")
+    code, out, err = cli("subscribers", "import", str(listing))
+    assert code == 2 and out == ""
+    assert f"{listing}: line 2502: not readable as CSV: a quoted cell opens on this line" in err
+    assert statuses(engine) == {}
+
+
+@pytest.mark.parametrize("content, line", [
+    # A quoted cell over two lines closes; the next record's quote opens on line 5, not where its record starts.
+    ('email,name,x\nml@example.org,"one\ntwo"\nq@example.org,"He said ""hi""",\nx@example.org,"a\nb","open\nmore,\n', 6),
+    ('email;name\r\na@example.org;"ok ""quoted"" text"\r\nb@example.org;\r\n"multi\r\nline";"unclosed\r\nrest\r\n', 5),
+    ('email,name\n"unclosed@example.org,Name\n', 2),
+])
+def test_the_line_where_an_unclosed_quote_opens_is_named(cli, engine, tmp_path, content, line):
+    listing = tmp_path / "broken.csv"
+    listing.write_bytes(content.encode())
+    code, _, err = cli("subscribers", "import", str(listing))
+    assert code == 2 and f"line {line}: not readable as CSV: a quoted cell opens on this line" in err, err
+    assert statuses(engine) == {}
+
+
+def test_text_after_a_closing_quote_is_refused_before_anything_is_stored(cli, engine, tmp_path):
+    listing = tmp_path / "broken.csv"
+    good = "".join(f"good{i}@example.org,Good\n" for i in range(2001))  # lines 2 to 2002: a full batch
+    listing.write_text(f'email,name\n{good}bad@example.org,"Bad" name\n', encoding="utf-8")
+    code, _, err = cli("subscribers", "import", str(listing))
+    assert code == 2 and "line 2003: not readable as CSV (',' expected after '\"')" in err, err
+    assert statuses(engine) == {}
 
 
 def test_suppression_survives_reimport(cli, engine, tmp_path, settings):
@@ -220,6 +260,23 @@ def test_export_json_and_filters(cli, engine, tmp_path):
     code, out, _ = cli("subscribers", "export", "--series", "esa-economy-trade", "--output", str(target))
     assert code == 0 and out == ""
     assert [r["email"] for r in csv.DictReader(target.open(encoding="utf-8"))] == ["bob@example.org", "carla@example.org"]
+
+
+def test_an_export_file_is_the_owners_alone_whatever_the_umask(cli, tmp_path):
+    """Personal data: a new export file is 0600, and one that was readable by others is made private."""
+    cli("subscribers", "import", str(LISTS / "every_bad_row.csv"))
+    fresh, older = tmp_path / "fresh.csv", tmp_path / "older.csv"
+    older.write_text("left by hand\n", encoding="utf-8")
+    older.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for target in (fresh, older):
+            code, _, _ = cli("subscribers", "export", "--output", str(target))
+            assert code == 0
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(t.stat().st_mode) for t in (fresh, older)] == [0o600, 0o600]
+    assert "left by hand" not in older.read_text(encoding="utf-8") and "bob@example.org" in older.read_text(encoding="utf-8")
 
 
 def test_read_list_file_streams_rows(tmp_path, settings):

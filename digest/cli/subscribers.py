@@ -24,6 +24,7 @@ from ..pipeline.subscribers import (
     remove_subscriber,
     show_subscriber,
 )
+from ..private_files import open_private_text
 from ..subscriber_fields import InvalidSubscriber, normalise_email
 from .base import EXIT_FAILED, EXIT_USAGE, fail, handle_errors, main, print_json, state
 
@@ -79,7 +80,7 @@ def _print_import_report(report: ImportReport) -> None:
 def export_command(fmt: str, status: str | None, series_id: str | None, output: Path | None) -> None:
     """Write subscribers as CSV (formula-safe, re-importable) or JSON lines."""
     _check_series(series_id)
-    out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    out = open_private_text(output) if output else sys.stdout  # personal data: 0600, whatever the umask
     try:
         export_subscribers(state().settings, state().engine, out, fmt, _status(status), series_id)
     finally:

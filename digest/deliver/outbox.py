@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import Settings
+from ..private_files import create_private_file, private_folder
 from .smtp import SmtpTransport, recipient_refusal
 from .transport import OutgoingMessage, SendResult, Transport
 
@@ -25,6 +26,7 @@ class OutboxTransport(Transport):
     """Writes each message to `<dir>/<UTC timestamp>-<hash of Message-ID>.eml`, atomically.
 
     The file appears complete or not at all (temp file, fsync, os.replace); names sort by time.
+    Messages hold working links: files are 0600, and a folder created here 0700, whatever the umask.
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
@@ -33,10 +35,11 @@ class OutboxTransport(Transport):
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Write every message; an OSError becomes a temporary failure for that message."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_folder(self.directory)
         except OSError as exc:
             error = f"cannot create outbox folder {self.directory}: {exc.strerror}"
-            return [SendResult(m.message_id, ok=False, error=error, unreachable=True) for m in messages]
+            outage = f"the outbox folder {self.directory} cannot be created ({exc.strerror})"
+            return [SendResult(m.message_id, ok=False, error=error, unreachable=True, outage=outage) for m in messages]
         results = [self._write(m) for m in messages]
         _fsync_directory(self.directory)
         return results
@@ -45,7 +48,7 @@ class OutboxTransport(Transport):
         final = self.directory / outbox_filename(message.message_id)
         temp = self.directory / f".{final.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            with open(temp, "wb") as handle:
+            with os.fdopen(create_private_file(temp), "wb") as handle:
                 handle.write(message.data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -54,7 +57,8 @@ class OutboxTransport(Transport):
             temp.unlink(missing_ok=True)
             # The folder, not the message (disk full, permissions): the send loop pauses and retries.
             return SendResult(message.message_id, ok=False, error=f"cannot write {final}: {exc.strerror}",
-                              unreachable=True)
+                              unreachable=True, outage=f"the outbox folder {self.directory} cannot be written "
+                                                       f"({exc.strerror}: free some space or fix its permissions)")
         return SendResult(message.message_id, ok=True)
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ functions in items, feeds, issues, subscribers and ledger take that engine.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from ..private_files import create_private_file, make_private, private_folder
 from .migrate import MigrationError, upgrade_to_head
 
 
@@ -78,14 +80,30 @@ def _create_engine(url: str, pool_size: int | None = None) -> Engine:
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:":
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_folder(Path(path).parent)
+                _private_sqlite_files(Path(path))
             except OSError as exc:
-                raise StoreError(f"cannot create the store's folder {exc.filename or path} ({exc.strerror or exc}): "
+                raise StoreError(f"cannot create the store {exc.filename or path} ({exc.strerror or exc}): "
                                  f"point store.url at a folder digest can write (now {_redact(url)})") from None
         engine = create_engine(url, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, **pool)
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The store file 0600 (it holds every reader's address and the links' tokens), whatever the umask.
+
+    SQLite gives its -wal, -shm and -journal files the database file's mode, so creating the
+    file 0600 before SQLite does covers them; a store made 0644 by an older version is tightened.
+    """
+    if "?" in path.name or path.name.startswith("file:"):
+        return  # a URI filename: SQLite reads the options, there is no plain path to set up
+    try:
+        os.close(create_private_file(path))
+    except FileExistsError:
+        for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+            make_private(file)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
