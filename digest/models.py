@@ -56,6 +56,9 @@ class DeliveryStatus(StrEnum):
     FAILED_PERMANENT = "failed_permanent"
     # Not sent on purpose: unsubscribed meanwhile, or their preferences select no section.
     SKIPPED = "skipped"
+    # Final: the whole message was sent, twice at most, and each time the connection was lost before
+    # the server confirmed it. It may have arrived; never resent again, never counted as given up.
+    POSSIBLY_DELIVERED = "possibly_delivered"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ subscribers with chosen preferences, and settings pointing at a test SMTP server
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -102,3 +103,102 @@ def sections_in(message: EmailMessage) -> set[str]:
     """Which sample sections a received message shows (by their marker titles, in the text part)."""
     text = message.get_body(("plain",)).get_content()
     return {section for section, marker in MARKERS.items() if marker in text}
+
+
+# --- test SMTP servers that misbehave ----------------------------------------------------------------
+
+class Wrapped:
+    """Wraps the conftest handler (or another wrapper); subclasses change EHLO, RCPT or DATA."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        return await self.inner.handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server, session, envelope):
+        return await self.inner.handle_DATA(server, session, envelope)
+
+
+class Offers(Wrapped):
+    """EHLO offers PIPELINING when `pipelining`, and leaves out SIZE unless `size` (the limit still holds
+    after DATA: aiosmtpd's data_size_limit); records the EHLO names it was greeted with."""
+
+    def __init__(self, inner, pipelining: bool = True, size: bool = True):
+        super().__init__(inner)
+        self.pipelining, self.size, self.helo_names = pipelining, size, []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.helo_names.append(hostname)
+        responses = [r for r in responses if self.size or not r.startswith("250-SIZE")]
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+
+class StoreThenDrop(Wrapped):
+    """Stores each message (to `addresses`, or every one) and then drops the connection before its reply to
+    the final ".": the client cannot know the message arrived."""
+
+    def __init__(self, inner, addresses: tuple[str, ...] = ()):
+        super().__init__(inner)
+        self.addresses, self.drops = addresses, 0
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await self.inner.handle_DATA(server, session, envelope)
+        if not self.addresses or set(self.addresses) & set(envelope.rcpt_tos):
+            self.drops += 1
+            server.transport.abort()
+        return reply
+
+
+class SlowAck(Wrapped):
+    """Stores each message, then waits `delay` seconds before acknowledging the final "." (a slow
+    content filter)."""
+
+    def __init__(self, inner, delay: float):
+        super().__init__(inner)
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await self.inner.handle_DATA(server, session, envelope)
+        await asyncio.sleep(self.delay)
+        return reply
+
+
+def size_limit(controller, limit: int) -> None:
+    """aiosmtpd's own size limit for the controller's next connections: advertised in EHLO SIZE,
+    552 to MAIL FROM … SIZE=n above it, and 552 after DATA for a longer message."""
+    controller.SMTP_kwargs["data_size_limit"] = limit
+
+
+def count_reads(controller) -> list[tuple[str, int]]:
+    """Make the controller's next connections note, for every MAIL, RCPT and DATA command, how many
+    reads from the socket the connection had made when it came: commands pipelined in one write share
+    a number; each command that waited for the reply before it has its own. Returns the live list."""
+    from aiosmtpd.smtp import SMTP
+
+    log: list[tuple[str, int]] = []
+
+    class Counting(SMTP):
+        reads = 0
+
+        def data_received(self, data: bytes) -> None:
+            self.reads += 1
+            super().data_received(data)
+
+        async def smtp_MAIL(self, arg):
+            log.append(("MAIL", self.reads))
+            await super().smtp_MAIL(arg)
+
+        async def smtp_RCPT(self, arg):
+            log.append(("RCPT", self.reads))
+            await super().smtp_RCPT(arg)
+
+        async def smtp_DATA(self, arg):
+            log.append(("DATA", self.reads))
+            await super().smtp_DATA(arg)
+
+    controller.factory = lambda: Counting(controller.handler, **controller.SMTP_kwargs)
+    return log

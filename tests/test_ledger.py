@@ -25,6 +25,7 @@ from digest.store.ledger import (
     finish_if_done,
     ledger_counts,
     mark_failed,
+    mark_possibly_delivered,
     mark_sent,
     mark_skipped,
     next_retry_at,
@@ -306,3 +307,53 @@ def test_an_approval_taken_back_while_sending_starts_sends_nothing(engine, issue
     with pytest.raises(LedgerError, match="issue 1 became draft while sending started"):
         start_sending(engine, issue, NOW)
     assert get_issue(engine, issue).status == IssueStatus.DRAFT
+
+
+# --- possibly delivered ----------------------------------------------------------------------------
+
+def test_a_possibly_delivered_row_is_resent_once_then_final(engine, issue):
+    [subscriber] = [add_confirmed(engine, "maybe@example.net")]
+    start_sending(engine, issue, NOW)
+    [claim] = claim_batch(engine, issue, "h", 10, NOW, 300)
+    assert not claim.possibly_delivered
+    assert mark_possibly_delivered(engine, issue, subscriber.id, "h", "possibly delivered: lost", NOW,
+                                   NOW + timedelta(seconds=60))
+    assert claim_batch(engine, issue, "h", 10, NOW + timedelta(seconds=30), 300) == []  # never at once
+    [again] = claim_batch(engine, issue, "h", 10, NOW + timedelta(seconds=61), 300)
+    assert again.possibly_delivered and again.attempts == 1
+    assert mark_possibly_delivered(engine, issue, subscriber.id, "h", "possibly delivered: lost again",
+                                   NOW + timedelta(seconds=61), None)
+    counts = ledger_counts(engine, issue)
+    assert (counts["possibly_delivered"], counts["failed_temporary"]) == (1, 0)
+    assert finish_if_done(engine, issue, NOW)  # a final state: the issue is done
+    [row] = _rows(engine, issue).values()
+    assert row.attempts == 2 and row.possibly_delivered_at == NOW  # the first loss is kept
+
+
+def test_migration_0004_keeps_the_ledger_and_downgrades_possibly_delivered_to_sent(store_url, tmp_path):
+    from alembic import command
+
+    from digest.store.migrate import alembic_config
+
+    engine = open_store(store_url)
+    number = approved_issue(engine, make_settings(tmp_path, store_url))
+    add_many(engine, 3)
+    start_sending(engine, number, NOW)
+    with engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.subscriber_id == 1)
+                     .values(status="possibly_delivered", possibly_delivered_at=NOW))
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with engine.connect() as conn:
+        rows = {row.subscriber_id: row.status for row in conn.execute(select(deliveries.c.subscriber_id,
+                                                                             deliveries.c.status))}
+    assert rows == {1: "sent", 2: "queued", 3: "queued"}
+    engine.dispose()
+    engine = open_store(store_url)  # upgraded again on open
+    try:
+        assert ledger_counts(engine, number)["queued"] == 2
+        assert [row.possibly_delivered_at for row in _rows(engine, number).values()] == [None] * 3
+    finally:
+        engine.dispose()

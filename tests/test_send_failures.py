@@ -22,7 +22,7 @@ from digest.deliver import sender
 from digest.deliver.editions import EditionError
 from digest.deliver.sender import SendStopped
 from digest.models import SubscriberStatus
-from digest.pipeline.sending import send_issue
+from digest.pipeline.sending import StoreFailed, send_issue
 from digest.store.issues import get_issue
 from digest.store.ledger import ledger_counts
 from digest.store.schema import deliveries, subscribers
@@ -82,19 +82,19 @@ class Wrapped:
         return await self.inner.handle_DATA(server, session, envelope)
 
 
-class HangUpAtData(Wrapped):
-    """Drops the connection instead of answering DATA for one address (e.g. a crashing content filter)."""
+class HangUpAtRcpt(Wrapped):
+    """Drops the connection instead of answering RCPT for one address (before the message: nothing delivered)."""
 
     def __init__(self, inner, address):
         super().__init__(inner)
         self.address, self.hang_ups = address, 0
 
-    async def handle_DATA(self, server, session, envelope):
-        if self.address in envelope.rcpt_tos:
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address == self.address:
             self.hang_ups += 1
             server.transport.abort()
             return "421 never heard"
-        return await super().handle_DATA(server, session, envelope)
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
 
 class ReplyAtData(Wrapped):
@@ -110,22 +110,6 @@ class ReplyAtData(Wrapped):
         return await super().handle_DATA(server, session, envelope)
 
 
-class SizeLimit(Wrapped):
-    """Refuses MAIL FROM … SIZE=n above `limit` bytes (552), as a server with a message size limit does."""
-
-    def __init__(self, inner, limit):
-        super().__init__(inner)
-        self.limit = limit
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        size = next((int(o[5:]) for o in mail_options if o.upper().startswith("SIZE=")), 0)
-        if size > self.limit:
-            return "552 5.3.4 Message size exceeds fixed maximum message size"
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-
 # --- a message the server hangs up on ------------------------------------------------------------
 
 def test_a_message_the_server_hangs_up_on_uses_attempts_and_the_send_ends(engine, tmp_path, store_url, server):
@@ -134,7 +118,7 @@ def test_a_message_the_server_hangs_up_on_uses_attempts_and_the_send_ends(engine
     number = approved_issue(engine, settings)
     emails = add_many(engine, 6)
     poison = add_confirmed(engine, "poison@example.net")  # the last one left: no success resets anything
-    controller.handler = hang_up = HangUpAtData(controller.handler, poison.email)
+    controller.handler = hang_up = HangUpAtRcpt(controller.handler, poison.email)
     report = _send_within(60, settings, engine, number)
     assert (report.sent, report.gave_up, report.status) == (6, 1, "sent")
     assert hang_up.hang_ups == 3 * 2  # each attempt reconnects once: never deferred as an outage
@@ -285,22 +269,6 @@ def test_refusals_that_may_be_the_servers_still_stop_the_run(engine, tmp_path, s
     assert all(_bounce_count(engine, get_subscriber(engine, e).id) == 0 for e in emails)
 
 
-def test_a_message_larger_than_the_server_takes_stops_the_run_naming_the_size(engine, tmp_path, store_url, server):
-    smtp, controller = server
-    settings = smtp_settings(tmp_path, store_url, smtp.port, bounce_threshold=1)
-    number = approved_issue(engine, settings)
-    emails = add_many(engine, 6)
-    controller.handler = SizeLimit(controller.handler, limit=1000)  # smaller than any edition
-    with pytest.raises(SendStopped) as stopped:
-        _send_within(60, settings, engine, number)
-    message = str(stopped.value)
-    assert "refuses the sender digest@example.org: 552 5.3.4" in message and "max_html_kib" in message
-    assert "'delivery.sender'" not in message  # the size, not the sender setting
-    counts = ledger_counts(engine, number)
-    assert counts["queued"] == 6 and counts["failed_permanent"] == counts["failed_temporary"] == 0
-    assert smtp.received == [] and all(_bounce_count(engine, get_subscriber(engine, e).id) == 0 for e in emails)
-
-
 def test_digest_send_exits_1_naming_the_relay_refusal(engine, tmp_path, store_url, server):
     smtp, _ = server
     settings = smtp_settings(tmp_path, store_url, smtp.port)
@@ -447,6 +415,6 @@ def test_a_database_error_while_stopping_still_restores_the_interpreter_and_the_
     monkeypatch.setattr(sender, "relaxed_durability", recording_relaxed)
     monkeypatch.setattr(sender, "requeue_orphans", requeue_failing_when_stopping)
     interval = sys.getswitchinterval()
-    with pytest.raises(OperationalError, match="database is locked"):
+    with pytest.raises(StoreFailed, match="database is locked"):
         send_issue(settings, engine, number)
     assert sys.getswitchinterval() == interval and disposed == [True]

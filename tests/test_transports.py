@@ -144,17 +144,22 @@ def test_smtp_reconnects_after_the_server_closes_the_connection(tmp_path, smtp_s
     assert [r[0] for _, r, _ in smtp_server.received] == ["s0@example.com", "s2@example.com"]
 
 
-class HangUpAtData:
-    """Wraps the conftest handler: drops the connection instead of answering DATA for one address."""
+class HangUp:
+    """Wraps the conftest handler: drops the connection for one address instead of answering its RCPT
+    (before the message: nothing delivered) or its message's final "." (after it: possibly delivered)."""
 
-    def __init__(self, inner, address):
-        self.inner, self.address, self.hang_ups = inner, address, 0
+    def __init__(self, inner, address, at: str):
+        self.inner, self.address, self.at, self.hang_ups = inner, address, at, 0
 
-    async def handle_RCPT(self, *args):
-        return await self.inner.handle_RCPT(*args)
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if self.at == "RCPT" and address == self.address:
+            self.hang_ups += 1
+            server.transport.abort()
+            return "421 never heard"
+        return await self.inner.handle_RCPT(server, session, envelope, address, options)
 
     async def handle_DATA(self, server, session, envelope):
-        if self.address in envelope.rcpt_tos:
+        if self.at == "DATA" and self.address in envelope.rcpt_tos:
             self.hang_ups += 1
             server.transport.abort()
             return "421 never heard"
@@ -163,7 +168,7 @@ class HangUpAtData:
 
 def test_smtp_a_message_the_server_hangs_up_on_is_its_own_failure(tmp_path, transport_for):
     server, controller = start_smtp_server()
-    controller.handler = hang_up = HangUpAtData(controller.handler, "s1@example.com")
+    controller.handler = hang_up = HangUp(controller.handler, "s1@example.com", at="RCPT")
     try:
         transport = transport_for(server.port, connections=1)
         before, poison, after = transport.send_messages(messages(make_settings(tmp_path), 3))
@@ -171,6 +176,7 @@ def test_smtp_a_message_the_server_hangs_up_on_is_its_own_failure(tmp_path, tran
         # Reconnected and tried once more; the server was reachable both times: not an outage.
         assert (poison.ok, poison.permanent, poison.code, poison.unreachable) == (False, False, None, False)
         assert "connection lost" in poison.error and hang_up.hang_ups == 2
+        assert not poison.possibly_delivered
     finally:
         controller.stop()
 
@@ -433,7 +439,7 @@ class SizeLimited:
         return await self.inner.handle_DATA(*args)
 
 
-def test_a_refused_sender_mid_batch_loses_no_result_and_keeps_the_connection(tmp_path, transport_for):
+def test_a_size_refusal_mid_batch_loses_no_result_and_keeps_the_connection(tmp_path, transport_for):
     server, controller = start_smtp_server()
     try:
         small = messages(make_settings(tmp_path), 3)
@@ -443,9 +449,11 @@ def test_a_refused_sender_mid_batch_loses_no_result_and_keeps_the_connection(tmp
     finally:
         controller.stop()
     assert first.ok and last.ok
-    assert (refused.ok, refused.permanent, refused.code, refused.sender_refused, refused.bounce) == (False, True, 552,
-                                                                                                     True, False)
-    assert "552 5.3.4 Message size exceeds" in refused.error
+    # The message's size, not the sender: never a setting to fix, never a bounce.
+    assert (refused.ok, refused.code, refused.too_large, refused.sender_refused, refused.bounce) == (False, 552, True,
+                                                                                                     False, False)
+    assert refused.size == len(big.data) and refused.size_limit == 50 * 1024 * 1024  # what its EHLO SIZE says
+    assert "552 5.3.4 Message size exceeds" in refused.error and "552 552" not in refused.error
     assert sorted(r[0] for _, r, _ in server.received) == ["s0@example.com", "s2@example.com"]
     assert len(limited.sessions) == 1  # the same connection went on after the refusal
 
@@ -536,3 +544,4 @@ def test_every_transport_closes_at_the_end_of_a_with_block(tmp_path, smtp_server
     with pytest.raises(RuntimeError):  # and its worker threads stopped
         smtp._pool.submit(print)
     assert all(Transport in type(t).__mro__ for t in (memory, outbox, smtp))  # where `with` comes from
+

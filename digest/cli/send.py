@@ -21,12 +21,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..config import ConfigError
 from ..deliver.dkim import DkimError
 from ..deliver.editions import EditionError
 from ..deliver.sender import SenderBusy, SendReport, SendStopped
 from ..deliver.transport import TransportError
-from ..pipeline.sending import ServerUnreachable, run_worker, send_issue, send_test
+from ..pipeline.sending import ServerUnreachable, StoreFailed, run_worker, send_issue, send_test
 from ..render import RenderError
+from ..store import StoreError
 from ..store.ledger import LedgerError
 from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, print_json, state
 
@@ -59,21 +61,28 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
     if test_to:
         _test_send(number, test_to, subscriber, as_json)
         return
-    settings, engine = state().settings, state().engine
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: unsent rows go back to the queue
+    # With --json, stdout carries a report whatever happens (the error in its "error" field).
+    failed = _json_failure(number) if as_json else _plain_failure
     try:
+        settings, engine = state().settings, state().engine
         with _progress_bar(f"issue {number}") as progress:
             report = send_issue(settings, engine, number, progress, late=late, wait=wait, check_server=True)
     except LedgerError as exc:
-        fail(str(exc), EXIT_USAGE)
+        failed(str(exc), EXIT_USAGE)
     except SETUP_ERRORS as exc:
-        fail(f"cannot send: {exc}", EXIT_USAGE)
+        failed(f"cannot send: {exc}", EXIT_USAGE)
     except ServerUnreachable as exc:
-        _fail_unreachable(exc, f"run `digest send --issue {number}` again (or let `digest worker` send it)")
-    except (SenderBusy, SendStopped) as exc:
-        fail(str(exc), EXIT_FAILED)
+        failed(_unreachable_text(exc, f"run `digest send --issue {number}` again (or let `digest worker` send it)"),
+               EXIT_FAILED)
+    except SendStopped as exc:
+        failed(str(exc), EXIT_FAILED, exc.report)
+    except (SenderBusy, StoreFailed) as exc:
+        failed(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        fail("interrupted: unsent messages stay queued; run the same command again to continue", EXIT_FAILED)
+        failed("interrupted: unsent messages stay queued; run the same command again to continue", EXIT_FAILED)
+    except (ConfigError, StoreError) as exc:  # handle_errors' wording and exit code, with the JSON report
+        failed(f"{'configuration' if isinstance(exc, ConfigError) else 'store'} error: {exc}", EXIT_USAGE)
     _print_report(report, as_json)
     sys.exit(report_exit_code(report))
 
@@ -93,7 +102,7 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
         for report in reports:
             if as_json:  # one object per line: a pass may cover several issues
                 click.echo(json.dumps(report.as_json(), ensure_ascii=False))
-            elif report.sent or report.failed or report.skipped or report.gave_up:
+            elif report.sent or report.failed or report.skipped or report.gave_up or report.possibly_delivered:
                 _print_report(report, as_json=False)
 
     def busy(exc: SenderBusy) -> None:
@@ -109,8 +118,8 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
     except SETUP_ERRORS as exc:
         fail(f"cannot send: {exc}", EXIT_USAGE)
     except ServerUnreachable as exc:
-        _fail_unreachable(exc, "run `digest worker --once` again")
-    except (SenderBusy, SendStopped) as exc:  # busy: only with --once; stopped: every pass would stop alike
+        fail(_unreachable_text(exc, "run `digest worker --once` again"), EXIT_FAILED)
+    except (SenderBusy, SendStopped, StoreFailed) as exc:  # busy: only with --once; stopped: every pass would stop alike
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         console.print("worker stopped; unsent messages stay queued for the next worker")
@@ -119,10 +128,25 @@ def worker_command(once: bool, batch: int | None, interval: float, as_json: bool
     sys.exit(EXIT_FAILED if any(r.gave_up for r in reports) else EXIT_OK)
 
 
-def _fail_unreachable(exc: ServerUnreachable, then: str) -> NoReturn:
-    """Exit 1 naming the SMTP server that takes no connection, and what to do next."""
-    fail(f"{exc}\nNothing was sent; every message stays queued. Check 'delivery.smtp.host' and "
-         f"'port', then {then}.", EXIT_FAILED)
+def _unreachable_text(exc: ServerUnreachable, then: str) -> str:
+    """What to say when the SMTP server takes no connection: which server, and what to do next."""
+    return (f"{exc}\nNothing was sent; every message stays queued. Check 'delivery.smtp.host' and "
+            f"'port', then {then}.")
+
+
+def _plain_failure(message: str, code: int, report: object = None) -> NoReturn:
+    fail(message, code)
+
+
+def _json_failure(number: int) -> Callable[..., NoReturn]:
+    """`fail` for --json: the report on stdout (the run's, or an empty one) with the error, then the
+    usual error line on stderr and the exit code."""
+    def failed(message: str, code: int, report: object = None) -> NoReturn:
+        if not isinstance(report, SendReport):
+            report = SendReport(issue=number, status="", error=message)
+        print_json({**report.as_json(), "error": message, "exit_code": code})
+        fail(message, code)
+    return failed
 
 
 def report_exit_code(report: SendReport) -> int:
@@ -180,7 +204,8 @@ def _print_report(report: SendReport, as_json: bool) -> None:
         return
     line = (f"issue {report.issue} ({report.status}): {report.sent} sent, {report.failed} failed, "
             f"{report.bounced} bounced, {report.skipped} skipped, {report.retried} to retry, "
-            f"{report.gave_up} given up in {report.duration:.1f} s ({report.rate:,.0f} messages/s)")
+            f"{report.gave_up} given up, {report.possibly_delivered} possibly delivered in "
+            f"{report.duration:.1f} s ({report.rate:,.0f} messages/s)")
     if report.open_rows:
         line += f"; {report.open_rows} still open"
     elif report.status == "sent" and not (report.sent or report.failed or report.skipped or report.gave_up):

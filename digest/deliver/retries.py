@@ -14,6 +14,13 @@ setting. A refusal whose enhanced code names the address (5.1.x, 5.2.x: `550 5.1
 is the recipient's for certain: recorded at once, a bounce, and never part of a streak (a list
 starting with many dead addresses would otherwise stop every run at the same rows). A server
 refusing the sender (5xx to MAIL FROM) stops the run at once, rows queued again.
+
+A message refused for its size (SizeRefusals) is the message's problem: its row stays claimed and
+goes back to the queue when the run ends, messages at least that large are not offered again in
+the run, smaller ones still go, and the run then stops naming the sizes and the limit. A message
+possibly delivered (sent, but the connection lost before the server confirmed it) is resent once
+at most, after the retry delay, never at once; lost again (or failing otherwise) it ends
+`possibly_delivered`, never "given up".
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from ..config import Settings
-from ..models import DeliveryStatus
-from ..store.ledger import Claim, SentMarks, mark_failed
+from ..models import DeliveryStatus, Subscriber
+from ..store.ledger import Claim, SentMarks, mark_failed, mark_possibly_delivered
 from ..store.subscribers import record_bounce
 from .transport import SendResult
 
@@ -47,7 +54,14 @@ ProgressFn = Callable[[int, int], None]
 
 class SendStopped(Exception):
     """Sending stopped because messages fail for everybody the same way (the server or a setting, not
-    the subscribers); those rows are queued again. The message names the error and the fix."""
+    the subscribers), or are too large for the server; those rows are queued again. The message
+    names the error and the fix; `report` (a sender.SendReport) what the run did until then."""
+
+    report: object = None
+
+
+class MessagesTooLarge(SendStopped):
+    """The server refused messages for their size; they stay queued (the smaller ones were sent)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,8 @@ class Tally:
 
     def __init__(self, total: int, progress: ProgressFn | None) -> None:
         self.lock = threading.Lock()
-        self.counts = {"sent": 0, "failed": 0, "bounced": 0, "skipped": 0, "retried": 0, "gave_up": 0}
+        self.counts = {"sent": 0, "failed": 0, "bounced": 0, "skipped": 0, "retried": 0, "gave_up": 0,
+                       "possibly_delivered": 0, "too_large": 0}
         self.total, self.done, self.progress = total, 0, progress
 
     def add(self, name: str, finished: bool = True, n: int = 1) -> None:
@@ -101,8 +116,11 @@ class Outage:
         with self.lock:
             self.failures, self.delay = 0, self.policy.retry_delay
 
-    def failure(self) -> float | None:
-        """Count a connection failure; seconds until sending resumes when the server is down, else None."""
+    def failure(self, outage: str = "") -> float | None:
+        """Count a connection failure; seconds until sending resumes when the server is down, else None.
+
+        `outage` says what is unavailable (SendResult.outage); empty: the SMTP server.
+        """
         with self.lock:
             self.failures += 1
             if self.failures < self.connections:
@@ -111,8 +129,9 @@ class Outage:
             if now >= self.resume_at:
                 self.resume_at = now + self.delay
                 # Said on stderr (and in the scheduler's log): otherwise a pause looks like a hang.
-                log.warning("every SMTP connection failed: the server looks down; sending pauses for %.0f s "
-                            "(unsent messages stay queued; Ctrl-C stops, run the same command later)", self.delay)
+                log.warning("%s; sending pauses for %.0f s (unsent messages stay queued; Ctrl-C stops, run the "
+                            "same command later)", outage or "every SMTP connection failed: the server looks down",
+                            self.delay)
                 self.delay = min(self.delay * 2, self.policy.retry_max_delay)
             return self.resume_at - now
 
@@ -166,6 +185,60 @@ class RefusalStreak:
             return [], True
 
 
+@dataclass(frozen=True)
+class Oversized:
+    """A row whose message the server refused for its size (or would: over its limit)."""
+
+    subscriber: Subscriber
+    size: int
+    error: str
+
+
+class SizeRefusals:
+    """What the server refused for size in this run, and the sizes it will refuse."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[Oversized] = []
+        self.limit = 0  # the server's advertised SIZE, 0 when unknown
+        self.smallest_refused: int | None = None
+        self.last_error = ""
+
+    def refused(self, claim: Claim, result: SendResult, error: str) -> None:
+        with self.lock:
+            self.rows.append(Oversized(claim.subscriber, result.size, error))
+            self.limit = result.size_limit or self.limit
+            if result.code is not None:  # a refusal the server gave (not our own check of its SIZE)
+                self.last_error = error
+                if self.smallest_refused is None or result.size < self.smallest_refused:
+                    self.smallest_refused = result.size
+
+    def known_too_large(self, size: int) -> bool:
+        """Whether a message of `size` bytes would meet a size refusal already seen in this run."""
+        return (self.smallest_refused is not None and size >= self.smallest_refused) or 0 < self.limit < size
+
+    def message(self, sent: int, describe: Callable[[Subscriber], str]) -> str:
+        """The stop message: sizes by segment, the limit, and what to do."""
+        by_segment: dict[str, list[int]] = {}
+        for row in self.rows:
+            by_segment.setdefault(describe(row.subscriber), []).append(row.size)
+        if self.smallest_refused is None:
+            limit = f"it takes messages up to {self.limit:,} bytes, its EHLO SIZE says"
+        else:
+            limit = f"it refused a message of {self.smallest_refused:,} bytes, " + (
+                f"though its EHLO SIZE says {self.limit:,}" if self.limit else "and does not say its limit")
+        if self.last_error:
+            limit += f"; its answer: {self.last_error!r}"
+        segments = "; ".join(f"{label}: {len(sizes)} message{'s' if len(sizes) > 1 else ''} of "
+                             f"{min(sizes):,}" + (f" to {max(sizes):,}" if max(sizes) != min(sizes) else "") + " bytes"
+                             for label, sizes in sorted(by_segment.items()))
+        return (f"stopped: {len(self.rows)} messages are too large for the SMTP server ({limit}). Too large: "
+                f"{segments}. {sent} smaller messages were sent in this run. The larger ones stay queued and "
+                "nobody was marked failed: ask the server's administrator to raise its size limit (Postfix: "
+                "message_size_limit), or lower 'digest.max_html_kib' so the editions are shortened, then run "
+                "the same send again")
+
+
 class Recorder:
     """Commits each row's outcome for one run; shared by the sending threads, each on its connection.
 
@@ -180,6 +253,7 @@ class Recorder:
         self.tally, self.writing = tally, writing
         self.outage = Outage(connections, policy)
         self.refusals = RefusalStreak(policy.stop_after_refusals)
+        self.sizes = SizeRefusals()
 
     def build_failed(self, conn: Connection, claim: Claim, exc: Exception) -> None:
         """A subscriber's own data cannot make a message: their row fails at once, without a bounce.
@@ -201,7 +275,15 @@ class Recorder:
             if self.refusals.held:  # a glance without the lock; accepted() takes it
                 self._record_failures(conn, self.refusals.accepted())
             return
-        error = f"{result.code or ''} {result.error}".strip() or "unknown error"
+        error = _ledger_text(result)
+        if result.too_large:  # the message's problem: the row stays claimed, queued again at the end
+            self.sizes.refused(claim, result, error)
+            self.tally.add("too_large", finished=False)
+            return
+        if result.possibly_delivered:
+            self.outage.success()  # the server took the whole message
+            self._record_possibly_delivered(conn, claim, error)
+            return
         if result.sender_refused and result.permanent:  # before any recipient: every message meets it
             raise SendStopped(_sender_refused_message(result))
         if not result.permanent:
@@ -233,16 +315,31 @@ class Recorder:
             if bounced:
                 self.tally.add("bounced", finished=False)
 
+    def _record_possibly_delivered(self, conn: Connection, claim: Claim, error: str) -> None:
+        """Resend once, after the retry delay; the second time (or with no attempt left) it ends so."""
+        attempt, now = claim.attempts + 1, _now()
+        final = claim.possibly_delivered or attempt >= self.policy.max_attempts
+        retry_at = None if final else now + timedelta(seconds=self.policy.delay(attempt))
+        with self.writing:
+            mark_possibly_delivered(conn, self.number, claim.subscriber.id, self.holder, error, now, retry_at)
+        self.tally.add("possibly_delivered" if final else "retried", finished=final)
+
     def _record_temporary(self, conn: Connection, claim: Claim, result: SendResult, error: str) -> None:
         subscriber_id, attempt, now = claim.subscriber.id, claim.attempts + 1, _now()
-        pause = self.outage.failure() if result.unreachable else None
+        pause = self.outage.failure(result.outage) if result.unreachable else None
         if not result.unreachable:
             self.outage.success()  # the server answered, or took a new connection: it is up
         with self.writing:
             if pause is not None and self.outage.may_defer(subscriber_id):
                 mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_TEMPORARY,
-                            f"server unreachable: {error}", now + timedelta(seconds=pause), count_attempt=False)
+                            error if result.outage else f"server unreachable: {error}", now + timedelta(seconds=pause),
+                            count_attempt=False)
                 outcome = "retried"
+            elif claim.possibly_delivered:  # its one resend failed: it may still have arrived the first time
+                mark_possibly_delivered(conn, self.number, subscriber_id, self.holder,
+                                        f"possibly delivered on an earlier try; its one resend failed: {error}",
+                                        now, None)
+                outcome = "possibly_delivered"
             elif attempt >= self.policy.max_attempts:
                 mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_PERMANENT,
                             f"gave up after {attempt} attempts: {error}")
@@ -252,7 +349,7 @@ class Recorder:
                 mark_failed(conn, self.number, subscriber_id, self.holder, DeliveryStatus.FAILED_TEMPORARY,
                             error, retry_at)
                 outcome = "retried"
-        self.tally.add(outcome, finished=outcome == "gave_up")
+        self.tally.add(outcome, finished=outcome != "retried")
 
 
 def _refusals_message(count: int, error: str) -> str:
@@ -263,13 +360,17 @@ def _refusals_message(count: int, error: str) -> str:
             "again and nobody was marked bounced: send again once fixed (or raise 'delivery.stop_after_refusals')")
 
 
+def _ledger_text(result: SendResult) -> str:
+    """The error as the ledger keeps it: the reply code in front, once."""
+    code = str(result.code) if result.code else ""
+    if not code or result.error.startswith(code):
+        return result.error or code or "unknown error"
+    return f"{code} {result.error}"
+
+
 def _sender_refused_message(result: SendResult) -> str:
-    if result.code == 552:  # MAIL FROM … SIZE=n: the message is larger than the server takes
-        fix = ("the message is larger than the server accepts: shorten the issue (fewer items, or a lower "
-               "'digest.max_html_kib') or ask the provider for its size limit")
-    else:
-        fix = ("check 'delivery.sender' (an address the server lets you send from) and the [delivery.smtp] "
-               "login (username, password_env, security)")
+    fix = ("check 'delivery.sender' (an address the server lets you send from) and the [delivery.smtp] "
+           "login (username, password_env, security)")
     return (f"stopped: {result.error}. Every message would meet that refusal, so it is not the subscribers': "
             f"{fix}, then send again. The messages not sent are queued again and nobody was marked failed "
             "or bounced")

@@ -43,11 +43,11 @@ from ..store.ledger import (
     requeue_orphans,
 )
 from ..store.locks import acquire_lock, holder_is_dead, lock_owner, release_lock, renew_lock
-from .retries import ProgressFn, Recorder, RetryPolicy, SendStopped, Tally
+from .retries import MessagesTooLarge, ProgressFn, Recorder, RetryPolicy, SendStopped, Tally
 from .transport import OutgoingMessage, SendResult, Transport
 
-__all__ = ["ProgressFn", "RetryPolicy", "SendOptions", "SendReport", "SendStopped", "SenderBusy", "deliver_issue",
-           "sender_slot"]
+__all__ = ["MessagesTooLarge", "ProgressFn", "RetryPolicy", "SendOptions", "SendReport", "SendStopped", "SenderBusy",
+           "deliver_issue", "sender_slot"]
 
 SEND_LOCK = "send"
 # Claimed rows handed to a sending thread at a time: a queue hand-off (two condition variables and
@@ -61,6 +61,8 @@ SPARE_CONNECTIONS = 3
 
 # subscriber → their message, or None when their preferences select nothing in this issue.
 MessageFactory = Callable[[Subscriber], OutgoingMessage | None]
+# subscriber → the name of their segment, for the report of messages too large.
+SegmentLabel = Callable[[Subscriber], str]
 TransportFactory = Callable[[], Transport]
 
 
@@ -89,8 +91,14 @@ class SendReport:
     skipped: int = 0
     retried: int = 0
     gave_up: int = 0
+    # Sent, twice at most, without the server's confirmation: may have arrived (never "given up").
+    possibly_delivered: int = 0
+    # Refused for their size (or over the server's advertised limit): still queued.
+    too_large: int = 0
     duration: float = 0.0
     ledger: dict[str, int] = field(default_factory=dict)
+    # Why the run stopped early, when it did (`digest send --json` prints the report then too).
+    error: str = ""
 
     @property
     def rate(self) -> float:
@@ -166,11 +174,14 @@ def orphan_check(engine: Engine, holder: str) -> Callable[[str], bool]:
 
 def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: MessageFactory,
                   make_transport: TransportFactory, options: SendOptions,
-                  keep_alive: Callable[[], None] = lambda: None, progress: ProgressFn | None = None) -> SendReport:
+                  keep_alive: Callable[[], None] = lambda: None, progress: ProgressFn | None = None,
+                  segment_label: SegmentLabel = lambda subscriber: "their segment") -> SendReport:
     """Send every claimable row of issue `number` (the ledger already filled); returns the report.
 
     Marks the issue `sent` when no row is left open. Call inside `sender_slot`. SendStopped when
-    messages fail for everyone alike (their rows queued again); a sending thread's error is re-raised.
+    messages fail for everyone alike (their rows queued again), MessagesTooLarge at the end of a run
+    in which the server refused messages for their size (those rows queued again, by
+    `segment_label`); both carry the run's report. A sending thread's error is re-raised.
     """
     started = time.monotonic()
     requeue_orphans(engine, number, orphan_check(engine, holder))
@@ -189,11 +200,22 @@ def deliver_issue(engine: Engine, number: int, *, holder: str, make_message: Mes
                    queue.Queue(maxsize=max(options.batch_size // CHUNK, 2)))
         _run_threads(run, options, make_transport, keep_alive)
     if run.errors:
-        raise run.errors[0]
+        error = run.errors[0]
+        if isinstance(error, SendStopped):
+            error.report = _report(engine, number, recorder, started, str(error))
+        raise error
     finish_if_done(engine, number, _now())
+    if recorder.sizes.rows:
+        stopped = MessagesTooLarge(recorder.sizes.message(recorder.tally.counts["sent"], segment_label))
+        stopped.report = _report(engine, number, recorder, started, str(stopped))
+        raise stopped
+    return _report(engine, number, recorder, started)
+
+
+def _report(engine: Engine, number: int, recorder: Recorder, started: float, error: str = "") -> SendReport:
     status = issue_status(engine, number)
     return SendReport(issue=number, status=status.value if status else "", **recorder.tally.counts,
-                      duration=time.monotonic() - started, ledger=ledger_counts(engine, number))
+                      duration=time.monotonic() - started, ledger=ledger_counts(engine, number), error=error)
 
 
 def _run_threads(run: _Run, options: SendOptions, make_transport: TransportFactory,
@@ -350,7 +372,12 @@ def _send_claimed(run: _Run, transport: Transport, conn: Connection, marks: Sent
         run.outcomes.outage.wait(run.stop)
         if run.stop.is_set():  # stopped while the server was taken to be down
             break
-        result = _send_one(transport, message)
+        if run.outcomes.sizes.known_too_large(len(message.data)):  # the server refused no larger one already
+            result = SendResult(message.message_id, ok=False, permanent=True, too_large=True,
+                                size=len(message.data), error=f"too large ({len(message.data):,} bytes): the "
+                                "server refused a message this large in this run; not offered again")
+        else:
+            result = _send_one(transport, message)
         run.outcomes.record(conn, marks, claim, message.message_id, result)
     if skipped:
         with run.outcomes.writing:

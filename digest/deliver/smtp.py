@@ -1,7 +1,8 @@
 """The SMTP transport: smtplib over a pool of persistent connections, with a rate limit.
 
 Like every transport it returns one SendResult per message, in order, and never raises for a bad
-recipient or a refusal of any kind. SmtpTransport raises TransportError only for configuration
+recipient or a refusal of any kind (one transaction, and what its replies mean, is in
+smtp_transaction.py). SmtpTransport raises TransportError only for configuration
 problems no retry can fix, found before sending: when it is made (password variable empty, CA
 file unreadable) or while opening the batch's first connection (login refused with 5xx, untrusted
 certificate, STARTTLS not offered), so no result of the batch is lost. A server refusing the
@@ -12,7 +13,6 @@ test send just reports it.
 from __future__ import annotations
 
 import os
-import re
 import smtplib
 import ssl
 import threading
@@ -24,7 +24,10 @@ from pathlib import Path
 from queue import Empty, SimpleQueue
 
 from ..config import SmtpSettings
+from .smtp_transaction import LostConnection, dot_stuffed, recipient_refusal, send_one
 from .transport import OutgoingMessage, SendResult, Transport, TransportError
+
+__all__ = ["RateLimiter", "SmtpTransport", "dot_stuffed", "recipient_refusal"]
 
 # --- rate limit ---------------------------------------------------------------------------------
 
@@ -50,10 +53,6 @@ class RateLimiter:
 
 
 # --- smtp ---------------------------------------------------------------------------------------
-
-class _LostConnection(Exception):
-    """The server went away mid-message (or answered 421)."""
-
 
 class SmtpTransport(Transport):
     """smtplib over a pool of persistent connections, used by `connections` worker threads."""
@@ -110,11 +109,14 @@ class SmtpTransport(Transport):
 
     def _send_with_retry(self, conn: smtplib.SMTP | None,
                          message: OutgoingMessage) -> tuple[smtplib.SMTP | None, SendResult, bool]:
-        """(connection to keep, result, server reachable): a lost connection is reconnected once.
+        """(connection to keep, result, server reachable): a connection lost before the message's
+        final "." is reconnected once (nothing can have been delivered).
 
         Lost again on a fresh connection, the failure is this message's (a temporary one, using an
         attempt: a message that makes the server hang up must not look like an outage forever),
         unless the server said 421 (closing down, or too busy), which concerns every message.
+        A connection lost after the final "." is never retried here: the message may have been
+        delivered (`possibly_delivered`), and the send loop decides when, and whether, to resend.
         """
         if self._limiter is not None:
             self._limiter.wait()
@@ -124,14 +126,18 @@ class SmtpTransport(Transport):
                 if conn is None:
                     return None, self._unreachable_result(message), False
             try:
-                return conn, _send_one(conn, message), True
-            except _LostConnection as exc:
+                result = send_one(conn, message, self.settings.final_reply_timeout)
+            except LostConnection as exc:
                 _close(conn)
                 conn = None
                 if attempt == 2:
                     error, code = exc.args
                     return None, SendResult(message.message_id, ok=False, code=code, error=error,
                                             unreachable=code == 421), True
+                continue
+            if result.possibly_delivered:  # send_one closed it
+                return None, result, True
+            return conn, result, True
         raise AssertionError("unreachable")  # pragma: no cover
 
     def check_connection(self) -> str | None:
@@ -192,10 +198,13 @@ class SmtpTransport(Transport):
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
+        # helo_name: the EHLO name; smtplib's default is the host's FQDN, or an address literal such
+        # as [127.0.0.1] when that is "localhost", which some servers refuse or score as spam.
+        name = s.helo_name or None
         if s.security == "tls":
-            conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=self._context)
+            conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=name, timeout=s.timeout, context=self._context)
         else:
-            conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn = smtplib.SMTP(s.host, s.port, local_hostname=name, timeout=s.timeout)
         try:
             conn.ehlo()
             if s.security == "starttls":
@@ -217,135 +226,6 @@ class SmtpTransport(Transport):
                 break
             _close(conn, polite=True)
         self._pool.shutdown(wait=True)
-
-
-def _send_one(conn: smtplib.SMTP, message: OutgoingMessage) -> SendResult:
-    """One SMTP transaction; raises _LostConnection when the connection is gone."""
-    mid = message.message_id
-    try:
-        refused = _transaction(conn, message)
-    except smtplib.SMTPRecipientsRefused as exc:
-        code, text = next(iter(exc.recipients.values()))
-        if code == 421:  # the connection is closed already (_transaction)
-            raise _LostConnection(f"server closing connection: {_text(text)}", 421) from None
-        return _failure(mid, code, text, recipient=True)
-    except smtplib.SMTPSenderRefused as exc:
-        # Not the recipient's fault (a setting, server policy or the size): never a bounce. A 5xx
-        # awaits every message alike (MAIL FROM comes before any recipient): the send loop stops.
-        if exc.smtp_code == 421:
-            raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
-        refusal = f"the server refuses the sender {exc.sender}: {exc.smtp_code} {_text(exc.smtp_error)}"
-        if 500 <= exc.smtp_code < 600:  # the send loop's SendStopped names the fix
-            return SendResult(mid, ok=False, permanent=True, code=exc.smtp_code, error=refusal, sender_refused=True)
-        return SendResult(mid, ok=False, code=exc.smtp_code, sender_refused=True,  # retried: the row keeps a hint
-                          error=f"{refusal} (check 'delivery.sender' and the [delivery.smtp] login)")
-    except smtplib.SMTPResponseException as exc:  # DATA refused and other replies: the content, never a bounce
-        if exc.smtp_code == 421:
-            raise _LostConnection(f"server closing connection: {_text(exc.smtp_error)}", 421) from None
-        return _failure(mid, exc.smtp_code, exc.smtp_error)
-    except OSError as exc:  # smtplib's own errors are OSErrors too: all mean the connection is gone
-        raise _LostConnection(f"connection lost: {exc or exc.__class__.__name__}", None) from None
-    if refused:
-        code, text = next(iter(refused.values()))
-        return _failure(mid, code, text, recipient=True)
-    return SendResult(mid, ok=True, code=250)
-
-
-def _transaction(conn: smtplib.SMTP, message: OutgoingMessage) -> dict[str, tuple[int, bytes]]:
-    """`conn.sendmail()` for a bytes message, minus its per-message regex and address parsing.
-
-    Same replies, same exceptions, same {refused recipient: (code, text)} result. The saving is
-    CPU per message: smtplib dot-stuffs with a multi-line regex over the whole body and re-parses
-    each address with email.utils.parseaddr; here both are C-speed bytes/str operations.
-    """
-    conn.ehlo_or_helo_if_needed()
-    data = message.data
-    size = f" size={len(data)}" if conn.does_esmtp and conn.has_extn("size") else ""
-    code, resp = conn.docmd("mail", f"FROM:{_path(message.envelope_from)}{size}")
-    if code != 250:
-        _end_transaction(conn, code)
-        raise smtplib.SMTPSenderRefused(code, resp, message.envelope_from)
-    refused = {}
-    for recipient in message.recipients:
-        code, resp = conn.docmd("rcpt", f"TO:{_path(recipient)}")
-        if code not in (250, 251):
-            refused[recipient] = (code, resp)
-        if code == 421:
-            conn.close()
-            raise smtplib.SMTPRecipientsRefused(refused)
-    if len(refused) == len(message.recipients):
-        _end_transaction(conn, code)
-        raise smtplib.SMTPRecipientsRefused(refused)
-    code, resp = conn.docmd("data")
-    if code != 354:
-        raise smtplib.SMTPDataError(code, resp)
-    conn.send(dot_stuffed(data))
-    code, resp = conn.getreply()
-    if code != 250:
-        _end_transaction(conn, code)
-        raise smtplib.SMTPDataError(code, resp)
-    return refused
-
-
-def _end_transaction(conn: smtplib.SMTP, code: int) -> None:
-    """As sendmail does after a refusal: drop the connection on 421, else RSET (ignoring a hang-up)."""
-    if code == 421:
-        conn.close()
-        return
-    try:
-        conn.rset()
-    except smtplib.SMTPServerDisconnected:
-        pass
-
-
-# A plain local@domain (what message.check_address lets through): safe inside <> as it is.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
-
-
-def _path(address: str) -> str:
-    """`<address>` for MAIL FROM / RCPT TO; anything unusual goes through smtplib's own quoting."""
-    return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
-
-
-def dot_stuffed(data: bytes) -> bytes:
-    """DATA payload with its terminating `CRLF . CRLF`, lines starting with "." doubled (RFC 5321 4.5.2).
-
-    Byte for byte what smtplib.SMTP.data sends for bytes: its regex `(?m)^\\.` matches at the start
-    and after every LF, exactly what startswith and replace(b"\\n.") find, at a third of the cost.
-    """
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\n.", b"\n..")
-    return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
-
-
-def _failure(message_id: str, code: int, text: bytes | str, recipient: bool = False) -> SendResult:
-    """A refusal; `recipient` when it answered RCPT TO (only those can be bounces)."""
-    bounce, address_refused = recipient_refusal(code, text) if recipient else (False, False)
-    return SendResult(message_id, ok=False, permanent=500 <= code < 600, code=code, error=f"{code} {_text(text)}",
-                      bounce=bounce, address_refused=address_refused)
-
-
-# An RFC 3463 enhanced status code of class 5 at the start of a 5xx reply's text: 5.subject.detail.
-_ENHANCED_CODE = re.compile(r"\s*5\.(\d{1,3})\.\d{1,3}\b")
-
-
-def recipient_refusal(code: int, text: bytes | str) -> tuple[bool, bool]:
-    """(bounce, names the address) for a reply to RCPT TO.
-
-    Only a 5xx can be a bounce. When the reply carries an enhanced code, it alone decides: 5.1.x
-    (bad address) and 5.2.x (mailbox) say outright that the address is refused (a bounce, certainly
-    the recipient's); any other subject (5.7.x relay denied or policy, 5.4.1 access denied, ...) says
-    nothing about the address: no bounce. Without one, a bare 550, 551 or 553 is a bounce, but an
-    ambiguous one (a server refusing everyone sends a bare 550 too), so it does not name the address.
-    """
-    if not 500 <= code < 600:
-        return False, False
-    enhanced = _ENHANCED_CODE.match(_text(text))
-    if enhanced is not None:
-        named = enhanced[1] in ("1", "2")
-        return named, named
-    return code in (550, 551, 553), False
 
 
 def _text(value: bytes | str) -> str:

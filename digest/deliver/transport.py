@@ -49,12 +49,24 @@ class SendResult:
     # row that stop a run (a bare 550 may be a server refusing everyone).
     address_refused: bool = False
     # The server refused the envelope sender (its reply to MAIL FROM): a setting (delivery.sender,
-    # the [delivery.smtp] login) or the message's size, never the recipient's fault. When permanent
-    # (5xx) every message would meet it: the send loop stops the run, rows queued again.
+    # the [delivery.smtp] login), never the recipient's fault. When permanent (5xx) every message
+    # would meet it: the send loop stops the run, rows queued again.
     sender_refused: bool = False
+    # The server refused the message for its size (552 before or after DATA, 5.3.4), or it is over
+    # the SIZE the server advertises: the message's problem, not the reader's (`size` bytes;
+    # `size_limit` the advertised limit, 0 when unknown). The send loop keeps the row queued.
+    too_large: bool = False
+    size: int = 0
+    size_limit: int = 0
+    # The whole message was sent but the connection was lost (or the reply did not come in time)
+    # before the server confirmed it: it may have been delivered, so it is never resent at once.
+    possibly_delivered: bool = False
     # A temporary failure of the server as a whole, not of this message: no connection could be
     # made, or the server closed it with 421. The send loop pauses instead of using an attempt.
     unreachable: bool = False
+    # What is unavailable when `unreachable`, as a clause for the pause message ("the outbox folder
+    # /srv/outbox cannot be written (No space left on device)"); empty: the SMTP server.
+    outage: str = ""
 
 
 class Transport(Protocol):

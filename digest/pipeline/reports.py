@@ -89,6 +89,8 @@ class DeliveryReport:
     unsubscribes: int
     complaints: int
     events: dict[str, int]
+    # Sent, but the server's confirmation was lost (twice at most): may have arrived; never "failed".
+    possibly_delivered: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ def delivery_report(engine: Engine, number: int) -> DeliveryReport:
         unsubscribes=events.get("unsubscribed", 0),
         complaints=events.get("complained", 0),
         events=events,
+        possibly_delivered=counts.get("possibly_delivered", 0),
     )
 
 

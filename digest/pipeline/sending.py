@@ -12,16 +12,19 @@ Rules that live here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..config import Settings
-from ..deliver.dkim import DkimError
+from ..deliver.dkim import DkimError, signer_from_settings
 from ..deliver.editions import edition_messages, staff_subscriber
 from ..deliver.message import HeaderError
 from ..deliver.notes import staff_note_message
@@ -30,7 +33,8 @@ from ..deliver.retries import ProgressFn, RetryPolicy
 from ..deliver.sender import SenderBusy, SendOptions, SendReport, deliver_issue, sender_slot
 from ..deliver.smtp import SmtpTransport
 from ..deliver.transport import OutgoingMessage, SendResult, Transport, TransportError
-from ..models import IssueStatus
+from ..models import Issue, IssueStatus, Subscriber
+from ..segments import segment_for
 from ..store.issues import IssueStateError, require_issue
 from ..store.ledger import issues_being_sent, start_sending
 from ..store.locks import lock_holder
@@ -42,6 +46,11 @@ from .runs import JOB_NOTIFY, JOB_SEND, describe, hours, local_time
 log = logging.getLogger("digest.pipeline")
 
 TransportFactory = Callable[[], Transport]
+
+
+class StoreFailed(Exception):
+    """The store failed during a send (locked too long, a full disk, the server gone); the message
+    names the store and what to do. At most one message per SMTP connection may go twice."""
 
 
 def send_issue(settings: Settings, engine: Engine, number: int, progress: ProgressFn | None = None, *,
@@ -59,7 +68,8 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress: Progre
     waits the outage out (up to delivery.retry_max_delay per pause).
     """
     holder = lock_holder("send")
-    with sender_slot(engine, holder, wait) as keep_alive:
+    with _store_failures(engine, f"run `digest send --issue {number}` again"), \
+            sender_slot(engine, holder, wait) as keep_alive:
         start_sending(engine, number, datetime.now(UTC), late=late)
         issue = require_issue(engine, number)
         if check_server and (late or issue.status != IssueStatus.SENT):  # a sent issue has nothing to send
@@ -67,7 +77,8 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress: Progre
         messages = edition_messages(settings, issue)
         return deliver_issue(engine, number, holder=holder, make_message=messages,
                              make_transport=make_transport or _connection_transport(settings),
-                             options=_send_options(settings), keep_alive=keep_alive, progress=progress)
+                             options=_send_options(settings), keep_alive=keep_alive, progress=progress,
+                             segment_label=_segment_label(settings, issue))
 
 
 def work_pending(settings: Settings, engine: Engine, holder: str, progress: ProgressFn | None = None, *,
@@ -82,15 +93,16 @@ def work_pending(settings: Settings, engine: Engine, holder: str, progress: Prog
     """
     options = replace(_send_options(settings, batch_size), wait_for_retries=False)
     reports = []
-    with sender_slot(engine, holder, wait) as keep_alive:
+    with _store_failures(engine, "start the worker again"), sender_slot(engine, holder, wait) as keep_alive:
         numbers = issues_being_sent(engine)
         if check_server and numbers:
             _refuse_unreachable(settings)
         for number in numbers:
-            messages = edition_messages(settings, require_issue(engine, number))
-            reports.append(deliver_issue(engine, number, holder=holder, make_message=messages,
+            issue = require_issue(engine, number)
+            reports.append(deliver_issue(engine, number, holder=holder, make_message=edition_messages(settings, issue),
                                          make_transport=make_transport or _connection_transport(settings),
-                                         options=options, keep_alive=keep_alive, progress=progress))
+                                         options=options, keep_alive=keep_alive, progress=progress,
+                                         segment_label=_segment_label(settings, issue)))
     return reports
 
 
@@ -124,6 +136,15 @@ def send_now(settings: Settings, engine: Engine, number: int, now: datetime, rea
     record_run(engine, JOB_SEND, "sent", f"issue {number} ({reason}): {_summary(report)}",
                issue_number=number, now=datetime.now(UTC))
     return report
+
+
+def check_signing(settings: Settings) -> None:
+    """Read the DKIM keys now: DkimError (a ConfigError naming the setting) rather than a failure at the first message.
+
+    For processes that send later, as they start (`digest serve` sends confirmations, `digest run`
+    sends issues and staff notes); `digest send` and `digest worker` find out before their first message.
+    """
+    signer_from_settings(settings)
 
 
 def check_sendable(engine: Engine, number: int) -> None:
@@ -200,6 +221,40 @@ def _summary(report: SendReport) -> str:
     fields = ("sent", "failed", "skipped", "queued")
     parts = [f"{name} {getattr(report, name)}" for name in fields if isinstance(getattr(report, name, None), int)]
     return ", ".join(parts) or "done"
+
+
+def _segment_label(settings: Settings, issue: Issue) -> Callable[[Subscriber], str]:
+    """subscriber → their segment, as the report of messages too large names it."""
+    def label(subscriber: Subscriber) -> str:
+        segment = segment_for(issue, subscriber, settings.site.language)
+        if segment is None:
+            return "no segment"
+        return f"the {segment.language} edition with {', '.join(segment.section_ids)}"
+    return label
+
+
+@contextlib.contextmanager
+def _store_failures(engine: Engine, then: str) -> Iterator[None]:
+    """Turn a database error during a send into StoreFailed: which store, what happened, what to do.
+
+    The send loop has stopped by then: every message the server accepted is recorded `sent` except,
+    at most, the one each SMTP connection had in hand, which goes again (at least once, never lost).
+    """
+    try:
+        yield
+    except (DBAPIError, PoolTimeout, engine.dialect.dbapi.Error) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        reason = (str(cause).strip().splitlines() or [cause.__class__.__name__])[0]
+        if engine.dialect.name == "sqlite":
+            where = (f"Another process may hold the SQLite database locked (a long write, a backup, an open "
+                     f"`sqlite3` shell), or the disk under {engine.url.database} may be full: stop that process "
+                     "or free some space")
+        else:
+            where = "Check that the PostgreSQL server is up, reachable and has disk space"
+        raise StoreFailed(
+            f"the store ({engine.url.render_as_string(hide_password=True)}, store.url) failed during the send: "
+            f"{reason}. {where}, then {then}. Unsent messages stay queued; a message that was going out "
+            "as the store failed may be sent twice (at most one per SMTP connection), none is lost") from None
 
 
 def _send_options(settings: Settings, batch_size: int | None = None) -> SendOptions:

@@ -1,6 +1,7 @@
 """The delivery ledger: one row per (issue, subscriber) and the issue's sending status.
 
-Row states: queued → sending → sent | failed_temporary (→ sending again) | failed_permanent | skipped.
+Row states: queued → sending → sent | failed_temporary (→ sending again) | failed_permanent | skipped
+| possibly_delivered (sent twice, each time without the server's confirmation: see mark_possibly_delivered).
 A row is committed `sending` (claimed, with claimed_by/claimed_at) before its message goes to the
 server and `sent` right after the server accepts it, so a crash leaves at most the messages in flight
 to be sent twice, and never loses one. Claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL, so any
@@ -50,6 +51,8 @@ class Claim:
 
     subscriber: Subscriber
     attempts: int
+    # An earlier try was possibly delivered (sent, confirmation lost): this one is the last.
+    possibly_delivered: bool = False
 
 
 # --- the issue's status --------------------------------------------------------------------------
@@ -134,8 +137,9 @@ def claim_batch(engine: Engine, number: int, holder: str, limit: int, now: datet
 
 
 def claim_rows(engine: Engine, number: int, holder: str, limit: int, now: datetime,
-               claim_timeout: float) -> list[tuple[int, int]]:
-    """The writing half of `claim_batch`: commit the rows `sending`; returns (subscriber id, attempts)."""
+               claim_timeout: float) -> list[tuple[int, int, bool]]:
+    """The writing half of `claim_batch`: commit the rows `sending`; returns (subscriber id, attempts,
+    possibly delivered before) per row."""
     stale = now - timedelta(seconds=claim_timeout)
     due_retry = or_(
         and_(deliveries.c.status == DeliveryStatus.FAILED_TEMPORARY, deliveries.c.next_attempt_at <= now),
@@ -148,7 +152,7 @@ def claim_rows(engine: Engine, number: int, holder: str, limit: int, now: dateti
 
 
 def _claim(engine: Engine, number: int, holder: str, limit: int, now: datetime,
-           due: ColumnElement[bool]) -> list[tuple[int, int]]:
+           due: ColumnElement[bool]) -> list[tuple[int, int, bool]]:
     candidates = select(deliveries.c.subscriber_id).where(deliveries.c.issue_number == number, due).limit(limit)
     if engine.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
@@ -159,21 +163,21 @@ def _claim(engine: Engine, number: int, holder: str, limit: int, now: datetime,
         update(deliveries)
         .where(deliveries.c.issue_number == number, deliveries.c.subscriber_id.in_(select(picked.c.subscriber_id)))
         .values(status=DeliveryStatus.SENDING, claimed_by=holder, claimed_at=now)
-        .returning(deliveries.c.subscriber_id, deliveries.c.attempts)
+        .returning(deliveries.c.subscriber_id, deliveries.c.attempts, deliveries.c.possibly_delivered_at)
     )
     with engine.begin() as conn:
-        return [(row.subscriber_id, row.attempts) for row in conn.execute(stmt)]
+        return [(row.subscriber_id, row.attempts, row.possibly_delivered_at is not None) for row in conn.execute(stmt)]
 
 
-def claimed_subscribers(engine: Engine, claimed: list[tuple[int, int]]) -> list[Claim]:
+def claimed_subscribers(engine: Engine, claimed: list[tuple[int, int, bool]]) -> list[Claim]:
     """The reading half of `claim_batch`: the claimed rows' subscribers as stored now, by id."""
     if not claimed:
         return []
-    attempts = dict(claimed)
+    rows = {sid: (attempts, possibly) for sid, attempts, possibly in claimed}
     with engine.connect() as conn:
         # Only the Subscriber's columns: each timestamp left out is a string parsed per row on SQLite.
-        query = select(*_SUBSCRIBER_COLUMNS).where(subscribers.c.id.in_(list(attempts))).order_by(subscribers.c.id)
-        return [Claim(subscriber_from_row(row), attempts[row.id]) for row in conn.execute(query)]
+        query = select(*_SUBSCRIBER_COLUMNS).where(subscribers.c.id.in_(list(rows))).order_by(subscribers.c.id)
+        return [Claim(subscriber_from_row(row), *rows[row.id]) for row in conn.execute(query)]
 
 
 _SUBSCRIBER_COLUMNS = [subscribers.c[name] for name in (
@@ -285,6 +289,17 @@ def mark_failed(engine: Engine | Connection, number: int, subscriber_id: int, ho
         return conn.execute(_MARK_FAILED, params).rowcount == 1
 
 
+def mark_possibly_delivered(engine: Engine | Connection, number: int, subscriber_id: int, holder: str, error: str,
+                            now: datetime, retry_at: datetime | None) -> bool:
+    """Record a message sent whose confirmation was lost: `failed_temporary` until `retry_at` (the one
+    resend), or with no `retry_at` the final `possibly_delivered`. False if the claim was taken over."""
+    params = {"n": number, "sid": subscriber_id, "holder": holder, "error": error[:2000], "at": now,
+              "retry_at": retry_at,
+              "new_status": (DeliveryStatus.FAILED_TEMPORARY if retry_at else DeliveryStatus.POSSIBLY_DELIVERED).value}
+    with _transaction(engine) as conn:
+        return conn.execute(_MARK_POSSIBLY_DELIVERED, params).rowcount == 1
+
+
 @contextmanager
 def _transaction(bind: Engine | Connection) -> Iterator[Connection]:
     """A transaction on an engine (pooled connection) or on a connection the caller keeps open (a
@@ -312,6 +327,11 @@ _MARK_FAILED = _OWN_ROW.values(
     status=bindparam("new_status"), last_error=bindparam("error"),
     next_attempt_at=bindparam("retry_at", type_=UTCDateTime()),
     attempts=deliveries.c.attempts + bindparam("tries", type_=Integer()),
+)
+_MARK_POSSIBLY_DELIVERED = _OWN_ROW.values(
+    status=bindparam("new_status"), last_error=bindparam("error"),
+    next_attempt_at=bindparam("retry_at", type_=UTCDateTime()), attempts=deliveries.c.attempts + 1,
+    possibly_delivered_at=func.coalesce(deliveries.c.possibly_delivered_at, bindparam("at", type_=UTCDateTime())),
 )
 
 

@@ -196,6 +196,9 @@ deliveries = Table(
     Column("claimed_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
     Column("message_id", String(300)),
+    # When a message was first possibly delivered (sent, but the server's confirmation lost): such a
+    # row is resent once at most (migration 0004).
+    Column("possibly_delivered_at", UTCDateTime),
 )
 Index("ix_deliveries_status", deliveries.c.issue_number, deliveries.c.status)
 
