@@ -76,6 +76,12 @@ def pending_link(settings, engine, subscriber: Subscriber, **choices) -> str:
     return confirm_url(settings, subscriber.id, nonce)
 
 
+def form_token(html: str, action: str) -> str:
+    """The CSRF token of the form on the page that posts to `action`."""
+    form = re.search(r'<form[^>]*action="' + re.escape(action) + r'"[^>]*>(.*?)</form>', html, re.S).group(1)
+    return CSRF_RE.search(form).group(1)
+
+
 def confirm(client: TestClient, path: str):
     page = client.get(path)
     match = CSRF_RE.search(page.text)
@@ -328,7 +334,8 @@ def test_unsubscribe_from_preferences_and_resubscribe(client, web_settings, engi
     page = client.get(url)
     token = CSRF_RE.search(page.text).group(1)
     action = re.search(r'action="(/unsubscribe/[^"]+)"', page.text).group(1)
-    assert client.post(action, data={"csrf_token": token}).status_code == 200
+    assert client.post(action, data={"csrf_token": token}).status_code == 403  # the save form's token
+    assert client.post(action, data={"csrf_token": form_token(page.text, action)}).status_code == 200
     assert store.get_subscriber(engine, s.id).status == SubscriberStatus.UNSUBSCRIBED
     page = client.get(url)
     assert "Subscribe again" in page.text

@@ -4,11 +4,14 @@ The public pages call these (and any later front door may): they take the token 
 it came, and hand back plain results for the front door to show.
 
 Rules that live here and nowhere else:
-- an accepted sign-up looks the same whatever the address's state: the outcome differs only in
-  whether a confirmation email is due, which the front door sends after answering;
+- an accepted sign-up looks the same whatever the address's state, and takes the same time: before
+  answering, a front door only checks the form (`check_signup`, no store); storing it and the
+  confirmation email (`register_signup`) come after the response, whatever the address;
 - confirmed, bounced and complained addresses get no confirmation email (a stranger could type
-  them); one address gets at most one per `web.confirm_mail_cooldown_hours`, and one that could
-  not be sent does not count (its sign-up request is withdrawn);
+  them); one mailbox gets at most one per `web.confirm_mail_cooldown_hours`, whatever sub-address
+  ("+tag") or case of domain it is typed with, one mail domain at most
+  `web.confirm_mail_per_domain_hour` an hour, and an email that could not be sent does not count
+  (its sign-up request is withdrawn);
 - a confirmation applies the choices of the sign-up request its link names, with that form's IP
   as the consent record, and drops the address's erasure hashes; bounced and complained
   subscribers are never confirmed by a link, and an opt-out withdraws older requests (the store);
@@ -101,6 +104,8 @@ class SignupOutcome:
     invalid_fields: tuple[str, ...] = ()  # "email", "language", "series" to correct; nothing was stored
     language: str = ""  # the language the sign-up asked for
     confirmation: ConfirmationEmail | None = None  # send with send_confirmation, after answering
+    # The accepted form as a pending subscriber (check_signup): what register_signup stores.
+    checked: Subscriber | None = None
 
     @property
     def accepted(self) -> bool:
@@ -176,13 +181,11 @@ class UnsubscribeLink:
 
 # --- sign up --------------------------------------------------------------------------------------
 
-def sign_up(settings: Settings, engine: Engine, form: SignupForm, ip: str, now: datetime) -> SignupOutcome:
-    """Check a sign-up and store it; the outcome says which fields to correct or which email is due.
+def check_signup(settings: Settings, form: SignupForm, ip: str) -> SignupOutcome:
+    """Check a sign-up's fields; reads and writes nothing, so it costs the same for every address.
 
-    A new address is stored as pending; a known one keeps its row as it is until the link is
-    used. Either way the choices and `ip` wait in a sign-up request. No email is due for confirmed,
-    bounced and complained addresses, nor while the address's last confirmation email is younger
-    than web.confirm_mail_cooldown_hours. Sign-ups whose links have expired are deleted first.
+    An accepted outcome carries the form as a pending subscriber (`checked`, consent `web` from `ip`)
+    for `register_signup`, which the front door runs after answering.
     """
     try:
         wanted = make_subscriber(settings, form.email, form.name, form.language, form.series,
@@ -190,18 +193,66 @@ def sign_up(settings: Settings, engine: Engine, form: SignupForm, ip: str, now: 
                                  status=SubscriberStatus.PENDING, consent_method="web", consent_ip=ip)
     except InvalidSubscriber as exc:
         return SignupOutcome(invalid_fields=exc.fields)
+    return SignupOutcome(language=wanted.language, checked=wanted)
+
+
+def register_signup(settings: Settings, engine: Engine, checked: Subscriber, now: datetime,
+                    make_transport: TransportFactory | None = None) -> ConfirmationSent | None:
+    """Store a checked sign-up and send its confirmation email if one is due; None when none is. Never raises.
+
+    Meant to run after the visitor has their answer (the work differs by the address's state), so
+    problems go to the log only.
+    """
+    try:
+        due = _record_signup(settings, engine, checked, checked.consent_ip, now)
+    except Exception:  # the store is unreachable or broken: the visitor already has their page
+        log.exception("could not store a sign-up (subscriber not recorded, no confirmation email sent)")
+        return None
+    return send_confirmation(settings, engine, due, make_transport) if due is not None else None
+
+
+def sign_up(settings: Settings, engine: Engine, form: SignupForm, ip: str, now: datetime) -> SignupOutcome:
+    """check_signup and store it at once; the outcome says which fields to correct or which email is due.
+
+    A front door answering people uses check_signup and register_signup instead, so its answer
+    takes the same time whatever the address's state.
+    """
+    outcome = check_signup(settings, form, ip)
+    if outcome.checked is None:
+        return outcome
+    return replace(outcome, confirmation=_record_signup(settings, engine, outcome.checked, ip, now))
+
+
+def canonical_mailbox(email: str) -> str:
+    """The mailbox an address reaches: the sub-address ("+tag") dropped, lower case (`a+x@Ex.org` -> `a@ex.org`)."""
+    local, _, domain = email.rpartition("@")
+    base = local.split("+", 1)[0] or local  # "+tag@…" alone has no sub-address to drop
+    return f"{base}@{domain}".lower() if local else email.lower()
+
+
+def _record_signup(settings: Settings, engine: Engine, wanted: Subscriber, ip: str,
+                   now: datetime) -> ConfirmationEmail | None:
+    """Store the sign-up: a new address as pending, the choices and `ip` in a sign-up request.
+
+    A known address keeps its row as it is until the link is used. No email is due for confirmed,
+    bounced and complained addresses, while the mailbox's last confirmation email is younger than
+    web.confirm_mail_cooldown_hours, nor past web.confirm_mail_per_domain_hour emails to its domain
+    in the last hour. Sign-ups whose links have expired are deleted first.
+    """
     web = settings.web
     expired = now - timedelta(hours=web.confirm_hours)
     cooldown = timedelta(hours=web.confirm_mail_cooldown_hours)
     store.purge_unconfirmed(engine, expired)
-    signups.purge_signup_requests(engine, min(expired, now - cooldown))
+    # Requests are kept at least as long as the cooldown and the domain cap look back.
+    signups.purge_signup_requests(engine, min(expired, now - cooldown, now - signups.DOMAIN_CAP_WINDOW))
     with _SIGNUP_LOCK:
         stored = _stored_signup(engine, wanted)
         if stored is None or stored.status in NO_CONFIRMATION_MAIL:
-            return SignupOutcome(language=wanted.language)
-        nonce = signups.record_signup_request(engine, stored.id, wanted, ip, cooldown, now)
-    email = ConfirmationEmail(replace(wanted, id=stored.id), nonce) if nonce else None
-    return SignupOutcome(language=wanted.language, confirmation=email)
+            return None
+        nonce = signups.record_signup_request(engine, stored.id, wanted, ip, cooldown, now,
+                                              mailbox=canonical_mailbox(wanted.email),
+                                              per_domain_hour=web.confirm_mail_per_domain_hour)
+    return ConfirmationEmail(replace(wanted, id=stored.id), nonce) if nonce else None
 
 
 def _stored_signup(engine: Engine, wanted: Subscriber) -> Subscriber | None:

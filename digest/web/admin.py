@@ -40,7 +40,7 @@ from ..pipeline.editions import EditionCache, NoEdition
 from ..pipeline.status import collect_status
 from ..store.issues import IssueError, StaleVersion
 from ..timetable import SendWhen
-from .admin_auth import AdminAuth, AdminSession, LoginLimiter, PasswordHashError
+from .admin_auth import AdminAuth, AdminSession, LoginLimiter, LoginRefused, PasswordHashError
 from .admin_preview import PREVIEW_CSP, PreviewChoice, issue_page_context, preview_document
 from .admin_reports import weekly_chart
 from .security import client_ip, read_form
@@ -62,6 +62,7 @@ DONE = {
 DROPPED_COOKIES = ("Signing in needs a Secure cookie, which browsers only keep over https: sign in over https, "
                    "or on 127.0.0.1 / localhost. (Behind a reverse proxy, see the admin docs: web.base_url "
                    "and the headers the proxy passes on.)")
+BUSY = "Other sign-ins are being checked right now. Try again in a moment."
 Notices = list[tuple[str, str]]
 
 
@@ -82,7 +83,8 @@ Handler = Callable[[Admin, Request, AdminSession], Awaitable[Response]]
 
 def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
     """The /admin routes of the web app."""
-    admin = Admin(settings, engine, AdminAuth(settings, engine), LoginLimiter(), _environment(settings), EditionCache())
+    limiter = LoginLimiter(slots=settings.web.login_hash_slots)
+    admin = Admin(settings, engine, AdminAuth(settings, engine), limiter, _environment(settings), EditionCache())
     get = functools.partial(_guarded, admin, post=False)
     post = functools.partial(_guarded, admin, post=True)
     return [
@@ -204,25 +206,28 @@ async def login_page(admin: Admin, request: Request) -> Response:
 
 
 async def post_login(admin: Admin, request: Request) -> Response:
-    """Check the password (rate-limited per client) and start a session."""
+    """Check the password and start a session; 429 past the client's attempts or while every hashing slot is busy."""
     form = await read_form(request)
     next_path = _safe_next(str(form.get("next", "")))
     name = " ".join(str(form.get("name", "")).split())[:100]
     client = client_ip(request)
     if not name:
         return _login_response(admin, request, 400, next_path, "Enter your name: it is recorded with approvals.")
-    if not admin.limiter.allowed(client):
-        return _login_response(admin, request, 429, next_path,
-                               "Too many failed sign-ins. Wait a few minutes, then try again.", name)
     if not admin.auth.same_origin(request) or not admin.auth.login_token_ok(request, form.get("login_token")):
         expired = DROPPED_COOKIES if admin.auth.cookies_dropped(request) else "The sign-in form expired: please try again."
         return _login_response(admin, request, 403, next_path, expired, name)
+    attempt = admin.limiter.start(client)  # counted now, before hashing: parallel requests cannot all pass
+    if isinstance(attempt, LoginRefused):
+        text = BUSY if attempt.busy else "Too many failed sign-ins. Wait a few minutes, then try again."
+        response = _login_response(admin, request, 429, next_path, text, name)
+        response.headers["retry-after"] = str(attempt.retry_after)
+        return response
+    password = str(form.get("password", ""))
     try:
-        ok = await run_in_threadpool(admin.auth.check_password, str(form.get("password", "")))
+        ok = await run_in_threadpool(admin.limiter.check, attempt, functools.partial(admin.auth.check_password, password))
     except PasswordHashError as exc:
         return _login_response(admin, request, 500, next_path, str(exc), name)
     if not ok:
-        admin.limiter.failed(client)
         return _login_response(admin, request, 401, next_path, "Wrong password.", name)
     response = _redirect(next_path)
     admin.auth.start_session(request, response, name)

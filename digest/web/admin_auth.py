@@ -1,4 +1,4 @@
-"""Admin sign-in: password check, the signed session cookie, CSRF tokens and the login rate limit.
+"""Admin sign-in: password check, the signed session cookie, CSRF tokens and the login limits.
 
 The session is a signed, timestamped cookie (itsdangerous, secrets from `web.secret_env`) holding the
 name the admin gave, a session id, a CSRF token and a fingerprint of the password hash, so changing
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -26,7 +28,8 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings, is_loopback_host
+from ..addresses import is_loopback_host
+from ..config import Settings
 from ..pipeline.accounts import (
     PasswordHashError,
     admin_password_hash,
@@ -185,38 +188,93 @@ def same_origin(request: Request, base_url: str = "") -> bool:
     return origin_of(origin) in allowed
 
 
-class LoginLimiter:
-    """At most `attempts` failed logins per client per `window` seconds.
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A password check reserved by LoginLimiter.start: finish it with LoginLimiter.finish, whatever happens."""
 
-    Per client only: a global cap would let anyone lock every admin out by failing on purpose.
-    Each attempt costs an scrypt hash, which bounds how fast anyone can guess anyway.
+    client: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LoginRefused:
+    """Why LoginLimiter.start refused: too many attempts from the client, or every hashing slot busy."""
+
+    busy: bool  # True: other checks are running (try again in a moment); False: the client's limit
+    retry_after: int  # seconds
+
+
+class LoginLimiter:
+    """At most `attempts` password checks per client per `window` seconds, and `slots` running at once.
+
+    An attempt is counted when it is reserved, before its scrypt hash starts, so parallel requests
+    cannot all pass the check while the first ones still hash; a failed check stays counted for
+    the window, a successful one is given back. Beyond `slots` checks in progress (each scrypt costs
+    about 32 MiB and a CPU), a request is refused at once instead of queueing in the thread pool
+    that every other page needs. Per client only: a global failure cap would let anyone lock every
+    admin out by failing on purpose.
     """
 
-    def __init__(self, attempts: int = 5, window: float = 300.0) -> None:
-        self.attempts, self.window = attempts, window
-        self._failures: dict[str, deque[float]] = {}
+    def __init__(self, attempts: int = 5, window: float = 300.0, slots: int = 2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.attempts, self.window, self.slots, self.clock = attempts, window, max(1, slots), clock
+        self._attempts: dict[str, deque[float]] = {}
+        self._running = 0
         self._lock = threading.Lock()
 
-    def allowed(self, client: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+    def start(self, client: str) -> LoginAttempt | LoginRefused:
+        """Reserve a password check for `client`, or say why not (nothing is counted then)."""
+        now = self.clock()
         with self._lock:
             self._expire(now)
-            return len(self._failures.get(client, ())) < self.attempts
+            times = self._attempts.get(client, ())
+            if len(times) >= self.attempts:
+                return LoginRefused(busy=False, retry_after=max(1, math.ceil(times[0] + self.window - now)))
+            if self._running >= self.slots:
+                return LoginRefused(busy=True, retry_after=1)
+            self._running += 1
+            self._attempts.setdefault(client, deque()).append(now)
+            return LoginAttempt(client, now)
 
-    def failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+    def check(self, attempt: LoginAttempt, verify: Callable[[], bool]) -> bool:
+        """Run `verify` (the scrypt check) for a reserved attempt and finish it; blocking: call it in a thread.
+
+        The slot is freed here, when hashing really ends, even if the request awaiting it was cancelled.
+        """
+        ok = False
+        try:
+            ok = verify()
+            return ok
+        finally:
+            self.finish(attempt, ok)
+
+    def finish(self, attempt: LoginAttempt, ok: bool) -> None:
+        """The check is over: free its slot; a right password gives its attempt back."""
         with self._lock:
-            self._failures.setdefault(client, deque()).append(now)
+            self._running -= 1
+            times = self._attempts.get(attempt.client)
+            if ok and times is not None:
+                try:
+                    times.remove(attempt.at)
+                except ValueError:  # already expired
+                    pass
+                if not times:
+                    del self._attempts[attempt.client]
+
+    def running(self) -> int:
+        """Password checks in progress."""
+        with self._lock:
+            return self._running
 
     def _expire(self, now: float) -> None:
         cutoff = now - self.window
-        for client in list(self._failures):
-            times = self._failures[client]
+        for client in list(self._attempts):
+            times = self._attempts[client]
             while times and times[0] < cutoff:
                 times.popleft()
             if not times:
-                del self._failures[client]
+                del self._attempts[client]
 
 
-__all__ = ["AdminAuth", "AdminSession", "LoginLimiter", "PasswordHashError", "cookie_secure", "origin_of",
-           "same_origin"]
+__all__ = ["AdminAuth", "AdminSession", "LoginAttempt", "LoginLimiter", "LoginRefused", "PasswordHashError",
+           "cookie_secure", "origin_of", "same_origin"]

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from ..config import Settings
 from ..signing import derived_keys
@@ -19,7 +20,7 @@ from ..store import open_store
 from . import admin, archive, public
 from .pages import STATIC
 from .public import TransportFactory
-from .security import CsrfMiddleware, RedactTokensFilter, SecurityHeadersMiddleware
+from .security import CsrfMiddleware, PathGuardMiddleware, RedactTokensFilter, SecurityHeadersMiddleware
 
 # What `digest serve` (the launch) takes from the web app besides the app itself.
 __all__ = ["RedactTokensFilter", "create_app"]
@@ -40,11 +41,19 @@ def create_app(settings: Settings, engine: Engine | None = None,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [
-        Middleware(SecurityHeadersMiddleware),
+        Middleware(PathGuardMiddleware),
         Middleware(CsrfMiddleware, keys=derived_keys(settings, "csrf"),
                    secure=settings.web.base_url.startswith("https://")),
     ]
-    app = Starlette(routes=routes, middleware=middleware)
+    app = _App(routes=routes, middleware=middleware)
     app.state.settings = settings
     app.state.engine = engine
     return app
+
+
+class _App(Starlette):
+    """Starlette with the security headers outermost: around its 500 page too, not only its routes' answers."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack (error page, user middleware, routes) inside SecurityHeadersMiddleware."""
+        return SecurityHeadersMiddleware(super().build_middleware_stack())

@@ -4,8 +4,9 @@ URLs: GET/POST /subscribe · GET/POST /confirm/{token} · GET/POST /preferences/
 GET/POST /unsubscribe/{token}. GET never changes anything. Every token problem (forged,
 tampered, expired, unknown purpose, a sign-up request withdrawn by a later opt-out) answers
 the same 400 "this link is not valid" page. Sign-ups answer the same page whatever the
-address's state, and the email goes out after the response, so neither the page nor its
-timing tells whether someone is subscribed.
+address's state, after the same work (the form is checked, nothing read or stored); storing the
+sign-up and sending the email happen after the response, so neither the page nor its timing tells
+whether someone is subscribed.
 
 This module is the HTTP side only: forms (size-capped), CSRF, rate limits, templates, status
 codes. What a sign-up, a confirmation, a preferences change or an unsubscribe does is decided by
@@ -32,14 +33,14 @@ from ..pipeline.signup import (
     Preferences,
     SignupForm,
     adopt_old_erasures,
+    check_signup,
     confirm_subscription,
     read_confirmation,
     read_preferences,
     read_unsubscribe,
+    register_signup,
     resubscribe,
     save_preferences,
-    send_confirmation,
-    sign_up,
     unsubscribe,
 )
 from .pages import make_templates, render_page
@@ -156,8 +157,9 @@ class PublicSite:
                            language=raw_language if raw_language.strip() else lang,  # the page's, when left empty
                            series=tuple(values["series"]), want_events=values["want_events"],
                            want_media=values["want_media"])
-        outcome = await run_in_threadpool(sign_up, self.settings, self.engine, asked, client_ip(request),
-                                          datetime.now(UTC))
+        # Only the form is checked before answering: storing it and the email (whose work depends on
+        # the address's state) come after the response, so its timing tells nothing.
+        outcome = await run_in_threadpool(check_signup, self.settings, asked, client_ip(request))
         if not outcome.accepted:
             t = texts(values["language"])
             errors = {field: t[ERROR_TEXTS[field]] for field in outcome.invalid_fields}
@@ -166,9 +168,8 @@ class PublicSite:
         t = texts(outcome.language)
         response = self.message(request, outcome.language, "check_title",
                                 [t["check_body"].format(hours=self.settings.web.confirm_hours)])
-        if outcome.confirmation is not None:  # after the response: its timing must tell nothing
-            response.background = BackgroundTask(send_confirmation, self.settings, self.engine,
-                                                 outcome.confirmation, self.transport_factory)
+        response.background = BackgroundTask(register_signup, self.settings, self.engine, outcome.checked,
+                                             datetime.now(UTC), self.transport_factory)
         return response
 
     # --- confirm ------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 - `SecurityHeadersMiddleware`: a strict CSP (no inline script or style), no framing, no referrer
   (links carry tokens), nosniff; a route may set its own value for any of these headers first.
-- `CsrfMiddleware` + `csrf_token(request)` + `csrf_ok(request, form)`: signed double-submit
-  cookie. The cookie holds a random value; forms carry HMAC(secret, value). A cross-site page can
-  neither read the cookie nor compute the field. Not used for the RFC 8058 one-click POST.
+- `PathGuardMiddleware`: 404 for a path with a NUL byte, before any route (or the file system) sees it.
+- `CsrfMiddleware` + `csrf_token(request, action)` + `csrf_ok(request, form)`: signed double-submit
+  cookie, bound to the form. The cookie holds a random value; a form carries HMAC(secret, value,
+  the path it posts to), so a token works only with this browser's cookie and only for that form
+  (a token lifted from /subscribe does not confirm, unsubscribe or save preferences). A cross-site
+  page can neither read the cookie nor compute the field. Not used for the RFC 8058 one-click POST.
 - `RateLimiter`: an in-memory token bucket per client IP (one process; behind several processes
   each keeps its own buckets).
 - `read_form(request)`: the posted form, 413 past MAX_FORM_BYTES (counted as the body streams in):
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSRF_COOKIE = "digest_csrf"
@@ -46,7 +50,10 @@ DEFAULT_HEADERS = {
 
 
 class SecurityHeadersMiddleware:
-    """Adds DEFAULT_HEADERS (or `headers`) to every HTTP response that does not set them itself."""
+    """Adds DEFAULT_HEADERS (or `headers`) to every HTTP response that does not set them itself.
+
+    digest.web.app puts it outside Starlette's error handling, so a 500 carries them too.
+    """
 
     def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None) -> None:
         self.app = app
@@ -67,8 +74,21 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class PathGuardMiddleware:
+    """404 for any path holding a NUL byte: no route has one, and the file system would raise on it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\x00" in scope.get("path", ""):
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class CsrfMiddleware:
-    """Gives every visitor a random CSRF cookie and puts the expected form tokens in request.state."""
+    """Gives every visitor a random CSRF cookie and keeps its value in request.state for the form tokens."""
 
     def __init__(self, app: ASGIApp, keys: Sequence[bytes], secure: bool) -> None:
         self.app = app
@@ -83,9 +103,8 @@ class CsrfMiddleware:
         fresh = not (16 <= len(cookie) <= 100)
         value = secrets.token_urlsafe(24) if fresh else cookie
         state = scope.setdefault("state", {})
-        state["csrf_token"] = _csrf_mac(self.keys[0], value)
         # A fresh cookie means the browser sent none: no submitted token can be right.
-        state["csrf_expected"] = () if fresh else tuple(_csrf_mac(k, value) for k in self.keys)
+        state["csrf"] = _CsrfState(value=value, keys=tuple(self.keys), fresh=fresh)
 
         async def send_with_cookie(message: Message) -> None:
             if fresh and message["type"] == "http.response.start":
@@ -97,20 +116,32 @@ class CsrfMiddleware:
         await self.app(scope, receive, send_with_cookie)
 
 
-def _csrf_mac(key: bytes, value: str) -> str:
-    return hmac.new(key, b"digest-csrf:" + value.encode(), hashlib.sha256).hexdigest()
+@dataclass(frozen=True)
+class _CsrfState:
+    value: str  # the cookie's random value (new when the browser sent none)
+    keys: tuple[bytes, ...]  # the newest first: tokens made under a retired key still verify
+    fresh: bool
 
 
-def csrf_token(request: Request) -> str:
-    """The hidden-field value for forms on this page (name it CSRF_FIELD)."""
-    return request.state.csrf_token
+def _csrf_mac(key: bytes, value: str, action: str) -> str:
+    # The length prefix keeps (value, action) pairs apart however either is written.
+    message = f"digest-csrf:{len(value)}:{value}:{action}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def csrf_token(request: Request, action: str) -> str:
+    """The hidden-field value (name it CSRF_FIELD) for a form on this page that posts to the path `action`."""
+    state: _CsrfState = request.state.csrf
+    return _csrf_mac(state.keys[0], state.value, action)
 
 
 def csrf_ok(request: Request, submitted: object) -> bool:
-    """True if the submitted form token matches this browser's CSRF cookie."""
-    if not isinstance(submitted, str) or not submitted:
+    """True if the submitted token was made for this browser's CSRF cookie and for this request's path."""
+    state: _CsrfState = request.state.csrf
+    if state.fresh or not isinstance(submitted, str) or not submitted:
         return False
-    return any(hmac.compare_digest(submitted, expected) for expected in request.state.csrf_expected)
+    action = request.url.path
+    return any(hmac.compare_digest(submitted, _csrf_mac(key, state.value, action)) for key in state.keys)
 
 
 async def read_form(request: Request, max_fields: int = 1000) -> FormData:
