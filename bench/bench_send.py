@@ -26,12 +26,10 @@ import argparse
 import json
 import os
 import resource
-import smtplib
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("DIGEST_SECRET", "bench-secret")
 
 from send_helpers import add_many, approved_issue, smtp_settings  # noqa: E402
-from smtp_sink import Sink  # noqa: E402
+from smtp_sink import Sink, raw_loop  # noqa: E402
 
 from digest.deliver.editions import edition_messages  # noqa: E402
 from digest.deliver.transport import SendResult, Transport  # noqa: E402
@@ -50,25 +48,6 @@ from digest.store.issues import require_issue  # noqa: E402
 from digest.store.subscribers import get_subscriber  # noqa: E402
 
 CONNECTIONS = 4
-
-
-def raw_loop(port: int, data: bytes, sender: str, recipient: str, total: int) -> float:
-    """Messages/s of 4 threads each sending `total / 4` copies of one message over one connection."""
-    each = total // CONNECTIONS
-
-    def run() -> None:
-        conn = smtplib.SMTP("127.0.0.1", port)
-        for _ in range(each):
-            conn.sendmail(sender, [recipient], data)
-        conn.quit()
-
-    threads = [threading.Thread(target=run) for _ in range(CONNECTIONS)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return each * CONNECTIONS / (time.perf_counter() - start)
 
 
 def digest_send(port: int, total: int, workdir: Path) -> tuple[float, float, bytes, str, str]:
@@ -134,7 +113,7 @@ def alternate(port: int, messages: int, rounds: int, label: str) -> dict:
         runs["digest"].append(rate)
         runs["digest_cpu"].append(cpu)
         before = cpu_seconds()
-        runs["raw"].append(raw_loop(port, data, sender, recipient, messages))
+        runs["raw"].append(raw_loop(port, data, sender, recipient, messages, CONNECTIONS))
         runs["raw_cpu"].append((cpu_seconds() - before) / messages * 1000)
         runs["ratio"].append(runs["digest"][-1] / runs["raw"][-1])
         print(f"{label} round {round_number + 1}: digest {runs['digest'][-1]:,.0f} msg/s, "

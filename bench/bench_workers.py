@@ -37,11 +37,9 @@ import json
 import os
 import resource
 import signal
-import smtplib
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +54,7 @@ from conftest import SERIES  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from send_helpers import add_many, approved_issue  # noqa: E402
-from smtp_sink import Sink  # noqa: E402
+from smtp_sink import Sink, raw_loop  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from digest.config import load_settings  # noqa: E402
@@ -175,25 +173,6 @@ def write_key(path: Path) -> bytes:
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(public)
-
-
-def raw_loop(port: int, data: bytes, sender: str, recipient: str, total: int, connections: int) -> float:
-    """Messages/s of `connections` threads, each one smtplib connection sending `data` over and over."""
-    each = max(1, total // connections)
-
-    def run() -> None:
-        conn = smtplib.SMTP("127.0.0.1", port)
-        for _ in range(each):
-            conn.sendmail(sender, [recipient], data)
-        conn.quit()
-
-    threads = [threading.Thread(target=run) for _ in range(connections)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return each * connections / (time.perf_counter() - start)
 
 
 def server_transactions(admin: psycopg.Connection, database: str) -> int:

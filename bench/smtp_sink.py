@@ -10,6 +10,7 @@ with that round-trip time to a remote relay. Replies keep their order and do not
 commands a client pipelines (RFC 2920) are answered back to back, so they cost one round trip, not
 one per command. The sink advertises PIPELINING in its EHLO reply so a client can tell.
 `--samples DIR --sample-every N`: writes every Nth message to DIR (e.g. to verify DKIM afterwards).
+`raw_loop` is the baseline both benches measure digest against: plain smtplib, one message over and over.
 """
 
 from __future__ import annotations
@@ -17,12 +18,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import smtplib
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
+
+
+def raw_loop(port: int, data: bytes, sender: str, recipient: str, total: int, connections: int) -> float:
+    """Messages/s of `connections` threads, each one smtplib connection sending `data` over and over."""
+    each = max(1, total // connections)
+
+    def run() -> None:
+        conn = smtplib.SMTP("127.0.0.1", port)
+        for _ in range(each):
+            conn.sendmail(sender, [recipient], data)
+        conn.quit()
+
+    threads = [threading.Thread(target=run) for _ in range(connections)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return each * connections / (time.perf_counter() - start)
 
 
 class Sink:
