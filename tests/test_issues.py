@@ -20,6 +20,7 @@ from digest.models import IssueStatus, Window
 from digest.pipeline.issues import build_issue, edit_issue
 from digest.store import open_store
 from digest.store.issues import (
+    ConcurrentChange,
     IssueNotFound,
     IssueStateError,
     StaleVersion,
@@ -28,6 +29,7 @@ from digest.store.issues import (
     get_issue,
     latest_sent_issue,
     list_issues,
+    refuse_window_conflict,
     set_status,
 )
 from digest.store.items import save_items
@@ -253,6 +255,16 @@ def test_concurrent_builders_make_one_issue(settings, stored, store_url):
     assert not errors and len(results) == 4
     assert {r.number for r in results} == {1} and len({r.version for r in results}) == 1
     assert issue_count(stored) == 1
+
+
+def test_a_builder_that_finds_its_window_just_created_by_another_retries_rather_than_refuses(settings, stored):
+    """The race behind concurrent builders: issue 1 appeared with this very window after the builder looked."""
+    first = build(settings, stored)
+    with pytest.raises(ConcurrentChange):  # _retry_on_race reads again and refreshes issue 1
+        refuse_window_conflict(stored, first.window, None, settings.site.tz)
+    overlapping = Window(first.window.start + timedelta(hours=1), first.window.end + timedelta(hours=1))
+    with pytest.raises(WindowConflict):  # a different window that overlaps is still a conflict
+        refuse_window_conflict(stored, overlapping, None, settings.site.tz)
 
 
 # --- the command line -----------------------------------------------------------------------------

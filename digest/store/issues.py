@@ -150,6 +150,10 @@ def refuse_window_conflict(engine: Engine, window: Window, target: Issue | None,
     """
     mine = target.number if target is not None else None
     for other in overlapping_issues(engine, window):
+        if mine is None and other.window == window:
+            # Another builder created this very window since the caller looked: not a conflict but a
+            # race, which the caller's retry turns into refreshing that issue.
+            raise ConcurrentChange(f"issue {other.number} was just created for this window by another builder")
         if other.number != mine:
             raise WindowConflict(f"the window {_span(window, tz)} overlaps issue {other.number} ({other.status.value}, "
                                  f"{_span(other.window, tz)}): its items would reach readers twice; "
