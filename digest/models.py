@@ -5,7 +5,7 @@ Imports nothing from the package. Datetimes are always timezone-aware.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -124,6 +124,13 @@ class Item:
     def effective_published(self) -> datetime | None:
         """When the item counts as published: its date, else when digest first saw it."""
         return self.published or self.updated or self.first_seen
+
+
+def earliest_published(kept: Item, other: Item) -> Item:
+    """`kept`, published at the earlier of the two items' publication times (one item seen twice)."""
+    if other.published is not None and (kept.published is None or other.published < kept.published):
+        return replace(kept, published=other.published)
+    return kept
 
 
 @dataclass(frozen=True)

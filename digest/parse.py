@@ -16,7 +16,7 @@ import io
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -25,7 +25,7 @@ from feedparser import CharacterEncodingOverride
 
 from .defuse import refusal, replace_invalid_char_refs, trim_person_names
 from .language import detect_language, normalise_language
-from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series
+from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series, earliest_published
 from .sanitize import (
     MAX_NAME_CHARS,
     host_name,
@@ -47,12 +47,17 @@ ERROR_NOT_FEED = "not a feed: no RSS, Atom or RDF document found"
 
 @dataclass(frozen=True)
 class ParseResult:
-    """What one feed's bytes held: items, warnings (recovered problems) or an error (nothing read)."""
+    """What one feed's bytes held: items, warnings (recovered problems) or an error (nothing read).
+
+    `notes` are worth knowing but need no action, so they leave the feed "ok" (a guid repeated
+    inside the feed, as WordPress does with sticky posts every week); warnings are for staff to act on.
+    """
 
     items: list[Item]
     warnings: list[str]
     error: str | None
     title: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,9 @@ def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_locati
         return ParseResult([], [], f"{ERROR_NOT_FEED} ({reason})" if reason else ERROR_NOT_FEED)
     warnings = _document_warnings(parsed)
     context = _context(parsed, feed, series)
-    items = _items(parsed.entries, context, warnings)
-    return ParseResult(items, warnings, None, _title(parsed.feed))
+    notes: list[str] = []
+    items = _items(parsed.entries, context, warnings, notes)
+    return ParseResult(items, warnings, None, _title(parsed.feed), notes)
 
 
 def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:
@@ -111,8 +117,12 @@ def _title(channel: feedparser.FeedParserDict) -> str:
     return plain_text(channel.get("title", ""), detail.get("type") in HTML_TYPES)
 
 
-def _items(entries: list, context: _Context, warnings: list[str]) -> list[Item]:
-    """Normalised items in feed order; the first of several entries with one key wins."""
+def _items(entries: list, context: _Context, warnings: list[str], notes: list[str]) -> list[Item]:
+    """Normalised items in feed order; the first of several entries with one key wins, with the earliest publication time.
+
+    Several entries with one key are one item published once: at the earliest of their times (a
+    second Google Alert for an article is not a later article; WordPress repeats sticky posts).
+    """
     items: dict[str, Item] = {}
     for number, entry in enumerate(entries, start=1):
         try:
@@ -123,8 +133,9 @@ def _items(entries: list, context: _Context, warnings: list[str]) -> list[Item]:
         if not item.url:
             warnings.append(f"entry {number} ({item.title[:60]!r}) has no usable http(s) link")
         if item.key in items:
-            if context.feed.kind is not ItemKind.MEDIA:  # repeated alerts are normal, not a problem
-                warnings.append(f"entry {number} repeats the key {item.key!r}; kept the first")
+            items[item.key] = earliest_published(items[item.key], item)
+            if context.feed.kind is not ItemKind.MEDIA:  # repeated alerts are normal, not even a note
+                notes.append(f"entry {number} repeats the key {item.key!r}; kept the first")
             continue
         items[item.key] = item
     return list(items.values())

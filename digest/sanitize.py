@@ -40,6 +40,9 @@ _SPACES = re.compile(r"\s+")
 _TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
 # The WHATWG URL parser drops ASCII tab and newline anywhere in a URL.
 _URL_NOISE = re.compile(r"[\t\n\r]")
+# A link holding these is markup or an attribute's leftovers ("<b>Register</b>"), never a URL: joined
+# to the channel link it would look like one, so it is dropped instead.
+_MARKUP_IN_URL = re.compile(r'[<>"]')
 # google.com, www.google.de, google.co.uk, www.google.com.au …
 _GOOGLE_HOST = re.compile(r"(?:www\.)?google\.(?:com|[a-z]{2}|co\.[a-z]{2}|com\.[a-z]{2})")
 
@@ -97,13 +100,14 @@ def _without_invisible(value: str) -> str:
 def safe_link(url: str | None, base_url: str | None = None) -> str:
     """An absolute http(s) URL, resolved against `base_url` if relative; "" when unsafe or unusable.
 
-    Unusable includes what urllib cannot read at all (an unclosed IPv6 bracket: `http://[::1`):
-    the link is dropped, never the item or the feed that carries it.
+    Unusable includes what urllib cannot read at all (an unclosed IPv6 bracket: `http://[::1`) and
+    text that is not a URL (markup: `<b>Register</b>`): the link is dropped, never the item or the
+    feed that carries it.
     """
     if not url:
         return ""
     url = _URL_NOISE.sub("", url).strip(" \x0c")
-    if _CONTROL.search(url):
+    if _CONTROL.search(url) or _MARKUP_IN_URL.search(url):
         return ""
     url = _XML_INVALID.sub("", url).replace(" ", "%20")
     parts = _split(url)

@@ -160,7 +160,8 @@ def test_wordpress_items_are_normalised():
     brief = items["https://www.example.org/?p=48237"]
     assert brief.kind is ItemKind.BRIEF and brief.feed == "wordpress-rss.xml"
     assert brief.url == "https://www.example.org/publications/rearming-europe-without-the-us/"
-    assert brief.published == datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+    # Its guid repeats in entry 4, dated an hour earlier: one item, published at the earlier time.
+    assert brief.published == datetime(2026, 11, 18, 8, 0, tzinfo=UTC)
     assert brief.authors == ("Maria Keller", "Jean-Luc Moreau")
     assert brief.categories == ("European Strategic Autonomy series – Security & Defence", "Policy Brief", "NATO")
     assert brief.series == ("esa-security-defence",)
@@ -185,11 +186,25 @@ def test_an_item_in_several_series_and_one_in_none():
     assert commentary.categories == ("Security & Defence", "Commentary") and commentary.series == ()
 
 
-def test_the_same_key_twice_is_one_item_and_the_first_wins():
+def test_a_link_that_is_markup_is_dropped_and_a_title_that_is_markup_gives_way_to_the_summary():
+    """Joined to the channel link, "<a href=…>Register</a>" used to pass for a relative URL (issue 15)."""
+    result = parse("links-not-urls.xml")
+    items = by_key(result)
+    launch = items["https://www.example.org/?p=51002"]
+    assert launch.url == "" and launch.title == "Book launch: Europe after the Zeitenwende"
+    assert result.warnings == ["entry 1 ('Book launch: Europe after the Zeitenwende') has no usable http(s) link"]
+    forum = items["https://www.example.org/?p=51003"]
+    assert forum.url == "https://www.example.org/events/vienna-forum/"
+    assert forum.title.startswith("Vienna Progressive Forum: Europe's economy between Washington and Beijing.")
+
+
+def test_the_same_key_twice_is_one_item_the_first_wins_and_it_is_a_note_not_a_warning():
+    """WordPress repeats sticky posts every week: nothing staff can act on, so the feed stays ok (issue 15)."""
     result = parse("wordpress-rss.xml")
     repeated = [i for i in result.items if i.key == "https://www.example.org/?p=48237"]
     assert len(repeated) == 1 and "27 national markets" in repeated[0].summary_html
-    assert result.warnings == ["entry 4 repeats the key 'https://www.example.org/?p=48237'; kept the first"]
+    assert result.warnings == []
+    assert result.notes == ["entry 4 repeats the key 'https://www.example.org/?p=48237'; kept the first"]
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -290,6 +305,14 @@ def test_two_alerts_for_one_article_are_one_mention():
     urls = [i.url for i in media().items]
     assert urls.count("https://apa.at/news/eu-soll-gemeinsam-ruestung-einkaufen/") == 1
     assert len(urls) == 5
+
+
+def test_two_alerts_for_one_article_keep_the_earliest_alerts_time_whatever_their_order():
+    result = parse("google-alerts-next-day.xml", kind="media")
+    lesoir = by_key(result)["https://www.lesoir.be/612999/article/2026-11-21/budget-commun-de-defense-le-debat-continue"]
+    assert lesoir.title == "Le Soir revient sur la proposition de Europa Progressiva"  # the first entry's text
+    assert lesoir.published == datetime(2026, 11, 20, 22, 40, tzinfo=UTC)  # the later entry's earlier time
+    assert result.warnings == [] and result.notes == []  # repeated alerts are normal
 
 
 def test_the_target_is_percent_decoded_once():

@@ -141,6 +141,10 @@ def test_html_from_text_escapes():
     ("https://www.example.org/a\r\nSet-Cookie: x", None, "https://www.example.org/aSet-Cookie:%20x"),
     ("", None, ""),
     (None, None, ""),
+    # Not URLs at all (issue 15): markup in a <link>, which joining to the channel link used to keep.
+    ("<b>Register</b>", "https://www.example.org/", ""),
+    ('x" onclick="y', "https://www.example.org/", ""),
+    ("https://www.example.org/a<script>", None, ""),
 ])
 def test_safe_link(url, base, expected):
     assert safe_link(url, base) == expected

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 from alembic.script import ScriptDirectory
+from conftest import FEEDS
 from sqlalchemy import create_engine, inspect, text
 
-from digest.models import FeedStatus, Item, ItemKind
+from digest.models import Feed, FeedStatus, Item, ItemKind
+from digest.parse import parse_feed
 from digest.store import StoreError, open_store, relaxed_durability
 from digest.store.feeds import get_feed_state, record_fetch
 from digest.store.items import SaveCounts, content_hash, get_item, save_items
@@ -113,6 +115,28 @@ def test_the_feed_earlier_in_the_config_owns_a_shared_item_whichever_lands_last(
         save_items(engine, [copies[name]], feed_order=ORDER)
     stored = get_item(engine, SHARED.key)
     assert (stored.feed, stored.kind, stored.title) == ("Publications", ItemKind.BRIEF, "Shared")
+
+
+def test_a_later_alert_for_a_stored_mention_keeps_the_first_alerts_time(engine):
+    """Google Alerts a day later about an article already stored: the same mention, still in its first window."""
+    def alerts(name: str) -> list[Item]:
+        feed = Feed(name="In the media", url="https://www.google.com/alerts/feeds/1", kind=ItemKind.MEDIA)
+        return parse_feed((FEEDS / name).read_bytes(), feed, ()).items
+
+    apa = "https://apa.at/news/eu-soll-gemeinsam-ruestung-einkaufen/"
+    save_items(engine, alerts("google-alerts.xml"))
+    counts = save_items(engine, alerts("google-alerts-next-day.xml"))
+    stored = get_item(engine, apa)
+    assert stored.published == datetime(2026, 11, 19, 10, 41, 8, tzinfo=UTC)  # not 21 Nov, the new alert's
+    assert stored.title == "Rüstung: Europa Progressiva legt nach" and counts.updated == 1 and counts.new == 1
+    assert save_items(engine, alerts("google-alerts-next-day.xml")) == SaveCounts(unchanged=2)  # stable
+
+
+def test_a_briefs_new_date_is_kept_it_is_not_a_merged_duplicate(engine):
+    later = replace(SHARED, published=datetime(2026, 11, 25, tzinfo=UTC))
+    save_items(engine, [SHARED])
+    save_items(engine, [later])
+    assert get_item(engine, SHARED.key).published == datetime(2026, 11, 25, tzinfo=UTC)
 
 
 def test_a_later_feeds_copy_counts_as_unchanged_and_an_unlisted_owner_gives_way(engine):

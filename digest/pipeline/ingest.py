@@ -144,7 +144,7 @@ def _store_outcome(engine: Engine, feed: Feed, outcome: FetchOutcome, parsed: Pa
         record_fetch(engine, feed.name, feed.url, FeedStatus.ERROR, message)
         return FetchReport(feed=feed.name, url=feed.url, status=FeedStatus.ERROR, message=message)
     status = FeedStatus.ERROR if parsed.error else FeedStatus.WARNING if parsed.warnings else FeedStatus.OK
-    message = "; ".join(m for m in [parsed.error or "", *parsed.warnings] if m)
+    message = "; ".join(m for m in [parsed.error or "", *parsed.warnings, *parsed.notes] if m)
     # After a parse error keep the old validators, so the next run downloads the feed again;
     # otherwise store exactly what the server sent ("" clears a validator it no longer sends).
     keep_old = status == FeedStatus.ERROR

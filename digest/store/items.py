@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from ..models import EventInfo, Item, ItemKind, MediaInfo
+from ..models import EventInfo, Item, ItemKind, MediaInfo, earliest_published
 from .schema import items as items_table
 
 
@@ -29,6 +29,9 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
     config order) decides which feed owns it, whichever fetch finishes last: an item stored from
     another feed is left as it is unless this item's feed comes earlier in `feed_order`, or the
     other feed is no longer listed. Without `feed_order` the latest save wins.
+
+    A media mention keeps its earliest publication time: a later alert for an article already
+    stored is the same mention, not a newer one (it would otherwise move into a later window).
     """
     now = now or datetime.now(UTC)
     batch = _dedupe(items)
@@ -42,6 +45,8 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
         for key, item in batch.items():
             digest = content_hash(item)
             old = existing.get(key)
+            if old is not None and item.kind is ItemKind.MEDIA and old.published is not None:
+                item = earliest_published(item, replace(item, published=old.published))
             if old is None:
                 inserts.append(_row(item, digest, first_seen=item.first_seen or now, last_seen=now))
                 new += 1
@@ -65,9 +70,10 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
 
 
 def _existing_rows(conn: Connection, keys: list[str]) -> dict[str, Row]:
-    """key -> (key, feed, content_hash, first_seen) of the stored items among `keys`."""
+    """key -> (key, feed, content_hash, first_seen, published) of the stored items among `keys`."""
     existing = {}
-    columns = (items_table.c.key, items_table.c.feed, items_table.c.content_hash, items_table.c.first_seen)
+    columns = (items_table.c.key, items_table.c.feed, items_table.c.content_hash, items_table.c.first_seen,
+               items_table.c.published)
     for start in range(0, len(keys), 500):
         rows = conn.execute(select(*columns).where(items_table.c.key.in_(keys[start : start + 500])))
         existing.update({r.key: r for r in rows})
