@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import gzip
 import shutil
@@ -15,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run_async
 from http_feed_server import FeedServer, redirect, static, status, trickle
 
 from digest.config import FetchSettings
@@ -56,7 +56,7 @@ def fetch(location, settings: FetchSettings = FAST, validators: Validators = NO_
         async with new_client(settings) as client:
             return await fetch_feed(location, validators, settings, client)
 
-    return asyncio.run(run())
+    return run_async(run())
 
 
 def test_a_good_feed_arrives_with_its_validators_and_our_user_agent(server):

@@ -6,11 +6,11 @@ staff write may point at a private address; every hop after a redirect must reac
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from dataclasses import replace
 
 import pytest
+from conftest import run_async
 from http_feed_server import FeedServer, redirect, static
 from test_fetch import FAST, RSS, fetch
 
@@ -86,7 +86,7 @@ def test_a_redirect_never_reuses_a_connection_a_configured_url_opened(public, in
             second = await fetch_feed(public.url("/feed"), fetch_module.Validators(), FAST, client)
             return first, second
 
-    first, second = asyncio.run(run())
+    first, second = run_async(run())
     assert first.ok and second.error.kind == FetchErrorKind.REDIRECT
     assert internal.hits("/internal") == 1
 
@@ -102,7 +102,7 @@ def test_a_request_marked_public_only_never_connects_to_loopback(internal):
             plain = await client.get(internal.url("/internal"))
             return refused.value, plain
 
-    refused, plain = asyncio.run(run())
+    refused, plain = run_async(run())
     assert (refused.address, refused.problem) == ("127.0.0.1", "loopback")
     assert plain.status_code == 200 and internal.hits("/internal") == 1
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 from admin_fixtures import PASSWORD, PASSWORD_HASH, login_token
-from conftest import free_port, make_settings
+from conftest import free_port, make_settings, run_async
 from sqlalchemy import Engine, event, text
 from starlette.testclient import TestClient
 
@@ -101,7 +101,7 @@ async def post_logins(base: str, count: int, password: str, clients: list[str] |
 # --- 16.1: parallel logins ---------------------------------------------------------------------------
 
 def test_sixty_parallel_wrong_passwords_from_one_address_check_at_most_five(served):
-    answers = asyncio.run(post_logins(served.url, 60, "wrong"))
+    answers = run_async(post_logins(served.url, 60, "wrong"))
     codes = [a.status_code for a in answers]
     assert set(codes) <= {401, 429}, codes
     assert 1 <= codes.count(401) <= 5, codes  # before the fix: 55 were checked
@@ -123,14 +123,14 @@ def test_while_every_hashing_slot_is_busy_sign_ins_get_429_at_once(served):
     held = [limiter.start(f"192.0.2.{n}") for n in range(served.settings.web.login_hash_slots)]
     assert limiter.running() == served.settings.web.login_hash_slots  # as if those checks were hashing
     clients = [f"198.51.100.{n}" for n in range(10)]  # ten clients, none over its own limit
-    answers = asyncio.run(post_logins(served.url, 10, PASSWORD, clients))
+    answers = run_async(post_logins(served.url, 10, PASSWORD, clients))
     assert [a.status_code for a in answers] == [429] * 10  # before the fix: 10 × 303, 10 hashes at once
     assert all(a.headers["retry-after"] == "1" and "Try again in a moment" in a.text for a in answers)
     assert all("digest_admin=" not in a.headers.get("set-cookie", "") for a in answers)
     for attempt in held:
         limiter.finish(attempt, ok=True)
     # Nothing was counted against those clients: the first of them signs in now.
-    (signed_in,) = asyncio.run(post_logins(served.url, 1, PASSWORD, clients[:1]))
+    (signed_in,) = run_async(post_logins(served.url, 1, PASSWORD, clients[:1]))
     assert signed_in.status_code == 303
 
 
