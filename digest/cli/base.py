@@ -71,10 +71,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            fail(f"configuration error: {exc}", EXIT_USAGE)
-        except StoreError as exc:
-            fail(f"store error: {exc}", EXIT_USAGE)
+        except (ConfigError, StoreError) as exc:
+            fail(setup_error(exc), EXIT_USAGE)
         except BrokenPipeError:
             # Whoever read the output stopped (e.g. `| head`): nothing to say; keep Python's exit quiet too.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -87,6 +85,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             fail("interrupted", EXIT_FAILED)
 
     return wrapper
+
+
+def setup_error(exc: ConfigError | StoreError) -> str:
+    """What a command says (exit 2) when the configuration or the store cannot be used."""
+    return f"{'configuration' if isinstance(exc, ConfigError) else 'store'} error: {exc}"
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

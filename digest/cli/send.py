@@ -30,7 +30,18 @@ from ..pipeline.sending import ServerUnreachable, StoreFailed, run_worker, send_
 from ..render import RenderError
 from ..store import StoreError
 from ..store.ledger import LedgerError
-from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, print_json, state
+from .base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    console,
+    fail,
+    handle_errors,
+    main,
+    print_json,
+    setup_error,
+    state,
+)
 
 # Problems of configuration or templates that no retry fixes: exit 2, nothing marked failed.
 SETUP_ERRORS = (TransportError, EditionError, RenderError, DkimError)
@@ -81,8 +92,8 @@ def send_command(number: int, late: bool, test_to: tuple[str, ...], subscriber: 
         failed(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         failed("interrupted: unsent messages stay queued; run the same command again to continue", EXIT_FAILED)
-    except (ConfigError, StoreError) as exc:  # handle_errors' wording and exit code, with the JSON report
-        failed(f"{'configuration' if isinstance(exc, ConfigError) else 'store'} error: {exc}", EXIT_USAGE)
+    except (ConfigError, StoreError) as exc:  # as handle_errors says it, with the JSON report
+        failed(setup_error(exc), EXIT_USAGE)
     _print_report(report, as_json)
     sys.exit(report_exit_code(report))
 
@@ -134,16 +145,15 @@ def _unreachable_text(exc: ServerUnreachable, then: str) -> str:
             f"'port', then {then}.")
 
 
-def _plain_failure(message: str, code: int, report: object = None) -> NoReturn:
+def _plain_failure(message: str, code: int, report: SendReport | None = None) -> NoReturn:
     fail(message, code)
 
 
 def _json_failure(number: int) -> Callable[..., NoReturn]:
     """`fail` for --json: the report on stdout (the run's, or an empty one) with the error, then the
     usual error line on stderr and the exit code."""
-    def failed(message: str, code: int, report: object = None) -> NoReturn:
-        if not isinstance(report, SendReport):
-            report = SendReport(issue=number, status="", error=message)
+    def failed(message: str, code: int, report: SendReport | None = None) -> NoReturn:
+        report = report or SendReport(issue=number, status="", error=message)
         print_json({**report.as_json(), "error": message, "exit_code": code})
         fail(message, code)
     return failed

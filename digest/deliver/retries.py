@@ -33,6 +33,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
@@ -41,6 +42,9 @@ from ..models import DeliveryStatus, Subscriber
 from ..store.ledger import Claim, SentMarks, mark_failed, mark_possibly_delivered
 from ..store.subscribers import record_bounce
 from .transport import SendResult
+
+if TYPE_CHECKING:  # sender.py imports this module
+    from .sender import SendReport
 
 log = logging.getLogger(__name__)
 # A row deferred this often in one run without the server coming back for it starts using attempts:
@@ -55,9 +59,9 @@ ProgressFn = Callable[[int, int], None]
 class SendStopped(Exception):
     """Sending stopped because messages fail for everybody the same way (the server or a setting, not
     the subscribers), or are too large for the server; those rows are queued again. The message
-    names the error and the fix; `report` (a sender.SendReport) what the run did until then."""
+    names the error and the fix; `report` what the run did until then (set by sender.deliver_issue)."""
 
-    report: object = None
+    report: SendReport | None = None
 
 
 class MessagesTooLarge(SendStopped):
