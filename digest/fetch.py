@@ -95,6 +95,8 @@ class FetchOutcome:
     retry_after: datetime | None = None
     content_location: str | None = None
     status_code: int | None = None
+    # The server's Content-Type: its charset decides how the body is decoded (digest.feed_encoding).
+    content_type: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -273,7 +275,8 @@ async def _handle_response(url: str, response: httpx.Response, settings: FetchSe
     if isinstance(body, FetchError):
         return FetchOutcome(url=url, error=body, status_code=status)
     return FetchOutcome(url=url, body=body, etag=etag, last_modified=last_modified,
-                        content_location=response.headers.get("content-location"), status_code=status)
+                        content_location=response.headers.get("content-location"), status_code=status,
+                        content_type=response.headers.get("content-type"))
 
 
 def _invalid_redirect(url: str, detail: str, status: int | None = None) -> FetchOutcome:

@@ -5,12 +5,13 @@ only after `digest.defuse` checked the DTD for entity declarations (billion laug
 entities) and cut over-long author texts (feedparser's e-mail regex is quadratic in them).
 feedparser's own sanitiser and URI resolution are off; every HTML field goes through nh3
 (`digest.sanitize`) with relative links resolved against xml:base, else the channel's link,
-and never against the URL the feed was fetched from. See docs/feeds.md.
+and never against the URL the feed was fetched from. The encoding is chosen first
+(`digest.feed_encoding`: the server's charset, the document's declaration, detection), and an entry
+without guid and link is keyed by its feed and content (`digest.item_keys`). See docs/feeds.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import re
@@ -24,22 +25,22 @@ import feedparser
 from feedparser import CharacterEncodingOverride
 
 from .defuse import refusal, replace_invalid_char_refs, trim_person_names
-from .language import detect_language, normalise_language
+from .feed_encoding import EncodingChoice, choose_encoding
+from .item_keys import bounded_key, content_key
+from .language import item_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series, earliest_published
 from .sanitize import (
     MAX_NAME_CHARS,
     host_name,
     html_from_text,
+    looks_like_markup,
     plain_text,
     safe_link,
     sanitize_html,
     unwrap_redirect,
 )
-from .series import match_series
+from .series import match_series, near_misses
 
-# Longer keys are hashed. Counted in UTF-8 bytes, not characters: PostgreSQL's unique index on
-# the key column refuses entries over 2,704 bytes (1,990 CJK characters are 5,970 bytes).
-MAX_KEY_BYTES = 2000
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
 
 ERROR_NOT_FEED = "not a feed: no RSS, Atom or RDF document found"
@@ -50,7 +51,9 @@ class ParseResult:
     """What one feed's bytes held: items, warnings (recovered problems) or an error (nothing read).
 
     `notes` are worth knowing but need no action, so they leave the feed "ok" (a guid repeated
-    inside the feed, as WordPress does with sticky posts every week); warnings are for staff to act on.
+    inside the feed, as WordPress does with sticky posts every week; the encoding of a feed that is
+    not UTF-8); warnings are for staff to act on (a category that nearly names a series: add the
+    alias). `encoding` says which character encoding was used and why ("koi8-r, declared by the server").
     """
 
     items: list[Item]
@@ -58,6 +61,7 @@ class ParseResult:
     error: str | None
     title: str = ""
     notes: list[str] = field(default_factory=list)
+    encoding: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,30 +70,64 @@ class _Context:
     series: Sequence[Series]
     channel_link: str
     channel_language: str | None
+    # Atom declares a text construct's type (text by default); RSS leaves feedparser to guess it.
+    types_declared: bool
 
 
-def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_location: str | None = None) -> ParseResult:
+def parse_feed(body: bytes, feed: Feed, series: Sequence[Series], content_location: str | None = None,
+               content_type: str | None = None) -> ParseResult:
     """Parse and normalise one feed's bytes into Items; never raises for bad input.
 
-    `content_location` (the URL the body came from) is accepted but deliberately not used as a
-    base for relative links: a feed served through a redirect or CDN would get wrong links.
+    `content_type` is the HTTP Content-Type the body came with: its charset decides the encoding
+    (digest.feed_encoding). `content_location` (the URL the body came from) is accepted but
+    deliberately not used as a base for relative links: a feed served through a redirect or CDN
+    would get wrong links. Neither reaches feedparser as such (see _parse).
     """
     refused = refusal(body)
     if refused:
         return ParseResult([], [], refused)
     body = replace_invalid_char_refs(trim_person_names(body))
+    choice = choose_encoding(body, content_type)
     try:
-        parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+        parsed = _parse(body, choice)
     except Exception as exc:  # noqa: BLE001 - a feedparser bug on odd input costs this feed only
         return ParseResult([], [], f"{ERROR_NOT_FEED} (feedparser failed: {exc.__class__.__name__}: {exc})")
     if not parsed.get("version") and not parsed.entries:
         reason = parsed.get("bozo_exception")
         return ParseResult([], [], f"{ERROR_NOT_FEED} ({reason})" if reason else ERROR_NOT_FEED)
     warnings = _document_warnings(parsed)
+    encoding = _encoding_used(parsed, choice)
+    # UTF-8 (and its subset ASCII) goes without saying; a wrong declaration is a warning already.
+    quiet = encoding.startswith(("utf-8,", "us-ascii,", "ascii,")) or _encoding_overridden(parsed)
+    notes: list[str] = [] if quiet else [f"text decoded as {encoding}"]
     context = _context(parsed, feed, series)
-    notes: list[str] = []
     items = _items(parsed.entries, context, warnings, notes)
-    return ParseResult(items, warnings, None, _title(parsed.feed), notes)
+    warnings += near_misses(_all_terms(parsed.entries), series)
+    return ParseResult(items, warnings, None, _title(parsed, context), notes, encoding)
+
+
+def _parse(body: bytes, choice: EncodingChoice) -> feedparser.FeedParserDict:
+    """feedparser on the bytes; an encoding digest chose reaches it as the one header it reads.
+
+    Only a Content-Type, and always an XML one: the server's media type (text/html, text/xml
+    without charset, which RFC 3023 reads as US-ASCII) would otherwise cost warnings, and a
+    Content-Location would become a base for relative links.
+    """
+    headers = {"content-type": f"application/xml; charset={choice.encoding}"} if choice.encoding else None
+    return feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False,
+                            response_headers=headers)
+
+
+def _encoding_used(parsed: feedparser.FeedParserDict, choice: EncodingChoice) -> str:
+    """"koi8-r, declared by the server": the encoding feedparser decoded with, and why it was that one."""
+    used = (parsed.get("encoding") or "").lower() or "unknown"
+    if _encoding_overridden(parsed):
+        return f"{used}, the one that fits the bytes (the declared one does not)"
+    return f"{used}, {choice.reason}"
+
+
+def _encoding_overridden(parsed: feedparser.FeedParserDict) -> bool:
+    return isinstance(parsed.get("bozo_exception"), CharacterEncodingOverride)
 
 
 def _document_warnings(parsed: feedparser.FeedParserDict) -> list[str]:
@@ -109,12 +147,25 @@ def _context(parsed: feedparser.FeedParserDict, feed: Feed, series: Sequence[Ser
         series=series,
         channel_link=safe_link(channel.get("link")),
         channel_language=normalise_language(channel.get("language")),
+        types_declared=str(parsed.get("version") or "").startswith("atom"),
     )
 
 
-def _title(channel: feedparser.FeedParserDict) -> str:
-    detail = channel.get("title_detail") or {}
-    return plain_text(channel.get("title", ""), detail.get("type") in HTML_TYPES)
+def _title(parsed: feedparser.FeedParserDict, context: _Context) -> str:
+    return _text_construct(parsed.feed.get("title", ""), parsed.feed.get("title_detail"), context)
+
+
+def _text_construct(value: str, detail: dict | None, context: _Context) -> str:
+    """A title as plain text: markup stripped only when it is HTML.
+
+    Atom declares it (type="text" is the default: "History of the <blink> tag" keeps every
+    character). RSS does not, and feedparser guesses HTML only from a closing tag or an entity it
+    knows; digest also counts a lone known element (`<img …>`) and a closed one feedparser does
+    not list, so a title that is only markup is no title (the summary's first words stand in).
+    """
+    declared_html = (detail or {}).get("type") in HTML_TYPES
+    is_html = declared_html or (not context.types_declared and looks_like_markup(value or ""))
+    return plain_text(value, is_html)
 
 
 def _items(entries: list, context: _Context, warnings: list[str], notes: list[str]) -> list[Item]:
@@ -124,20 +175,27 @@ def _items(entries: list, context: _Context, warnings: list[str], notes: list[st
     second Google Alert for an article is not a later article; WordPress repeats sticky posts).
     """
     items: dict[str, Item] = {}
+    linkless = 0
     for number, entry in enumerate(entries, start=1):
         try:
             item = _item(entry, context)
         except Exception as exc:  # noqa: BLE001 - one odd entry must not cost the others
             warnings.append(f"skipped entry {number}: {exc.__class__.__name__}: {exc}")
             continue
-        if not item.url:
+        if not item.url and (entry.get("link") or "").strip():
+            # A link that is there but unusable (javascript:, markup, relative without a base) is the
+            # publisher's to fix; none at all is allowed by RSS 2.0 and nothing anyone can act on.
             warnings.append(f"entry {number} ({item.title[:60]!r}) has no usable http(s) link")
+        elif not item.url:
+            linkless += 1
         if item.key in items:
             items[item.key] = earliest_published(items[item.key], item)
             if context.feed.kind is not ItemKind.MEDIA:  # repeated alerts are normal, not even a note
                 notes.append(f"entry {number} repeats the key {item.key!r}; kept the first")
             continue
         items[item.key] = item
+    if linkless:
+        notes.append(f"{linkless} item(s) without a link, shown without one")
     return list(items.values())
 
 
@@ -150,18 +208,20 @@ def _item(entry: feedparser.FeedParserDict, context: _Context) -> Item:
         real = unwrap_redirect(link) if link else ""
         media = MediaInfo(outlet=_outlet(entry, real), source_url=link)
         link = real
-    title = _entry_title(entry)
+    title = _text_construct(entry.get("title", ""), entry.get("title_detail"), context)
     content_html = _content_html(entry, context)
     # Atom feeds (Google Alerts among them) often carry only <content>: it is the summary then.
     summary_html = _html_field(entry.get("summary_detail"), context) or content_html
     categories = _categories(entry)
     updated = _datetime(dict.get(entry, "updated_parsed"))  # plain dict.get: no feedparser fallback
     published = _datetime(dict.get(entry, "published_parsed")) or updated
+    # No title (none, or only markup): the summary's first words, else the link.
+    title = title or first_words(plain_text(summary_html, is_html=True, limit=10**4)) or link
     return Item(
-        key=_key(entry, link, kind),
+        key=_key(entry, link, kind) or content_key(context.feed.name, title, published, summary_html, content_html),
         feed=context.feed.name,
         kind=kind,
-        title=title or plain_text(summary_html, is_html=True, limit=120) or link,
+        title=title,
         url=link,
         published=published,
         updated=updated,
@@ -177,21 +237,25 @@ def _item(entry: feedparser.FeedParserDict, context: _Context) -> Item:
 
 
 def _key(entry: feedparser.FeedParserDict, link: str, kind: ItemKind) -> str:
-    """guid/id, else the link; for media the real article URL, so repeated alerts are one item."""
+    """guid/id, else the usable link; for media the real article URL, so repeated alerts are one item.
+
+    "" when there is neither: the item is then keyed by its feed and content (digest.item_keys).
+    """
     guid = plain_text(entry.get("id") or "", limit=10**6)
     key = (link or guid) if kind is ItemKind.MEDIA else (guid or link)
-    if not key:
-        seed = f"{entry.get('title', '')}\n{entry.get('published', '') or entry.get('updated', '')}"
-        key = "sha256:" + hashlib.sha256(seed.encode("utf-8", "replace")).hexdigest()
-    encoded = key.encode("utf-8", "replace")
-    if len(encoded) > MAX_KEY_BYTES:
-        key = "sha256:" + hashlib.sha256(encoded).hexdigest()
-    return key
+    return bounded_key(key) if key else ""
 
 
-def _entry_title(entry: feedparser.FeedParserDict) -> str:
-    detail = entry.get("title_detail") or {}
-    return plain_text(entry.get("title", ""), detail.get("type") in HTML_TYPES)
+TITLE_WORDS_CHARS = 120
+
+
+def first_words(text: str, limit: int = TITLE_WORDS_CHARS) -> str:
+    """The first words of `text` up to `limit` characters, cut between words ("…" when cut)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:.-–") + "…"
 
 
 def _html_field(detail: dict | None, context: _Context) -> str:
@@ -224,6 +288,10 @@ def _authors(entry: feedparser.FeedParserDict) -> tuple[str, ...]:
     return tuple(n for n in names if n)
 
 
+def _all_terms(entries: list) -> list[str]:
+    return [term for entry in entries for term in _raw_terms(entry)]
+
+
 def _raw_terms(entry: feedparser.FeedParserDict) -> list[str]:
     """Category terms as the feed gave them: RSS category, Atom category term, RSS 1.0 dc:subject."""
     return [t.get("term") or t.get("label") or "" for t in entry.get("tags") or []]
@@ -239,19 +307,24 @@ def _categories(entry: feedparser.FeedParserDict) -> tuple[str, ...]:
 
 
 def _language(entry: feedparser.FeedParserDict, context: _Context, title: str, summary_html: str) -> str | None:
-    """As stated (feed config, xml:lang, dc:language, channel language), else detected."""
-    stated = (
-        context.feed.language,
-        (entry.get("title_detail") or {}).get("language"),
-        (entry.get("summary_detail") or {}).get("language"),
-        entry.get("language"),
-        context.channel_language,
+    """As stated (feed config, xml:lang, dc:language, channel language), else detected.
+
+    The feed's config and an item's own statement (its dc:language, an xml:lang other than the
+    channel's) are final. The channel's `<language>` speaks for the whole feed, and feedparser hands
+    it down as every entry's xml:lang: an item whose text strongly disagrees with it is detected
+    (an events feed declaring `en` with German and French events).
+    """
+    xml_lang = next(filter(None, map(normalise_language, (
+        (entry.get("title_detail") or {}).get("language"), (entry.get("summary_detail") or {}).get("language")))), None)
+    final = (
+        normalise_language(context.feed.language),
+        xml_lang if xml_lang != context.channel_language else None,
+        normalise_language(entry.get("language")),
     )
-    for value in stated:
-        language = normalise_language(value)
-        if language:
-            return language
-    return detect_language(f"{title}. {_text_sample(summary_html)}")
+    language = next(filter(None, final), None)
+    if language:
+        return language
+    return item_language(context.channel_language, title, summary_html, lambda: f"{title}. {_text_sample(summary_html)}")
 
 
 def _text_sample(html_fragment: str, limit: int = 300) -> str:

@@ -110,10 +110,10 @@ class ParseWorkers:
             multiprocessing.forkserver.ensure_running()
 
     def parse(self, body: bytes, feed: Feed, series: Sequence[Series],
-              content_location: str | None = None) -> ParseResult:
+              content_location: str | None = None, content_type: str | None = None) -> ParseResult:
         """parse_feed in a worker; a parse over the CPU limit or a lost worker is a ParseResult whose error says so."""
         try:
-            return self.run(parse_feed, body, feed, tuple(series), content_location)
+            return self.run(parse_feed, body, feed, tuple(series), content_location, content_type)
         except CpuLimitExceeded:
             return ParseResult([], [], (
                 f"parsing took more than {self.cpu_seconds:g} s of CPU time and was abandoned (a hostile or "

@@ -37,7 +37,11 @@ _XML_INVALID = re.compile(f"[{XML_INVALID}]")
 # Invisible in a title and only trouble there (see digest.unsafe_chars).
 _TITLE_INVISIBLE = re.compile(f"[{SURROGATES}{NONCHARACTERS}{BIDI_CONTROLS}]")
 _SPACES = re.compile(r"\s+")
-_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+# The names of HTML elements a title's markup may use: what nh3 knows, allows or drops with content.
+_ELEMENTS = frozenset(nh3.ALLOWED_TAGS | DROPPED_WITH_CONTENT | {"font", "center", "blink", "marquee", "span", "div"})
+_CLOSING_TAG = re.compile(r"</([A-Za-z][A-Za-z0-9]*)\s*>")
+_VOID_ELEMENT = re.compile(r"<(?:img|br|hr|wbr|input|meta|link|base|source|embed|area|col|param|track)\b[^<>]*>",
+                           re.IGNORECASE)
 # The WHATWG URL parser drops ASCII tab and newline anywhere in a URL.
 _URL_NOISE = re.compile(r"[\t\n\r]")
 # A link holding these is markup or an attribute's leftovers ("<b>Register</b>"), never a URL: joined
@@ -80,15 +84,27 @@ def plain_text(value: str, is_html: bool = False, limit: int = MAX_TITLE_CHARS) 
         # nh3 drops tags (and script/style bodies) and re-escapes the text; unescape once. Text with
         # neither "<" nor "&" has no markup and no entity: nh3 would hand it back as it is.
         value = html.unescape(_text_cleaner().clean(value))
-    if _TAG.search(value):
-        # Markup in text (escaped twice at the source, or typed as text): strip it too, but
-        # protect "&" so that no entity is decoded a second time.
+    if is_html and looks_like_markup(value):
+        # HTML escaped twice at the source: strip the tags left after one decoding too, but protect
+        # "&" so that no entity is decoded a second time. Text is text: "x<y and y>z" keeps every character.
         value = html.unescape(_text_cleaner().clean(value.replace("&", "&amp;")))
     value = _CONTROL.sub(" ", _without_invisible(value))  # again: entities decoded above
     value = _SPACES.sub(" ", value).strip()
     if len(value) > limit:
         value = value[: limit - 1].rstrip() + "…"
     return value
+
+
+def looks_like_markup(value: str) -> bool:
+    """Whether `value` holds an HTML element: a known element closed (`<b>…</b>`) or a void one (`<img …>`).
+
+    "History of the <blink> tag" (no closing tag) and "x<y and y>z" (no element) are text.
+    """
+    if "<" not in value:
+        return False
+    if _VOID_ELEMENT.search(value):
+        return True
+    return any(name.lower() in _ELEMENTS for name in _CLOSING_TAG.findall(value))
 
 
 def _without_invisible(value: str) -> str:

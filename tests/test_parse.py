@@ -128,7 +128,8 @@ def test_a_body_that_names_a_real_feed_file_is_not_read_from_disk(tmp_path):
 
 def test_a_feed_without_items_is_fine():
     result = parse("empty-channel.xml")
-    assert result == ParseResult([], [], None, "Podcast – Europa Progressiva Foundation")
+    assert result == ParseResult([], [], None, "Podcast – Europa Progressiva Foundation",
+                                 encoding="utf-8, declared in the document")
 
 
 # --- recovery -------------------------------------------------------------------------------------
@@ -442,7 +443,7 @@ def test_key_falls_back_to_link_then_to_a_stable_hash():
     first = parse("inline", body=body)
     keys = [i.key for i in first.items]
     assert keys[0] == "https://www.example.org/a"
-    assert keys[1].startswith("sha256:") and keys[2].startswith("sha256:") and len(keys[2]) < 100
+    assert keys[1].startswith("content:") and keys[2].startswith("sha256:") and len(keys[2]) < 100
     assert [i.key for i in parse("inline", body=body).items] == keys
 
 

@@ -106,7 +106,11 @@ def test_empty_html_stays_empty():
     ("Null\x00byte and \x1b escape \x7f del", False, "Null byte and escape del"),
     ("  doubled   spaces\tand\ttabs  ", False, "doubled spaces and tabs"),
     ("Plain &amp; text stays", False, "Plain &amp; text stays"),  # text/plain: nothing to decode
-    ("Typed as text but <b>marked up</b> &amp; more", False, "Typed as text but marked up &amp; more"),
+    ("Typed as text but <b>marked up</b> &amp; more", False, "Typed as text but <b>marked up</b> &amp; more"),
+    ("Why x<y and y>z matters", False, "Why x<y and y>z matters"),  # text keeps every character
+    ("History of the <blink> tag", False, "History of the <blink> tag"),
+    ("&lt;b&gt;Escaped twice&lt;/b&gt; title", True, "Escaped twice title"),  # HTML escaped twice: no tags left
+    ("Why x&lt;y and y&gt;z matters", True, "Why x<y and y>z matters"),  # no element: text, even in HTML
     ("x < y and y > z", False, "x < y and y > z"),
     ("Line\u2028separator", False, "Line separator"),
     ("", True, ""),
