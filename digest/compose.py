@@ -1,7 +1,8 @@
 """Compose: stored items, a window and the series config → an Issue (sections, related links).
 
 Pure functions: the clock is passed in, nothing here reads the store or the time. The rules:
-- An item is new when `window.start <= effective_published < window.end` (instants, any timezone).
+- An item is new when `window.start <= effective_published < window.end` (instants, any timezone);
+  items that came in late (digest.offers decides which) are placed too, though published earlier.
 - Briefs, articles and news go to the section of their first series (config order), listing the
   others in `also_in`; items in no series go to "more"; media mentions go to "media", one per
   real article; events go to "events" when they start in [window end, window end + horizon).
@@ -87,16 +88,19 @@ def compose_issue(
     editorial: Editorial = NO_EDITORIAL,
     events: Iterable[Item] = (),
     candidates: Iterable[Item] = (),
+    late: Iterable[Item] = (),
 ) -> Issue:
     """The draft issue for `window`: sections in display order, with related links on every entry.
 
-    `items` are the window's stored items (others are ignored), `events` the stored events that
+    `items` are the window's stored items (others are ignored), `late` items published before the
+    window that go into this issue all the same (digest.offers), `events` the stored events that
     may be upcoming, `candidates` other stored content related links may point to (only content
     published before the window end is used, plus the issue's own items and upcoming events).
     """
     tz = settings.site.tz
     base = settings.site.url
-    new = [_normalise(i, tz, base) for i in _dedupe(i for i in items if is_new(i, window))]
+    placed_late = [i for i in late if i.kind != ItemKind.EVENT and _published_before(i, window.start)]
+    new = [_normalise(i, tz, base) for i in _dedupe([*(i for i in items if is_new(i, window)), *placed_late])]
     upcoming = _upcoming_events(
         (_normalise(e, tz, base) for e in [*events, *(i for i in new if i.kind == ItemKind.EVENT)]),
         window, settings.digest.upcoming_events_days)
@@ -108,7 +112,9 @@ def compose_issue(
     pool = [_normalise(c, tz, base) for c in candidates if _published_before(c, window.end)]
     # A dropped item is not linked from the others either.
     pool = [c for c in [*pool, *upcoming, *new] if c.key not in dropped]
-    related = find_related(placed, pool, [s.id for s in series], settings.digest.related_links, window.end)
+    related = find_related(placed, pool, [s.id for s in series], settings.digest.related_links, window.end,
+                           section_of={e.item.key: s.id for s in sections for e in s.entries},
+                           series_terms=[t for s in series for t in (s.name, *s.aliases)])
     sections = [replace(s, entries=tuple(replace(e, related=related.get(e.item.key, ())) for e in s.entries))
                 for s in sections]
     return Issue(number=None, status=IssueStatus.DRAFT, window=window, sections=tuple(sections),

@@ -1,7 +1,8 @@
 """The weekly run behind `digest run`: APScheduler wiring over the pipeline's use cases, one active scheduler.
 
-The jobs call pipeline.ingest.fetch_all, pipeline.issues.build_for_week (build, then approve and send
-or tell staff) and pipeline.sending.send_due_issues; the rules are theirs, the timing is this module's.
+The jobs call pipeline.ingest.fetch_all, pipeline.issues.build_for_week (fetch every feed, build, then
+approve and send or tell staff) and pipeline.sending.send_due_issues; the rules are theirs, the timing
+is this module's.
 
 Jobs live in a persistent job store in the digest database (table `scheduler_jobs`), so a missed
 build or send is seen on the next start and runs once (misfire grace + coalescing). On every start a

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
 from ..manifest import issue_from_manifest
 from ..models import Editorial, Issue, IssueStatus, Window
+from .items import mark_offered, mark_window_offered
 from .schema import issues as issues_table
 
 OPEN_STATUSES = (IssueStatus.DRAFT, IssueStatus.APPROVED)
@@ -228,21 +229,26 @@ def _summary(row: Any) -> IssueSummary:
 
 # --- writes ---------------------------------------------------------------------------------------
 
-def create_issue(engine: Engine, issue: Issue, manifest: dict, now: datetime) -> Issue:
-    """Store a new draft under the next number; IntegrityError when another builder won the race."""
+def create_issue(engine: Engine, issue: Issue, manifest: dict, now: datetime, build_report: dict | None = None) -> Issue:
+    """Store a new draft under the next number; IntegrityError when another builder won the race.
+
+    `build_report` is digest.offers' report of the build as JSON (what it offered, held back, passed over).
+    """
     with engine.begin() as conn:
         number = conn.execute(select(func.coalesce(func.max(issues_table.c.number), 0))).scalar_one() + 1
         stored = _patched(manifest, number=number, status=IssueStatus.DRAFT.value)
         conn.execute(issues_table.insert().values(
             number=number, status=IssueStatus.DRAFT.value, created_at=now, updated_at=now,
-            **_content(issue, stored)))
+            build_report=build_report, **_content(issue, stored)))
     return replace(issue, number=number, status=IssueStatus.DRAFT, created_at=now)
 
 
-def refresh_issue(engine: Engine, current: Issue, issue: Issue, manifest: dict, now: datetime) -> Issue:
+def refresh_issue(engine: Engine, current: Issue, issue: Issue, manifest: dict, now: datetime,
+                  build_report: dict | None = None, report_changed: bool = False) -> Issue:
     """Replace `current`'s content with a fresh composition; a new version returns it to draft.
 
-    Nothing is written when nothing changed. A cancelled issue is reopened as a draft. Raises
+    Nothing is written when nothing changed (`report_changed`: the build report did, which is
+    written without touching the version or the approval). A cancelled issue is reopened as a draft. Raises
     IssueStateError for sending/sent issues and ConcurrentChange when `current` is out of date.
     """
     if current.status in (IssueStatus.SENDING, IssueStatus.SENT):
@@ -250,10 +256,12 @@ def refresh_issue(engine: Engine, current: Issue, issue: Issue, manifest: dict, 
     same_version = issue.version == current.version and current.status != IssueStatus.CANCELLED
     status = current.status if same_version else IssueStatus.DRAFT
     result = replace(issue, number=current.number, status=status, created_at=current.created_at)
-    if same_version and issue.window == current.window:
+    if same_version and issue.window == current.window and not report_changed:
         return result
     values = {"status": status.value, "updated_at": now, **_content(issue, _patched(
         manifest, number=current.number, status=status.value))}
+    if build_report is not None:
+        values["build_report"] = build_report
     if not same_version:
         values.update(approved_at=None, approved_by=None, approved_version=None)
     _update_checked(engine, current, values)
@@ -302,7 +310,10 @@ def set_status(engine: Engine, number: int, status: IssueStatus, now: datetime |
     elif status == IssueStatus.DRAFT:
         values.update(approved_at=None, approved_by=None, approved_version=None)
     try:
-        _update_checked(engine, issue, values)
+        with engine.begin() as conn:
+            _checked(conn, issue, values)
+            if status == IssueStatus.SENDING:
+                _mark_items_offered(conn, issue)
     except ConcurrentChange:
         raise IssueStateError(f"issue {number} changed while moving it to {status.value}; check its status") from None
     return replace(issue, status=status)
@@ -322,6 +333,23 @@ def _checked(conn: Connection, seen: Issue, values: dict) -> None:
     ).values(**values))
     if result.rowcount != 1:
         raise ConcurrentChange(f"issue {seen.number} was changed by someone else meanwhile; try again")
+
+
+def build_report(engine: Engine, number: int) -> dict | None:
+    """Issue `number`'s last build report (JSON, see digest.offers), or None (none kept, or no such issue)."""
+    with engine.connect() as conn:
+        return conn.execute(select(issues_table.c.build_report).where(issues_table.c.number == number)).scalar()
+
+
+def _mark_items_offered(conn: Connection, issue: Issue) -> None:
+    """The issue starts sending: what its last build offered (and passed over) is offered, once and for all."""
+    report = conn.execute(select(issues_table.c.build_report)
+                          .where(issues_table.c.number == issue.number)).scalar()
+    if report is None:  # built before migration 0005: its window cut by publication date
+        mark_window_offered(conn, issue.number, issue.window.end)
+        return
+    mark_offered(conn, issue.number, report.get("offered", []), datetime.fromisoformat(report["cutoff"]),
+                 int(report.get("seen_up_to", 0)))
 
 
 def _manifest(engine: Engine, number: int) -> dict:

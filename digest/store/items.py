@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, func, select
 
 from ..models import EventInfo, Item, ItemKind, MediaInfo, earliest_published
 from .schema import items as items_table
@@ -48,13 +48,16 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
             if old is not None and item.kind is ItemKind.MEDIA and old.published is not None:
                 item = earliest_published(item, replace(item, published=old.published))
             if old is None:
-                inserts.append(_row(item, digest, first_seen=item.first_seen or now, last_seen=now))
+                inserts.append(_row(item, digest, first_seen=item.first_seen or now, last_seen=now,
+                                    content_changed_at=_stated_change(item, now)))
                 new += 1
             elif old.feed != item.feed and _owned_elsewhere(old.feed, item.feed, rank):
                 seen_again.append(key)
                 unchanged += 1
             elif old.content_hash != digest or old.feed != item.feed:
-                row = _row(item, digest, first_seen=old.first_seen, last_seen=now)
+                # Only a change a reader sees restarts the stabilisation clock, not a change of owner.
+                changed = now if old.content_hash != digest else old.content_changed_at
+                row = _row(item, digest, first_seen=old.first_seen, last_seen=now, content_changed_at=changed)
                 conn.execute(items_table.update().where(items_table.c.key == key).values(**row))
                 updated += 1
             else:
@@ -70,14 +73,22 @@ def save_items(engine: Engine, items: Iterable[Item], now: datetime | None = Non
 
 
 def _existing_rows(conn: Connection, keys: list[str]) -> dict[str, Row]:
-    """key -> (key, feed, content_hash, first_seen, published) of the stored items among `keys`."""
+    """key -> (key, feed, content_hash, first_seen, published, content_changed_at) of the stored items among `keys`."""
     existing = {}
     columns = (items_table.c.key, items_table.c.feed, items_table.c.content_hash, items_table.c.first_seen,
-               items_table.c.published)
+               items_table.c.published, items_table.c.content_changed_at)
     for start in range(0, len(keys), 500):
         rows = conn.execute(select(*columns).where(items_table.c.key.in_(keys[start : start + 500])))
         existing.update({r.key: r for r in rows})
     return existing
+
+
+def _stated_change(item: Item, now: datetime) -> datetime:
+    """When a newly stored item last changed: as its feed dates it (updated, else published), never later
+    than now; undated, now. A post fixed minutes ago is still settling; a backlog fetched for the first
+    time is not, or a fetch followed at once by a build would hold back everything it found."""
+    stated = item.updated or item.published
+    return min(now, stated) if stated is not None else now
 
 
 def _owned_elsewhere(stored_feed: str, feed: str, rank: dict[str, int]) -> bool:
@@ -98,12 +109,13 @@ def content_hash(item: Item) -> str:
     The feed is not part of it: which feed owns an item is settled by save_items.
     """
     payload = _row(item, "", first_seen=None, last_seen=None)
-    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at", "feed"):
+    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at", "feed", "content_changed_at"):
         payload.pop(volatile)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _row(item: Item, digest: str, first_seen: datetime | None, last_seen: datetime | None) -> dict:
+def _row(item: Item, digest: str, first_seen: datetime | None, last_seen: datetime | None,
+         content_changed_at: datetime | None = None) -> dict:
     event = item.event
     return {
         "key": item.key,
@@ -126,6 +138,7 @@ def _row(item: Item, digest: str, first_seen: datetime | None, last_seen: dateti
         "event_start": event.start if event else None,
         "media": {"outlet": item.media.outlet, "source_url": item.media.source_url} if item.media else None,
         "content_hash": digest,
+        "content_changed_at": content_changed_at,
     }
 
 
@@ -180,9 +193,11 @@ def _parse_dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def items_between(engine: Engine, start: datetime, end: datetime) -> list[Item]:
-    """Items whose effective publication instant is in [start, end)."""
+def items_between(engine: Engine, start: datetime, end: datetime, unoffered: bool = False) -> list[Item]:
+    """Items whose effective publication instant is in [start, end) (`unoffered`: and no sent issue offered them)."""
     query = select(items_table).where(items_table.c.sort_at >= start, items_table.c.sort_at < end)
+    if unoffered:
+        query = query.where(items_table.c.offered_in.is_(None))
     with engine.connect() as conn:
         return [item_from_row(r) for r in conn.execute(query.order_by(items_table.c.sort_at.desc()))]
 
@@ -215,8 +230,6 @@ def get_item(engine: Engine, key: str) -> Item | None:
 
 
 def count_items(engine: Engine) -> int:
-    from sqlalchemy import func
-
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(items_table)).scalar_one()
 
@@ -245,3 +258,61 @@ def items_in_series(engine: Engine, series_id: str, limit: int, before: datetime
         query = query.where(items_table.c.sort_at < before)
     with engine.connect() as conn:
         return [item_from_row(r) for r in conn.execute(query)]
+
+
+# --- offering each item to exactly one issue (digest.offers) --------------------------------------
+
+def late_candidates(engine: Engine, start: datetime, end: datetime) -> list[Item]:
+    """Items published in [start, end) that no sent issue offered, events aside (they go by their start)."""
+    query = (select(items_table).where(items_table.c.sort_at >= start, items_table.c.sort_at < end,
+                                       items_table.c.offered_in.is_(None), items_table.c.kind != ItemKind.EVENT.value)
+             .order_by(items_table.c.sort_at, items_table.c.id))
+    with engine.connect() as conn:
+        return [item_from_row(r) for r in conn.execute(query)]
+
+
+def too_old_items(engine: Engine, before: datetime, limit: int) -> tuple[int, list[Item]]:
+    """How many items published before `before` no sent issue offered (events aside), and the newest `limit`."""
+    where = (items_table.c.sort_at < before, items_table.c.offered_in.is_(None),
+             items_table.c.kind != ItemKind.EVENT.value)
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(items_table).where(*where)).scalar_one()
+        rows = conn.execute(select(items_table).where(*where)
+                            .order_by(items_table.c.sort_at.desc(), items_table.c.id.desc()).limit(limit))
+        return count, [item_from_row(r) for r in rows]
+
+
+def changed_since(engine: Engine, since: datetime, published_from: datetime) -> dict[str, datetime]:
+    """key -> content_changed_at of items whose content changed after `since`, published from `published_from`."""
+    query = select(items_table.c.key, items_table.c.content_changed_at).where(
+        items_table.c.content_changed_at > since, items_table.c.sort_at >= published_from)
+    with engine.connect() as conn:
+        return {r.key: r.content_changed_at for r in conn.execute(query)}
+
+
+def newest_item_id(engine: Engine) -> int:
+    """The id of the newest stored item (0 for none): items with a larger id were stored later."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.coalesce(func.max(items_table.c.id), 0))).scalar_one()
+
+
+def mark_offered(conn: Connection, number: int, keys: Sequence[str], passed_before: datetime | None,
+                 seen_up_to: int) -> None:
+    """Record that issue `number` offered `keys`, and passed over the unoffered items (events aside) published
+    before `passed_before` that were stored by its build (id up to `seen_up_to`). Items already offered keep
+    their issue. Runs in the caller's transaction (the one that starts the issue sending)."""
+    unoffered = items_table.c.offered_in.is_(None)
+    for start in range(0, len(keys), 500):
+        conn.execute(items_table.update().where(unoffered, items_table.c.key.in_(list(keys[start:start + 500])))
+                     .values(offered_in=number))
+    if passed_before is not None:
+        conn.execute(items_table.update().where(
+            unoffered, items_table.c.kind != ItemKind.EVENT.value, items_table.c.sort_at < passed_before,
+            items_table.c.id <= seen_up_to).values(offered_in=number))
+
+
+def mark_window_offered(conn: Connection, number: int, end: datetime) -> None:
+    """For an issue built before digest kept build reports: everything unoffered published before its end."""
+    conn.execute(items_table.update().where(
+        items_table.c.offered_in.is_(None), items_table.c.kind != ItemKind.EVENT.value,
+        items_table.c.sort_at < end).values(offered_in=number))
