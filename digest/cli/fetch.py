@@ -1,4 +1,6 @@
-"""`digest fetch`: fetch, parse and store every feed; a progress bar, then one line per feed."""
+"""`digest fetch`: fetch, parse and store every feed; a progress bar, then one line per feed.
+
+The feeds are digest.toml's [[feeds]], or, when it lists none, the store's (`digest feeds …`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..models import FeedStatus, FetchReport
-from ..pipeline.ingest import fetch_all
+from ..pipeline.ingest import NO_FEEDS, fetch_all
 from .base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, fail, handle_errors, main, one_line, state
 
 STATUS_STYLE = {FeedStatus.OK: "green", FeedStatus.WARNING: "yellow", FeedStatus.ERROR: "bold red",
@@ -24,15 +26,16 @@ STATUS_STYLE = {FeedStatus.OK: "green", FeedStatus.WARNING: "yellow", FeedStatus
               help="Print one JSON object per feed per line (name, url, status, items, new, updated, message).")
 @handle_errors
 def fetch_command(as_json: bool) -> None:
-    """Fetch every configured feed and store its items; exit 1 if any feed failed."""
+    """Fetch every feed (digest.toml's, else the store's unpaused ones) and store its items; exit 1 if any feed failed."""
     settings = state().settings
-    if not settings.feeds:
-        fail("no feeds configured: add [[feeds]] tables (name, url, kind) to the config file", EXIT_USAGE)
     engine = state().engine
     with Progress(TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("", total=len(settings.feeds))
-        reports = fetch_all(settings, engine, progress=lambda r: bar.update(task, advance=1, description=one_line(r.feed)))
+        task = bar.add_task("", total=None)
+        reports = fetch_all(settings, engine, started=lambda count: bar.update(task, total=count),
+                            progress=lambda r: bar.update(task, advance=1, description=one_line(r.feed)))
+    if not reports:
+        fail(NO_FEEDS, EXIT_USAGE)
     if as_json:
         for report in reports:
             click.echo(json.dumps(report_json(report), ensure_ascii=False))

@@ -21,6 +21,7 @@ from ..store.ledger import ledger_counts
 from ..store.locks import JOBS_TABLE, active_scheduler
 from ..store.runs import IssueRecord, RunNote, issue_records, job_store_next_runs, recent_runs
 from ..timetable import build_trigger, fetch_trigger, send_trigger
+from .ingest import feeds_to_fetch
 from .runs import JOB_BUILD, JOB_FETCH, JOB_SEND
 
 
@@ -95,9 +96,9 @@ def _figures(engine: Engine, issue: IssueRecord) -> IssueFigures:
 
 
 def _feeds(settings: Settings, engine: Engine) -> list[FeedState]:
-    """Configured feeds in config order, with a blank state for those never fetched."""
+    """The feeds a fetch takes now (digest.toml's or the store's), in order, with a blank state for those never fetched."""
     states = {s.name: s for s in all_feed_states(engine)}
-    return [states.get(f.name) or FeedState(name=f.name, url=f.url) for f in settings.feeds]
+    return [states.get(f.name) or FeedState(name=f.name, url=f.url) for f in feeds_to_fetch(settings, engine)]
 
 
 def status_as_dict(status: Status) -> dict:

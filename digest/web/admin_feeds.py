@@ -1,0 +1,284 @@
+"""The admin's feeds page: health in plain words; when the store manages the feeds, add (after a test
+fetch), pause, resume, rename, remove, OPML import and export.
+
+Each handler calls one use case of digest.pipeline.feeds. When digest.toml lists [[feeds]] the page
+is read-only ("managed in digest.toml") and every form answers 409. Every form is a POST with the
+session's CSRF token that ends in a redirect (Post/Redirect/Get), so a reload changes nothing.
+Testing a feed changes nothing, so it is a GET (`/admin/feeds/new?url=…`; a reload fetches again).
+The save form carries a token signed with the session's CSRF secret when the test passed; without
+it, saving needs the explicit "save it anyway" box. Words shown after a redirect (an import's
+skipped lines) travel in the query signed the same way, so a crafted URL cannot put words on the page.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..feed_fields import KINDS
+from ..opml import MAX_BYTES as MAX_OPML_BYTES
+from ..pipeline import feeds
+from .admin import Admin, message, not_allowed, page
+from .admin_auth import AdminSession
+
+MAX_SHOWN_PROBLEMS = 20
+UPLOAD_OVERHEAD = 16 * 1024  # the multipart envelope and the CSRF field around the file
+DONE = {  # messages after a redirect, chosen by key
+    "feed-added": "Feed added. It is fetched from the next fetch on.",
+    "feed-paused": "Feed paused: it is not fetched until you resume it.",
+    "feed-resumed": "Feed resumed: the next fetch reads it.",
+    "feed-renamed": "Feed renamed.",
+    "feed-removed": "Feed removed. Its items and past issues stay.",
+    "feed-unchanged": "Nothing changed: the feed already was that way.",
+}
+
+
+def routes(admin: Admin, get: Any, post: Any) -> list[BaseRoute]:
+    """The /admin/feeds routes; `get`/`post` wrap a handler with the session (and CSRF) checks of digest.web.admin."""
+    return [
+        Route("/admin/feeds", get(feeds_page)),
+        Route("/admin/feeds/new", get(new_feed_page)),
+        Route("/admin/feeds/export.opml", get(export_download)),
+        Route("/admin/feeds/remove", get(remove_page)),
+        Route("/admin/feeds/add", post(post_add, action="settings"), methods=["POST"]),
+        Route("/admin/feeds/pause", post(post_pause, action="settings"), methods=["POST"]),
+        Route("/admin/feeds/resume", post(post_resume, action="settings"), methods=["POST"]),
+        Route("/admin/feeds/rename", post(post_rename, action="settings"), methods=["POST"]),
+        Route("/admin/feeds/remove", post(post_remove, action="settings"), methods=["POST"]),
+        # An upload is larger than read_form's cap: this route reads its own form (same checks).
+        Route("/admin/feeds/import", _upload_guard(admin), methods=["POST"]),
+    ]
+
+
+# --- signed values ---------------------------------------------------------------------------------
+
+def _sign(session: AdminSession, *parts: str) -> str:
+    return hmac.new(session.csrf.encode(), "\x1f".join(parts).encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+
+def _signed_redirect(session: AdminSession, path: str, **params: str) -> RedirectResponse:
+    ordered = sorted(params.items())
+    query = urlencode([*ordered, ("sig", _sign(session, *(f"{k}={v}" for k, v in ordered)))])
+    return RedirectResponse(f"{path}?{query}", status_code=303)
+
+
+def _signed_params(request: Request, session: AdminSession) -> dict[str, str]:
+    """The query's values when its signature is this session's, else nothing."""
+    params = {k: v for k, v in request.query_params.multi_items() if k != "sig"}
+    sig = request.query_params.get("sig", "")
+    expected = _sign(session, *(f"{k}={v}" for k, v in sorted(params.items())))
+    return params if sig and hmac.compare_digest(sig, expected) else {}
+
+
+def redirect_to(path: str, done: str) -> RedirectResponse:
+    return RedirectResponse(f"{path}?{urlencode({'done': done})}", status_code=303)
+
+
+# --- pages -----------------------------------------------------------------------------------------
+
+async def feeds_page(admin: Admin, request: Request, session: AdminSession) -> Response:
+    now = datetime.now(UTC)
+    rows = await run_in_threadpool(feeds.feeds_overview, admin.settings, admin.engine, now)
+    notices = []
+    if done := DONE.get(request.query_params.get("done", "")):
+        notices.append(("ok", done))
+    imported = _signed_params(request, session)
+    if "added" in imported:
+        problems = [v for k, v in sorted(imported.items()) if k.startswith("p")]
+        more = int(imported.get("more", "0") or 0)
+        notices.append(("ok" if not problems else "error",
+                        f"OPML import: {_count(imported['added'], 'feed')} added, "
+                        f"{_count(str(len(problems) + more), 'line')} skipped."))
+        imported_problems = problems + ([f"… and {more} more"] if more else [])
+    else:
+        imported_problems = []
+    return page(admin, request, "admin/feeds.html",
+                {"rows": rows, "provisioned": feeds.provisioned(admin.settings), "kinds": KINDS,
+                 "import_problems": imported_problems, "active": "feeds", "now": now,
+                 "max_opml_kib": MAX_OPML_BYTES // 1024}, session, notices=notices)
+
+
+def _count(number: str, noun: str) -> str:
+    return f"{number} {noun}{'' if number == '1' else 's'}"
+
+
+async def new_feed_page(admin: Admin, request: Request, session: AdminSession) -> Response:
+    """Test-fetch a feed (storing nothing) and show what adding it would store, with the save form."""
+    if feeds.provisioned(admin.settings):
+        return _provisioned(admin, request, session)
+    query = request.query_params
+    fields = {key: query.get(key, "")[:2000] for key in ("name", "url", "kind", "language")}
+    try:
+        trial = await run_in_threadpool(feeds.try_feed, admin.settings, admin.engine, fields["name"], fields["url"],
+                                        fields["kind"] or None, fields["language"] or None)
+    except (feeds.InvalidFeed, feeds.DuplicateFeed) as exc:
+        return await _feeds_page_with(admin, request, session, 400, str(exc), fields)
+    feed = trial.feed
+    passed = _sign(session, "tested", feed.name, feed.url, feed.kind.value, feed.language or "") if trial.ok else ""
+    return page(admin, request, "admin/feed_test.html",
+                {"trial": trial, "passed": passed, "active": "feeds"}, session)
+
+
+async def _feeds_page_with(admin: Admin, request: Request, session: AdminSession, status_code: int, error: str,
+                           fields: dict[str, str]) -> Response:
+    rows = await run_in_threadpool(feeds.feeds_overview, admin.settings, admin.engine, datetime.now(UTC))
+    return page(admin, request, "admin/feeds.html",
+                {"rows": rows, "provisioned": feeds.provisioned(admin.settings), "kinds": KINDS, "fields": fields,
+                 "import_problems": [], "active": "feeds", "max_opml_kib": MAX_OPML_BYTES // 1024},
+                session, status_code, notices=[("error", error)])
+
+
+async def remove_page(admin: Admin, request: Request, session: AdminSession) -> Response:
+    """Ask before removing a feed."""
+    if feeds.provisioned(admin.settings):
+        return _provisioned(admin, request, session)
+    name = request.query_params.get("name", "")[:400]
+    return page(admin, request, "admin/feed_remove.html", {"name": name, "active": "feeds"}, session)
+
+
+async def export_download(admin: Admin, request: Request, session: AdminSession) -> Response:
+    text = await run_in_threadpool(feeds.export_opml, admin.settings, admin.engine, datetime.now(UTC))
+    return Response(text, media_type="text/x-opml; charset=utf-8",
+                    headers={"content-disposition": 'attachment; filename="feeds.opml"', "cache-control": "no-store"})
+
+
+def _provisioned(admin: Admin, request: Request, session: AdminSession) -> Response:
+    return message(admin, request, session, 409, "Managed in digest.toml", feeds.PROVISIONED, back="/admin/feeds")
+
+
+# --- forms -----------------------------------------------------------------------------------------
+
+async def post_add(admin: Admin, request: Request, session: AdminSession) -> Response:
+    """Save a tested feed: the test passed (signed token), or staff ticked "save it anyway"."""
+    form = request.state.form
+    fields = {key: str(form.get(key, ""))[:2000] for key in ("name", "url", "kind", "language")}
+    token = str(form.get("passed", ""))
+    try:
+        feed = await run_in_threadpool(feeds.check_new_feed, admin.settings, admin.engine, fields["name"],
+                                       fields["url"], fields["kind"] or None, fields["language"] or None)
+    except feeds.FeedsProvisioned:
+        return _provisioned(admin, request, session)
+    except (feeds.InvalidFeed, feeds.DuplicateFeed) as exc:
+        return await _feeds_page_with(admin, request, session, 400, str(exc), fields)
+    expected = _sign(session, "tested", feed.name, feed.url, feed.kind.value, feed.language or "")
+    if not hmac.compare_digest(token, expected) and form.get("confirm_failed") != "yes":
+        return await _feeds_page_with(admin, request, session, 400,
+                                      "Not saved: test the feed first, or tick \"save it anyway\" after a failed test.",
+                                      fields)
+    try:
+        await run_in_threadpool(feeds.add_feed, admin.settings, admin.engine, feed.name, feed.url, feed.kind.value,
+                                feed.language, datetime.now(UTC), session.account)
+    except feeds.DuplicateFeed as exc:  # added by someone else since the check
+        return await _feeds_page_with(admin, request, session, 409, str(exc), fields)
+    return redirect_to("/admin/feeds", "feed-added")
+
+
+async def _change(admin: Admin, request: Request, session: AdminSession, done: str, func: Any, *args: str) -> Response:
+    try:
+        changed = await run_in_threadpool(functools.partial(func, actor=session.account), admin.settings,
+                                          admin.engine, *args)
+    except feeds.FeedsProvisioned:
+        return _provisioned(admin, request, session)
+    except (feeds.InvalidFeed, feeds.DuplicateFeed, feeds.NoSuchFeed) as exc:
+        return message(admin, request, session, 400 if not isinstance(exc, feeds.NoSuchFeed) else 404,
+                       "Not changed", str(exc), back="/admin/feeds")
+    return redirect_to("/admin/feeds", done if changed is not False else "feed-unchanged")
+
+
+async def post_pause(admin: Admin, request: Request, session: AdminSession) -> Response:
+    return await _change(admin, request, session, "feed-paused", feeds.pause_feed, _name(request))
+
+
+async def post_resume(admin: Admin, request: Request, session: AdminSession) -> Response:
+    return await _change(admin, request, session, "feed-resumed", feeds.resume_feed, _name(request))
+
+
+async def post_rename(admin: Admin, request: Request, session: AdminSession) -> Response:
+    new_name = str(request.state.form.get("new_name", ""))[:400]
+    return await _change(admin, request, session, "feed-renamed", feeds.rename_feed, _name(request), new_name)
+
+
+async def post_remove(admin: Admin, request: Request, session: AdminSession) -> Response:
+    if request.state.form.get("confirm") != "yes":
+        return RedirectResponse(f"/admin/feeds/remove?{urlencode({'name': _name(request)})}", status_code=303)
+    return await _change(admin, request, session, "feed-removed", feeds.remove_feed, _name(request))
+
+
+def _name(request: Request) -> str:
+    return str(request.state.form.get("name", ""))[:400]
+
+
+# --- the OPML upload -------------------------------------------------------------------------------
+
+def _upload_guard(admin: Admin) -> Any:
+    """The import route: a session, this site's origin and the CSRF token, as every admin form; a body up to
+    the OPML cap (read_form's 64 KiB would refuse most files)."""
+
+    async def endpoint(request: Request) -> Response:
+        session = await run_in_threadpool(admin.auth.session, request)
+        if session is None:
+            return message(admin, request, None, 401, "Signed out", "Sign in again, then import the file.",
+                           back="/admin/login?next=/admin/feeds")
+        if refused := not_allowed(admin, request, session, "settings"):  # before the upload is even read
+            return refused
+        body = await _read_capped(request, MAX_OPML_BYTES + UPLOAD_OVERHEAD)
+        if body is None:
+            return message(admin, request, session, 413, "File too large",
+                           f"An OPML file of at most {MAX_OPML_BYTES // 1024 // 1024} MiB is read.", back="/admin/feeds")
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+        except Exception:  # noqa: BLE001 - starlette's multipart errors: a malformed upload is refused, never a 500
+            return message(admin, request, session, 400, "Not imported", "The upload could not be read; try again.",
+                           back="/admin/feeds")
+        if not admin.auth.same_origin(request) or not admin.auth.csrf_ok(session, form.get("csrf_token")):
+            return message(admin, request, session, 403, "Form expired",
+                           "This form's security token is missing or wrong, so nothing was changed. "
+                           "Reload the page and try again.", back="/admin/feeds")
+        return await _import(admin, request, session, form.get("file"))
+
+    return endpoint
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    length = request.headers.get("content-length", "")
+    if length and (not length.isdigit() or int(length) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _import(admin: Admin, request: Request, session: AdminSession, upload: object) -> Response:
+    if not isinstance(upload, UploadFile):
+        return message(admin, request, session, 400, "Not imported", "Choose an OPML file to import.",
+                       back="/admin/feeds")
+    data = await upload.read()
+    try:
+        result = await run_in_threadpool(feeds.import_opml, admin.settings, admin.engine, data, datetime.now(UTC),
+                                         session.account)
+    except feeds.FeedsProvisioned:
+        return _provisioned(admin, request, session)
+    except feeds.OpmlError as exc:
+        return message(admin, request, session, 400, "Not imported", f"Nothing was imported: {exc}",
+                       back="/admin/feeds")
+    shown = result.problems[:MAX_SHOWN_PROBLEMS]
+    params = {f"p{i:03d}": problem[:300] for i, problem in enumerate(shown)}
+    return _signed_redirect(session, "/admin/feeds", added=str(len(result.added)),
+                            more=str(len(result.problems) - len(shown)), **params)
