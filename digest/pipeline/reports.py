@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..models import Issue, IssueEntry, IssueStatus, SectionType, Segment
+from ..offers import report_from_json, report_lines
 from ..store import issues as issue_store
 from ..store.issues import IssueSummary
 from ..store.ledger import ledger_counts
@@ -59,6 +60,7 @@ class IssueReview:
     outlook: SendOutlook | None  # what the send job does with it; None once it is sending or sent
     segments: list[Segment]  # what today's subscribers read (the "As segment" choices)
     subscriber_emails: list[str]  # the first SUBSCRIBER_CHOICES addresses (the "As subscriber" list)
+    build_notes: tuple[str, ...] = ()  # the last build's report in words (digest.offers): late, held back, too old
 
 
 def issue_review(settings: Settings, engine: Engine, number: int, now: datetime) -> IssueReview | None:
@@ -73,7 +75,13 @@ def issue_review(settings: Settings, engine: Engine, number: int, now: datetime)
         outlook=send_outlook(settings, timing, now) if is_open and timing else None,
         segments=issue_segments(settings, engine, issue),
         subscriber_emails=[s.email for s in islice(iter_subscribers(engine), SUBSCRIBER_CHOICES)],
+        build_notes=_build_notes(settings, engine, number),
     )
+
+
+def _build_notes(settings: Settings, engine: Engine, number: int) -> tuple[str, ...]:
+    report = issue_store.build_report(engine, number)
+    return tuple(report_lines(report_from_json(report), settings.site.tz)) if report else ()
 
 
 # --- an issue's delivery ------------------------------------------------------------------------------
@@ -91,6 +99,9 @@ class DeliveryReport:
     events: dict[str, int]
     # Sent, but the server's confirmation was lost (twice at most): may have arrived; never "failed".
     possibly_delivered: int = 0
+    # Reports that arrived after the send (digest.pipeline.bounces): soft bounces and delay warnings.
+    soft_bounces: int = 0
+    delayed: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,9 +126,13 @@ def delivery_report(engine: Engine, number: int) -> DeliveryReport:
         skipped=counts.get("skipped", 0),
         waiting=sum(counts.get(s, 0) for s in ("queued", "sending", "failed_temporary")),
         unsubscribes=events.get("unsubscribed", 0),
-        complaints=events.get("complained", 0),
+        # Each complaint report is a `complaint` event; a reader who complained before adds no second
+        # `complained` status event, and older stores only have the latter.
+        complaints=max(events.get("complaint", 0), events.get("complained", 0)),
         events=events,
         possibly_delivered=counts.get("possibly_delivered", 0),
+        soft_bounces=events.get("soft_bounce", 0),
+        delayed=events.get("delayed", 0),
     )
 
 
