@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import nh3
 
@@ -78,13 +79,18 @@ def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_cha
     """
     trans = i18n.translations(segment.language)
     ctx = _ViewContext(settings, segment.language, trans.gettext, trans.ngettext, summary_chars, cap, issue.number)
-    sections = [_section_view(s, ctx) for s in edition_sections(issue, segment.section_ids)]
-    subject = _subject(issue, ctx)
+    events = next((s.entries for s in issue.sections if s.type == SectionType.EVENTS), ())
+    shown = edition_sections(issue, segment.section_ids, [s.id for s in settings.series])
+    sections = [_section_view(s, ctx, events) for s in shown]
+    headline = _subject(issue, ctx)
+    # A test send says so in the subject, in the reader's language ("[Test]" leads, so inbox lists show it).
+    subject = f"{ctx.gettext('[Test]')} {headline}" if issue.test else headline
     return {
-        "language": segment.language, "site": _site_view(settings), "subject": subject,
-        "preheader": _preheader(issue, sections, subject, ctx),
+        "language": segment.language, "site": _site_view(settings), "subject": subject, "headline": headline,
+        "preheader": _preheader(issue, sections, headline, ctx),
         "edition_label": _edition_label(issue, ctx), "intro": _paragraphs(issue.editorial.intro),
-        "sections": sections,
+        "sections": sections, "test": issue.test, "greeting": settings.render.greeting,
+        "colon": i18n.colon(segment.language),
     }
 
 
@@ -113,8 +119,8 @@ def _preheader(issue: Issue, sections: list[dict], subject: str, ctx: _ViewConte
     """40–140 characters that add to the subject: the intro's start, else the lead titles."""
     intro = _paragraphs(issue.editorial.intro)
     lead = intro[0] if intro else " · ".join(s["entries"][0]["title"] for s in sections if s["entries"])
-    generic = ctx.gettext("Publications, events and media mentions from %(site)s") % {
-        "site": display_line(ctx.settings.site.name)}
+    generic = i18n.elide(ctx.gettext("Publications, events and media mentions from %(site)s") % {
+        "site": display_line(ctx.settings.site.name)}, ctx.language)
     text = truncate(lead, 140)
     if len(text) < 40 or text == subject:
         text = truncate(f"{text} – {generic}" if text else generic, 140)
@@ -122,23 +128,62 @@ def _preheader(issue: Issue, sections: list[dict], subject: str, ctx: _ViewConte
     return text
 
 
-def _section_view(section: Section, ctx: _ViewContext) -> dict[str, Any]:
+# How many upcoming events of a series its section announces ("Coming up in this series: …").
+COMING_UP_EVENTS = 3
+
+
+def _section_view(section: Section, ctx: _ViewContext, events: tuple[IssueEntry, ...] = ()) -> dict[str, Any]:
     entries = section.entries if ctx.cap is None else section.entries[:ctx.cap]
     series = ctx.settings.series_by_id().get(section.series or "")
     more_url = _link(section.more_url or (series.url if series else ""), section.id, ctx)
+    coming_up = _coming_up(section, events, ctx)
+    shown_events = {c["key"] for c in coming_up}
     return {
         "id": section.id, "type": str(section.type), "title": _section_title(section, ctx),
-        "entries": [_item_view(entry, section.id, ctx) for entry in entries],
+        "full_title": _series_name(section, ctx),
+        "coming_up": coming_up,
+        "entries": [_item_view(entry, section.id, ctx, shown_events) for entry in entries],
         "hidden": len(section.entries) - len(entries),
         "hidden_url": more_url or _link(ctx.settings.site.url, section.id, ctx) or "",
         "more_url": more_url or "",
     }
 
 
+def _coming_up(section: Section, events: tuple[IssueEntry, ...], ctx: _ViewContext) -> list[dict[str, str]]:
+    """A series' upcoming events (soonest first, as the events section lists them), once per section."""
+    if section.type != SectionType.SERIES or not section.series:
+        return []
+    found = []
+    for entry in events:
+        item = entry.item
+        url = _link(item.url, section.id, ctx)
+        if section.series in item.series and url and item.event and item.event.start:
+            day, _ = i18n.event_when(item.event.start, item.event.end, ctx.language, ctx.settings.site.tz)
+            found.append({"key": item.key, "title": display_line(item.title) or url, "url": url, "date": day})
+    return found[:COMING_UP_EVENTS]
+
+
+def _series_name(section: Section, ctx: _ViewContext) -> str:
+    """The series' full configured name (the section's own title for other sections)."""
+    series = ctx.settings.series_by_id().get(section.series or "")
+    return display_line(section.title or (series.name if series else section.id))
+
+
 def _section_title(section: Section, ctx: _ViewContext) -> str:
     if section.type in _SECTION_TITLES:
         return ctx.gettext(_SECTION_TITLES[section.type])
-    return display_line(section.title)
+    return short_series_name(_series_name(section, ctx))
+
+
+# "European Strategic Autonomy series – Security & Defence": the part after the last dash or colon
+# is what tells one section from the next.
+_NAME_PARTS = re.compile(r"\s+[–—]\s+|\s+-\s+|:\s+")
+
+
+def short_series_name(name: str) -> str:
+    """A series' short head: the last part of "Programme – Topic" names, else the whole name."""
+    parts = [p for p in _NAME_PARTS.split(name) if p.strip()]
+    return parts[-1].strip() if parts else name
 
 
 def N_(message: str) -> str:  # the gettext convention: marks a string for extraction only
@@ -151,20 +196,27 @@ _SECTION_TITLES = {SectionType.EVENTS: N_("Upcoming events"), SectionType.MEDIA:
                    SectionType.MORE: N_("More from us")}
 
 
-def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext) -> dict[str, Any]:
+def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext,
+               shown_events: set[str] = frozenset()) -> dict[str, Any]:
     item = entry.item
-    language = (item.language or "").strip().lower()[:2]
+    language = i18n.known_language(item.language)
     marker = None
-    if language.isalpha() and len(language) == 2 and language != ctx.language:
+    # A badge only where the item's language is known (a real ISO 639-1 code, not "und" or "xx")
+    # and differs from the edition's.
+    if language and language != ctx.language:
         marker = {"code": language.upper(), "name": i18n.language_name(language, language)}
+    # The section already announces its series' upcoming events: not again under each item.
     related = [{"title": display_line(r.title) or r.url, "url": _link(r.url, section_id, ctx)}
-               for r in entry.related[:ctx.settings.digest.related_links]]
+               for r in entry.related if r.key not in shown_events][:ctx.settings.digest.related_links]
+    series = ctx.settings.series_by_id()
+    also_in = [short_series_name(display_line(series[s].name if s in series else s)) for s in entry.also_in]
     return {
         "kind": str(item.kind), "title": display_line(item.title) or ctx.gettext("(untitled)"),
         "url": _link(item.url, section_id, ctx), "language": language if marker else ctx.language,
         "marker": marker, "meta": _item_meta(item, ctx),
         "summary": truncate(summary_text(item.summary_html or item.content_html), ctx.summary_chars),
         "related": [r for r in related if r["url"]],
+        "also_in": ", ".join(also_in),
         "event": _event_view(item, ctx) if item.kind == ItemKind.EVENT and item.event else None,
     }
 
@@ -188,28 +240,37 @@ def _item_meta(item: Item, ctx: _ViewContext) -> str:
 def _event_view(item: Item, ctx: _ViewContext) -> dict[str, Any]:
     event = item.event
     tz = ctx.settings.site.tz
+    date, time = i18n.event_when(event.start, event.end, ctx.language, tz) if event.start else \
+        (ctx.gettext("Date to be announced"), "")
     mode = ""
     if event.hybrid:
         mode = ctx.gettext("Hybrid: on site and online")
     elif event.online:
         mode = ctx.gettext("Online")
     return {
-        "date": i18n.full_date(event.start, ctx.language, tz) if event.start else ctx.gettext("Date to be announced"),
-        "time": i18n.time_range(event.start, event.end, ctx.language, tz) if event.start else "",
+        "date": date, "time": time,
         "place": display_line(event.location), "mode": mode,
-        "calendar_url": calendar_url(item) or "",
+        "calendar_url": calendar_url(item, tz) or "",
     }
 
 
-def calendar_url(item: Item) -> str | None:
-    """A Google Calendar "add event" link for an event item (no attachment needed); None without a start."""
+def calendar_url(item: Item, tz: ZoneInfo | None = None) -> str | None:
+    """A Google Calendar "add event" link for an event item (no attachment needed); None without a start.
+
+    With the site timezone `tz`, an all-day event (i18n.is_all_day) is added as whole days.
+    """
     event = item.event
     if event is None or event.start is None:
         return None
-    end = event.end if event.end and event.end > event.start else event.start + timedelta(hours=1)
-    stamp = "%Y%m%dT%H%M%SZ"
+    if tz is not None and i18n.is_all_day(event.start, event.end, tz):
+        first, last = i18n.event_days(event.start, event.end, tz)
+        dates = f"{first:%Y%m%d}/{last + timedelta(days=1):%Y%m%d}"  # Google's end day is exclusive
+    else:
+        end = event.end if event.end and event.end > event.start else event.start + timedelta(hours=1)
+        stamp = "%Y%m%dT%H%M%SZ"
+        dates = f"{_utc(event.start).strftime(stamp)}/{_utc(end).strftime(stamp)}"
     params = {"action": "TEMPLATE", "text": display_line(item.title),
-              "dates": f"{_utc(event.start).strftime(stamp)}/{_utc(end).strftime(stamp)}",
+              "dates": dates,
               "details": safe_url(item.url) or "", "location": display_line(event.location)}
     return "https://calendar.google.com/calendar/render?" + urlencode({k: v for k, v in params.items() if v})
 

@@ -1,32 +1,69 @@
-"""Related content: up to N links per issue item to other content of ours.
+"""Related content: at most a couple of links per issue item, each worth clicking.
 
-Ranking for an item in one or more series:
-  1. upcoming events of the same series, soonest first;
-  2. other content of the same series (any feed, any date), by shared categories and text similarity;
-  3. content in no series that is textually similar.
-Items in no series get similarity-based links only (to content in no series, or to a series'
-briefs, articles and news, never to a series' event). Never: the item itself (same key or same
-article URL), media mentions (not our content), for a series item content only of other series.
-Similarity is scikit-learn TF-IDF with cosine similarity, fitted once on the
-candidate pool, so an issue costs one vectorisation and one sparse product.
+Rules (issue 14):
+- at most `limit` links per item (`digest.related_links`, 2 by default);
+- never a link to an item placed in the same section of the issue (`section_of`), nor to itself
+  (same key or same article URL), nor to a media mention (not our content);
+- no target linked more than `MAX_TARGET_USES` times in one issue (items are served in issue order);
+- a minimum similarity for every link: no link is better than a wrong one. A candidate must score
+  `MIN_SIMILARITY` (TF-IDF cosine plus a bonus per shared category; a series' name as a category
+  counts for nothing, since every item of the series has it, nor does a category on more than a
+  fifth of the pool, "Policy Brief") *and* share at least `MIN_SHARED_TERMS` distinctive words (not
+  numbers, not function words, not words in more than a fifth of the pool), so "Vienna Forum" never
+  matches "Madrid Forum" on "forum" alone;
+- a candidate in the item's own language (or of unknown language) is preferred: another language
+  must score `OTHER_LANGUAGE_FACTOR` times higher to compete;
+- a series item links to content of its own series first, then to similar content in no series,
+  never to content only of other series; an item in no series links by similarity to content in no
+  series or to a series' briefs and articles, never to a series' event;
+- upcoming events of the item's own series are not item links: the edition shows them once per
+  section ("Coming up in this series", edition_view), first.
+Similarity is scikit-learn TF-IDF with cosine similarity, fitted once on the candidate pool, so an
+issue costs one vectorisation and one sparse product.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
 
 from .models import Item, ItemKind, RelatedLink
 
-# A shared category counts like this much cosine similarity (at most three are counted).
+# A shared category (not a series) counts like this much cosine similarity (at most three are counted).
 CATEGORY_WEIGHT = 0.15
-# Content outside the item's series must be at least this similar to be worth a link.
-MIN_SIMILARITY = 0.08
+# Every link must be at least this similar (cosine plus category bonus).
+MIN_SIMILARITY = 0.15
+# ... and share this many distinctive words.
+MIN_SHARED_TERMS = 2
+# A candidate in another language than the item's competes with its score multiplied by this.
+OTHER_LANGUAGE_FACTOR = 0.6
+# A word or category on more than this share of the pool (and more than COMMON_MIN_DOCS items) is no
+# topic: "Europe" in a European foundation's feeds, "Policy Brief" as a category.
+COMMON_SHARE = 0.2
+COMMON_MIN_DOCS = 3
+# No target is linked from more items than this in one issue.
+MAX_TARGET_USES = 2
 _TAG = re.compile(r"<[^>]+>")
+# Words only: digits ("2026") and one-letter words say nothing about a topic.
+_TOKEN = r"(?u)\b[^\W\d_]{2,}\b"
+# Function words of the edition languages (scikit-learn ships English only); accents already stripped.
+_STOP_WORDS = frozenset("""
+a about after against all also an and are as at be been before between but by can could do for from
+has have how in into is it its more new not of on or our over s than that the their them there these
+this those through to under up was we what when where which who why will with within without you your
+au aux avec ce ces cette dans de des du elle en entre est et il ils la le les leur lui mais ne nos notre
+ou par pas plus pour qu que qui sa se ses son sont sur un une vers apres avant comme d l
+am an auf aus bei bis das dass dem den der des die durch ein eine einem einen einer eines es fur im
+in ist mit nach nicht noch oder sich sie sind uber um und unter vom von vor was wie wir zu zum zur
+zwischen
+back first get how last made make many most much need needs next now one only three two way well year years
+encore nouveau nouvelle premier tout tous neue neuen erste jahr jahre mehr nur
+""".split())
 # The candidate pool build_issue reads from the store: the latest content overall, plus the
 # latest of each series present in the issue (older same-series content rarely beats newer).
 POOL_RECENT = 2000
@@ -34,15 +71,27 @@ POOL_PER_SERIES = 300
 
 
 def find_related(items: Sequence[Item], candidates: Sequence[Item], series_order: Sequence[str],
-                 limit: int, reference: datetime) -> dict[str, tuple[RelatedLink, ...]]:
-    """Related links for each of `items`, keyed by item key; events from `reference` on are upcoming."""
+                 limit: int, reference: datetime,
+                 section_of: Mapping[str, str] | None = None,
+                 series_terms: Collection[str] = ()) -> dict[str, tuple[RelatedLink, ...]]:
+    """Related links for each of `items` (in issue order), keyed by item key.
+
+    Events from `reference` on are upcoming. `section_of` maps the key of each item placed in the
+    issue to its section id; items of one section never link each other. `series_terms` are the
+    series' names and aliases: as categories they say nothing about a topic.
+    """
     if not items or limit <= 0:
         return {}
     pool = _pool(items, candidates)
-    facts = _PoolFacts(pool, reference)
+    facts = _PoolFacts(pool, reference, section_of or {})
     rows = [facts.index[item.key] for item in items]
-    scores = _similarity(pool, rows)
-    return {item.key: _links_for(item, scores[n], facts, limit) for n, item in enumerate(items)}
+    ignored = {_norm(t) for t in [*series_order, *series_terms]}
+    scores, shared_terms, shared_cats = _similarity(pool, rows, ignored)
+    uses: dict[int, int] = {}
+    related = {}
+    for n, item in enumerate(items):
+        related[item.key] = _links_for(item, scores[n], shared_terms[n], shared_cats[n], facts, limit, uses)
+    return related
 
 
 def _pool(items: Sequence[Item], candidates: Sequence[Item]) -> list[Item]:
@@ -54,7 +103,7 @@ def _pool(items: Sequence[Item], candidates: Sequence[Item]) -> list[Item]:
 class _PoolFacts:
     """Per-candidate arrays, so ranking one item is a few vector operations."""
 
-    def __init__(self, pool: list[Item], reference: datetime) -> None:
+    def __init__(self, pool: list[Item], reference: datetime, section_of: Mapping[str, str]) -> None:
         self.pool = pool
         self.index = {c.key: n for n, c in enumerate(pool)}
         self.is_event = np.array([c.kind == ItemKind.EVENT for c in pool])
@@ -62,11 +111,13 @@ class _PoolFacts:
         self.has_series = np.array([bool(c.series) for c in pool])
         starts = [c.event.start if c.event and c.event.start else None for c in pool]
         self.upcoming = np.array([s is not None and s >= reference for s in starts])
-        self.start_ts = np.array([s.timestamp() if s else 0.0 for s in starts])
         self.published_ts = np.array([c.effective_published.timestamp() if c.effective_published else 0.0
                                       for c in pool])
         self.key_rank = np.argsort(np.argsort(np.array([c.key for c in pool], dtype=object)))
         self.urls = [_article_url(c.url) for c in pool]
+        self.languages = np.array([_language(c) for c in pool], dtype=object)
+        self.section = np.array([section_of.get(c.key, "") for c in pool], dtype=object)
+        self.section_of = section_of
         self.members: dict[str, np.ndarray] = {}
         for n, c in enumerate(pool):
             for sid in c.series:
@@ -80,45 +131,72 @@ class _PoolFacts:
         return mask
 
 
-def _similarity(pool: list[Item], rows: list[int]) -> np.ndarray:
-    """Cosine similarity of each row item to every pool item, plus the shared-category bonus."""
+def _similarity(pool: list[Item], rows: list[int],
+                series_terms: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, shared distinctive words, shared categories) of each row item to every pool item."""
     # Imported here, not at the top: scikit-learn takes about a second to import, and every command
     # that reaches the issues use case (`digest approve`, `digest issue …`) would pay it; only
     # composing an issue needs it.
     from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-    texts = [_text(c) for c in pool]
+    common_limit = max(COMMON_MIN_DOCS, COMMON_SHARE * len(pool))
+    # A series' name as a category is on every item of the series, a generic one on most items.
+    named = [[n for n in dict.fromkeys(_norm(c) for c in item.categories) if n and n not in series_terms]
+             for item in pool]
+    counts = Counter(n for names in named for n in names)
+    cats = [[n for n in names if counts[n] <= common_limit] for names in named]
+    texts = [_text(c, kept) for c, kept in zip(pool, cats, strict=True)]
+    shape = (len(rows), len(pool))
     try:
-        tfidf = TfidfVectorizer(sublinear_tf=True, strip_accents="unicode", dtype=np.float32).fit_transform(texts)
+        vectorizer = TfidfVectorizer(sublinear_tf=True, strip_accents="unicode", token_pattern=_TOKEN,
+                                     stop_words=list(_STOP_WORDS), dtype=np.float32)
+        tfidf = vectorizer.fit_transform(texts)
         cosine = (tfidf[rows] @ tfidf.T).toarray()
+        present = tfidf.copy()
+        present.data[:] = 1.0
+        # Words shared by most of the pool ("europe" in a European foundation's feeds) are not a topic.
+        common = np.asarray(present.sum(axis=0)).ravel() > common_limit
+        present = present[:, np.flatnonzero(~common)]
+        terms = (present[rows] @ present.T).toarray()
     except ValueError:  # no word at all in the pool (e.g. titles of digits only)
-        cosine = np.zeros((len(rows), len(pool)), dtype=np.float32)
-    cats = [[_norm(c) for c in item.categories] for item in pool]
+        cosine = np.zeros(shape, dtype=np.float32)
+        terms = np.zeros(shape, dtype=np.float32)
+    shared = np.zeros(shape, dtype=np.float32)
     if any(cats):
         matrix = CountVectorizer(analyzer=lambda x: x, binary=True).fit_transform(cats)
         shared = (matrix[rows] @ matrix.T).toarray()
-        cosine = cosine + CATEGORY_WEIGHT * np.minimum(shared, 3)
-    return cosine
+    return cosine + CATEGORY_WEIGHT * np.minimum(shared, 3), terms, shared
 
 
-def _links_for(item: Item, score: np.ndarray, facts: _PoolFacts, limit: int) -> tuple[RelatedLink, ...]:
+def _links_for(item: Item, score: np.ndarray, terms: np.ndarray, cats: np.ndarray, facts: _PoolFacts,
+               limit: int, uses: dict[int, int]) -> tuple[RelatedLink, ...]:
     same_series = facts.in_series(item.series)
     own_url = _article_url(item.url)
+    own_section = facts.section_of.get(item.key, "")
     # A series item never links to content only of other series; an item in no series may link to
     # any series' briefs and articles by similarity, but never to a series' event.
     foreign = facts.has_series & (~same_series if item.series else facts.is_event)
-    eligible = ~facts.is_media & ~foreign & (same_series | (score >= MIN_SIMILARITY))
+    # Upcoming events of the item's own series are shown once per section, not under each item.
+    section_events = same_series & facts.is_event & facts.upcoming
+    language = _language(item)
+    other_language = (facts.languages != "") & (facts.languages != language) if language else \
+        np.zeros(len(facts.pool), dtype=bool)
+    ranked = np.where(other_language, score * OTHER_LANGUAGE_FACTOR, score)
+    topical = terms >= MIN_SHARED_TERMS
+    eligible = ~facts.is_media & ~foreign & ~section_events & topical & (ranked >= MIN_SIMILARITY)
+    if own_section:
+        eligible &= facts.section != own_section
     eligible[facts.index[item.key]] = False
     idx = np.flatnonzero(eligible)
-    tier = np.where(same_series[idx] & facts.is_event[idx] & facts.upcoming[idx], 0, np.where(same_series[idx], 1, 2))
-    secondary = np.where(tier == 0, facts.start_ts[idx], -score[idx])
-    order = idx[np.lexsort((facts.key_rank[idx], -facts.published_ts[idx], secondary, tier))]
+    tier = np.where(same_series[idx], 0, 1)
+    order = idx[np.lexsort((facts.key_rank[idx], -facts.published_ts[idx], -ranked[idx], tier))]
     links: list[RelatedLink] = []
     seen = {own_url}
     for n in order:
-        if facts.urls[n] in seen:
+        if facts.urls[n] in seen or uses.get(n, 0) >= MAX_TARGET_USES:
             continue
         seen.add(facts.urls[n])
+        uses[n] = uses.get(n, 0) + 1
         c = facts.pool[n]
         links.append(RelatedLink(key=c.key, kind=c.kind, title=c.title, url=c.url))
         if len(links) == limit:
@@ -126,9 +204,15 @@ def _links_for(item: Item, score: np.ndarray, facts: _PoolFacts, limit: int) -> 
     return tuple(links)
 
 
-def _text(item: Item) -> str:
+def _language(item: Item) -> str:
+    code = (item.language or "").strip().lower()[:2]
+    return code if code.isalpha() and len(code) == 2 else ""
+
+
+def _text(item: Item, categories: list[str]) -> str:
+    """What an item is about: the title (counted twice), its telling categories, the summary."""
     summary = html.unescape(_TAG.sub(" ", item.summary_html or item.content_html))[:2000]
-    return " ".join([item.title, item.title, *item.categories, summary])
+    return " ".join([item.title, item.title, *categories, summary])
 
 
 def _norm(category: str) -> str:

@@ -20,7 +20,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 from mjml import mjml2html
 
 from . import i18n
-from .config import ConfigError, Settings
+from .config import LANGUAGES, ConfigError, Settings
 from .edition_view import (
     PLACEHOLDER_PREFIX,
     display_line,
@@ -43,7 +43,10 @@ from .template_errors import (
 
 # --- placeholders -------------------------------------------------------------------------------------
 
-PLACEHOLDERS = ("name", "email", "unsubscribe_url", "preferences_url", "view_url")
+PLACEHOLDERS = ("name", "first_name", "email", "unsubscribe_url", "preferences_url", "view_url")
+# Placeholders whose value is worked out from another when not given: the first name from the name
+# (so every caller that knows a name fills the `render.greeting = "first_name"` greeting the same way).
+_DERIVED = frozenset({"first_name"})
 # Only the known names: anything else in the text is content, never a slot.
 _PLACEHOLDER_RE = re.compile(r"\[\[DIGEST:(" + "|".join(PLACEHOLDERS) + r")\]\]")
 _URL_PLACEHOLDERS = frozenset(name for name in PLACEHOLDERS if name.endswith("_url"))
@@ -160,7 +163,8 @@ def render_edition(issue: Issue, segment: Segment, settings: Settings, *,
 def personalise(edition: Edition, values: Mapping[str, str]) -> tuple[str, str]:
     """(html, text) for one subscriber: placeholder slots filled, HTML-escaped in html, raw in text.
 
-    `values` needs every name in PLACEHOLDERS; URL values must be http(s). Byte-identical to
+    `values` needs every name in PLACEHOLDERS but `first_name` (taken from `name` when not given);
+    URL values must be http(s). Byte-identical to
     `render_edition(..., values=values, fit=edition.fit).html/.text`.
     """
     clean = _clean_values(values)
@@ -207,12 +211,51 @@ def reader_values(name: str, email: str, language: str, unsubscribe_url: str, pr
 def greeting_name(name: str, language: str) -> str:
     """The value for the `name` placeholder: the subscriber's name, else a word that reads well after "Hello"."""
     name = display_line(name)
-    return name or i18n.translations(language).pgettext("greeting without a name", "there")
+    return name or _nameless(language)
+
+
+@functools.lru_cache(maxsize=16)
+def _nameless(language: str) -> str:
+    return i18n.translations(language).pgettext("greeting without a name", "there")
+
+
+# Titles that make a first name alone read wrong ("Hello Dr.,"): such names are used whole.
+_TITLES = frozenset({"dr", "prof", "mr", "mrs", "ms", "mx", "m", "mme", "mlle", "herr", "frau", "sir", "dame"})
+
+
+def first_name(name: str) -> str:
+    """The first name of a name as readers type it: "Anna Schmidt" → "Anna", "Schmidt, Anna" → "Anna";
+    a name led by a title ("Dr. Anna Schmidt") is kept whole."""
+    name = " ".join(name.split())
+    if "," in name:
+        rest = name.split(",", 1)[1].strip()
+        return rest.split(" ", 1)[0] if rest else name.split(",", 1)[0].strip()
+    words = name.split(" ")
+    if words[0].rstrip(".").casefold() in _TITLES:
+        return name
+    return words[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _nameless_words() -> frozenset[str]:
+    return frozenset(_nameless(language) for language in LANGUAGES)
+
+
+def _first_name_value(name: str) -> str:
+    """The `first_name` placeholder's value from the `name` one; the nameless word stays whole ("à vous")."""
+    return name if not name or name in _nameless_words() else first_name(name)
 
 
 def full_segment(issue: Issue, language: str) -> Segment:
     """The full edition of an issue (every section) as a segment, e.g. for previews and the archive."""
     return Segment(id="all", section_ids=tuple(s.id for s in issue.sections), language=language)
+
+
+def _elide(text: Any, language: str) -> Any:
+    # Jinja hands the filter Markup when autoescaping: elision only touches letters and spaces, so
+    # the result stays safe markup.
+    result = i18n.elide(str(text), language)
+    return type(text)(result) if isinstance(text, str) and type(text) is not str else result
 
 
 # --- placeholder splitting and escaping -----------------------------------------------------------------
@@ -246,16 +289,20 @@ _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9.
 
 
 def _clean_values(values: Mapping[str, str]) -> dict[str, str]:
-    missing = [name for name in PLACEHOLDERS if name not in values]
+    missing = [name for name in PLACEHOLDERS if name not in values and name not in _DERIVED]
     if missing:
         raise KeyError(f"personalise needs values for {', '.join(missing)}")
     clean = {}
     for name in PLACEHOLDERS:
+        if name not in values:
+            continue
         # No line breaks or control characters: they would forge lines in the text part.
         value = neutralise_markers(replace_controls(str(values[name])).strip())
         if name in _URL_PLACEHOLDERS and not _PLAIN_URL.fullmatch(value) and safe_url(value) != value:
             raise ValueError(f"{name} must be an absolute http(s) URL without spaces, got {value!r}")
         clean[name] = value
+    if "first_name" not in clean:
+        clean["first_name"] = _first_name_value(clean["name"])
     return clean
 
 
@@ -298,6 +345,8 @@ def template_environment(user_dir: str, language: str) -> Environment:
     )
     env.template_class = TracingTemplate  # error messages can then say which template wrote what
     env.install_gettext_translations(i18n.translations(language), newstyle=True)
+    # `{% filter elide %}` makes the language's elisions where a name went into a sentence ("d’Europa").
+    env.filters["elide"] = functools.partial(_elide, language=language)
     return env
 
 

@@ -1,10 +1,10 @@
 """Segments: the distinct sets of sections subscribers' preferences select, so each is rendered once.
 
 A segment's `section_ids` name the series a reader follows that have something for them, then
-"events", "media" and "more" (everyone gets "more"), each only when it has entries. An item sits in
-one section only (its first series); a reader who follows one of its other series (`also_in`) but
-not the first still gets it, inside that first series' section, shown with only such items:
-`edition_sections(issue, segment.section_ids)` returns exactly the sections a segment shows.
+"events", "media" and "more" (everyone gets "more"), each only when it has entries. An item in
+several series appears once per reader: under the first of its series, in the edition's order, that
+the reader follows, with "Also in: …" naming the others (`edition_sections(issue,
+segment.section_ids, series_order)` returns exactly the sections a segment shows).
 An empty tuple means "send this reader nothing".
 
 `segment_for(issue, subscriber, default_language)` is the one rule "which edition does this
@@ -16,11 +16,11 @@ take it from here. Reading today's subscribers from the store is the pipeline's
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from .config import LANGUAGES
-from .models import Issue, Section, SectionType, Segment, Subscriber
+from .models import Issue, IssueEntry, Section, SectionType, Segment, Subscriber
 
 Preference = tuple[tuple[str, ...], bool, bool, str]  # (series followed, want events, want media, language)
 
@@ -94,17 +94,39 @@ def _segment(issue: Issue, series_followed: tuple[str, ...], want_events: bool, 
     return Segment(id=segment_id(ids, language), section_ids=ids, language=language) if ids else None
 
 
-def edition_sections(issue: Issue, section_ids: Iterable[str]) -> tuple[Section, ...]:
-    """The sections a segment shows, in issue order; a series section not followed keeps only the
-    items whose other series (`also_in`) are followed."""
+def edition_sections(issue: Issue, section_ids: Iterable[str],
+                     series_order: Sequence[str] = ()) -> tuple[Section, ...]:
+    """The sections a segment shows, in issue order, each item once.
+
+    An item in several series sits under the first of its series, in the edition's order
+    (`series_order`, the configured order; else the issue's), that the segment shows; its `also_in`
+    then names its other series. So a reader who follows only an item's second series finds it
+    under that series' heading: a section the issue does not have is made for it (title "", the
+    view names it from the settings).
+    """
     wanted = set(section_ids)
-    shown: list[Section] = []
+    series_sections = [s for s in issue.sections if s.type == SectionType.SERIES]
+    order = list(dict.fromkeys([*series_order, *(s.id for s in series_sections),
+                                *(sid for s in series_sections for e in s.entries for sid in e.also_in)]))
+    homes: dict[str, list[tuple[bool, IssueEntry]]] = {}
     for section in issue.sections:
-        if section.id in wanted:
-            if section.entries:
-                shown.append(section)
-        elif section.type == SectionType.SERIES:
-            entries = tuple(e for e in section.entries if wanted.intersection(e.also_in))
-            if entries:
-                shown.append(replace(section, entries=entries))
+        if section.type != SectionType.SERIES:
+            continue
+        for entry in section.entries:
+            mine = [section.id, *entry.also_in]
+            home = next((sid for sid in order if sid in mine and sid in wanted), None)
+            if home is None:
+                continue
+            others = tuple(sid for sid in order if sid in mine and sid != home)
+            homes.setdefault(home, []).append((home != section.id, replace(entry, also_in=others)))
+    existing = {s.id: s for s in issue.sections if s.type == SectionType.SERIES}
+    shown: list[Section] = []
+    for sid in order:
+        if homes.get(sid):
+            base = existing.get(sid) or Section(id=sid, type=SectionType.SERIES, title="", series=sid)
+            # The section's own items first (pinned ones lead), then those that came from another series.
+            shown.append(replace(base, entries=tuple(e for _, e in sorted(homes[sid], key=lambda h: h[0]))))
+    for section in issue.sections:
+        if section.type != SectionType.SERIES and section.id in wanted and section.entries:
+            shown.append(section)
     return tuple(shown)

@@ -166,14 +166,15 @@ def test_of_two_alerts_for_one_article_the_earliest_stays_whatever_the_keys(sett
 
 
 def test_pinned_items_lead_their_section_and_dropped_items_are_left_out(settings, items):
-    assert p(1002) in [r.key for e in section(compose(settings, items), SEC).entries for r in e.related]
-    editorial = Editorial(pinned=("https://www.example.org/news/updated-only/", p(1009)), dropped=(p(1002),))
+    # Items of one section never link each other (issue 14): p(1005), in "more", is linked from an event.
+    assert p(1005) in [r.key for e in section(compose(settings, items), "events").entries for r in e.related]
+    editorial = Editorial(pinned=("https://www.example.org/news/updated-only/", p(1009)), dropped=(p(1002), p(1005)))
     issue = compose(settings, items, editorial)
     assert keys(issue, SEC) == ["https://www.example.org/news/updated-only/", p(1001)]
     assert [e.pinned for e in section(issue, SEC).entries] == [True, False]
     assert [e.pinned for e in section(issue, DIG).entries] == [True]
     assert p(1002) not in item_keys(issue)
-    assert p(1002) not in [r.key for s in issue.sections for e in s.entries for r in e.related]
+    assert not {p(1002), p(1005)} & {r.key for s in issue.sections for e in s.entries for r in e.related}
     assert issue.editorial == editorial
 
 
@@ -268,10 +269,12 @@ def test_sections_for_preferences(settings, items):
     assert sections_for(issue, (ECO,), False, True) == (ECO, "media", "more")
 
 
-def test_reader_of_the_second_series_gets_the_item_once_in_the_first_section(settings, items):
+def test_reader_of_the_second_series_gets_the_item_once_under_that_series(settings, items):
     issue = compose(settings, items)
     shown = edition_sections(issue, sections_for(issue, (ECO,), False, False))
-    assert [(s.id, [e.item.key for e in s.entries]) for s in shown][0] == (SEC, [p(1002)])
+    # Issue 14: under the first series this reader follows, "Also in" naming the others.
+    assert [(s.id, [e.item.key for e in s.entries]) for s in shown][0] == (ECO, [p(1002)])
+    assert shown[0].entries[0].also_in == (SEC,)
     both = edition_sections(issue, sections_for(issue, (ECO, SEC), False, False))
     placed = [e.item.key for s in both for e in s.entries]
     assert placed.count(p(1002)) == 1 and len(placed) == len(set(placed))

@@ -3,6 +3,7 @@ the size budget, UTM links, template overrides and errors, catalogues, and `dige
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -68,6 +69,12 @@ def settings(tmp_path):
     return make_settings(tmp_path)
 
 
+@pytest.fixture
+def full_name_settings(tmp_path):
+    """Greeting readers by their full name, so the whole (hostile) name value reaches the output."""
+    return make_settings(tmp_path, render={"greeting": "full_name"})
+
+
 class Tags(HTMLParser):
     """Every start tag with its attributes, and the text of each link."""
 
@@ -113,23 +120,27 @@ def test_personalise_is_byte_identical_to_rendering_the_subscriber_directly(sett
     assert "[[DIGEST:" not in html and "[[DIGEST:" not in text
 
 
-def test_compiled_edition_keeps_every_placeholder_and_splits_once(settings):
+@pytest.mark.parametrize("greeting,unused", [("first_name", "name"), ("full_name", "first_name")])
+def test_compiled_edition_keeps_every_placeholder_and_splits_once(tmp_path, greeting, unused):
+    settings = make_settings(tmp_path, render={"greeting": greeting})
     issue = demo_issue()
     edition = render_edition(issue, all_sections(issue), settings)
-    for name in PLACEHOLDERS:
+    used = [name for name in PLACEHOLDERS if name != unused]  # the greeting uses one form of the name
+    for name in used:
         assert placeholder(name) in edition.html, name
         assert placeholder(name) in edition.text, name
+    assert placeholder(unused) not in edition.html
     # The split is stored on the edition: parts alternate literal text and placeholder slots.
     assert len(edition.html_parts) == 2 * len(edition.html_slots) + 1
     slot_names = {name for _, name, _ in edition.html_slots}
-    assert slot_names == set(PLACEHOLDERS)
+    assert slot_names == set(used)
     attribute_slots = {name for _, name, attribute in edition.html_slots if attribute}
     assert attribute_slots == {"unsubscribe_url", "preferences_url", "view_url"}
 
 
-def test_personalised_values_are_escaped_for_html_and_raw_in_text(settings):
+def test_personalised_values_are_escaped_for_html_and_raw_in_text(full_name_settings):
     issue = demo_issue()
-    html, text = personalise(render_edition(issue, all_sections(issue), settings), VALUES)
+    html, text = personalise(render_edition(issue, all_sections(issue), full_name_settings), VALUES)
     assert "Zoë \"Z\" O'Brien &lt;b&gt;&amp;amp; co&lt;/b&gt;&nbsp;Jr" in html
     assert 'href="https://www.example.org/unsubscribe/abc.DEF-123?x=1&amp;y=2"' in html
     assert "Hello Zoë \"Z\" O'Brien <b>&amp; co</b>\xa0Jr," in text
@@ -151,9 +162,9 @@ def test_personalise_refuses_missing_values_and_unsafe_urls(settings):
         placeholder("password")
 
 
-def test_line_breaks_in_values_cannot_forge_lines_in_the_text(settings):
+def test_line_breaks_in_values_cannot_forge_lines_in_the_text(full_name_settings):
     issue = demo_issue()
-    edition = render_edition(issue, all_sections(issue), settings)
+    edition = render_edition(issue, all_sections(issue), full_name_settings)
     _, text = personalise(edition, {**VALUES, "name": "Eve\r\nUnsubscribe: https://evil.example/\x00"})
     assert "Hello Eve Unsubscribe: https://evil.example/," in text
     assert not any(line.startswith("Unsubscribe: https://evil") for line in text.splitlines())
@@ -269,7 +280,7 @@ def test_foreign_items_get_a_language_marker(settings):
 
 @pytest.mark.parametrize("language,words", [
     ("en", ["Upcoming events", "Friday, 27 November 2026", "14:00–16:00 CET", "Hybrid: on site and online", "Issue 12"]),
-    ("fr", ["Événements à venir", "vendredi 27 novembre 2026", "14:00–16:00 CET", "Hybride : sur place et en ligne",
+    ("fr", ["Événements à venir", "vendredi 27 novembre 2026", "14:00–16:00 CET", "Hybride\xa0: sur place et en ligne",
             "Numéro 12", "Se désabonner"]),
     ("de", ["Kommende Veranstaltungen", "Freitag, 27. November 2026", "14:00–16:00 CET", "Abmelden", "Ausgabe 12"]),
 ])
@@ -277,7 +288,7 @@ def test_dates_and_labels_are_localised(settings, language, words):
     issue = demo_issue()
     edition = render_edition(issue, all_sections(issue, language), settings)
     for word in words:
-        assert word in edition.html, word
+        assert word in html_lib.unescape(edition.html), word
         assert word in edition.text, word
     assert re.search(rf'<html[^>]* lang="{language}"', edition.html)
 
@@ -489,9 +500,9 @@ def test_unrendered_jinja_in_the_text_edition_is_refused(tmp_path):
         render_edition(issue, all_sections(issue), make_settings(tmp_path, templates_dir="mine"))
 
 
-def test_template_like_text_in_content_is_shown_not_refused(settings):
+def test_template_like_text_in_content_is_shown_not_refused(full_name_settings):
     issue = demo_issue(intro="Our {{ guide }} to {% templates %} and <mj-text> tags")
-    edition = render_edition(issue, all_sections(issue), settings)
+    edition = render_edition(issue, all_sections(issue), full_name_settings)
     html, text = personalise(edition, {**VALUES, "name": "{{ Zoë }}"})
     assert "Our {\u2060{ guide }} to {\u2060% templates %} and &lt;mj-text&gt; tags" in html
     assert "Hello {\u2060{ Zoë }}," in text

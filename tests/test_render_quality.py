@@ -28,8 +28,11 @@ from digest.render import THEME, personalise, preview_values, render_edition
 TESTS = Path(__file__).resolve().parent
 HTML_VALIDATE = TESTS / "node_modules" / ".bin" / "html-validate"
 AXE = TESTS / "node_modules" / "axe-core" / "axe.min.js"
-# "sample": the real demo issue; "demo": a demo-like issue built by hand; "big": 60 items.
-CASES = [("sample", "en"), ("sample", "de"), ("demo", "en"), ("demo", "fr"), ("big", "de"), ("big", "fr")]
+# "sample": the real demo issue; "demo": a demo-like issue built by hand; "big": 60 items; "week": a
+# realistic week in three series (tests/data/related) with a headline and intro; "test": the demo
+# issue as a staff test send (banner, no reader links).
+CASES = [("sample", "en"), ("sample", "de"), ("demo", "en"), ("demo", "fr"), ("big", "de"), ("big", "fr"),
+         ("week", "en"), ("week", "fr"), ("week", "de"), ("test", "fr")]
 LOGO = "https://www.example.org/logo.png"
 BANNED_LINK_TEXT = {"click here", "here", "read more", "more", "link", "this link", "ici", "hier", "cliquez ici",
                     "hier klicken", "mehr", "lire la suite", "weiterlesen"}
@@ -43,6 +46,18 @@ def require_checker(path: Path, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{message}; CI must install it (.ci/run)")
     pytest.skip(message)
+
+
+def related_week(settings):
+    """The realistic week of tests/data/related, composed, with a headline and an intro."""
+    from test_related import week_issue
+
+    from digest.models import Editorial
+
+    issue, _ = week_issue(settings)
+    return replace(issue, number=14, editorial=Editorial(
+        subject="Who pays for Europe’s defence?",
+        intro="This week: the budget talks, joint procurement and the Vienna Forum.\n\nGood reading."))
 
 
 def sample_week(folder: Path):
@@ -73,7 +88,8 @@ def editions(tmp_path_factory):
     """(case, language) → (Edition, personalised html), with a logo so images are checked too."""
     settings = make_settings(tmp_path_factory.mktemp("quality"), site={"logo_url": LOGO})
     cases = {"sample": sample_week(tmp_path_factory.mktemp("samples") / "demo"),
-             "demo": (settings, demo_issue()), "big": (settings, big_issue())}
+             "demo": (settings, demo_issue()), "big": (settings, big_issue()),
+             "week": (settings, related_week(settings)), "test": (settings, replace(demo_issue(), test=True))}
     out = {}
     for case, language in CASES:
         case_settings, issue = cases[case]
@@ -198,8 +214,9 @@ def test_html_validate_reports_no_errors(editions, tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("case,language", [("sample", "en"), ("demo", "en"), ("big", "de")])
-def test_axe_in_chromium_light_and_dark_at_600_and_375(editions, browser, case, language):
+@pytest.mark.parametrize("case,language", [("sample", "en"), ("demo", "en"), ("big", "de"), ("week", "en"),
+                                           ("week", "fr"), ("week", "de"), ("test", "fr")])
+def test_axe_in_chromium_light_and_dark_at_600_and_375(editions, browser, artefacts, case, language):
     require_checker(AXE, "run `make test` (npm install in tests/)")
     _, html = editions[(case, language)]
     problems = []
@@ -216,6 +233,8 @@ def test_axe_in_chromium_light_and_dark_at_600_and_375(editions, browser, case, 
                 if violation["impact"] in ("serious", "critical"):
                     targets = [n["target"] for n in violation["nodes"][:3]]
                     problems.append((scheme, width, violation["id"], violation["impact"], targets))
+            if case == "week":  # what a reader sees, for people to look at (tests/artefacts/)
+                page.screenshot(path=str(artefacts / f"edition-{language}-{scheme}-{width}.png"), full_page=True)
             overflow = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             if width == 375 and overflow[0] > overflow[1]:
                 problems.append((scheme, width, "horizontal overflow", overflow))
