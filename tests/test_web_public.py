@@ -523,7 +523,7 @@ def test_a_chunked_body_is_capped_too(client, engine):
             yield b"x" * 65_536
 
     answer = client.post("/subscribe", content=body(), headers={"content-type": "application/x-www-form-urlencoded"})
-    assert answer.status_code == 413 and "too large" in answer.text
+    assert answer.status_code == 413 and "Too much sent at once" in answer.text
     assert store.get_subscriber(engine, "chunked@example.org") is None
     small = client.post("/subscribe", content=iter([start]), headers={"content-type": "application/x-www-form-urlencoded"})
     assert small.status_code == 200  # a chunked form within the limit is read as usual
@@ -651,3 +651,20 @@ def test_every_public_page_is_valid_html(tmp_path, sqlite_url):
                 for r in json.loads(report.read_text() or "[]") for m in r["messages"]]
     assert messages == [], sorted({m[1:] for m in messages})
     assert result.returncode == 0, result.stderr
+
+
+def test_links_in_a_test_send_say_so_and_change_nothing(client, web_settings, engine):
+    """A staff test copy's links name no subscriber (id 0): the pages say it was a test, never "unsubscribed"."""
+    from digest.deliver.editions import STAFF_ID
+
+    reader = store.add_subscriber(engine, Subscriber(email="real@example.org", status=SubscriberStatus.CONFIRMED))
+    links = subscriber_links(web_settings, Subscriber(email="staff@example.org", id=STAFF_ID))
+    for url in (links.unsubscribe_url, links.preferences_url):
+        path = url.removeprefix("http://testserver")
+        page = client.get(path)
+        assert page.status_code == 200 and "A link from a test copy" in page.text and "nothing" in page.text
+    one_click = client.post(links.unsubscribe_url.removeprefix("http://testserver"),
+                            data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200 and "A link from a test copy" in one_click.text
+    assert "You are unsubscribed" not in one_click.text
+    assert store.get_subscriber(engine, reader.id).status == SubscriberStatus.CONFIRMED

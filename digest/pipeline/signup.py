@@ -18,7 +18,10 @@ Rules that live here and nowhere else:
 - sign-ups whose links have expired are forgotten at the next sign-up (data minimisation);
 - preferences are saved and unsubscribing done only for confirmed and pending subscribers; "Subscribe
   again" on a genuine preferences link confirms anyone (their own action, consent `web`);
-- an unsubscribe is attributed to the newest issue the subscriber received (per-issue reports).
+- an unsubscribe is attributed to the newest issue the subscriber received (per-issue reports);
+- with `delivery.late_subscribers = "current"`, a confirmation queues, through the ledger, the issue
+  sent within the last `delivery.late_subscriber_days` (once per reader: the ledger's key);
+  `sending.send_to_late_readers` sends it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
+from ..deliver.editions import STAFF_ID
 from ..deliver.notes import confirmation_message
 from ..models import Subscriber, SubscriberStatus
 from ..signing import (
@@ -43,6 +47,7 @@ from ..signing import (
 )
 from ..store import signups
 from ..store import subscribers as store
+from ..store.ledger import queue_late_reader
 from ..store.signups import SignupRequest
 from ..subscriber_fields import InvalidSubscriber, make_subscriber, parse_choices
 from ..suppression_keys import email_hash
@@ -132,6 +137,8 @@ class Confirmation:
     # The sign-up waiting for this link; None once confirmed (repeating the link is harmless).
     request: SignupRequest | None = None
     confirmed: bool = False  # this call confirmed the subscriber
+    # The sent issue this confirmation queued for the reader (delivery.late_subscribers = "current").
+    late_issue: int | None = None
     preferences_url: str = ""
 
     @property
@@ -153,6 +160,7 @@ class Preferences:
     unsubscribe_token: str = ""  # for the page's own unsubscribe form (/unsubscribe/TOKEN)
     saved: bool = False  # save_preferences stored the new choices
     invalid_fields: tuple[str, ...] = ()  # "language", "series" to correct; nothing was stored
+    test: bool = False  # a genuine link from a staff test send: it names nobody, and changes nothing
 
     @property
     def valid(self) -> bool:
@@ -172,6 +180,7 @@ class UnsubscribeLink:
     genuine: bool  # False: forged, tampered, or made for another page
     subscriber: Subscriber | None = None  # None: nobody is left to unsubscribe (erased)
     unsubscribed: bool = False  # this call unsubscribed them
+    test: bool = False  # a genuine link from a staff test send: it names nobody, and changes nothing
 
     @property
     def active(self) -> bool:
@@ -329,8 +338,11 @@ def confirm_subscription(settings: Settings, engine: Engine, token: str, now: da
                          want_events=chosen.want_events, want_media=chosen.want_media)
     confirmed = store.confirm_subscriber(engine, subscriber, "web", found.request.ip, now,
                                          _erasure_hashes(settings, engine, subscriber.email))
+    late_issue = None
+    if confirmed and settings.delivery.late_subscribers == "current":
+        late_issue = queue_late_reader(engine, subscriber.id, now - timedelta(days=settings.delivery.late_subscriber_days))
     return replace(found, subscriber=replace(subscriber, status=SubscriberStatus.CONFIRMED), request=None,
-                   confirmed=confirmed)
+                   confirmed=confirmed, late_issue=late_issue)
 
 
 def _erasure_hashes(settings: Settings, engine: Engine, email: str) -> list[str]:
@@ -351,6 +363,8 @@ def adopt_old_erasures(settings: Settings, engine: Engine) -> None:
 def read_preferences(settings: Settings, engine: Engine, token: str) -> Preferences:
     """The subscriber a preferences link names, with what their page needs; changes nothing."""
     signer = TokenSigner(settings)
+    if _subscriber_id(signer, PREFERENCES, token) == STAFF_ID:
+        return Preferences(test=True)
     found = _linked(engine, signer, PREFERENCES, token)
     if found is None:
         return Preferences()
@@ -401,6 +415,8 @@ def read_unsubscribe(settings: Settings, engine: Engine, token: str) -> Unsubscr
     subscriber_id = _subscriber_id(signer, UNSUBSCRIBE, token)
     if subscriber_id is None:
         return UnsubscribeLink(genuine=False)
+    if subscriber_id == STAFF_ID:
+        return UnsubscribeLink(genuine=True, test=True)
     return UnsubscribeLink(genuine=True, subscriber=store.get_subscriber(engine, subscriber_id))
 
 

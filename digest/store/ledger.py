@@ -121,10 +121,45 @@ def finish_if_done(engine: Engine, number: int, now: datetime) -> bool:
 
 
 def issues_being_sent(engine: Engine) -> list[int]:
-    """Numbers of issues in `sending`, oldest first (what workers look for)."""
-    query = select(issues.c.number).where(issues.c.status == IssueStatus.SENDING).order_by(issues.c.number)
+    """Numbers of issues in `sending`, and sent issues with a late reader's row open, oldest first
+    (what workers look for)."""
+    return _numbers(engine, or_(issues.c.status == IssueStatus.SENDING, _sent_with_open_rows()))
+
+
+def issues_with_late_readers(engine: Engine) -> list[int]:
+    """Numbers of sent issues with rows still open: readers queued after the issue went out."""
+    return _numbers(engine, _sent_with_open_rows())
+
+
+def _sent_with_open_rows() -> ColumnElement[bool]:
+    open_row = select(deliveries.c.issue_number).where(
+        deliveries.c.issue_number == issues.c.number, deliveries.c.status.in_(OPEN_STATUSES))
+    return and_(issues.c.status == IssueStatus.SENT, open_row.exists())
+
+
+def _numbers(engine: Engine, where: ColumnElement[bool]) -> list[int]:
     with engine.connect() as conn:
-        return list(conn.execute(query).scalars())
+        return list(conn.execute(select(issues.c.number).where(where).order_by(issues.c.number)).scalars())
+
+
+def queue_late_reader(engine: Engine, subscriber_id: int, sent_since: datetime) -> int | None:
+    """Queue the newest issue sent since `sent_since` for one subscriber; its number, or None.
+
+    None when no issue went out since then, or the subscriber already has a row for it (a second
+    confirmation never queues it twice: the ledger's (issue, subscriber) key keeps it to one row).
+    """
+    newest = (select(issues.c.number).where(issues.c.status == IssueStatus.SENT, issues.c.sent_at >= sent_since)
+              .order_by(issues.c.sent_at.desc(), issues.c.number.desc()).limit(1))
+    with engine.begin() as conn:
+        number = conn.execute(newest).scalar()
+        if number is None:
+            return None
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(deliveries).values(
+            issue_number=number, subscriber_id=subscriber_id, status=DeliveryStatus.QUEUED.value, attempts=0,
+            last_error="").on_conflict_do_nothing()
+        added = conn.execute(stmt.returning(deliveries.c.subscriber_id)).first()
+    return number if added is not None else None
 
 
 # --- claiming --------------------------------------------------------------------------------------

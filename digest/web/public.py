@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..config import LANGUAGES, Settings
-from ..pipeline.sending import TransportFactory
+from ..pipeline.sending import TransportFactory, send_to_late_readers
 from ..pipeline.signup import (
     ChoicesForm,
     Confirmation,
@@ -56,8 +56,8 @@ MAX_FORM_FIELDS = 50
 def routes(settings: Settings, engine: Engine, transport_factory: TransportFactory | None = None) -> list[Route]:
     """The public routes, sharing one set of rate limiters and templates.
 
-    `transport_factory` makes the transport confirmation emails go through (default: the
-    configured one; tests pass a MemoryTransport's).
+    `transport_factory` makes the transport confirmation emails, and a late reader's first issue,
+    go through (default: the configured one; tests pass a MemoryTransport's).
     """
     # Adopting pre-0002 erasures here too, so `digest serve` keeps them before a secret changes.
     adopt_old_erasures(settings, engine)
@@ -198,14 +198,20 @@ class PublicSite:
         if not csrf_ok(request, form.get(CSRF_FIELD)):
             return self.forbidden(request, found.language)
         done = await run_in_threadpool(confirm_subscription, self.settings, self.engine, token, datetime.now(UTC))
-        return self.confirmed(request, done) if done.valid else self.invalid_link(request)
+        if not done.valid:
+            return self.invalid_link(request)
+        response = self.confirmed(request, done)
+        if done.late_issue is not None:  # the issue sent before this reader came; queued, sent after the answer
+            response.background = BackgroundTask(send_to_late_readers, self.settings, self.engine, datetime.now(UTC),
+                                                 self.transport_factory)
+        return response
 
     def confirmed(self, request: Request, confirmation: Confirmation) -> Response:
         """"You are subscribed", with the link to the preferences page."""
         subscriber = confirmation.subscriber
         t = texts(subscriber.language)
-        return self.message(request, subscriber.language, "confirmed_title",
-                            [t["confirmed_body"].format(email=subscriber.email)],
+        body = t["confirmed_late_body" if confirmation.late_issue is not None else "confirmed_body"]
+        return self.message(request, subscriber.language, "confirmed_title", [body.format(email=subscriber.email)],
                             link=(confirmation.preferences_url, t["preferences_link"]))
 
     # --- preferences --------------------------------------------------------------------------
@@ -215,6 +221,8 @@ class PublicSite:
         if too_many := self.limited(request, self.link_limit):
             return too_many
         found = await run_in_threadpool(read_preferences, self.settings, self.engine, request.path_params["token"])
+        if found.test:
+            return self.test_link(request)
         return self.preferences(request, found) if found.valid else self.invalid_link(request)
 
     def preferences(self, request: Request, found: Preferences, values: dict | None = None) -> Response:
@@ -236,6 +244,8 @@ class PublicSite:
             return too_many
         token = request.path_params["token"]
         found = await run_in_threadpool(read_preferences, self.settings, self.engine, token)
+        if found.test:
+            return self.test_link(request)
         if not found.valid:
             return self.invalid_link(request)
         form = await read_form(request, max_fields=MAX_FORM_FIELDS)
@@ -263,6 +273,8 @@ class PublicSite:
         link = await run_in_threadpool(read_unsubscribe, self.settings, self.engine, request.path_params["token"])
         if not link.genuine:
             return self.invalid_link(request)
+        if link.test:
+            return self.test_link(request)
         if not link.active:
             return self.unsubscribed(request, link.subscriber.language if link.subscriber else
                                      self.request_language(request))
@@ -282,6 +294,8 @@ class PublicSite:
         link = await run_in_threadpool(read_unsubscribe, self.settings, self.engine, token)
         if not link.genuine:
             return self.limited(request, self.link_limit) or self.invalid_link(request)
+        if link.test:
+            return self.test_link(request)
         form = await read_form(request, max_fields=MAX_FORM_FIELDS)
         one_click = form.get(ONE_CLICK[0]) == ONE_CLICK[1]
         lang = link.subscriber.language if link.subscriber else self.request_language(request)
@@ -291,6 +305,11 @@ class PublicSite:
             await run_in_threadpool(unsubscribe, self.settings, self.engine, token,
                                     "one-click" if one_click else "web", datetime.now(UTC))
         return self.unsubscribed(request, lang)
+
+    def test_link(self, request: Request) -> Response:
+        """A link from a staff test send: it says so, and that nothing happened."""
+        lang = self.request_language(request)
+        return self.message(request, lang, "test_link_title", [texts(lang)["test_link_body"]])
 
     def unsubscribed(self, request: Request, lang: str) -> Response:
         """"You are unsubscribed"."""
