@@ -162,6 +162,26 @@ def base_url_problem(url: str) -> str:
     return ""
 
 
+def origin_problem(origin: str) -> str:
+    """What is wrong with `origin` as a web origin ("https://www.example.org[:port]"), or "" if nothing.
+
+    An origin is exactly what browsers send in the Origin header: scheme, host, an optional port,
+    nothing after; compared as text, so it must already be in that form (lower case, no slash).
+    """
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "it is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it must start with https:// (or http://) and name a host"
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc or origin != origin.strip():
+        return "it must be only scheme, host and port, with no path, not even a final /"
+    if origin != origin.lower():
+        return "write it in lower case, as browsers send it"
+    return ""
+
+
 def is_loopback_host(host: str) -> bool:
     """True for names that never leave the machine: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761).
 

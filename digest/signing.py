@@ -40,7 +40,8 @@ SECRET_FILE = "digest-secret.key"
 SUPPRESSION_KEY_FILE = "digest-suppression.key"
 MIN_SUPPRESSION_KEY_BYTES = 16
 CONFIRM, PREFERENCES, UNSUBSCRIBE = "confirm", "preferences", "unsubscribe"
-PURPOSES = (CONFIRM, PREFERENCES, UNSUBSCRIBE)
+SET_PASSWORD = "admin/password"  # a staff account's invite or reset link
+PURPOSES = (CONFIRM, PREFERENCES, UNSUBSCRIBE, SET_PASSWORD)
 
 
 @dataclass(frozen=True)

@@ -77,10 +77,28 @@ FORMS = {
     "/admin/issues/{number:int}/items": lambda store: {"drop": _item_keys(store)[0], "pin": _item_keys(store)[1]},
     "/admin/issues/{number:int}/rebuild": lambda store: {},
     "/admin/issues/{number:int}/test": lambda store: {"address": "mallory@example.org"},
-    "/admin/issues/{number:int}/send": lambda store: {},
+    "/admin/issues/{number:int}/send": lambda store: {"confirm": "yes"},
     "/admin/issues/{number:int}/schedule": lambda store: {
+        "confirm": "yes",
         "send_at": (datetime.now(store.settings.site.tz) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")},
+    "/admin/accounts/adopt": lambda store: {"email": "mallory@example.org"},
+    "/admin/accounts/invite": lambda store: {"email": "mallory@example.org", "role": "admin"},
+    "/admin/accounts/token": lambda store: {"email": "mallory@example.org"},
+    "/admin/accounts/revoke-token": lambda store: {"token": "1"},
+    "/admin/accounts/{action:str}": lambda store: {"email": "anna@example.org", "role": "admin"},
+    "/admin/feeds/add": lambda store: {"name": "Evil", "url": "https://evil.example/feed", "kind": "news",
+                                       "confirm_failed": "yes"},
+    "/admin/feeds/import": lambda store: {},
+    "/admin/feeds/pause": lambda store: {"name": "Publications"},
+    "/admin/feeds/resume": lambda store: {"name": "Publications"},
+    "/admin/feeds/rename": lambda store: {"name": "Publications", "new_name": "Evil"},
+    "/admin/feeds/remove": lambda store: {"name": "Publications", "confirm": "yes"},
+    # Signed out: these carry the sign-in form's double-submit token instead of a session's.
+    "/admin/forgot": lambda store: {"email": "anna@example.org"},
+    "/admin/password/{token:str}": lambda store: {"password": "a long passphrase", "again": "a long passphrase"},
 }
+SIGNED_OUT = ("/admin/login", "/admin/forgot", "/admin/password/{token:str}")
+PATH_VALUES = {"{number:int}": "1", "{action:str}": "role", "{token:str}": "a-token"}
 
 
 def admin_post_routes(app) -> list[str]:
@@ -105,10 +123,13 @@ def test_every_admin_post_refuses_a_missing_empty_or_forged_token_and_changes_no
         assert "/admin/issues/{number:int}/send" in routes and "/admin/issues/{number:int}/test" in routes
         before = snapshot(store)
         for path in routes:
-            field, client = ("login_token", visitor) if path == "/admin/login" else ("csrf_token", admin)
+            field, client = ("login_token", visitor) if path in SIGNED_OUT else ("csrf_token", admin)
+            url = path
+            for placeholder, value in PATH_VALUES.items():
+                url = url.replace(placeholder, value)
             for token in (None, "", forged[field]):
                 data = FORMS[path](store) | ({} if token is None else {field: token})
-                response = client.post(path.replace("{number:int}", "1"), data=data, follow_redirects=False)
+                response = client.post(url, data=data, follow_redirects=False)
                 assert response.status_code == 403, (path, token)
                 assert snapshot(store) == before, (path, token)
                 assert SESSION_COOKIE not in set_cookies(response), (path, token)
@@ -124,7 +145,7 @@ def test_the_send_route_sends_with_the_right_token(store):
         log_in(admin)
         approve_issue(store.engine, 1, by="Anna", version=store.issue.version)
         csrf = csrf_of(admin.get("/admin/issues/1").text)
-        assert admin.post("/admin/issues/1/send", data={"csrf_token": csrf}).status_code == 200
+        assert admin.post("/admin/issues/1/send", data={"csrf_token": csrf, "confirm": "yes"}).status_code == 200
     assert get_summary(store.engine, 1).status == IssueStatus.SENT and outbox(store)
 
 

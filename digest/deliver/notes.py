@@ -4,6 +4,7 @@
   typed goes into it but the address: the form's name is applied on confirmation only, so the
   subscribe form cannot be used to mail a stranger a message of someone else's making.
 - `staff_note_message`: "draft N is ready for review", to one staff address (English).
+- `account_link_message`: a staff account's invite or password-reset link (English).
 """
 
 from __future__ import annotations
@@ -65,3 +66,19 @@ def staff_note_message(settings: Settings, address: str, number: int, link: str,
             f"Preview, edit and approve it here:\n{link}\n\n{approval}.\n")
     return build_note(settings, to=email or address, name=name,
                       subject=f"{site} digest: draft {number} is ready for review", text=text, language="en", now=now)
+
+
+def account_link_message(settings: Settings, to: str, link: str, hours: int, invite: bool,
+                         now: datetime | None = None) -> OutgoingMessage:
+    """The email carrying a staff account's set-password `link`: an invitation, or a reset asked for."""
+    site = settings.site.name
+    if invite:
+        subject = f"You are invited to the {site} digest admin"
+        opening = f"You have an account on the {site} digest admin. Choose your password here:"
+    else:
+        subject = f"Reset your password for the {site} digest admin"
+        opening = ("Someone asked to reset the password of your account on the "
+                   f"{site} digest admin. Choose a new password here:")
+    text = (f"Hello,\n\n{opening}\n\n{link}\n\nThe link works once, for {hours} hours. If you did not expect "
+            "this email, ignore it: nothing changes.\n")
+    return build_note(settings, to=to, subject=subject, text=text, language="en", now=now)

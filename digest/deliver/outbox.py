@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,6 +119,16 @@ class MemoryTransport(Transport):
 
 
 # --- choosing one -------------------------------------------------------------------------------
+
+TransportFactory = Callable[[], Transport]
+
+
+def deliver_now(settings: Settings, messages: list[OutgoingMessage],
+                make_transport: TransportFactory | None = None) -> list[SendResult]:
+    """Send a few messages outside the ledger (tests, notes) over one transport; one result each."""
+    with (make_transport or (lambda: transport_from_settings(settings)))() as transport:
+        return transport.send_messages(messages)
+
 
 def transport_from_settings(settings: Settings) -> Transport:
     """The transport `[delivery] transport` names: OutboxTransport or SmtpTransport."""

@@ -1,9 +1,11 @@
 """Admin sign-in: password check, the signed session cookie, CSRF tokens and the login limits.
 
 The session is a signed, timestamped cookie (itsdangerous, secrets from `web.secret_env`) holding the
-name the admin gave, a session id, a CSRF token and a fingerprint of the password hash, so changing
-the password ends every session. Signing out revokes the session id in the store, so a copy of the
-cookie stops working too. The cookie is HttpOnly, SameSite=Lax and Secure unless the browser talks
+staff account's id and when it was signed, a session id and a CSRF token; a disabled account, a new
+role or a new password ends every session of the account (pipeline.accounts). Until the store holds
+an account, the shared admin password signs in instead: that cookie holds the name typed at sign-in
+and a fingerprint of the password hash, so changing the password ends every session. Signing out
+revokes the session id in the store, so a copy of the cookie stops working too. The cookie is HttpOnly, SameSite=Lax and Secure unless the browser talks
 plain http to a loopback name (127.0.0.1, ::1, localhost, *.localhost). Every state change is a POST
 whose form carries the session's CSRF token and, if the browser names one, an Origin that is the
 request's own or that of `web.base_url` (behind a reverse proxy the two differ).
@@ -30,12 +32,15 @@ from starlette.responses import Response
 
 from ..addresses import is_loopback_host
 from ..config import Settings
+from ..models import Account, Role
 from ..pipeline.accounts import (
     PasswordHashError,
+    accounts_in_use,
     admin_password_hash,
-    check_admin_password,
     revoke_session,
+    session_account,
     session_revoked,
+    sign_in,
 )
 from ..signing import signing_secrets
 
@@ -50,6 +55,8 @@ class AdminSession:
     name: str
     csrf: str
     id: str = ""
+    # Who is signed in; with the shared password, an admin without an account row (id None).
+    account: Account = Account(email="", role=Role.ADMIN)
 
 
 class AdminAuth:
@@ -67,9 +74,16 @@ class AdminAuth:
         """The admin password's hash in force ('' when none is set: nobody signs in)."""
         return admin_password_hash(self.settings)
 
-    def check_password(self, password: str) -> bool:
-        """True if the password matches; False when none is configured; PasswordHashError if malformed."""
-        return check_admin_password(self.settings, password)
+    def accounts_in_use(self) -> bool:
+        """Whether staff sign in with accounts (else with the shared password); reads the store."""
+        return accounts_in_use(self.engine)
+
+    def check_credentials(self, email: str, password: str) -> Account | None:
+        """The account these open (the shared password's admin while no account exists), or None.
+
+        PasswordHashError for a malformed shared hash. Costs one scrypt: run it in the thread pool.
+        """
+        return sign_in(self.settings, self.engine, email, password)
 
     def _fingerprint(self) -> str:
         return hashlib.sha256(self.password_hash().encode()).hexdigest()[:16]
@@ -81,22 +95,41 @@ class AdminAuth:
         Reads the store (signed-out sessions): async code calls it through the thread pool.
         """
         raw = request.cookies.get(SESSION_COOKIE)
-        if not raw or not self.password_hash():
+        if not raw:
             return None
         try:
             data = self._serializer.loads(raw, max_age=SESSION_HOURS * 3600)
         except BadData:
             return None
-        if not isinstance(data, dict) or not hmac.compare_digest(str(data.get("p", "")), self._fingerprint()):
+        if not isinstance(data, dict):
             return None
         session_id = str(data.get("s", ""))
         if not session_id or session_revoked(self.engine, session_id):
             return None
-        return AdminSession(name=str(data.get("n", "admin"))[:100], csrf=str(data.get("c", "")), id=session_id)
+        account = self._account(data)
+        if account is None:
+            return None
+        name = (account.name or account.email) if account.id is not None else account.name
+        return AdminSession(name=name, csrf=str(data.get("c", "")), id=session_id, account=account)
 
-    def start_session(self, request: Request, response: Response, name: str) -> None:
-        value = self._serializer.dumps({"n": name, "s": secrets.token_urlsafe(24), "c": secrets.token_urlsafe(32),
-                                        "p": self._fingerprint()})
+    def _account(self, data: dict) -> Account | None:
+        account_id, signed_at = data.get("a"), data.get("t")
+        if type(account_id) is int and isinstance(signed_at, int | float) and math.isfinite(signed_at):
+            return session_account(self.engine, account_id, datetime.fromtimestamp(signed_at, UTC))
+        # The shared password's session: only while no account exists, and only for the hash it was made with.
+        if account_id is not None or not self.password_hash() or self.accounts_in_use():
+            return None
+        if not hmac.compare_digest(str(data.get("p", "")), self._fingerprint()):
+            return None
+        return Account(email="", role=Role.ADMIN, name=str(data.get("n", "admin"))[:100])
+
+    def start_session(self, request: Request, response: Response, account: Account) -> None:
+        data = {"s": secrets.token_urlsafe(24), "c": secrets.token_urlsafe(32)}
+        if account.id is not None:
+            data.update(a=account.id, t=time.time())
+        else:
+            data.update(n=account.name, p=self._fingerprint())
+        value = self._serializer.dumps(data)
         response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_HOURS * 3600, path="/admin",
                             httponly=True, samesite="lax", secure=cookie_secure(request))
         response.delete_cookie(LOGIN_COOKIE, path="/admin")
