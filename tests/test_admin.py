@@ -278,7 +278,7 @@ def test_preview_as_a_subscriber_is_their_real_edition(store, admin):
     html = admin.get("/admin/issues/1/preview?" + urlencode({"subscriber": anna.email})).text
     full = admin.get("/admin/issues/1/preview").text
     assert 'lang="de"' in html
-    assert "Anna Müller" in html
+    assert "Hallo Anna," in html  # greeted by her first name (render.greeting, issue 14)
     assert "/unsubscribe/" in html  # her own signed link
     media_title = next(e.item.title for s in store.issue.sections if s.id == "media" for e in s.entries)
     assert media_title in full and media_title not in html  # she chose no media
@@ -388,7 +388,11 @@ def test_a_bad_test_address_is_refused(admin):
 def test_schedule_a_send_time_and_clear_it(store, admin):
     csrf = issue_csrf(admin)
     when = (datetime.now(store.settings.site.tz) + timedelta(days=2)).replace(second=0, microsecond=0)
-    admin.post("/admin/issues/1/schedule", data={"csrf_token": csrf, "send_at": when.strftime("%Y-%m-%dT%H:%M")})
+    asked = admin.post("/admin/issues/1/schedule", data={"csrf_token": csrf, "send_at": when.strftime("%Y-%m-%dT%H:%M")})
+    assert asked.status_code == 200 and 'id="audience-total">3<' in asked.text  # first: who and when, nothing saved
+    assert issue_timings(store.engine, (IssueStatus.DRAFT,))[0].send_at is None
+    admin.post("/admin/issues/1/schedule", data={"csrf_token": csrf, "send_at": when.strftime("%Y-%m-%dT%H:%M"),
+                                                 "confirm": "yes"})
     (timing,) = issue_timings(store.engine, (IssueStatus.DRAFT,))
     assert timing.send_at == when.astimezone(UTC)
     assert when.strftime("%Y-%m-%dT%H:%M") in admin.get("/admin/issues/1").text
@@ -406,10 +410,13 @@ def test_a_send_time_in_the_past_or_malformed_is_refused(store, admin, send_at):
 
 def test_send_now_needs_approval_then_sends_once_and_reports(store, admin):
     csrf = issue_csrf(admin)
-    assert admin.post("/admin/issues/1/send", data={"csrf_token": csrf}).status_code == 409
+    assert admin.post("/admin/issues/1/send", data={"csrf_token": csrf, "confirm": "yes"}).status_code == 409
     admin.post("/admin/issues/1/approve", data={"version": store.issue.version, "csrf_token": csrf})
-    response = admin.post("/admin/issues/1/send", data={"csrf_token": csrf})
-    assert response.status_code == 200  # the report page, after the background send ran
+    confirm = admin.get("/admin/issues/1/send")
+    assert confirm.status_code == 200 and 'id="audience-total">3<' in confirm.text  # who it reaches, first
+    assert get_issue(store.engine, 1).status == IssueStatus.APPROVED  # the confirmation changes nothing
+    response = admin.post("/admin/issues/1/send", data={"csrf_token": csrf, "confirm": "yes"})
+    assert response.status_code == 200 and 'id="progress-sent">3<' in response.text  # after the background send
     assert get_issue(store.engine, 1).status == IssueStatus.SENT
     outbox = list((store.settings.resolve_path(store.settings.delivery.outbox_dir)).glob("*.eml"))
     assert len(outbox) == len(READERS)
@@ -418,14 +425,14 @@ def test_send_now_needs_approval_then_sends_once_and_reports(store, admin):
     report = admin.get("/admin/issues/1/report").text
     assert 'id="count-sent">3<' in report
     assert "unsubscribed from it" in report
-    assert admin.post("/admin/issues/1/send", data={"csrf_token": csrf}).status_code == 409
+    assert admin.post("/admin/issues/1/send", data={"csrf_token": csrf, "confirm": "yes"}).status_code == 409
 
 
 def test_the_report_counts_possibly_delivered_messages_on_their_own(store, admin):
     """A message whose final reply was lost (issue 16) is neither sent nor failed on the report page."""
     csrf = issue_csrf(admin)
     admin.post("/admin/issues/1/approve", data={"version": store.issue.version, "csrf_token": csrf})
-    admin.post("/admin/issues/1/send", data={"csrf_token": csrf})
+    admin.post("/admin/issues/1/send", data={"csrf_token": csrf, "confirm": "yes"})
     anna = get_subscriber(store.engine, "anna@example.org")
     with store.engine.begin() as conn:  # as the ledger records a connection lost after the final "."
         conn.execute(update(deliveries).where(deliveries.c.subscriber_id == anna.id)

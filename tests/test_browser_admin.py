@@ -87,7 +87,7 @@ def test_review_a_draft_in_the_browser(server, browser, smtp_server, artefacts):
         page.fill("#subscriber", "anna@example.org")
         page.click("#show-preview")
         page.wait_for_url("**subscriber=anna%40example.org**")
-        visible(preview, "Anna Müller").wait_for()
+        visible(preview, "Hallo Anna,").wait_for()  # her first name (render.greeting)
         assert "anna@example.org's edition" in page.inner_text("main")
 
         # Edit the intro.

@@ -1,0 +1,75 @@
+"""Every admin page in headless Chromium, light and dark, at 1280 and 390 px: axe-core finds no serious
+or critical problem, and at 390 px nothing makes the page scroll sideways."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from admin_fixtures import PASSWORD, admin_store
+from conftest import free_port
+
+from digest.web.app import create_app
+
+pytestmark = pytest.mark.browser
+AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
+PAGES = ["/admin/issues", "/admin/issues/1", "/admin/issues/1/report", "/admin/issues/1/progress",
+         "/admin/feeds", "/admin/subscribers", "/admin/runs", "/admin/archive", "/admin/accounts", "/admin/audit",
+         "/admin/no-such-page"]
+
+
+@pytest.fixture
+def served(tmp_path, sqlite_url, monkeypatch):
+    monkeypatch.setenv("DIGEST_SECRET", "browser-pages-secret")
+    monkeypatch.delenv("DIGEST_ADMIN_PASSWORD_HASH", raising=False)
+    port = free_port()
+    store = admin_store(tmp_path, sqlite_url, web={"base_url": f"http://127.0.0.1:{port}"})
+    server = uvicorn.Server(uvicorn.Config(create_app(store.settings, store.engine), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def problems(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    return [f"{v['id']}: {v['help']} ({v['nodes'][0]['target']})" for v in found if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core not installed (npm ci in tests/)")
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_admin_page_in_light_and_dark_at_desktop_and_phone_width(browser, served, scheme, artefacts):
+    found: dict[str, list[str]] = {}
+    for width in (1280, 390):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme, bypass_csp=True)
+        try:
+            page = context.new_page()
+            page.goto(f"{served}/admin/login")
+            found[f"login {width}"] = problems(page)
+            page.fill("#name", "Anna")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{served}/admin/issues")
+            for path in PAGES:
+                page.goto(served + path)
+                key = f"{path} {width}"
+                found[key] = problems(page)
+                if width == 390:
+                    wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    if wide > 0:
+                        found[key].append(f"the page scrolls sideways by {wide}px")
+            page.goto(f"{served}/admin/issues")
+            page.screenshot(path=str(artefacts / f"admin-issues-{scheme}-{width}.png"), full_page=True)
+        finally:
+            context.close()
+    assert {k: v for k, v in found.items() if v} == {}
