@@ -7,7 +7,6 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
@@ -15,15 +14,8 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from .addresses import (
-    address_settings_problem,
-    base_url_problem,
-    dns_name_problem,
-    is_helo_name,
-    is_loopback_host,
-)
 from .models import Feed, ItemKind, Series
 
 CONFIG_ENV = "DIGEST_CONFIG"
@@ -80,15 +72,27 @@ class FetchSettings:
     parse_cpu_seconds: float = _help("CPU seconds a feed's parse may take before it is abandoned.", 20.0)
     user_agent: str = _help("User-Agent sent to feed servers.", "digest/0.1 (+https://github.com/digest-email/digest)")
     allow_private_addresses: bool = _help("Follow redirects to loopback, private, link-local and multicast addresses too (a feed's own configured url may always be one).", False)
+    stabilise_minutes: int = _help("Minutes an item's content must stay unchanged before a build offers it; an item changed more recently waits for the next build, unless waiting would make it too old for the next issue (digest.late_item_days). 0 offers every item as it stands.", 30)
 
 
 @dataclass(frozen=True)
 class DigestSettings:
     window_days: int = _help("Days covered by the first issue (later ones start where the last sent one ended).", 7)
     upcoming_events_days: int = _help("Days ahead of the window end whose events are listed as upcoming.", 60)
-    related_links: int = _help("Related links shown per item.", 3)
+    related_links: int = _help("Most related links shown per item (each must be similar enough; none is better than a wrong one).", 2)
     max_html_kib: int = _help("Largest decoded HTML edition in KiB before summaries are shortened (Gmail clips near 102 KB).", 90)
     summary_chars: int = _help("Longest summary shown per item, in characters.", 400)
+    late_item_days: int = _help("An item published before the last sent issue's window ended but first fetched after it was built goes into the next issue, if it was published at most this many days before that issue's window starts; older ones are listed in the build report as too old, not sent. 0 sends no late item.", 14)
+
+
+GREETINGS = ("first_name", "full_name", "none")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    greeting: str = _help("How editions greet a reader: \"first_name\" (\"Hello Anna,\"), \"full_name\" (\"Hello Anna Schmidt,\") "
+                          "or \"none\" (a neutral \"Hello,\"); a reader without a name always gets the neutral greeting.",
+                          "first_name")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,11 @@ class ScheduleSettings:
     stale_after_hours: int = _help("A missed send older than this waits for a fresh approval.", 24)
     staff: list[str] = _help("Addresses told when a draft is ready.", factory=list)
     misfire_grace_hours: int = _help("How late a missed scheduled job may still run once on start.", 72)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    require_second_person: bool = _help("Four eyes: the last person who edited an issue (subject, intro, pins, drops, rebuild) cannot approve it; someone else must.", False)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,14 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    ses_topic_arns: list[str] = _help("ARNs of the SNS topics (arn:aws:sns:REGION:ACCOUNT:NAME) whose Amazon SES bounce and complaint notifications POST /webhooks/ses accepts; empty: that endpoint answers 404.", factory=list)
+    postmark_username: str = _help("User name of the HTTP basic auth in the Postmark webhook URL (https://USER:PASSWORD@host/webhooks/postmark); empty: that endpoint answers 404.", "")
+    postmark_password_env: str = _help("Environment variable holding that basic-auth password (never the file); `digest serve` refuses to start when it is empty and postmark_username is set.", "DIGEST_POSTMARK_WEBHOOK_PASSWORD")
+    mailgun_signing_key_env: str = _help("Environment variable holding the Mailgun webhook signing key; empty: POST /webhooks/mailgun answers 404.", "")
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     transport: str = _help("outbox (an .eml file per message) or smtp.", "outbox")
     outbox_dir: str = _help("Folder the outbox transport writes to.", "outbox")
@@ -137,13 +154,17 @@ class DeliverySettings:
     batch_size: int = _help("Ledger rows a sender claims at a time.", 200)
     max_attempts: int = _help("Temporary failures before a message is given up.", 5)
     bounce_threshold: int = _help("Refusals of a subscriber's address (5.1.x, 5.2.x, a bare 550) after which they are marked bounced.", 2)
+    soft_bounce_limit: int = _help("Issues in a row that soft-bounced for a subscriber (reports arriving after the send: `digest bounces import`, webhooks) after which they are marked bounced.", 3)
     stop_after_refusals: int = _help("Permanent refusals in a row, none accepted in between, after which sending stops: the server refuses everyone (relay or login settings); those messages stay queued. Refusals naming the address (5.1.x, 5.2.x) never count. 0 never stops.", 20)
     retry_delay: float = _help("Seconds before a temporary failure (4xx, connection) is retried; doubles each attempt.", 60.0)
     retry_max_delay: float = _help("Longest wait between retries, and the longest pause while the server is down.", 3600.0)
     claim_timeout: float = _help("Seconds after which rows claimed by a sender that stopped answering are sent by another.", 300.0)
     utm: bool = _help("Add utm_source/medium/campaign to links to the site.", False)
+    late_subscribers: str = _help("What a reader who confirms gets first: \"next\" waits for the next issue; \"current\" also sends them, once, the issue sent within the last late_subscriber_days.", "next")
+    late_subscriber_days: int = _help("With late_subscribers = \"current\": how recent the sent issue must be for a new reader to get it.", 7)
     smtp: SmtpSettings = _help("SMTP transport settings.", factory=SmtpSettings)
     dkim: DkimSettings = _help("DKIM signing settings.", factory=DkimSettings)
+    webhooks: WebhookSettings = _help("Bounce and complaint webhooks of email providers (Amazon SES, Postmark, Mailgun).", factory=WebhookSettings)
 
 
 @dataclass(frozen=True)
@@ -160,6 +181,7 @@ class WebSettings:
     unsubscribe_rate_per_minute: float = _help("Unsubscribe and preference requests per client IP per minute (mailbox providers post RFC 8058 one-clicks from few IPs, so keep it generous).", 120.0)
     unsubscribe_burst: int = _help("Unsubscribe and preference requests one client IP may make in a quick burst.", 60)
     login_hash_slots: int = _help("Admin password checks (scrypt, about 32 MiB each) that may run at once; further sign-in attempts get 429 at once, so a burst cannot stall the other pages.", 2)
+    embed_origins: list[str] = _help("Origins of the organisation's own pages (e.g. \"https://www.example.org\") whose embedded sign-up form may post to /api/v1/signup (docs/web-public.md, embedding); empty: none may.", factory=list)
     forwarded_allow_ips: str = _help("Comma-separated proxy IPs whose X-Forwarded-For is trusted by `digest serve` (the client IP rate limits and consent records use); empty trusts none.", "")
 
 
@@ -171,7 +193,9 @@ class Settings:
     series: list[Series] = _help("Series in display order ([[series]] tables: id, name, aliases, url).", factory=list)
     fetch: FetchSettings = _help("Fetching feeds.", factory=FetchSettings)
     digest: DigestSettings = _help("What an issue holds.", factory=DigestSettings)
+    render: RenderSettings = _help("How editions read.", factory=RenderSettings)
     schedule: ScheduleSettings = _help("The weekly run.", factory=ScheduleSettings)
+    review: ReviewSettings = _help("Who may approve what.", factory=ReviewSettings)
     delivery: DeliverySettings = _help("Sending.", factory=DeliverySettings)
     web: WebSettings = _help("The web app.", factory=WebSettings)
     templates_dir: str = _help("Folder whose files override the bundled email templates; empty uses the bundled ones.", "")
@@ -213,7 +237,9 @@ def settings_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> Setti
     """Validate an already-parsed mapping (as from TOML) into Settings."""
     settings = _build(Settings, raw, "")
     settings = _replace(settings, base_dir=base_dir, store=_resolve_sqlite(settings.store, base_dir))
-    _check_semantics(settings)
+    from .config_checks import check_settings  # here: that module reads the setting types defined here
+
+    check_settings(settings)
     return settings
 
 
@@ -345,133 +371,6 @@ def _series(raw: Any, key: str) -> Series:
         aliases=tuple(aliases),
         url=_scalar(str, raw.get("url", ""), f"{key}.url"),
     )
-
-
-def _check_semantics(s: Settings) -> None:
-    try:
-        ZoneInfo(s.site.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"'site.timezone' is {s.site.timezone!r}: use an IANA name such as \"Europe/Brussels\"") from None
-    if s.site.language not in LANGUAGES:
-        raise ConfigError(f"'site.language' is {s.site.language!r}: use one of {', '.join(LANGUAGES)}")
-    if not s.store.url.startswith(("sqlite:", "postgresql")):
-        raise ConfigError(f"'store.url' is {s.store.url!r}: use sqlite:///path.db or postgresql+psycopg://user@host/db")
-    if s.delivery.transport not in ("outbox", "smtp"):
-        raise ConfigError(f"'delivery.transport' is {s.delivery.transport!r}: use \"outbox\" or \"smtp\"")
-    if s.delivery.smtp.security not in ("none", "starttls", "tls"):
-        raise ConfigError(f"'delivery.smtp.security' is {s.delivery.smtp.security!r}: use none, starttls or tls")
-    for name, value in (("digest.window_days", s.digest.window_days), ("fetch.concurrency", s.fetch.concurrency),
-                        ("delivery.batch_size", s.delivery.batch_size)):
-        if value < 1:
-            raise ConfigError(f"'{name}' is {value}: use a number of at least 1")
-    _check_delivery(s.delivery)
-    if problem := address_settings_problem(s):
-        raise ConfigError(problem)
-    _check_base_url(s.web.base_url)
-    _check_https_over_smtp(s)
-    _check_fetch(s.fetch)
-    if not 0 <= s.web.confirm_mail_cooldown_hours < float("inf"):  # also refuses nan
-        raise ConfigError(f"'web.confirm_mail_cooldown_hours' is {s.web.confirm_mail_cooldown_hours}: use 0 (no cooldown) or more hours")
-    if s.web.confirm_mail_per_domain_hour < 0:
-        raise ConfigError(f"'web.confirm_mail_per_domain_hour' is {s.web.confirm_mail_per_domain_hour}: use 0 (no cap) or more")
-    if s.web.login_hash_slots < 1:
-        raise ConfigError(f"'web.login_hash_slots' is {s.web.login_hash_slots}: use a number of at least 1")
-    if not s.web.suppression_key_env.strip() or s.web.suppression_key_env == s.web.secret_env:
-        raise ConfigError(f"'web.suppression_key_env' is {s.web.suppression_key_env!r}: name an environment variable of its own "
-                          "(not web.secret_env), e.g. \"DIGEST_SUPPRESSION_KEY\"")
-    _check_unique([f.name for f in s.feeds], "feeds", "name")
-    _check_unique([x.id for x in s.series], "series", "id")
-    for i, f in enumerate(s.feeds):
-        if f.language is not None and f.language not in LANGUAGES and len(f.language) != 2:
-            raise ConfigError(f"'feeds[{i}].language' is {f.language!r}: use a two-letter code such as \"de\"")
-
-
-# (setting, smallest, largest, whether the smallest itself is allowed); None: no bound.
-_FETCH_BOUNDS = (
-    ("connect_timeout", 0, None, False), ("read_timeout", 0, None, False), ("deadline", 0, None, False),
-    ("max_bytes", 1, None, True), ("max_redirects", 0, 20, True), ("retries", 0, 10, True),
-    ("retry_backoff", 0, None, True), ("retry_after_max_hours", 0, None, True),
-    ("parse_cpu_seconds", 0, None, True),
-)
-
-
-def _check_fetch(fetch: FetchSettings) -> None:
-    """[fetch] numbers within their sense: timeouts above 0, counts not negative, nothing infinite."""
-    for name, low, high, low_allowed in _FETCH_BOUNDS:
-        value = getattr(fetch, name)
-        above_low = value >= low if low_allowed else value > low
-        if not math.isfinite(value) or not above_low or (high is not None and value > high):
-            wanted = f"{'at least' if low_allowed else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
-            raise ConfigError(f"'fetch.{name}' is {value!r}: use a number {wanted}")
-    if not _PRINTABLE_ASCII.fullmatch(fetch.user_agent):
-        raise ConfigError(f"'fetch.user_agent' is {fetch.user_agent!r}: use printable ASCII text (it is sent as a header)")
-
-
-MAX_SMTP_CONNECTIONS = 64
-
-
-def _check_delivery(d: DeliverySettings) -> None:
-    _check_dkim(d.dkim)
-    if not 1 <= d.smtp.connections <= MAX_SMTP_CONNECTIONS:
-        raise ConfigError(f"'delivery.smtp.connections' is {d.smtp.connections}: use 1 to {MAX_SMTP_CONNECTIONS} "
-                          "(more rarely helps: ask your provider how many it allows)")
-    if d.stop_after_refusals < 0:
-        raise ConfigError(f"'delivery.stop_after_refusals' is {d.stop_after_refusals}: use 0 (never stop) or more")
-    if d.smtp.final_reply_timeout <= 0:
-        raise ConfigError(f"'delivery.smtp.final_reply_timeout' is {d.smtp.final_reply_timeout}: use a number of "
-                          "seconds above 0 (RFC 5321 says 600)")
-    if d.smtp.helo_name and not is_helo_name(d.smtp.helo_name):
-        raise ConfigError(f"'delivery.smtp.helo_name' is {d.smtp.helo_name!r}: use a host name (mail.example.org) "
-                          "or an address literal ([192.0.2.1])")
-
-
-def _check_dkim(dkim: DkimSettings) -> None:
-    """The DNS names and the keys' presence; the key files are read when digest first signs (deliver/dkim_keys.py)."""
-    named = (("selector", dkim.selector, 1), ("domain", dkim.domain, 2), ("ed25519_selector", dkim.ed25519_selector, 1))
-    for key, value, min_labels in named:
-        problem = dns_name_problem(value, min_labels) if value else ""
-        if problem:
-            raise ConfigError(f"'delivery.dkim.{key}' is {value!r}: {problem}")
-    if dkim.selector and not dkim.key_file:
-        raise ConfigError("'delivery.dkim.selector' is set but 'delivery.dkim.key_file' is empty: "
-                          "set key_file = \"dkim.pem\" (see docs/delivery-messages.md)")
-    if bool(dkim.ed25519_selector) != bool(dkim.ed25519_key_file) or (dkim.ed25519_key_file and not dkim.selector):
-        raise ConfigError("'delivery.dkim.ed25519_key_file' and 'ed25519_selector' go together, beside the RSA "
-                          "'selector' and 'key_file' (Ed25519 is a second signature): set all four, or neither Ed25519 key")
-    if dkim.ed25519_selector and dkim.ed25519_selector.lower() == dkim.selector.lower():
-        raise ConfigError(f"'delivery.dkim.ed25519_selector' is {dkim.ed25519_selector!r}, the RSA selector: "
-                          "each key needs its own DNS record, e.g. ed25519_selector = \"" + dkim.selector + "-ed\"")
-
-
-def _check_base_url(url: str) -> None:
-    """web.base_url starts every link in emails (unsubscribe, preferences, archive): it must be usable."""
-    problem = base_url_problem(url)
-    if problem:
-        raise ConfigError(f"'web.base_url' is {url!r}: {problem}. Use the public address of `digest serve`, "
-                          "e.g. \"https://digest.example.org\" (percent-encode anything unusual, e.g. %20 for a space)")
-
-
-def _check_https_over_smtp(s: Settings) -> None:
-    """Over SMTP the links in emails must be https: RFC 8058 one-click unsubscribe (the button Gmail
-    and Yahoo show, and require of bulk senders) is https only. Loopback (local tests) may use http."""
-    if s.delivery.transport != "smtp":
-        return
-    base = urlsplit(s.web.base_url)
-    if base.scheme == "https" or is_loopback_host(base.hostname or ""):
-        return
-    raise ConfigError(f"'web.base_url' is {s.web.base_url!r}, but with delivery.transport = \"smtp\" the links in "
-                      "emails must be https: one-click unsubscribe (RFC 8058; Gmail and Yahoo require it) only works "
-                      "over https. Serve `digest serve` behind https and set web.base_url = \"https://…\" (http is "
-                      "accepted only for a loopback host such as 127.0.0.1, for local tests, or with "
-                      "delivery.transport = \"outbox\")")
-
-
-def _check_unique(values: list[str], table: str, key: str) -> None:
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        if value in seen:
-            raise ConfigError(f"'{table}[{i}].{key}' repeats {value!r}: each [[{table}]] needs its own {key}")
-        seen.add(value)
 
 
 def describe_settings(cls: type = Settings, prefix: str = "") -> list[tuple[str, str, str]]:

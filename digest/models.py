@@ -205,6 +205,9 @@ class Issue:
     feeds: tuple[FetchReport, ...] = ()
     created_at: datetime | None = None
     version: str = ""
+    # A copy for a staff test send (never stored): "[Test]" in the subject, a banner, and the
+    # reader-only links (preferences, unsubscribe) explained instead of linked.
+    test: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,3 +244,32 @@ class Delivery:
     status: DeliveryStatus
     attempts: int = 0
     last_error: str = ""
+
+
+class Role(StrEnum):
+    """What a staff account may do; each role may do everything the one before it may."""
+
+    EDITOR = "editor"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Account:
+    """A staff account: who signs in to the admin and with which role (never its password hash)."""
+
+    email: str
+    role: Role
+    name: str = ""
+    id: int | None = None
+    disabled: bool = False
+    has_password: bool = False
+    created_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        """How the account is named where people read it (approvals, the audit trail); an actor
+        without an address (the scheduler, the shared password's typed name) by its name."""
+        if not self.email:
+            return self.name
+        return f"{self.name} <{self.email}>" if self.name else self.email

@@ -18,9 +18,10 @@ import click
 from .base import main
 
 COMMAND_MODULES = {
-    "admin": "run", "approve": "build", "build": "build", "demo": "demo", "fetch": "fetch", "init": "init",
+    "admin": "run", "approve": "build", "audit": "audit", "bounces": "bounces", "build": "build", "config": "feeds", "demo": "demo", "feeds": "feeds",
+    "fetch": "fetch", "init": "init",
     "issue": "build", "render": "render", "run": "run", "send": "send", "serve": "serve", "status": "run",
-    "subscribers": "subscribers", "worker": "send",
+    "subscribers": "subscribers", "users": "users", "worker": "send",
 }
 
 

@@ -14,10 +14,12 @@ from typing import IO, ParamSpec, TypeVar
 import click
 
 from ..compose import EditorialError, parse_instant
+from ..pipeline.accounts import AccountError, NotAllowed, command_line_actor
 from ..pipeline.issues import (
     IssueSummary,
     approve_issue,
     build_issue,
+    build_notes,
     cancel_issue,
     edit_issue,
     edition_notes,
@@ -41,7 +43,7 @@ def _issue_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (IssueNotFound, EditorialError, ValueError, WindowConflict) as exc:
+        except (IssueNotFound, EditorialError, ValueError, WindowConflict, NotAllowed) as exc:
             fail(str(exc), EXIT_USAGE)
         except IssueStateError as exc:
             fail(str(exc), EXIT_FAILED)
@@ -78,6 +80,8 @@ def build_command(since: str | None, until: str | None, json_out: str | None, al
         return
     manifest = issue_manifest(settings, engine, issue)
     echo_manifest(manifest, out)
+    for line in build_notes(settings, engine, issue):  # late, held back, too old: in plain words
+        click.echo(f"build: {one_line(line)}", file=out)
     if json_out:  # first: the issue is saved, whatever rendering says next
         _write_json(manifest, json_out)
     try:
@@ -91,17 +95,23 @@ def build_command(since: str | None, until: str | None, json_out: str | None, al
 
 @main.command("approve")
 @click.argument("number", type=int)
-@click.option("--by", default=None, help="Who approves (default: the login name).")
+@click.option("--as", "as_email", default=None, metavar="EMAIL",
+              help="The staff account approving (required once the site has accounts; its role must allow it).")
+@click.option("--by", default=None, help="Who approves, on a site without accounts (default: the login name).")
 @click.option("--version", "version", default=None, help="Approve only this version (default: the current one).")
 @handle_errors
 @_issue_errors
-def approve_command(number: int, by: str | None, version: str | None) -> None:
+def approve_command(number: int, as_email: str | None, by: str | None, version: str | None) -> None:
     """Approve issue NUMBER for sending (approval is for one version: any edit undoes it)."""
     settings, engine = state().settings, state().engine
+    try:
+        actor = command_line_actor(engine, as_email, by or _login())
+    except AccountError as exc:
+        fail(str(exc), EXIT_USAGE)
     # Without --version the version approved is the one `digest issue show` shows now.
     version = version or get_issue(engine, number).version
-    issue = approve_issue(settings, engine, number, by or _login(), version).issue
-    click.echo(f"Issue {issue.number} approved (version {issue.version}).")
+    issue = approve_issue(settings, engine, number, actor, version).issue
+    click.echo(f"Issue {issue.number} approved (version {issue.version}) by {actor.label}.")
 
 
 def _login() -> str:

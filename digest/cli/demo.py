@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from ..archive_urls import archive_url
 from ..config import Settings
+from ..models import Account, Role
 from ..passwords import hash_password
 from ..pipeline.editions import render_issue
 from ..pipeline.ingest import fetch_all
@@ -75,7 +76,8 @@ def _run_demo(settings: Settings, engine: Engine, list_file: Path, config_path: 
     for note in rendered.edition.notes:
         click.echo(f"  note: {note}")
     _step("5/5 approving and delivering to the outbox")
-    approve_issue(settings, engine, issue.number, by="digest demo", version=issue.version)
+    approve_issue(settings, engine, issue.number, by=Account(email="", role=Role.ADMIN, name="digest demo"),
+                  version=issue.version)
     report = send_issue(settings, engine, issue.number)
     click.echo(f"  sent {report.sent}, failed {report.failed}, skipped {report.skipped} in {report.duration:.2f} s")
     _print_where(settings, config_path, paths, issue.number)

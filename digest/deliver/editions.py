@@ -5,7 +5,7 @@ a (sections, language) combination pays for Jinja2 + MJML (render_edition) and f
 (MessageTemplate); every later one only signs their links and fills the tokens. A new template is
 first tried on one message for nobody in particular, so a problem of the edition (a link no header
 can carry) stops the send instead of failing every subscriber. (Links that cannot work where the
-messages go, http over SMTP, are refused when the configuration loads: config._check_https_over_smtp.)
+messages go, http over SMTP, are refused when the configuration loads: config_checks._check_https_over_smtp.)
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 Rules that live here and nowhere else:
 - the default window (open draft's start, else the end of the last sent issue, else `window_days`);
 - a reader never gets an item twice: windows of issues that are not cancelled never overlap;
+- every stored item is offered to exactly one sent issue: an item fetched after its window's issue
+  was built goes into the next issue, late (digest.offers has the rule, with stabilisation);
 - approval is of exactly the version previewed, and tells what the send job will now do with it;
 - a scheduled send time lies in the future, and only a draft or approved issue has one;
-- the weekly step builds once per cron fire time, then approves and sends (auto_approve) or tells staff;
+- the weekly step fetches, then builds once per cron fire time, then approves and sends (auto_approve)
+  or tells staff;
   a fire time that an issue built by hand already reaches has nothing to build.
 """
 
@@ -23,7 +26,17 @@ from sqlalchemy.exc import IntegrityError
 from ..compose import compose_issue, default_window, edit_editorial, has_news
 from ..config import Settings
 from ..manifest import issue_to_manifest, issue_version
-from ..models import Editorial, Issue, IssueStatus, Window
+from ..models import Account, Editorial, FeedStatus, Issue, IssueStatus, Role, Window
+from ..offers import (
+    TOO_OLD_SHOWN,
+    Offers,
+    choose_offers,
+    late_cutoff,
+    report_from_json,
+    report_lines,
+    report_to_json,
+)
+from ..parse_workers import stop_idle_workers
 from ..related import POOL_PER_SERIES, POOL_RECENT
 from ..store import issues as issue_store
 from ..store.issues import (
@@ -34,11 +47,22 @@ from ..store.issues import (
     IssueSummary,
     require_issue,
 )
-from ..store.items import events_starting_between, items_between, items_in_series, latest_items
+from ..store.items import (
+    changed_since,
+    events_starting_between,
+    items_between,
+    items_in_series,
+    late_candidates,
+    latest_items,
+    newest_item_id,
+    too_old_items,
+)
 from ..store.runs import IssueTiming, issue_timing, ran_for, record_run, set_send_time
 from ..timetable import SendOutlook, send_outlook
+from .accounts import NotAllowed, why_not
+from .audit import EDITS, SCHEDULER, last_editor, record
 from .editions import Everyone, edition_for, issue_segments
-from .ingest import feed_health
+from .ingest import feed_health, fetch_all
 from .runs import JOB_BUILD, describe, hours, local_time
 from .sending import notify_staff, send_now
 
@@ -74,7 +98,7 @@ def issue_summary(engine: Engine, number: int) -> IssueSummary | None:
 # --- building and editing -------------------------------------------------------------------------
 
 def build_issue(settings: Settings, engine: Engine, now: datetime, since: datetime | None = None,
-                until: datetime | None = None, allow_empty: bool = False) -> Issue | None:
+                until: datetime | None = None, allow_empty: bool = False, actor: Account | None = None) -> Issue | None:
     """Compose the draft issue for a window (creating or refreshing it); None when nothing is new.
 
     Default window: the open draft's start (else the end of the last sent issue, else
@@ -84,6 +108,15 @@ def build_issue(settings: Settings, engine: Engine, now: datetime, since: dateti
     sent, WindowConflict when the window overlaps another issue that is not cancelled or would
     reopen a cancelled issue while another is open (a reader must never get an item twice).
     """
+    built = _build_window(settings, engine, now, since, until, allow_empty)
+    if built is not None:
+        record(engine, actor, "issue.build", issue_number=built.number,
+               detail={"version": built.version, "window": _window_words(built)}, now=now)
+    return built
+
+
+def _build_window(settings: Settings, engine: Engine, now: datetime, since: datetime | None,
+                  until: datetime | None, allow_empty: bool) -> Issue | None:
     now = now.replace(microsecond=0)  # windows to the second read better and match across refreshes
 
     def attempt() -> Issue | None:
@@ -95,41 +128,53 @@ def build_issue(settings: Settings, engine: Engine, now: datetime, since: dateti
                              "--since must be before --until (and before now)")
         target = issue_store.issue_for_window(engine, Window(window.start, window.end)) or current
         issue_store.refuse_window_conflict(engine, window, target, settings.site.tz)
-        issue = compose_window(settings, engine, window, now, target.editorial if target else Editorial())
+        issue, offers = _compose_offers(settings, engine, window, now, target.editorial if target else Editorial())
         # Nothing new is no issue, and never a reason to move or empty an open draft of another window.
-        if not (allow_empty or has_news(issue)) and (target is None or target.window != window):
+        news = has_news(issue) or bool(offers.late_items)
+        if not (allow_empty or news) and (target is None or target.window != window):
             return None
-        return _save_issue(settings, engine, target, issue, now)
+        return _save_issue(settings, engine, target, issue, now, offers)
 
     return _retry_on_race(attempt)
 
 
-def rebuild_issue(settings: Settings, engine: Engine, number: int, now: datetime) -> Issue:
+def _window_words(issue: Issue) -> str:
+    return f"{issue.window.start.isoformat(timespec='minutes')} .. {issue.window.end.isoformat(timespec='minutes')}"
+
+
+def rebuild_issue(settings: Settings, engine: Engine, number: int, now: datetime,
+                  actor: Account | None = None) -> Issue:
     """Compose a draft or approved issue's window again from the stored items (even if nothing is new)."""
     issue = require_issue(engine, number)
     if issue.status not in OPEN_STATUSES:
         raise IssueStateError(f"issue {number} is {issue.status.value}; only a draft or approved issue can be "
                               "rebuilt, a sent issue never changes")
-    rebuilt = build_issue(settings, engine, now, since=issue.window.start, until=issue.window.end, allow_empty=True)
+    rebuilt = _build_window(settings, engine, now, issue.window.start, issue.window.end, allow_empty=True)
     assert rebuilt is not None  # allow_empty always builds
+    record(engine, actor, "issue.rebuild", issue_number=number, detail={"version": rebuilt.version}, now=now)
     return rebuilt
 
 
-def edit_issue(settings: Settings, engine: Engine, number: int, now: datetime, **changes: Any) -> Issue:
+def edit_issue(settings: Settings, engine: Engine, number: int, now: datetime, actor: Account | None = None,
+               **changes: Any) -> Issue:
     """Change a draft's editorial choices (intro, subject, drop, undrop, pin, unpin) and recompose it.
 
     An approved issue returns to draft when its version changes. Raises IssueNotFound,
     IssueStateError (not a draft/approved issue) or EditorialError (e.g. an unknown item key, a
-    subject too long).
+    subject too long). The audit trail records `actor` and what was asked.
     """
     def attempt() -> Issue:
         current = require_issue(engine, number)
         if current.status not in OPEN_STATUSES:
             raise IssueStateError(f"issue {number} is {current.status.value}; only a draft or approved issue can be edited")
         editorial = edit_editorial(current, **changes)
-        return _save_issue(settings, engine, current, compose_window(settings, engine, current.window, now, editorial), now)
+        issue, offers = _compose_offers(settings, engine, current.window, now, editorial)
+        return _save_issue(settings, engine, current, issue, now, offers)
 
-    return _retry_on_race(attempt)
+    edited = _retry_on_race(attempt)
+    asked = {k: (v if isinstance(v, str) else list(v)) for k, v in changes.items() if v}
+    record(engine, actor, "issue.edit", issue_number=number, detail={**asked, "version": edited.version}, now=now)
+    return edited
 
 
 def issue_changed(before: Issue, after: Issue) -> bool:
@@ -139,7 +184,14 @@ def issue_changed(before: Issue, after: Issue) -> bool:
 
 def compose_window(settings: Settings, engine: Engine, window: Window, now: datetime, editorial: Editorial) -> Issue:
     """Read what the window needs from the store and compose it (the pure compose_issue does the work)."""
-    items = items_between(engine, window.start, window.end)
+    return _compose_offers(settings, engine, window, now, editorial)[0]
+
+
+def _compose_offers(settings: Settings, engine: Engine, window: Window, now: datetime,
+                    editorial: Editorial) -> tuple[Issue, Offers]:
+    """compose_window, with what the build offered, held back and passed over (digest.offers)."""
+    offers = _offers(settings, engine, window, now)
+    items = [*offers.window_items, *offers.late_items]
     horizon = window.end + timedelta(days=settings.digest.upcoming_events_days)
     events = events_starting_between(engine, window.end, horizon)
     present = {sid for item in [*items, *events] for sid in item.series}
@@ -147,11 +199,31 @@ def compose_window(settings: Settings, engine: Engine, window: Window, now: date
     for series in settings.series:
         if series.id in present:
             candidates += items_in_series(engine, series.id, POOL_PER_SERIES, before=window.end)
-    issue = compose_issue(items, window, settings.series, settings, now, editorial, events, candidates)
-    return replace(issue, feeds=feed_health(settings, engine))
+    # An item held back may still be being edited: not linked either, until it settles.
+    candidates = [c for c in candidates if c.key not in offers.held_keys]
+    issue = compose_issue(offers.window_items, window, settings.series, settings, now, editorial, events, candidates,
+                          late=offers.late_items)
+    return replace(issue, feeds=feed_health(settings, engine)), offers
 
 
-def _save_issue(settings: Settings, engine: Engine, target: Issue | None, issue: Issue, now: datetime) -> Issue:
+def _offers(settings: Settings, engine: Engine, window: Window, now: datetime) -> Offers:
+    """The window's unoffered items, the late candidates and the too old ones, split by digest.offers."""
+    # First issue: nothing was sent, so nothing can have come in late; the window cuts by date.
+    first = issue_store.last_sent_end(engine) is None
+    late_days, settle = settings.digest.late_item_days, settings.fetch.stabilise_minutes
+    cutoff = late_cutoff(window, late_days, first)
+    seen_up_to = newest_item_id(engine)  # before the reads: what they see was stored by then
+    too_old_count, too_old = (0, []) if first else too_old_items(engine, cutoff, TOO_OLD_SHOWN)
+    return choose_offers(
+        items_between(engine, window.start, window.end, unoffered=True),
+        [] if first else late_candidates(engine, cutoff, window.start),
+        window, now, changed_since(engine, now - timedelta(minutes=settle), cutoff) if settle else {},
+        first_issue=first, late_item_days=late_days, stabilise_minutes=settle,
+        too_old=too_old, too_old_count=too_old_count, seen_up_to=seen_up_to)
+
+
+def _save_issue(settings: Settings, engine: Engine, target: Issue | None, issue: Issue, now: datetime,
+                offers: Offers) -> Issue:
     """Store a composed issue: refresh `target` (keeping its number and creation time) or create a draft."""
     if target is not None:
         issue = replace(issue, number=target.number, created_at=target.created_at)
@@ -159,9 +231,12 @@ def _save_issue(settings: Settings, engine: Engine, target: Issue | None, issue:
     version = issue_version(manifest)
     manifest["issue"]["version"] = version
     issue = replace(issue, version=version)
+    report = report_to_json(offers.report)
     if target is not None:
-        return issue_store.refresh_issue(engine, target, issue, manifest, now)
-    return issue_store.create_issue(engine, issue, manifest, now)
+        before = issue_store.build_report(engine, target.number)
+        changed = not offers.report.same_as(report_from_json(before) if before else None)
+        return issue_store.refresh_issue(engine, target, issue, manifest, now, report, report_changed=changed)
+    return issue_store.create_issue(engine, issue, manifest, now, report)
 
 
 def _retry_on_race(attempt: Callable[[], T], tries: int = 5) -> T:
@@ -185,21 +260,42 @@ class Approval:
     outlook: SendOutlook
 
 
-def approve_issue(settings: Settings, engine: Engine, number: int, by: str, version: str,
+def approve_issue(settings: Settings, engine: Engine, number: int, by: Account | str, version: str,
                   now: datetime | None = None) -> Approval:
     """Approve exactly `version` of a draft, recording who; StaleVersion when the draft changed since.
 
-    Approving an approved issue at the same version changes nothing. IssueNotFound, IssueStateError
-    (not a draft).
+    NotAllowed when `by`'s role may not approve, or (`review.require_second_person`) `by` edited it
+    last. A plain name for `by` is a caller that checked who it acts for (the scheduler's
+    auto-approval, the demo). Approving an approved issue at the same version changes nothing.
+    IssueNotFound, IssueStateError (not a draft).
     """
+    if isinstance(by, str):
+        by = Account(email="", role=Role.ADMIN, name=by)
+    if reason := approval_refusal(settings, engine, number, by):
+        raise NotAllowed(reason)
     now = now or datetime.now(UTC)
-    issue = issue_store.approve_issue(engine, number, by=by, version=version, now=now)
+    issue = issue_store.approve_issue(engine, number, by=by.label, version=version, now=now)
+    record(engine, by, "issue.approve", issue_number=number, detail={"version": version}, now=now)
     return Approval(issue, send_outlook(settings, _timing(engine, number), now))
 
 
-def cancel_issue(engine: Engine, number: int, now: datetime | None = None) -> Issue:
+def approval_refusal(settings: Settings, engine: Engine, number: int, actor: Account) -> str:
+    """Why `actor` may not approve issue `number`, as a sentence for a page; '' when they may."""
+    if reason := why_not(actor, "approve"):
+        return reason
+    if settings.review.require_second_person:
+        last = last_editor(engine, number, EDITS)
+        if last and last == (actor.email or actor.label):
+            return ("You edited this issue last, and this site asks for a second person to approve "
+                    "(review.require_second_person): ask another approver.")
+    return ""
+
+
+def cancel_issue(engine: Engine, number: int, now: datetime | None = None, actor: Account | None = None) -> Issue:
     """Cancel a draft or approved issue: it is never sent; building its window again reopens it."""
-    return issue_store.set_status(engine, number, IssueStatus.CANCELLED, now or datetime.now(UTC))
+    cancelled = issue_store.set_status(engine, number, IssueStatus.CANCELLED, now or datetime.now(UTC))
+    record(engine, actor, "issue.cancel", issue_number=number, now=now)
+    return cancelled
 
 
 def set_status(engine: Engine, number: int, status: IssueStatus, now: datetime | None = None) -> Issue:
@@ -208,18 +304,31 @@ def set_status(engine: Engine, number: int, status: IssueStatus, now: datetime |
 
 
 def schedule_send(settings: Settings, engine: Engine, number: int, send_at: datetime | None,
-                  now: datetime | None = None) -> None:
+                  now: datetime | None = None, actor: Account | None = None) -> None:
     """Give a draft or approved issue its own send time (None: back to `schedule.send_cron`).
 
     ValueError for a time more than a minute in the past; IssueStateError when the issue is being
     sent or was sent (IssueNotFound when there is none).
     """
     now = now or datetime.now(UTC)
+    check_send_time(engine, number, send_at, now)
+    if not set_send_time(engine, number, send_at, now):
+        _refuse_schedule(require_issue(engine, number))
+    record(engine, actor, "issue.schedule", issue_number=number,
+           detail={"send_at": send_at.isoformat() if send_at else "the regular send time"}, now=now)
+
+
+def check_send_time(engine: Engine, number: int, send_at: datetime | None, now: datetime) -> None:
+    """What schedule_send would refuse, checked before asking staff to confirm: the same errors."""
     if send_at is not None and send_at < now - timedelta(minutes=1):
         raise ValueError("That time has passed: pick a time in the future or use Send now.")
-    if not set_send_time(engine, number, send_at, now):
-        issue = require_issue(engine, number)
-        raise IssueStateError(f"issue {number} is {issue.status.value}; only a draft or approved issue can be scheduled")
+    issue = require_issue(engine, number)
+    if issue.status not in OPEN_STATUSES:
+        _refuse_schedule(issue)
+
+
+def _refuse_schedule(issue: Issue) -> None:
+    raise IssueStateError(f"issue {issue.number} is {issue.status.value}; only a draft or approved issue can be scheduled")
 
 
 def _timing(engine: Engine, number: int) -> IssueTiming:
@@ -234,6 +343,8 @@ def _timing(engine: Engine, number: int) -> IssueTiming:
 def build_for_week(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> int | None:
     """Build the draft for the cron fire time `fire` once, then approve and send it or tell staff.
 
+    Every feed is fetched first (pipeline.ingest.fetch_all), so what was published before the fire
+    time is in; the build's run note says how the fetch went, and a failed fetch never stops it.
     Returns the draft's number (None: nothing new, or already done for this fire time). With
     `schedule.auto_approve` the draft is approved and sent at once; otherwise `schedule.staff`
     gets a note with its admin link. Each outcome goes into the run log.
@@ -243,26 +354,52 @@ def build_for_week(settings: Settings, engine: Engine, fire: datetime, now: date
         return None
     if _covered_by_hand(settings, engine, fire, now):
         return None
+    fetched = _fetch_first(settings, engine)
     try:
-        issue = build_issue(settings, engine, now=now, until=fire)
+        issue = build_issue(settings, engine, now=now, until=fire, actor=SCHEDULER)
     except Exception as exc:
-        record_run(engine, JOB_BUILD, "error", f"build for {local_time(settings, fire)} failed: {describe(exc)}",
+        record_run(engine, JOB_BUILD, "error",
+                   f"build for {local_time(settings, fire)} failed: {describe(exc)}{fetched}",
                    scheduled_for=fire, now=now)
         raise
     if issue is None:
-        record_run(engine, JOB_BUILD, "skipped", f"week skipped: nothing new up to {local_time(settings, fire)}",
+        record_run(engine, JOB_BUILD, "skipped",
+                   f"week skipped: nothing new up to {local_time(settings, fire)}{fetched}",
                    scheduled_for=fire, now=now)
         log.warning("week skipped: nothing new up to %s", local_time(settings, fire))
         return None
-    record_run(engine, JOB_BUILD, "built", f"draft {issue.number} built", scheduled_for=fire,
+    record_run(engine, JOB_BUILD, "built", f"draft {issue.number} built{fetched}", scheduled_for=fire,
                issue_number=issue.number, now=now)
     log.info("draft %s built for %s", issue.number, local_time(settings, fire))
     if settings.schedule.auto_approve:
         issue_store.approve_issue(engine, issue.number, by="auto-approve", version=issue.version)
-        send_now(settings, engine, issue.number, now, reason="auto_approve")
+        record(engine, SCHEDULER, "issue.approve", issue_number=issue.number,
+               detail={"version": issue.version, "why": "schedule.auto_approve"}, now=now)
+        send_now(settings, engine, issue.number, now, reason="auto_approve", actor=SCHEDULER)
     else:
         notify_staff(settings, engine, issue.number, now)
     return issue.number
+
+
+def _fetch_first(settings: Settings, engine: Engine) -> str:
+    """Fetch every feed before the weekly build; what the build's run note adds about it.
+
+    A failed fetch never stops the build: the issue is built from what is stored, and items that
+    could not be fetched go into the next issue, late. The outcome goes into the build's own note
+    (one note per build, at the build's clock), not a fetch note of its own.
+    """
+    try:
+        reports = fetch_all(settings, engine)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the fetch must not stop the build
+        log.exception("the fetch before the build failed; building from what is stored")
+        return f" (the fetch before it failed: {describe(exc)}; built from what was stored)"
+    finally:
+        stop_idle_workers()  # builds are a week apart: an idle parse worker would hold memory meanwhile
+    failed = [r.feed for r in reports if r.status == FeedStatus.ERROR]
+    if not failed:
+        return f" (fetched {len(reports)} feeds first)"
+    return (f" (fetched {len(reports)} feeds first; {len(failed)} failed: {', '.join(failed[:5])}"
+            f"{' …' if len(failed) > 5 else ''}: their new items go into the next issue, late)")
 
 
 def week_done(engine: Engine, fire: datetime) -> bool:
@@ -308,6 +445,16 @@ def issue_manifest(settings: Settings, engine: Engine, issue: Issue | int) -> di
     issue = require_issue(engine, issue) if isinstance(issue, int) else issue
     segments = issue_segments(settings, engine, issue) if issue.status in OPEN_STATUSES else None
     return issue_to_manifest(issue, settings, segments)
+
+
+def build_notes(settings: Settings, engine: Engine, issue: Issue | int) -> list[str]:
+    """What the issue's last build says in plain words: items included late, held back, too old.
+
+    Empty when there is nothing to say (or the issue was built before digest kept build reports).
+    """
+    number = issue if isinstance(issue, int) else issue.number
+    report = issue_store.build_report(engine, number)
+    return report_lines(report_from_json(report), settings.site.tz) if report else []
 
 
 def edition_notes(settings: Settings, engine: Engine, issue: Issue) -> list[str]:

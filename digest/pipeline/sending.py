@@ -28,24 +28,25 @@ from ..deliver.dkim import DkimError, signer_from_settings
 from ..deliver.editions import edition_messages, staff_subscriber
 from ..deliver.message import HeaderError
 from ..deliver.notes import staff_note_message
-from ..deliver.outbox import transport_from_settings
+from ..deliver.outbox import TransportFactory, deliver_now, transport_from_settings
 from ..deliver.retries import ProgressFn, RetryPolicy
 from ..deliver.sender import SenderBusy, SendOptions, SendReport, deliver_issue, sender_slot
 from ..deliver.smtp import SmtpTransport
-from ..deliver.transport import OutgoingMessage, SendResult, Transport, TransportError
-from ..models import Issue, IssueStatus, Subscriber
+from ..deliver.transport import SendResult, TransportError
+from ..models import Account, Issue, IssueStatus, Subscriber
 from ..segments import segment_for
 from ..store.issues import IssueStateError, require_issue
-from ..store.ledger import issues_being_sent, start_sending
+from ..store.ledger import issue_status, issues_being_sent, issues_with_late_readers, start_sending
 from ..store.locks import lock_holder
 from ..store.runs import hold_for_approval, issue_timings, record_run
 from ..store.subscribers import get_subscriber
 from ..timetable import SendWhen, send_outlook
+from .accounts import test_recipients_allowed
+from .audit import SCHEDULER, record
 from .runs import JOB_NOTIFY, JOB_SEND, describe, hours, local_time
 
 log = logging.getLogger("digest.pipeline")
 
-TransportFactory = Callable[[], Transport]
 
 
 class StoreFailed(Exception):
@@ -55,7 +56,7 @@ class StoreFailed(Exception):
 
 def send_issue(settings: Settings, engine: Engine, number: int, progress: ProgressFn | None = None, *,
                late: bool = False, make_transport: TransportFactory | None = None, wait: float = 0.0,
-               check_server: bool = False) -> SendReport:
+               check_server: bool = False, actor: Account | None = None) -> SendReport:
     """Fill the ledger for an approved issue and send until every row is done; returns a SendReport.
 
     Only approved (or already sending) issues are sent: LedgerError otherwise. A sent issue sends
@@ -65,13 +66,17 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress: Progre
     queued again) when messages fail for everyone alike, or the server refuses the sender.
     With `check_server` (`digest send`), ServerUnreachable once the rows are queued when the SMTP
     server takes no connection: a send started by hand says so at once, where a scheduled one
-    waits the outage out (up to delivery.retry_max_delay per pause).
+    waits the outage out (up to delivery.retry_max_delay per pause). The audit trail records
+    `actor` (None: the command line) when this call starts the send, or a late one.
     """
     holder = lock_holder("send")
     with _store_failures(engine, f"run `digest send --issue {number}` again"), \
             sender_slot(engine, holder, wait) as keep_alive:
+        before = issue_status(engine, number)  # None: start_sending says there is no such issue
         start_sending(engine, number, datetime.now(UTC), late=late)
         issue = require_issue(engine, number)
+        if before == IssueStatus.APPROVED or (late and before == IssueStatus.SENT):
+            record(engine, actor, "issue.send", issue_number=number, detail={"late": True} if late else {})
         if check_server and (late or issue.status != IssueStatus.SENT):  # a sent issue has nothing to send
             _refuse_unreachable(settings)
         messages = edition_messages(settings, issue)
@@ -107,29 +112,39 @@ def work_pending(settings: Settings, engine: Engine, holder: str, progress: Prog
 
 
 def send_test(settings: Settings, engine: Engine, number: int, recipients: Iterable[str], *,
-              subscriber_email: str | None = None, make_transport: TransportFactory | None = None) -> list[SendResult]:
+              subscriber_email: str | None = None, make_transport: TransportFactory | None = None,
+              actor: Account | None = None) -> list[SendResult]:
     """Send the full edition (or `subscriber_email`'s) to each staff address; the ledger is untouched.
 
     Returns one SendResult per recipient (a refusal, the sender's too, is a failed result, not an
-    exception). LookupError for an unknown issue or subscriber.
+    exception). LookupError for an unknown issue or subscriber. A staff account (`actor`) sends
+    tests to its own address or the staff list (`schedule.staff`) only: NotAllowed otherwise.
     """
-    like = None
+    recipients, like = list(recipients), None
+    if actor is not None and actor.email:
+        test_recipients_allowed(settings, actor, recipients)
     if subscriber_email is not None:
         like = get_subscriber(engine, subscriber_email)
         if like is None:
             raise LookupError(f"no subscriber {subscriber_email!r}; `digest subscribers list` shows them")
-    messages = edition_messages(settings, require_issue(engine, number))
+    # Marked as a test: "[Test]" in the subject, a banner, no reader-only links (see Issue.test).
+    messages = edition_messages(settings, replace(require_issue(engine, number), test=True))
     outgoing = [messages(staff_subscriber(settings, address, like)) for address in recipients]
     if any(m is None for m in outgoing):
         raise LookupError(f"{subscriber_email}'s preferences select nothing in issue {number}: nothing to send")
-    return deliver_now(settings, outgoing, make_transport)
+    results = deliver_now(settings, outgoing, make_transport)
+    record(engine, actor, "issue.test_send", issue_number=number,
+           detail={"to": list(recipients), "edition of": subscriber_email or "everyone",
+                   "sent": sum(r.ok for r in results)})
+    return results
 
 
-def send_now(settings: Settings, engine: Engine, number: int, now: datetime, reason: str) -> SendReport:
+def send_now(settings: Settings, engine: Engine, number: int, now: datetime, reason: str,
+             actor: Account | None = None) -> SendReport:
     """Send (or resume sending) one issue and note the outcome in the run log; re-raises a failure."""
     log.info("sending issue %s (%s)", number, reason)
     try:
-        report = send_issue(settings, engine, number)
+        report = send_issue(settings, engine, number, actor=actor)
     except Exception as exc:
         record_run(engine, JOB_SEND, "error", f"issue {number}: {describe(exc)}", issue_number=number, now=now)
         raise
@@ -155,7 +170,11 @@ def check_sendable(engine: Engine, number: int) -> None:
 
 
 def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[int]:
-    """Send every approved issue whose send time has come; hold the stale ones for a fresh approval."""
+    """Send every approved issue whose send time has come; hold the stale ones for a fresh approval.
+
+    With `delivery.late_subscribers = "current"`, also the rows queued for readers who confirmed
+    after an issue went out.
+    """
     sent = []
     for timing in issue_timings(engine, (IssueStatus.APPROVED,)):
         outlook = send_outlook(settings, timing, now)
@@ -169,11 +188,47 @@ def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[i
         if outlook.when != SendWhen.AT_ONCE:
             continue
         try:
-            send_now(settings, engine, timing.number, now, reason=f"due {local_time(settings, outlook.due)}")
+            send_now(settings, engine, timing.number, now, reason=f"due {local_time(settings, outlook.due)}",
+                     actor=SCHEDULER)
         except Exception:  # noted in the run log; the next issue still goes
             log.exception("sending issue %s failed", timing.number)
             continue
         sent.append(timing.number)
+    if settings.delivery.late_subscribers == "current":
+        sent += send_to_late_readers(settings, engine, now)
+    return sent
+
+
+def send_now_noted(settings: Settings, engine: Engine, number: int, by: Account) -> None:
+    """Send now for a front door whose answer is gone (a background task): a failure is in the run log only."""
+    try:
+        send_now(settings, engine, number, datetime.now(UTC), reason=f"send now by {by.label}", actor=by)
+    except Exception:  # noqa: BLE001 - send_now noted it in the run log, which the report page shows
+        log.debug("send now of issue %s by %s failed (noted in the run log)", number, by)
+
+
+def send_to_late_readers(settings: Settings, engine: Engine, now: datetime,
+                         make_transport: TransportFactory | None = None) -> list[int]:
+    """Send the rows queued on sent issues for readers who confirmed after them; returns those issues.
+
+    Such rows come from `delivery.late_subscribers = "current"` (see signup.confirm_subscription).
+    Another sender holding the lock (SQLite) takes them in its pass, or the next minute's pass does;
+    any other failure is noted in the run log, not raised.
+    """
+    sent = []
+    for number in issues_with_late_readers(engine):
+        try:
+            report = send_issue(settings, engine, number, make_transport=make_transport)
+        except SenderBusy:
+            continue
+        except Exception as exc:  # noted; the rows stay queued for the next pass
+            log.exception("sending issue %s to late readers failed", number)
+            record_run(engine, JOB_SEND, "error", f"issue {number}, late readers: {describe(exc)}",
+                       issue_number=number, now=now)
+            continue
+        record_run(engine, JOB_SEND, "sent", f"issue {number} (readers who confirmed since): {_summary(report)}",
+                   issue_number=number, now=datetime.now(UTC))
+        sent.append(number)
     return sent
 
 
@@ -181,7 +236,7 @@ def resume_interrupted_sends(settings: Settings, engine: Engine, now: datetime) 
     """Send on every issue left `sending` (a process stopped mid-send); each failure is noted, not raised."""
     for timing in issue_timings(engine, (IssueStatus.SENDING,)):
         try:
-            send_now(settings, engine, timing.number, now, reason="resuming an interrupted send")
+            send_now(settings, engine, timing.number, now, reason="resuming an interrupted send", actor=SCHEDULER)
         except Exception:  # already in the run log; the other issues still go
             log.exception("resuming issue %s failed", timing.number)
 
@@ -208,13 +263,6 @@ def notify_staff(settings: Settings, engine: Engine, number: int, now: datetime)
     outcome, detail = ("notified", f"staff told draft {number} is ready") if not failed else \
         ("notify-failed", f"telling staff about draft {number} failed: {'; '.join(failed)}")
     record_run(engine, JOB_NOTIFY, outcome, detail, issue_number=number, now=now)
-
-
-def deliver_now(settings: Settings, messages: list[OutgoingMessage],
-                make_transport: TransportFactory | None = None) -> list[SendResult]:
-    """Send a few messages outside the ledger (tests, notes) over one transport; one result each."""
-    with (make_transport or (lambda: transport_from_settings(settings)))() as transport:
-        return transport.send_messages(messages)
 
 
 def _summary(report: SendReport) -> str:

@@ -24,13 +24,14 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..listfile import ImportReport, read_list_file, write_json_lines, write_list_file
-from ..models import Subscriber, SubscriberStatus
+from ..models import Account, Subscriber, SubscriberStatus
 from ..signing import adopt_legacy_keys, suppression_keys
 from ..store import subscribers as store
 from ..store import suppressions
 from ..store.suppressions import is_erased, is_suppressed
 from ..subscriber_fields import SUPPRESSED_STATUSES, make_subscriber, normalise_email, parse_series
 from ..suppression_keys import SuppressionKeys
+from .audit import record
 
 EXPORT_FORMATS = ("csv", "json")
 
@@ -83,7 +84,8 @@ class SubscriberRecord:
     erased: bool = False  # not stored, and only its keyed hash is kept (it was erased)
 
 
-def import_subscribers(settings: Settings, engine: Engine, path: Path, now: datetime | None = None) -> ImportReport:
+def import_subscribers(settings: Settings, engine: Engine, path: Path, now: datetime | None = None,
+                       actor: Account | None = None) -> ImportReport:
     """Sync a subscriber list file into the store; returns its ImportReport (never re-adds the suppressed).
 
     New addresses are added as confirmed with consent method "import" (staff vouch for consent).
@@ -95,7 +97,14 @@ def import_subscribers(settings: Settings, engine: Engine, path: Path, now: date
     keys = checked_suppression_keys(settings, engine)
     report, rows = read_list_file(path, settings, consent_at=now)
     store.import_rows(engine, rows, keys, report, now=now, source=f"import:{path.name}"[:200])
+    record(engine, actor, "subscribers.import", target=path.name, detail=_counts(report), now=now)
     return report
+
+
+def _counts(report: ImportReport) -> dict[str, int]:
+    """An import report's counts, for the audit trail (no addresses: the trail outlives erasures)."""
+    return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+            "suppressed": len(report.suppressed), "rejected": len(report.rejected)}
 
 
 def add_subscriber(settings: Settings, engine: Engine, email: str, *, name: str = "", language: str = "",
@@ -145,7 +154,8 @@ def remove_subscriber(settings: Settings, engine: Engine, email: str, now: datet
     return Removal(address, found=True, unsubscribed=True, status=SubscriberStatus.UNSUBSCRIBED)
 
 
-def erase_subscriber(settings: Settings, engine: Engine, email: str, now: datetime) -> Erasure:
+def erase_subscriber(settings: Settings, engine: Engine, email: str, now: datetime,
+                     actor: Account | None = None) -> Erasure:
     """GDPR erasure: delete the subscriber, their deliveries and event details; keep a keyed hash only.
 
     The hash is kept even for an address that was never stored, so it is never added later.
@@ -153,7 +163,10 @@ def erase_subscriber(settings: Settings, engine: Engine, email: str, now: dateti
     """
     address = normalise_email(email)
     keys = checked_suppression_keys(settings, engine, require=False)
-    return Erasure(address, existed=store.erase_subscriber(engine, address, keys, now))
+    erased = Erasure(address, existed=store.erase_subscriber(engine, address, keys, now))
+    # The trail names no address: an erasure must leave none behind.
+    record(engine, actor, "subscribers.erase", detail={"existed": erased.existed}, now=now)
+    return erased
 
 
 def show_subscriber(settings: Settings, engine: Engine, email: str) -> SubscriberRecord:
@@ -207,3 +220,26 @@ def checked_suppression_keys(settings: Settings, engine: Engine, require: bool =
         keys = adopted
         counts = suppressions.erasures_by_key(engine) if require else counts  # relabelled (once per store): count again
     return suppressions.usable_suppression_keys(engine, keys, require, counts)
+
+
+def change_choices(settings: Settings, engine: Engine, email: str, *, language: str | None = None,
+                   series: Iterable[str] | None = None, want_events: bool | None = None,
+                   want_media: bool | None = None, now: datetime | None = None) -> Subscriber | None:
+    """Change a confirmed or pending subscriber's language, series or sections on staff's word (the API).
+
+    What is None stays as it is. None when there is no such subscriber, or they opted out (their
+    choices are theirs to make again). InvalidSubscriber for an unknown language or series.
+    """
+    found = store.get_subscriber(engine, normalise_email(email))
+    if found is None or found.status not in (SubscriberStatus.CONFIRMED, SubscriberStatus.PENDING):
+        return None
+    wanted = make_subscriber(settings, found.email, found.name,
+                             found.language if language is None else language,
+                             found.series if series is None else tuple(series),
+                             want_events=found.want_events if want_events is None else want_events,
+                             want_media=found.want_media if want_media is None else want_media,
+                             status=found.status)
+    changed = replace(found, language=wanted.language, series=wanted.series, want_events=wanted.want_events,
+                      want_media=wanted.want_media)
+    store.update_choices(engine, changed, now or datetime.now(UTC), source="api")
+    return changed

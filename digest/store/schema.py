@@ -61,6 +61,21 @@ feeds = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
 )
 
+# Feeds managed in the store (digest.pipeline.feeds), used when digest.toml lists no [[feeds]].
+# Their fetch state stays in `feeds` above, keyed by the same name.
+feed_sources = Table(
+    "feed_sources",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("language", String(10)),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("position", Integer, nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+    UniqueConstraint("url", name="uq_feed_sources_url"),
+)
+
 items = Table(
     "items",
     metadata,
@@ -86,6 +101,14 @@ items = Table(
     Column("event_start", UTCDateTime),
     Column("media", JSON),
     Column("content_hash", String(64), nullable=False),
+    # When the content last changed: an edit seen by a fetch (content_hash changed) is dated then; a new
+    # item by its feed's updated/published date (never later than the fetch). An item changed less
+    # than fetch.stabilise_minutes before a build waits for the next one (migration 0005).
+    Column("content_changed_at", UTCDateTime, nullable=False),
+    # The sent issue that offered the item (placed it, or an editor dropped it) or passed over it
+    # (too old for late offering, or older than the first issue's window); NULL: not offered yet.
+    # Set when that issue starts sending; an item is offered to exactly one issue (migration 0005).
+    Column("offered_in", Integer),
 )
 Index("ix_items_sort_at", items.c.sort_at)
 Index("ix_items_event_start", items.c.event_start)
@@ -112,6 +135,9 @@ issues = Table(
     Column("send_at", UTCDateTime),
     Column("sending_started_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
+    # What the last build offered, held back and passed over (digest.offers.BuildReport as JSON);
+    # read when the issue starts sending, to mark its items offered (migration 0005).
+    Column("build_report", JSON),
     UniqueConstraint("window_start", "window_end", name="uq_issues_window"),
 )
 
@@ -201,6 +227,23 @@ deliveries = Table(
     Column("possibly_delivered_at", UTCDateTime),
 )
 Index("ix_deliveries_status", deliveries.c.issue_number, deliveries.c.status)
+# Bounces and complaints that arrive after the send are matched to their row by Message-ID (migration 0008).
+Index("ix_deliveries_message_id", deliveries.c.message_id)
+
+# Each bounce, complaint or webhook event already acted on (a hash of the report's identity and the
+# recipient), so importing a mailbox twice changes nothing; also the Mailgun webhook tokens already
+# used, so a captured request cannot be replayed (migration 0008).
+bounce_reports = Table(
+    "bounce_reports",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("source", String(20), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True),
+    Column("issue_number", Integer),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_bounce_reports_received_at", bounce_reports.c.received_at)
 
 # Lease locks (the scheduler on SQLite, the single sender on SQLite).
 locks = Table(
@@ -233,4 +276,54 @@ revoked_admin_sessions = Table(
     metadata,
     Column("session_id", String(64), primary_key=True),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+
+# Staff accounts (digest.pipeline.accounts): who signs in to the admin, with which role. Sessions
+# signed before `sessions_after` no longer sign anyone in (a role change, a disable, a new password).
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", Text, nullable=False, default=""),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", Text, nullable=False, default=""),
+    # The one set-password link that works (invite or reset); cleared once used.
+    Column("password_nonce", String(64), nullable=False, default=""),
+    Column("disabled_at", UTCDateTime),
+    Column("sessions_after", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The audit trail (digest.pipeline.audit): every state change, who made it and when. `actor` is
+# the account's label as it was ("Eda <eda@example.org>"), so a removed account's changes keep it.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("actor_email", String(320), nullable=False, default=""),
+    Column("action", String(40), nullable=False),
+    Column("issue_number", Integer),
+    Column("target", Text, nullable=False, default=""),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_audit_events_issue", audit_events.c.issue_number)
+Index("ix_audit_events_actor", audit_events.c.actor_email)
+
+# API bearer tokens (digest.pipeline.tokens): only a SHA-256 of the token is kept; it acts with its
+# account's role of the moment, and stops working once revoked or the account is disabled or gone.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("last_used_at", UTCDateTime),
 )

@@ -8,11 +8,12 @@ list (digest.store.suppressions, which also checks that no erasure's key is miss
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Row, RowMapping, bindparam, func, literal, select
+from sqlalchemy import Connection, Engine, Row, RowMapping, Text, bindparam, cast, func, literal, select
 
 from ..listfile import ImportReport, ListRow, RejectedRow
 from ..models import Subscriber, SubscriberStatus
@@ -207,13 +208,22 @@ def record_bounce(engine: Engine, subscriber_id: int, threshold: int = 2, now: d
     """Count a permanent failure; at `threshold` the subscriber becomes bounced. True if it just did."""
     now = _now(now)
     with engine.begin() as conn:
-        conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id)
-                     .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now))
-        record_event(conn, subscriber_id, "bounce", now, detail, issue_number)
-        count = conn.execute(select(subscribers.c.bounce_count).where(subscribers.c.id == subscriber_id)).scalar()
+        count = count_bounce(conn, subscriber_id, now, detail, issue_number)
         if count is not None and count >= threshold:
             return change_status(conn, subscriber_id, SubscriberStatus.BOUNCED, now, detail, issue_number)
     return False
+
+
+def count_bounce(conn: Connection, subscriber_id: int, now: datetime, detail: str = "",
+                 issue_number: int | None = None) -> int | None:
+    """One bounce: `bounce_count` + 1 and a `bounce` event (inside the caller's transaction); the new count.
+
+    Send-time refusals (record_bounce) and reports arriving later (digest.store.bounces) both count here.
+    """
+    conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id)
+                 .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now))
+    record_event(conn, subscriber_id, "bounce", now, detail, issue_number)
+    return conn.execute(select(subscribers.c.bounce_count).where(subscribers.c.id == subscriber_id)).scalar()
 
 
 # --- imports --------------------------------------------------------------------------------------
@@ -415,3 +425,18 @@ def subscriber_record(engine: Engine, email: str) -> dict | None:
 
 def _plain(mapping: RowMapping) -> dict:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in mapping.items()}
+
+
+def confirmed_choice_groups(engine: Engine) -> list[tuple[str, tuple[str, ...], bool, bool, int]]:
+    """(language, series, want_events, want_media, count) of confirmed subscribers, one row per choice.
+
+    Grouped in the database, so counting an audience of a million reads a few hundred rows.
+    """
+    series_text = cast(subscribers.c.series, Text)  # JSON cannot be grouped on PostgreSQL; its text can
+    query = (select(subscribers.c.language, series_text, subscribers.c.want_events, subscribers.c.want_media,
+                    func.count())
+             .where(subscribers.c.status == SubscriberStatus.CONFIRMED.value)
+             .group_by(subscribers.c.language, series_text, subscribers.c.want_events, subscribers.c.want_media))
+    with engine.connect() as conn:
+        return [(language, tuple(json.loads(series or "[]")), bool(events), bool(media), count)
+                for language, series, events, media, count in conn.execute(query)]

@@ -23,19 +23,20 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import Engine
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..addresses import address_problem
 from ..archive_urls import archive_path
 from ..compose import EditorialError
 from ..config import Settings
 from ..deliver.editions import EditionError
 from ..deliver.message import HeaderError, check_address
 from ..deliver.transport import TransportError
-from ..pipeline import issues, reports, sending
+from ..models import Account
+from ..pipeline import accounts, issues, reports, sending
 from ..pipeline.editions import EditionCache, NoEdition
 from ..pipeline.status import collect_status
 from ..store.issues import IssueError, StaleVersion
@@ -56,8 +57,19 @@ DONE = {
     "rebuilt": "Draft rebuilt from the stored items.",
     "scheduled": "Send time saved.",
     "unscheduled": "The regular send time applies again.",
-    "sending": "Sending started. The delivery report shows progress.",
+    "sending": "Sending started.",
+    "test-sent": "Test sent to {to}.",
     "unchanged": "Nothing changed.",
+    "invited": "Invitation sent: the link in it works once, for 72 hours.",
+    "role-changed": "Role changed. That person's open sessions ended: they sign in again.",
+    "disabled": "Account disabled. Its open sessions ended.",
+    "enabled": "Account enabled: it signs in with its password again.",
+    "removed": "Account removed.",
+    "reset": "A link to choose a new password is on its way to that account.",
+    "password-set": "Your password is saved: sign in with it.",
+    "token-revoked": "Token revoked: it stopped working at once.",
+    "adopted": "Your account is made: sign in with its email address and the same password.",
+    "reset-asked": "If that address has an account, a link to choose a new password is on its way.",
 }
 DROPPED_COOKIES = ("Signing in needs a Secure cookie, which browsers only keep over https: sign in over https, "
                    "or on 127.0.0.1 / localhost. (Behind a reverse proxy, see the admin docs: web.base_url "
@@ -83,6 +95,10 @@ Handler = Callable[[Admin, Request, AdminSession], Awaitable[Response]]
 
 def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
     """The /admin routes of the web app."""
+    from .admin_accounts import routes as account_routes  # here: these modules import this one
+    from .admin_audit import routes as audit_routes
+    from .admin_feeds import routes as feed_routes
+    from .admin_send import routes as send_routes
     limiter = LoginLimiter(slots=settings.web.login_hash_slots)
     admin = Admin(settings, engine, AdminAuth(settings, engine), limiter, _environment(settings), EditionCache())
     get = functools.partial(_guarded, admin, post=False)
@@ -98,17 +114,18 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
         Route("/admin/issues/{number:int}", get(issue_page)),
         Route("/admin/issues/{number:int}/preview", get(preview_page)),
         Route("/admin/issues/{number:int}/report", get(report_page)),
-        Route("/admin/issues/{number:int}/approve", post(post_approve), methods=["POST"]),
-        Route("/admin/issues/{number:int}/editorial", post(post_editorial), methods=["POST"]),
-        Route("/admin/issues/{number:int}/items", post(post_items), methods=["POST"]),
-        Route("/admin/issues/{number:int}/rebuild", post(post_rebuild), methods=["POST"]),
-        Route("/admin/issues/{number:int}/test", post(post_test_send), methods=["POST"]),
-        Route("/admin/issues/{number:int}/send", post(post_send_now), methods=["POST"]),
-        Route("/admin/issues/{number:int}/schedule", post(post_schedule), methods=["POST"]),
-        Route("/admin/feeds", get(feeds_page)),
+        Route("/admin/issues/{number:int}/approve", post(post_approve, action="approve"), methods=["POST"]),
+        Route("/admin/issues/{number:int}/editorial", post(post_editorial, action="edit"), methods=["POST"]),
+        Route("/admin/issues/{number:int}/items", post(post_items, action="edit"), methods=["POST"]),
+        Route("/admin/issues/{number:int}/rebuild", post(post_rebuild, action="build"), methods=["POST"]),
+        Route("/admin/issues/{number:int}/test", post(post_test_send, action="test_send"), methods=["POST"]),
+        *send_routes(admin, get, post),
+        *feed_routes(admin, get, post),
         Route("/admin/runs", get(runs_page)),
         Route("/admin/subscribers", get(subscribers_page)),
         Route("/admin/archive", get(archive_page)),
+        *account_routes(admin, get, post),
+        *audit_routes(admin, get, post),
     ]
 
 
@@ -130,6 +147,9 @@ def page(admin: Admin, request: Request, name: str, context: dict[str, Any], ses
          status_code: int = 200, notices: Notices | None = None) -> HTMLResponse:
     """An admin page: never cached, never framed."""
     done = DONE.get(request.query_params.get("done", ""))
+    if done and "{to}" in done:  # an address from the URL is shown only if it is one
+        to = request.query_params.get("to", "")
+        done = done.format(to=to) if to and address_problem(to) is None else None
     shown = [("ok", done)] if done else []
     html = admin.env.get_template(name).render(
         site_name=admin.settings.site.name, session=session, notices=shown + (notices or []), **context)
@@ -145,13 +165,16 @@ def message(admin: Admin, request: Request, session: AdminSession | None, status
                 session, status_code)
 
 
-def _guarded(admin: Admin, handler: Handler, post: bool) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: the login page without a session; for POSTs, 403 without the CSRF token."""
+def _guarded(admin: Admin, handler: Handler, post: bool, action: str = "preview") -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: the login page without a session; 403 when the account's role may not do
+    `action` (pipeline.accounts.ROLE_NEEDED) or, for POSTs, without the CSRF token."""
 
     async def endpoint(request: Request) -> Response:
         session = await run_in_threadpool(admin.auth.session, request)  # a store read: off the event loop
         if session is None:
-            return _login_response(admin, request, status_code=401, next_path=_next_path(request, post))
+            return await _login_response(admin, request, status_code=401, next_path=_next_path(request, post))
+        if refused := not_allowed(admin, request, session, action):
+            return refused
         if post:
             form = await read_form(request)
             if not admin.auth.same_origin(request) or not admin.auth.csrf_ok(session, form.get("csrf_token")):
@@ -165,6 +188,13 @@ def _guarded(admin: Admin, handler: Handler, post: bool) -> Callable[[Request], 
     return endpoint
 
 
+def not_allowed(admin: Admin, request: Request, session: AdminSession, action: str) -> Response | None:
+    """The 403 page saying who may do `action`, or None when this session's account may."""
+    if reason := accounts.why_not(session.account, action):
+        return message(admin, request, session, 403, "Not allowed", reason, back=_next_path(request, True))
+    return None
+
+
 def _next_path(request: Request, post: bool) -> str:
     path = request.url.path
     if post:
@@ -172,7 +202,7 @@ def _next_path(request: Request, post: bool) -> str:
     return path if path.startswith("/admin") else "/admin/issues"
 
 
-def _redirect(path: str, done: str = "", **query: str) -> RedirectResponse:
+def redirect_to(path: str, done: str = "", **query: str) -> RedirectResponse:
     params = {**query, **({"done": done} if done else {})}
     return RedirectResponse(path + ("?" + urlencode(params) if params else ""), status_code=303)
 
@@ -183,15 +213,16 @@ async def _css(request: Request) -> Response:
 
 # --- signing in -----------------------------------------------------------------------------------
 
-def _login_response(admin: Admin, request: Request, status_code: int = 200, next_path: str = "/admin/issues",
+async def _login_response(admin: Admin, request: Request, status_code: int = 200, next_path: str = "/admin/issues",
                     error: str = "", name: str = "") -> HTMLResponse:
     response = HTMLResponse("")
     token = admin.auth.login_token(request, response)
     if not error and admin.auth.cookies_dropped(request):
         error = DROPPED_COOKIES
+    with_accounts = await run_in_threadpool(admin.auth.accounts_in_use)  # a store read: off the event loop
     rendered = page(admin, request, "admin/login.html",
-                    {"configured": bool(admin.auth.password_hash()), "login_token": token,
-                     "next": next_path, "name": name},
+                    {"configured": with_accounts or bool(admin.auth.password_hash()), "accounts": with_accounts,
+                     "login_token": token, "next": next_path, "name": name},
                     None, status_code, notices=[("error", error)] if error else None)
     for key, value in response.raw_headers:
         if key == b"set-cookie":
@@ -201,36 +232,47 @@ def _login_response(admin: Admin, request: Request, status_code: int = 200, next
 
 async def login_page(admin: Admin, request: Request) -> Response:
     if await run_in_threadpool(admin.auth.session, request):
-        return _redirect("/admin/issues")
-    return _login_response(admin, request, next_path=_safe_next(request.query_params.get("next", "")))
+        return redirect_to("/admin/issues")
+    return await _login_response(admin, request, next_path=_safe_next(request.query_params.get("next", "")))
 
 
 async def post_login(admin: Admin, request: Request) -> Response:
     """Check the password and start a session; 429 past the client's attempts or while every hashing slot is busy."""
     form = await read_form(request)
     next_path = _safe_next(str(form.get("next", "")))
-    name = " ".join(str(form.get("name", "")).split())[:100]
+    # With accounts the form asks for the email address; with the shared password, for a name.
+    name = " ".join(str(form.get("email", form.get("name", ""))).split())[:320]
     client = client_ip(request)
+    with_accounts = await run_in_threadpool(admin.auth.accounts_in_use)
     if not name:
-        return _login_response(admin, request, 400, next_path, "Enter your name: it is recorded with approvals.")
+        return await _login_response(admin, request, 400, next_path, "Enter your email address." if with_accounts
+                               else "Enter your name: it is recorded with approvals.")
     if not admin.auth.same_origin(request) or not admin.auth.login_token_ok(request, form.get("login_token")):
         expired = DROPPED_COOKIES if admin.auth.cookies_dropped(request) else "The sign-in form expired: please try again."
-        return _login_response(admin, request, 403, next_path, expired, name)
+        return await _login_response(admin, request, 403, next_path, expired, name)
     attempt = admin.limiter.start(client)  # counted now, before hashing: parallel requests cannot all pass
     if isinstance(attempt, LoginRefused):
         text = BUSY if attempt.busy else "Too many failed sign-ins. Wait a few minutes, then try again."
-        response = _login_response(admin, request, 429, next_path, text, name)
+        response = await _login_response(admin, request, 429, next_path, text, name)
         response.headers["retry-after"] = str(attempt.retry_after)
         return response
     password = str(form.get("password", ""))
+    signed_in: list[Account] = []
+
+    def check() -> bool:
+        account = admin.auth.check_credentials(name, password)
+        signed_in.extend([account] if account else [])
+        return account is not None
+
     try:
-        ok = await run_in_threadpool(admin.limiter.check, attempt, functools.partial(admin.auth.check_password, password))
+        ok = await run_in_threadpool(admin.limiter.check, attempt, check)
     except PasswordHashError as exc:
-        return _login_response(admin, request, 500, next_path, str(exc), name)
+        return await _login_response(admin, request, 500, next_path, str(exc), name)
     if not ok:
-        return _login_response(admin, request, 401, next_path, "Wrong password.", name)
-    response = _redirect(next_path)
-    admin.auth.start_session(request, response, name)
+        return await _login_response(admin, request, 401, next_path,
+                               "Wrong email address or password." if with_accounts else "Wrong password.", name)
+    response = redirect_to(next_path)
+    admin.auth.start_session(request, response, signed_in[0])
     return response
 
 
@@ -243,7 +285,7 @@ def _safe_next(path: str) -> str:
 
 async def post_logout(admin: Admin, request: Request, session: AdminSession) -> Response:
     """Sign out everywhere this session's cookie went: it is revoked in the store, then deleted."""
-    response = _redirect("/admin/login")
+    response = redirect_to("/admin/login")
     await run_in_threadpool(admin.auth.end_session, session, response)
     return response
 
@@ -251,7 +293,7 @@ async def post_logout(admin: Admin, request: Request, session: AdminSession) -> 
 # --- issues ---------------------------------------------------------------------------------------
 
 async def home_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    return _redirect("/admin/issues")
+    return redirect_to("/admin/issues")
 
 
 async def issues_page(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -259,7 +301,7 @@ async def issues_page(admin: Admin, request: Request, session: AdminSession) -> 
     return page(admin, request, "admin/issues.html", {"issues": found, "active": "issues"}, session)
 
 
-def _no_such_issue(admin: Admin, request: Request, session: AdminSession, number: int) -> HTMLResponse:
+def no_such_issue(admin: Admin, request: Request, session: AdminSession, number: int) -> HTMLResponse:
     return message(admin, request, session, 404, "No such issue", f"There is no issue {number}.", back="/admin/issues")
 
 
@@ -269,11 +311,15 @@ async def issue_page(admin: Admin, request: Request, session: AdminSession, noti
     number = request.path_params["number"]
     review = await run_in_threadpool(reports.issue_review, admin.settings, admin.engine, number, datetime.now(UTC))
     if review is None:
-        return _no_such_issue(admin, request, session, number)
+        return no_such_issue(admin, request, session, number)
     choice = PreviewChoice.from_query(dict(request.query_params), admin.settings)
     context = await run_in_threadpool(issue_page_context, admin.settings, admin.engine, review, choice,
                                       admin.editions)
     context["test_address"] = request.query_params.get("to", "")[:320]
+    # Buttons this account's role does not allow are shown disabled, with the reason beside them.
+    context["refused"] = {action: accounts.why_not(session.account, action) for action in ("schedule", "send")}
+    context["refused"]["approve"] = await run_in_threadpool(issues.approval_refusal, admin.settings, admin.engine,
+                                                            number, session.account)
     return page(admin, request, "admin/issue.html", {**context, "active": "issues"}, session, status_code, notices)
 
 
@@ -300,15 +346,17 @@ async def post_approve(admin: Admin, request: Request, session: AdminSession) ->
     version = str(request.state.form.get("version", ""))
     try:
         approval = await run_in_threadpool(issues.approve_issue, admin.settings, admin.engine, number,
-                                           session.name, version, datetime.now(UTC))
+                                           session.account, version, datetime.now(UTC))
     except StaleVersion:
         return await issue_page(admin, request, session, status_code=409, notices=[(
             "error", "Not approved: this draft changed since the page you approved from was shown. "
                      "Check the preview below (the current version), then approve again.")])
     except IssueError as exc:
         return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
+    except accounts.NotAllowed as exc:  # the four-eyes rule: this account edited it last
+        return await issue_page(admin, request, session, status_code=403, notices=[("error", str(exc))])
     due = approval.outlook.when == SendWhen.AT_ONCE
-    return _redirect(f"/admin/issues/{number}", "approved-due" if due else "approved")
+    return redirect_to(f"/admin/issues/{number}", "approved-due" if due else "approved")
 
 
 async def post_editorial(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -334,16 +382,17 @@ async def post_items(admin: Admin, request: Request, session: AdminSession) -> R
 async def _edit(admin: Admin, request: Request, session: AdminSession, done: str, **changes: Any) -> Response:
     number = request.path_params["number"]
     try:
-        changed = await run_in_threadpool(_save_editorial, admin.settings, admin.engine, number, changes)
+        changed = await run_in_threadpool(_save_editorial, admin.settings, admin.engine, number, changes,
+                                          session.account)
     except (EditorialError, IssueError, LookupError) as exc:
         return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
-    return _redirect(f"/admin/issues/{number}", done if changed else "unchanged")
+    return redirect_to(f"/admin/issues/{number}", done if changed else "unchanged")
 
 
-def _save_editorial(settings: Settings, engine: Engine, number: int, changes: dict[str, Any]) -> bool:
+def _save_editorial(settings: Settings, engine: Engine, number: int, changes: dict[str, Any], actor: Account) -> bool:
     """Apply editorial changes; True if what readers get or the choices changed (issues.issue_changed)."""
     before = issues.get_issue(engine, number)
-    after = issues.edit_issue(settings, engine, number, datetime.now(UTC), **changes)
+    after = issues.edit_issue(settings, engine, number, datetime.now(UTC), actor, **changes)
     return issues.issue_changed(before, after)
 
 
@@ -351,10 +400,11 @@ async def post_rebuild(admin: Admin, request: Request, session: AdminSession) ->
     """Compose the draft's window again from the stored items."""
     number = request.path_params["number"]
     try:
-        await run_in_threadpool(issues.rebuild_issue, admin.settings, admin.engine, number, datetime.now(UTC))
+        await run_in_threadpool(issues.rebuild_issue, admin.settings, admin.engine, number, datetime.now(UTC),
+                                session.account)
     except IssueError as exc:  # not a draft or approved issue; a window conflict
         return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
-    return _redirect(f"/admin/issues/{number}", "rebuilt")
+    return redirect_to(f"/admin/issues/{number}", "rebuilt")
 
 
 async def post_test_send(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -364,78 +414,35 @@ async def post_test_send(admin: Admin, request: Request, session: AdminSession) 
     like = str(form.get("subscriber", "")).strip() or None
     try:
         address = check_address(str(form.get("address", "")).strip())
-        results = await run_in_threadpool(sending.send_test, admin.settings, admin.engine, number, [address],
-                                          subscriber_email=like)
+        results = await run_in_threadpool(functools.partial(
+            sending.send_test, admin.settings, admin.engine, number, [address], subscriber_email=like,
+            actor=session.account))
     except (HeaderError, LookupError, ValueError) as exc:
         return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
+    except accounts.NotAllowed as exc:  # an account sends tests to itself or the staff list only
+        return await issue_page(admin, request, session, status_code=403, notices=[("error", str(exc))])
     except (EditionError, TransportError) as exc:
         # The settings or templates cannot make or send this edition: say so on the page, not as a 500.
         return await issue_page(admin, request, session, status_code=502,
                                 notices=[("error", f"The test could not be sent: {exc}")])
     failed = [r for r in results if not r.ok]
-    notice = ("error", f"The test to {address} failed: {failed[0].error}") if failed else \
-        ("ok", f"Test sent to {address}.")
-    return await issue_page(admin, request, session, status_code=502 if failed else 200, notices=[notice])
-
-
-async def post_send_now(admin: Admin, request: Request, session: AdminSession) -> Response:
-    """Start sending an approved issue to every subscriber, in the background; the ledger makes it once."""
-    number = request.path_params["number"]
-    try:
-        await run_in_threadpool(sending.check_sendable, admin.engine, number)
-    except IssueError as exc:  # not approved (or already sending), or no such issue
-        return message(admin, request, session, 409, "Not sent", str(exc), f"/admin/issues/{number}")
-    response = _redirect(f"/admin/issues/{number}/report", "sending")
-    response.background = BackgroundTask(_send_in_background, admin.settings, admin.engine, number, session.name)
-    return response
-
-
-def _send_in_background(settings: Settings, engine: Engine, number: int, by: str) -> None:
-    try:
-        sending.send_now(settings, engine, number, datetime.now(UTC), reason=f"send now by {by}")
-    except Exception:  # noqa: BLE001 - already in the run log, which the report page shows; the response is gone
-        pass
-
-
-async def post_schedule(admin: Admin, request: Request, session: AdminSession) -> Response:
-    """Give the issue its own send time (site timezone), or go back to the regular send_cron."""
-    number = request.path_params["number"]
-    form = request.state.form
-    send_at, done = None, "unscheduled"
-    if not form.get("clear"):
-        try:
-            local = datetime.strptime(str(form.get("send_at", "")), "%Y-%m-%dT%H:%M")
-        except ValueError:
-            return await issue_page(admin, request, session, status_code=400,
-                                    notices=[("error", "Give the send time as a date and time.")])
-        send_at, done = local.replace(tzinfo=admin.settings.site.tz).astimezone(UTC), "scheduled"
-    try:
-        await run_in_threadpool(issues.schedule_send, admin.settings, admin.engine, number, send_at,
-                                datetime.now(UTC))
-    except ValueError as exc:  # the time has passed
-        return await issue_page(admin, request, session, status_code=400, notices=[("error", str(exc))])
-    except IssueError as exc:  # being sent or sent
-        return await issue_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
-    return _redirect(f"/admin/issues/{number}", done)
+    if failed:  # nothing was sent: showing the page again (a reload would only try again) is safe
+        return await issue_page(admin, request, session, status_code=502,
+                                notices=[("error", f"The test to {address} failed: {failed[0].error}")])
+    return redirect_to(f"/admin/issues/{request.path_params['number']}", "test-sent", to=address)
 
 
 async def report_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     number = request.path_params["number"]
     report = await run_in_threadpool(reports.issue_report, admin.engine, number)
     if report is None:
-        return _no_such_issue(admin, request, session, number)
+        return no_such_issue(admin, request, session, number)
     return page(admin, request, "admin/report.html",
                 {"issue": report.issue, "summary": report.summary, "report": report.delivery, "runs": report.runs,
                  "active": "issues"}, session)
 
 
 # --- health and people ----------------------------------------------------------------------------
-
-async def feeds_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    status = await run_in_threadpool(collect_status, admin.settings, admin.engine, datetime.now(UTC), runs=0)
-    return page(admin, request, "admin/feeds.html", {"feeds": status.feeds, "active": "feeds",
-                                                      "now": status.now}, session)
-
 
 async def runs_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     status = await run_in_threadpool(collect_status, admin.settings, admin.engine, datetime.now(UTC), runs=50)

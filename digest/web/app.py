@@ -16,8 +16,9 @@ from starlette.types import ASGIApp
 
 from ..config import Settings
 from ..signing import derived_keys
+from ..sns import CertificateLoader
 from ..store import open_store
-from . import admin, archive, public
+from . import admin, api, archive, embed, errors, home, public, webhooks
 from .pages import STATIC
 from .public import TransportFactory
 from .security import CsrfMiddleware, PathGuardMiddleware, RedactTokensFilter, SecurityHeadersMiddleware
@@ -27,17 +28,24 @@ __all__ = ["RedactTokensFilter", "create_app"]
 
 
 def create_app(settings: Settings, engine: Engine | None = None,
-               transport_factory: TransportFactory | None = None) -> Starlette:
+               transport_factory: TransportFactory | None = None,
+               sns_certificates: CertificateLoader | None = None) -> Starlette:
     """The web app for `settings`; opens (and migrates) the store unless `engine` is given.
 
     `transport_factory` makes the transport confirmation emails go through (default:
-    digest.deliver.transports.transport_from_settings(settings)).
+    digest.deliver.transports.transport_from_settings(settings)); `sns_certificates` fetches the
+    SNS signing certificates of /webhooks/ses (default: downloads them). Raises ConfigError when a
+    configured webhook's secret variable is empty.
     """
     engine = engine or open_store(settings.store.url)
     routes = [
+        *home.routes(settings, engine),
         *public.routes(settings, engine, transport_factory),
         *admin.routes(settings, engine),
         *archive.routes(settings, engine),
+        *webhooks.routes(settings, engine, sns_certificates),
+        *embed.routes(settings, engine, transport_factory),  # before the API's: its catch-all would answer
+        *api.routes(settings, engine),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [
@@ -45,7 +53,7 @@ def create_app(settings: Settings, engine: Engine | None = None,
         Middleware(CsrfMiddleware, keys=derived_keys(settings, "csrf"),
                    secure=settings.web.base_url.startswith("https://")),
     ]
-    app = _App(routes=routes, middleware=middleware)
+    app = _App(routes=routes, middleware=middleware, exception_handlers=errors.handlers(settings))
     app.state.settings = settings
     app.state.engine = engine
     return app

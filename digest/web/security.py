@@ -210,7 +210,7 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-_TOKEN_PATH = re.compile(r"^(/(?:confirm|preferences|unsubscribe)/)[^/?#\s]+")
+_TOKEN_PATH = re.compile(r"^(/(?:confirm|preferences|unsubscribe|admin/password)/)[^/?#\s]+")
 
 
 class RedactTokensFilter(logging.Filter):
