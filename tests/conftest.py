@@ -11,9 +11,11 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -156,6 +158,28 @@ def settings(tmp_path, store_url):
 
 
 # --- a real SMTP server on loopback -------------------------------------------------------------
+
+@contextmanager
+def serving(app: Any, port: int) -> Iterator[str]:
+    """`app` under a real uvicorn on 127.0.0.1:`port`, in a thread, for the browser tests; yields its base URL.
+
+    The port is chosen first (free_port) because the app's settings name it in web.base_url.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -6,14 +6,12 @@ checks each page on the way."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from admin_fixtures import PASSWORD, PASSWORD_HASH, admin_store
-from conftest import free_port, make_settings
+from conftest import free_port, make_settings, serving
 
 from digest.pipeline import accounts, issues
 from digest.store import open_store
@@ -34,17 +32,8 @@ def served(tmp_path, sqlite_url, smtp_server, monkeypatch):
                                                         "admin_password_hash": PASSWORD_HASH},
                              delivery={"transport": "smtp", "smtp": {"host": smtp_server.host, "port": smtp_server.port}})
     engine = open_store(settings.store.url)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield settings.web.base_url, settings, engine
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, engine), port):
+        yield settings.web.base_url, settings, engine
     engine.dispose()
 
 
@@ -155,17 +144,8 @@ def draft_served(tmp_path, sqlite_url, monkeypatch):
     store = admin_store(tmp_path, sqlite_url, web={"base_url": f"http://127.0.0.1:{port}"})
     for email, role in (("ed@example.org", "editor"), ("ap@example.org", "approver")):
         accounts.add_account(store.settings, store.engine, email, role, password=EDITOR_PASSWORD)
-    server = uvicorn.Server(uvicorn.Config(create_app(store.settings, store.engine), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", store
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store.settings, store.engine), port):
+        yield f"http://127.0.0.1:{port}", store
 
 
 def test_an_editor_cannot_approve_and_an_approver_can(browser, draft_served, artefacts):

@@ -4,14 +4,11 @@ Screenshots of the issue page land in tests/artefacts/."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import TYPE_CHECKING
 
 import pytest
-import uvicorn
 from admin_fixtures import PASSWORD, admin_store
-from conftest import free_port
+from conftest import free_port, serving
 
 from digest.models import IssueStatus
 from digest.store.issues import get_summary
@@ -35,18 +32,8 @@ def server(tmp_path, sqlite_url, smtp_server, monkeypatch):
     port = free_port()
     store = admin_store(tmp_path, sqlite_url, web={"base_url": f"http://127.0.0.1:{port}"},
                         delivery={"transport": "smtp", "smtp": {"host": smtp_server.host, "port": smtp_server.port}})
-    config = uvicorn.Config(create_app(store.settings, store.engine), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="off")
-    web = uvicorn.Server(config)
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not web.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield store, f"http://127.0.0.1:{port}"
-    web.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store.settings, store.engine), port) as base:
+        yield store, base
 
 
 def test_review_a_draft_in_the_browser(server, browser, smtp_server, artefacts):

@@ -3,14 +3,11 @@ or critical problem, and at 390 px nothing makes the page scroll sideways."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from admin_fixtures import PASSWORD, admin_store
-from conftest import free_port
+from conftest import free_port, serving
 
 from digest.web.app import create_app
 
@@ -27,17 +24,8 @@ def served(tmp_path, sqlite_url, monkeypatch):
     monkeypatch.delenv("DIGEST_ADMIN_PASSWORD_HASH", raising=False)
     port = free_port()
     store = admin_store(tmp_path, sqlite_url, web={"base_url": f"http://127.0.0.1:{port}"})
-    server = uvicorn.Server(uvicorn.Config(create_app(store.settings, store.engine), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store.settings, store.engine), port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def problems(page) -> list[str]:

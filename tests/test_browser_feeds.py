@@ -5,14 +5,11 @@ remove; a reload after each form changes nothing; axe-core finds nothing serious
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from admin_fixtures import PASSWORD, PASSWORD_HASH
-from conftest import free_port, make_settings
+from conftest import free_port, make_settings, serving
 from http_feed_server import FeedServer, static, status
 
 from digest.pipeline.feeds import list_feeds
@@ -42,17 +39,8 @@ def served(tmp_path, monkeypatch):
     settings = make_settings(tmp_path, web={"base_url": f"http://127.0.0.1:{port}", "admin_password_hash": PASSWORD_HASH},
                              fetch={"retries": 0, "deadline": 5})
     engine = open_store(settings.store.url)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield settings.web.base_url, settings, engine
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, engine), port):
+        yield settings.web.base_url, settings, engine
     engine.dispose()
 
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import uvicorn
-from conftest import free_port, make_settings
+from conftest import free_port, make_settings, serving
 
 from digest.models import SubscriberStatus
 from digest.store import open_store
@@ -33,17 +31,8 @@ def served(tmp_path, smtp_server, monkeypatch):
     settings = make_settings(tmp_path, web={"base_url": f"http://127.0.0.1:{port}"},
                              delivery={"transport": "smtp", "smtp": {"host": smtp_server.host, "port": smtp_server.port}})
     engine = open_store(settings.store.url)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield settings.web.base_url, settings, engine
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, engine), port):
+        yield settings.web.base_url, settings, engine
     engine.dispose()
 
 

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import uvicorn
-from conftest import free_port, make_settings
+from conftest import free_port, make_settings, serving
 from starlette.testclient import TestClient
 
 from digest.config import ConfigError, load_settings
@@ -155,17 +154,8 @@ def origins(tmp_path, smtp_server, monkeypatch):
     settings = make_settings(tmp_path, web={"base_url": digest, "embed_origins": [f"http://127.0.0.1:{page_port}"]},
                              delivery={"transport": "smtp", "smtp": {"host": smtp_server.host, "port": smtp_server.port}})
     engine = open_store(settings.store.url)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{page_port}", f"http://127.0.0.1:{other_port}", engine
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, engine), port):
+        yield f"http://127.0.0.1:{page_port}", f"http://127.0.0.1:{other_port}", engine
     for s in (page_server, other_server):
         s.shutdown()
     engine.dispose()
