@@ -108,6 +108,9 @@ class _PoolFacts:
         self.index = {c.key: n for n, c in enumerate(pool)}
         self.is_event = np.array([c.kind == ItemKind.EVENT for c in pool])
         self.is_media = np.array([c.kind == ItemKind.MEDIA for c in pool])
+        # An item without a usable URL (a feed entry with no link) is shown without one: as a related
+        # link it would be dropped at render time, after using up one of the item's places.
+        self.linkless = np.array([not c.url for c in pool])
         self.has_series = np.array([bool(c.series) for c in pool])
         starts = [c.event.start if c.event and c.event.start else None for c in pool]
         self.upcoming = np.array([s is not None and s >= reference for s in starts])
@@ -183,7 +186,7 @@ def _links_for(item: Item, score: np.ndarray, terms: np.ndarray, cats: np.ndarra
         np.zeros(len(facts.pool), dtype=bool)
     ranked = np.where(other_language, score * OTHER_LANGUAGE_FACTOR, score)
     topical = terms >= MIN_SHARED_TERMS
-    eligible = ~facts.is_media & ~foreign & ~section_events & topical & (ranked >= MIN_SIMILARITY)
+    eligible = ~facts.is_media & ~facts.linkless & ~foreign & ~section_events & topical & (ranked >= MIN_SIMILARITY)
     if own_section:
         eligible &= facts.section != own_section
     eligible[facts.index[item.key]] = False

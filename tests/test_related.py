@@ -89,6 +89,13 @@ def test_one_shared_word_is_not_a_topic(settings):
     assert related_keys(find_related([subject], pool, [ECO], 2, WINDOW.end), "vienna") == ["tariffs"]
 
 
+def test_an_item_without_a_link_is_never_a_related_link(settings):
+    subject = item("brief", "Military spending and defence budgets", (SEC,), days=2)
+    linkless = Item(**{**item("nolink", "Military spending and defence budgets in 2025", (SEC,)).__dict__, "url": ""})
+    pool = [linkless, item("spending", "Defence budgets and military spending targets", (SEC,), days=-300)]
+    assert related_keys(find_related([subject], pool, [SEC], 2, WINDOW.end), "brief") == ["spending"]
+
+
 def test_the_items_language_is_preferred(settings):
     subject = item("brief", "Defence spending in member states", (SEC,), days=2, language="en")
     pool = [item("de", "Defence spending: Verteidigungsausgaben der Mitgliedstaaten", (SEC,), days=-1, language="de"),

@@ -98,7 +98,7 @@ def test_double_opt_in(client, web_settings, engine):
     assert mail["To"].addresses[0].addr_spec == "reader@example.org"
     assert mail["To"].addresses[0].display_name == "" and "Rita" not in mail.get_content()  # nothing typed is mailed
     assert mail["From"] == web_settings.delivery.sender
-    assert mail["Subject"] == "Confirmez votre abonnement à la lettre de Europa Progressiva Foundation"
+    assert mail["Subject"] == "Confirmez votre abonnement à la lettre d’Europa Progressiva Foundation"
     assert mail["Content-Language"] == "fr" and mail["Message-ID"]
     path = confirm_path(mail)
 

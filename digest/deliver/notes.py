@@ -13,6 +13,7 @@ from datetime import datetime
 from email.utils import parseaddr
 
 from ..config import Settings
+from ..i18n import elide
 from ..models import Subscriber
 from .message import build_note
 from .transport import OutgoingMessage
@@ -49,10 +50,11 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, url: str,
     language = subscriber.language if subscriber.language in CONFIRMATION_TEXTS else "en"
     words = CONFIRMATION_TEXTS[language]
     site = settings.site.name
-    text = words["body"].format(site=site, url=url, hours=settings.web.confirm_hours,
-                                address=settings.site.postal_address)
-    return build_note(settings, to=subscriber.email, subject=words["subject"].format(site=site), text=text,
-                      language=language, now=now)
+    # The site's name goes into a sentence: French elides before it ("la lettre d’Europa …").
+    text = elide(words["body"].format(site=site, url=url, hours=settings.web.confirm_hours,
+                                      address=settings.site.postal_address), language)
+    return build_note(settings, to=subscriber.email, subject=elide(words["subject"].format(site=site), language),
+                      text=text, language=language, now=now)
 
 
 def staff_note_message(settings: Settings, address: str, number: int, link: str,
