@@ -89,7 +89,7 @@ def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_cha
         "language": segment.language, "site": _site_view(settings), "subject": subject, "headline": headline,
         "preheader": _preheader(issue, sections, headline, ctx),
         "edition_label": _edition_label(issue, ctx), "intro": _paragraphs(issue.editorial.intro),
-        "sections": sections, "test": issue.test, "greeting": settings.render.greeting,
+        "sections": sections, "test": issue.test, "public": issue.public, "greeting": settings.render.greeting,
         "colon": i18n.colon(segment.language),
     }
 

@@ -208,6 +208,9 @@ class Issue:
     # A copy for a staff test send (never stored): "[Test]" in the subject, a banner, and the
     # reader-only links (preferences, unsubscribe) explained instead of linked.
     test: bool = False
+    # The public archive's copy (never stored): no greeting, no personal footer, "Subscribe" instead
+    # of a reader's preferences and unsubscribe links.
+    public: bool = False
 
 
 @dataclass(frozen=True)

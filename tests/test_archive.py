@@ -103,3 +103,36 @@ def test_atom_feed_of_sent_issues(store, client):
 
 def test_unknown_issue_is_404(client):
     assert client.get("/archive/99").status_code == 404
+
+
+def test_the_archive_copy_is_a_page_of_the_site_with_nothing_personal(store, client):
+    send(store)
+    page = client.get("/archive/1?lang=fr").text
+    head = page.split("</head>")[0]
+    assert '<meta property="og:title" content="' in head and '<meta property="og:description"' in head
+    assert 'type="application/rss+xml"' in head and 'type="application/atom+xml"' in head
+    assert "S’abonner à cette lettre" in page and "https://digest.example.org/subscribe?lang=fr" in page
+    for personal in ("Bonjour", "Afficher dans votre navigateur", "parce que vous", "Gérer vos préférences"):
+        assert personal not in page, personal
+    english = client.get("/archive/1").text
+    for personal in ("Hello", "View in your browser", "because you subscribed", "Unsubscribe"):
+        assert personal not in english, personal
+    assert 'href="?lang=de"' in english and "Subscribe to this digest" in english
+
+
+def test_rss_and_series_feeds_with_autodiscovery(store, client):
+    send(store)
+    rss = feedparser.parse(client.get("/archive/feed.rss").content)
+    assert not rss.bozo and rss.version == "rss20"
+    assert rss.entries[0].link == "https://digest.example.org/archive/1" and titles(store)[0] in rss.entries[0].summary
+    for kind in ("atom", "rss"):
+        series = feedparser.parse(client.get(f"/archive/series/esa-security-defence/feed.{kind}").content)
+        assert not series.bozo and len(series.entries) == 1 and "Security" in series.feed.title
+    assert client.get("/archive/series/no-such-series/feed.rss").status_code == 404
+    index = client.get("/archive/").text
+    assert 'type="application/rss+xml"' in index and archive_feed_link("series/esa-security-defence/feed.rss") in \
+        client.get("/archive/series/esa-security-defence").text
+
+
+def archive_feed_link(path: str) -> str:
+    return f'href="/archive/{path}"'

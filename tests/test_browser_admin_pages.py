@@ -61,3 +61,35 @@ def test_every_admin_page_in_light_and_dark_at_desktop_and_phone_width(browser, 
         finally:
             context.close()
     assert {k: v for k, v in found.items() if v} == {}
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core not installed (npm ci in tests/)")
+def test_the_public_pages_and_the_archive_in_light_and_dark(browser, served, tmp_path, artefacts):
+    # served's store holds draft 1: send it (the ledger is the delivery tests' business) so it is public.
+    from digest.models import IssueStatus
+    from digest.store import open_store
+    from digest.store.issues import approve_issue, get_issue, set_status
+
+    engine = open_store(f"sqlite:///{tmp_path / 'digest.db'}")
+    approve_issue(engine, 1, by="Anna", version=get_issue(engine, 1).version)
+    set_status(engine, 1, IssueStatus.SENDING)
+    set_status(engine, 1, IssueStatus.SENT)
+    found: dict[str, list[str]] = {}
+    for scheme in ("light", "dark"):
+        for width in (1280, 390):
+            context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme,
+                                          bypass_csp=True)
+            page = context.new_page()
+            for path in ("/", "/?lang=de", "/archive/", "/archive/1", "/archive/1?lang=fr",
+                         "/archive/series/esa-security-defence", "/no/such/page"):
+                page.goto(served + path)
+                key = f"{path} {scheme} {width}"
+                found[key] = problems(page)
+                if width == 390:
+                    wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    if wide > 0:
+                        found[key].append(f"the page scrolls sideways by {wide}px")
+            page.goto(served + "/archive/1")
+            page.screenshot(path=str(artefacts / f"archive-issue-{scheme}-{width}.png"))
+            context.close()
+    assert {k: v for k, v in found.items() if v} == {}

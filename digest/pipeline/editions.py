@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
@@ -113,7 +113,8 @@ class EditionCache:
 
     def edition(self, settings: Settings, issue: Issue, segment: Segment) -> Edition:
         """The compiled edition of `segment` for this exact version of the issue (compiled on a miss)."""
-        key = (issue.number, issue.version, issue.status, issue.editorial, segment.section_ids, segment.language)
+        key = (issue.number, issue.version, issue.status, issue.editorial, issue.test, issue.public,
+               segment.section_ids, segment.language)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -135,6 +136,8 @@ def edition_for(settings: Settings, engine: Engine, issue: Issue | int, audience
     RenderError (a template problem, naming file and line).
     """
     issue = require_issue(engine, issue) if isinstance(issue, int) else issue
+    if isinstance(audience, Visitor):  # the archive's copy: nothing personal in it (Issue.public)
+        issue = replace(issue, public=True)
     segment, name, values = _reading(settings, engine, issue, audience)
     edition = cache.edition(settings, issue, segment) if cache else render_edition(issue, segment, settings)
     html, text = personalise(edition, values)
