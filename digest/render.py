@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,21 @@ def personalise(edition: Edition, values: Mapping[str, str]) -> tuple[str, str]:
     for index, name, _ in edition.text_slots:
         text_parts[index] = clean[name]
     return "".join(html_parts), "".join(text_parts)
+
+
+def render_note(settings: Settings, language: str, *, subject: str, preheader: str, heading: str,
+                paragraphs: Sequence[str], button_text: str = "", button_url: str = "",
+                small: Sequence[str] = ()) -> str:
+    """The HTML of a one-person email (note.mjml.j2): the edition's look, a heading, words and a button.
+
+    Everything given is text (escaped); `button_url` must be http(s). RenderError for a template problem.
+    """
+    env = template_environment(settings.templates_dir and str(settings.resolve_path(settings.templates_dir)),
+                               language)
+    view = {"subject": subject, "preheader": preheader, "heading": heading, "paragraphs": list(paragraphs),
+            "button_text": button_text, "button_url": safe_url(button_url) if button_url else "",
+            "small": list(small), "site": settings.site, "theme": THEME, "language": language}
+    return _compile_html(env, view, _inliner(env), "note.mjml.j2")
 
 
 @dataclass(frozen=True)
@@ -360,18 +375,19 @@ def _inliner(env: Environment) -> css_inline.CSSInliner:
 _IMG_HEIGHT_AUTO = re.compile(r'(<img\b[^>]*?) height="auto"')
 
 
-def _compile_html(env: Environment, view: Mapping[str, Any], inliner: css_inline.CSSInliner) -> str:
-    source = render_template(env, "edition.mjml.j2", view)
+def _compile_html(env: Environment, view: Mapping[str, Any], inliner: css_inline.CSSInliner,
+                  name: str = "edition.mjml.j2") -> str:
+    source = render_template(env, name, view)
     try:
         compiled = mjml2html(source, disable_comments=True, fonts={})
     except ValueError as exc:
-        raise mjml_error(trace_render(env, "edition.mjml.j2", view), str(exc)) from None
+        raise mjml_error(trace_render(env, name, view), str(exc)) from None
     if unbalanced(source):
-        raise mjml_error(trace_render(env, "edition.mjml.j2", view))
+        raise mjml_error(trace_render(env, name, view))
     # MRML copies tags it does not know into the HTML, and leaves text alone: neither may reach a reader.
     leftover = find_leftover(compiled)
     if leftover is not None:
-        raise leftover_error(trace_render(env, "edition.mjml.j2", view), leftover)
+        raise leftover_error(trace_render(env, name, view), leftover)
     # MRML writes height="auto" on images, which is not valid HTML (the inline style already says it).
     compiled = _IMG_HEIGHT_AUTO.sub(r"\1", compiled)
     # MRML's own <style> blocks (responsive columns, dark mode) stay as they are; only inline.css is inlined.

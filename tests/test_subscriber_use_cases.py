@@ -46,7 +46,7 @@ def token_of(url: str) -> str:
 def confirm_token(memory: MemoryTransport) -> str:
     """The token in the newest confirmation email the memory transport holds."""
     mail = message_from_bytes(memory.outbox[-1].data, policy=policy.default)
-    url = next(word for word in mail.get_content().split() if "/confirm/" in word)
+    url = next(word for word in mail.get_body(("plain",)).get_content().split() if "/confirm/" in word)
     return token_of(url)
 
 

@@ -66,7 +66,7 @@ def outbox(settings) -> list:
 
 
 def confirm_path(message) -> str:
-    return LINK_RE.search(message.get_content()).group(1)
+    return LINK_RE.search(message.get_body(("plain",)).get_content()).group(1)
 
 
 def pending_link(settings, engine, subscriber: Subscriber, **choices) -> str:
@@ -96,7 +96,7 @@ def test_double_opt_in(client, web_settings, engine):
     assert pending.status == SubscriberStatus.PENDING and pending.consent_ip == "testclient"
     (mail,) = outbox(web_settings)
     assert mail["To"].addresses[0].addr_spec == "reader@example.org"
-    assert mail["To"].addresses[0].display_name == "" and "Rita" not in mail.get_content()  # nothing typed is mailed
+    assert mail["To"].addresses[0].display_name == "" and "Rita" not in mail.as_string()  # nothing typed is mailed
     assert mail["From"] == web_settings.delivery.sender
     assert mail["Subject"] == "Confirmez votre abonnement à la lettre d’Europa Progressiva Foundation"
     assert mail["Content-Language"] == "fr" and mail["Message-ID"]
@@ -563,7 +563,7 @@ def test_a_confirmation_email_that_could_not_be_sent_does_not_use_up_the_cooldow
         assert down.status_code == up.status_code == again.status_code == 200
         assert down.text == up.text == again.text  # the page says nothing about the mail server
         (mail,) = server.for_recipient("patient@example.org")
-        assert confirm(client, re.search(r"https://testserver(/confirm/\S+)", mail.get_content()).group(1)).status_code == 200
+        assert confirm(client, re.search(r"https://testserver(/confirm/\S+)", mail.get_body(("plain",)).get_content()).group(1)).status_code == 200
     assert store.get_subscriber(engine, "patient@example.org").status == SubscriberStatus.CONFIRMED
 
 

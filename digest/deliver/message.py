@@ -347,8 +347,9 @@ class MessageTemplate:
 # --- notes: one plain-text part ------------------------------------------------------------------
 
 def build_note(settings: Settings, *, to: str, subject: str, text: str, name: str = "", language: str = "",
-               now: datetime | None = None) -> OutgoingMessage:
-    """A one-part text/plain message from digest to one person: confirmations, staff notes, invites.
+               now: datetime | None = None, html: str = "") -> OutgoingMessage:
+    """A message from digest to one person: confirmations, staff notes, invites; text/plain, or with
+    `html` a multipart/alternative of both (the edition's MIME shape).
 
     The same rules as editions: CRLF only, headers from the safe helpers above (no CRLF injection
     through `subject` or `name`), quoted-printable UTF-8 body, DKIM-signed when `[delivery.dkim]` is
@@ -368,16 +369,24 @@ def build_note(settings: Settings, *, to: str, subject: str, text: str, name: st
     if d.reply_to:
         reply_name, reply_address = parseaddr(d.reply_to)
         lines.append(_fold("Reply-To", format_address(reply_name, reply_address)))
-    lines += ["Auto-Submitted: auto-generated\r\n", "MIME-Version: 1.0\r\n",
-              'Content-Type: text/plain; charset="utf-8"\r\n', "Content-Transfer-Encoding: quoted-printable\r\n"]
-    if language:
-        lines.append(f"Content-Language: {check_language(language)}\r\n")
+    lines += ["Auto-Submitted: auto-generated\r\n", "MIME-Version: 1.0\r\n"]
     # Trailing empty lines would be dropped by DKIM body canonicalisation: the body is canonical without them.
     body = encode_qp(text.rstrip("\r\n") + "\n") if text.strip("\r\n") else CRLF
+    if html:
+        boundary = "=_digest_" + secrets.token_hex(12)
+        lines.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n')
+        head = ('Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n')
+        body = b"".join([f"--{boundary}\r\n{head.format('plain')}".encode("ascii"), body,
+                         f"\r\n--{boundary}\r\n{head.format('html')}".encode("ascii"),
+                         encode_qp(html.rstrip("\r\n") + "\n"), f"\r\n--{boundary}--\r\n".encode("ascii")])
+    else:
+        lines += ['Content-Type: text/plain; charset="utf-8"\r\n', "Content-Transfer-Encoding: quoted-printable\r\n"]
+    if language:
+        lines.append(f"Content-Language: {check_language(language)}\r\n")
     data = "".join(lines).encode("ascii") + CRLF + body
     signer = signer_from_settings(settings)
     if signer is not None:
-        data = signer.sign(data, canonical_body=bool(text.strip("\r\n")))
+        data = signer.sign(data, canonical_body=bool(html or text.strip("\r\n")))
     return OutgoingMessage(envelope_from=envelope_from, recipients=(recipient,), data=data, message_id=message_id)
 
 

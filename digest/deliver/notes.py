@@ -1,6 +1,7 @@
 """The notes digest sends one person at a time, built by message.build_note like every other email.
 
-- `confirmation_message`: the double opt-in email, in the subscriber's language. Nothing a visitor
+- `confirmation_message`: the double opt-in email, in the subscriber's language, as text and as
+  HTML with a button (templates/note.mjml.j2, overridable like the edition). Nothing a visitor
   typed goes into it but the address: the form's name is applied on confirmation only, so the
   subscribe form cannot be used to mail a stranger a message of someone else's making.
 - `staff_note_message`: "draft N is ready for review", to one staff address (English).
@@ -9,30 +10,50 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from email.utils import parseaddr
 
 from ..config import Settings
 from ..i18n import elide
 from ..models import Subscriber
+from ..render import RenderError, render_note
 from .message import build_note
 from .transport import OutgoingMessage
 
-# The confirmation email's words; {site}, {url}, {hours} and {address} are filled in.
+log = logging.getLogger(__name__)
+
+# The confirmation email's words; {site}, {url}, {hours} and {address} are filled in. "body" is the
+# text part; the HTML part (note.mjml.j2) puts "heading", "ask", a "button" and "note" around the link.
 CONFIRMATION_TEXTS: dict[str, dict[str, str]] = {
     "en": {
+        "heading": "Confirm your subscription",
+        "ask": "Please confirm that you want to receive the {site} digest at this address.",
+        "button": "Confirm my subscription",
+        "note": "The link stays valid for {hours} hours. If you did not ask for this, ignore this email: nothing "
+                "will be sent to you.",
         "subject": "Please confirm your subscription to the {site} digest",
         "body": "Hello,\n\nplease confirm that you want to receive the {site} digest at this address by opening "
                 "this link:\n\n{url}\n\nThe link stays valid for {hours} hours. If you did not ask for this, ignore "
                 "this email: nothing will be sent to you.\n\n{site}\n{address}\n",
     },
     "fr": {
+        "heading": "Confirmez votre abonnement",
+        "ask": "Veuillez confirmer que vous souhaitez recevoir la lettre de {site} à cette adresse.",
+        "button": "Confirmer mon abonnement",
+        "note": "Le lien reste valable {hours} heures. Si vous n’avez rien demandé, ignorez ce courriel : rien ne "
+                "vous sera envoyé.",
         "subject": "Confirmez votre abonnement à la lettre de {site}",
         "body": "Bonjour,\n\nveuillez confirmer que vous souhaitez recevoir la lettre de {site} à cette adresse en "
                 "ouvrant ce lien :\n\n{url}\n\nLe lien reste valable {hours} heures. Si vous n’avez rien demandé, "
                 "ignorez ce courriel : rien ne vous sera envoyé.\n\n{site}\n{address}\n",
     },
     "de": {
+        "heading": "Bitte bestätigen Sie Ihr Abonnement",
+        "ask": "Bitte bestätigen Sie, dass Sie den Newsletter von {site} an diese Adresse erhalten möchten.",
+        "button": "Abonnement bestätigen",
+        "note": "Der Link ist {hours} Stunden gültig. Falls Sie nichts angefordert haben, ignorieren Sie diese "
+                "E-Mail: Sie erhalten nichts.",
         "subject": "Bitte bestätigen Sie Ihr Abonnement des Newsletters von {site}",
         "body": "Guten Tag,\n\nbitte bestätigen Sie, dass Sie den Newsletter von {site} an diese Adresse erhalten "
                 "möchten, indem Sie diesen Link öffnen:\n\n{url}\n\nDer Link ist {hours} Stunden gültig. Falls Sie "
@@ -50,11 +71,21 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, url: str,
     language = subscriber.language if subscriber.language in CONFIRMATION_TEXTS else "en"
     words = CONFIRMATION_TEXTS[language]
     site = settings.site.name
-    # The site's name goes into a sentence: French elides before it ("la lettre d’Europa …").
-    text = elide(words["body"].format(site=site, url=url, hours=settings.web.confirm_hours,
-                                      address=settings.site.postal_address), language)
-    return build_note(settings, to=subscriber.email, subject=elide(words["subject"].format(site=site), language),
-                      text=text, language=language, now=now)
+    hours = settings.web.confirm_hours
+
+    def say(key: str) -> str:  # the site's name goes into sentences: French elides before it ("d’Europa")
+        return elide(words[key].format(site=site, url=url, hours=hours, address=settings.site.postal_address),
+                     language)
+
+    subject = say("subject")
+    try:
+        html = render_note(settings, language, subject=subject, preheader=say("ask"), heading=say("heading"),
+                           paragraphs=[say("ask")], button_text=say("button"), button_url=url, small=[say("note")])
+    except RenderError as exc:  # an overriding note.mjml.j2 that does not compile: the text part still goes
+        log.error("the confirmation email goes as text only: %s", exc)
+        html = ""
+    return build_note(settings, to=subscriber.email, subject=subject, text=say("body"), language=language, now=now,
+                      html=html)
 
 
 def staff_note_message(settings: Settings, address: str, number: int, link: str,
