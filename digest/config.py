@@ -175,6 +175,7 @@ class WebSettings:
     admin_password_hash: str = _help("scrypt hash of the admin password (`digest admin hash-password`); or set DIGEST_ADMIN_PASSWORD_HASH.", "")
     confirm_hours: int = _help("Hours a subscription confirmation link stays valid.", 72)
     confirm_mail_cooldown_hours: float = _help("Hours before the subscribe form sends another confirmation email to the same address (the page shown is the same either way); 0 sends one for every sign-up.", 1.0)
+    welcome_email: bool = _help("Send a reader who confirms a welcome email (HTML and text, in their language): what the digest brings and a button to choose their series.", False)
     confirm_mail_per_domain_hour: int = _help("Confirmation emails the subscribe form sends to one mail domain (the part after @) per hour, whoever signs up; further sign-ups get the same page and no email. 0: no cap.", 30)
     subscribe_rate_per_minute: float = _help("Sign-ups allowed per client IP per minute (token bucket); more get 429.", 6.0)
     subscribe_burst: int = _help("Sign-ups one client IP may make in a quick burst before the rate applies.", 5)

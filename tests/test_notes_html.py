@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from email import message_from_bytes, policy
 
 import pytest
@@ -72,3 +73,31 @@ def test_axe_in_light_and_dark_at_600_and_375(messages, browser):
                 problems += [(language, scheme, width, v["id"]) for v in found if v["impact"] in ("serious", "critical")]
             context.close()
     assert problems == []
+
+
+# --- the welcome email (web.welcome_email) -----------------------------------------------------------
+
+@pytest.mark.parametrize("welcome", [True, False])
+def test_a_reader_who_confirms_gets_one_welcome_when_asked_for(tmp_path, store_url, engine, smtp_server, monkeypatch,
+                                                                 welcome):
+    from send_helpers import smtp_settings
+    from starlette.testclient import TestClient
+    from test_late_subscribers import CSRF_RE, sign_up_and_confirm
+
+    from digest.web.app import create_app
+
+    monkeypatch.setenv("DIGEST_SECRET", "welcome-secret")
+    settings = smtp_settings(tmp_path, store_url, smtp_server.port)
+    settings = replace(settings, web=replace(settings.web, welcome_email=welcome))
+    with TestClient(create_app(settings, engine), base_url="https://digest.example.org") as client:
+        done, path, form = sign_up_and_confirm(client, smtp_server, "neu@example.org")
+        assert done.status_code == 200
+        client.post(path, data={"csrf_token": CSRF_RE.search(form.text).group(1)})  # a second click
+        welcomes = [m for m in smtp_server.for_recipient("neu@example.org") if m["Subject"].startswith("Welcome")]
+        assert len(welcomes) == (1 if welcome else 0)
+        if welcome:
+            (mail,) = welcomes
+            html = mail.get_body(("html",)).get_content()
+            assert "Choose your series and language" in html and mail.get_content_type() == "multipart/alternative"
+            link = next(w for w in mail.get_body(("plain",)).get_content().split() if "/preferences/" in w)
+            assert client.get(link.removeprefix("https://digest.example.org")).status_code == 200

@@ -4,6 +4,7 @@
   HTML with a button (templates/note.mjml.j2, overridable like the edition). Nothing a visitor
   typed goes into it but the address: the form's name is applied on confirmation only, so the
   subscribe form cannot be used to mail a stranger a message of someone else's making.
+- `welcome_message`: the optional welcome after confirming (web.welcome_email), HTML and text.
 - `staff_note_message`: "draft N is ready for review", to one staff address (English).
 - `account_link_message`: a staff account's invite or password-reset link (English).
 """
@@ -85,6 +86,45 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, url: str,
         log.error("the confirmation email goes as text only: %s", exc)
         html = ""
     return build_note(settings, to=subscriber.email, subject=subject, text=say("body"), language=language, now=now,
+                      html=html)
+
+
+# The welcome email's words (web.welcome_email); {site} is filled in.
+WELCOME_TEXTS: dict[str, dict[str, str]] = {
+    "en": {"subject": "Welcome to the {site} digest", "heading": "Welcome to the {site} digest",
+           "body": "Thank you for confirming. Each week the digest brings our new policy briefs, upcoming events "
+                   "and where our work was in the news, grouped by series.",
+           "button": "Choose your series and language",
+           "note": "Every issue has a link to change your choices and one to unsubscribe with a single click."},
+    "fr": {"subject": "Bienvenue dans la lettre de {site}", "heading": "Bienvenue dans la lettre de {site}",
+           "body": "Merci de votre confirmation. Chaque semaine, la lettre présente nos nouvelles notes, nos "
+                   "prochains événements et nos passages dans les médias, regroupés par série.",
+           "button": "Choisir vos séries et votre langue",
+           "note": "Chaque numéro contient un lien pour modifier vos choix et un autre pour vous désabonner en un clic."},
+    "de": {"subject": "Willkommen beim Newsletter von {site}", "heading": "Willkommen beim Newsletter von {site}",
+           "body": "Danke für Ihre Bestätigung. Jede Woche bringt der Newsletter unsere neuen Policy Briefs, kommende "
+                   "Veranstaltungen und unsere Arbeit in den Medien, geordnet nach Reihen.",
+           "button": "Reihen und Sprache wählen",
+           "note": "Jede Ausgabe enthält einen Link, um Ihre Auswahl zu ändern, und einen, um sich mit einem Klick "
+                   "abzumelden."},
+}
+
+
+def welcome_message(settings: Settings, subscriber: Subscriber, preferences_url: str,
+                    now: datetime | None = None) -> OutgoingMessage:
+    """The welcome for a reader who just confirmed, in their language, with their preferences link.
+
+    Raises HeaderError for an unusable address or sender, DkimError for unusable DKIM settings,
+    RenderError when an overriding note.mjml.j2 does not compile.
+    """
+    language = subscriber.language if subscriber.language in WELCOME_TEXTS else "en"
+    words = {k: elide(v.format(site=settings.site.name), language) for k, v in WELCOME_TEXTS[language].items()}
+    html = render_note(settings, language, subject=words["subject"], preheader=words["body"],
+                       heading=words["heading"], paragraphs=[words["body"]], button_text=words["button"],
+                       button_url=preferences_url, small=[words["note"]])
+    text = f"{words['heading']}\n\n{words['body']}\n\n{words['button']}:\n{preferences_url}\n\n{words['note']}\n\n" \
+           f"{settings.site.name}\n{settings.site.postal_address}\n"
+    return build_note(settings, to=subscriber.email, subject=words["subject"], text=text, language=language, now=now,
                       html=html)
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
 from ..deliver.editions import STAFF_ID
-from ..deliver.notes import confirmation_message
+from ..deliver.notes import confirmation_message, welcome_message
 from ..models import Subscriber, SubscriberStatus
 from ..signing import (
     PREFERENCES,
@@ -303,6 +303,25 @@ def send_confirmation(settings: Settings, engine: Engine, due: ConfirmationEmail
                       "link only after web.confirm_mail_cooldown_hours", subscriber.id)
         return ConfirmationSent(sent=False, error=error)
     return ConfirmationSent(sent=False, error=error, withdrawn=True)
+
+
+def send_welcome(settings: Settings, confirmation: Confirmation, make_transport: TransportFactory | None = None) -> bool:
+    """Mail the welcome (web.welcome_email) to a reader this confirmation just confirmed; False when none went.
+
+    Meant to run after the reader has their page, so a failure is logged, never raised.
+    """
+    if not (settings.web.welcome_email and confirmation.confirmed and confirmation.subscriber is not None):
+        return False
+    subscriber = confirmation.subscriber
+    try:
+        message = welcome_message(settings, subscriber, confirmation.preferences_url)
+        (result,) = deliver_now(settings, [message], make_transport)
+    except Exception:  # unusable settings or templates: the reader is subscribed either way
+        log.exception("could not send the welcome email to subscriber %s", subscriber.id)
+        return False
+    if not result.ok:
+        log.warning("welcome email to subscriber %s not sent: %s", subscriber.id, result.error or "refused")
+    return result.ok
 
 
 # --- confirm --------------------------------------------------------------------------------------

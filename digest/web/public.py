@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
-from starlette.background import BackgroundTask
+from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -41,6 +41,7 @@ from ..pipeline.signup import (
     register_signup,
     resubscribe,
     save_preferences,
+    send_welcome,
     unsubscribe,
 )
 from .pages import make_templates, render_page
@@ -201,9 +202,12 @@ class PublicSite:
         if not done.valid:
             return self.invalid_link(request)
         response = self.confirmed(request, done)
-        if done.late_issue is not None:  # the issue sent before this reader came; queued, sent after the answer
-            response.background = BackgroundTask(send_to_late_readers, self.settings, self.engine, datetime.now(UTC),
-                                                 self.transport_factory)
+        # After the answer: the welcome (web.welcome_email), and the issue sent before this reader came.
+        after = BackgroundTasks()
+        after.add_task(send_welcome, self.settings, done, self.transport_factory)
+        if done.late_issue is not None:
+            after.add_task(send_to_late_readers, self.settings, self.engine, datetime.now(UTC), self.transport_factory)
+        response.background = after
         return response
 
     def confirmed(self, request: Request, confirmation: Confirmation) -> Response:
