@@ -520,3 +520,14 @@ def test_a_refused_test_send_is_reported(tmp_path, sqlite_url, smtp_server, monk
         log_in(c)
         response = c.post("/admin/issues/1/test", data={"csrf_token": issue_csrf(c), "address": "me@example.org"})
     assert response.status_code == 502 and "failed" in response.text and "550" in response.text
+
+
+def test_the_schedule_page_names_an_issue_built_by_hand(tmp_path, store_url, monkeypatch):
+    """Before, it said "No build yet" while issues built with `digest build` or the admin existed."""
+    monkeypatch.delenv("DIGEST_ADMIN_PASSWORD_HASH", raising=False)
+    store = admin_store(tmp_path, store_url)
+    with client_for(store) as admin:
+        assert log_in(admin).status_code == 303
+        page = admin.get("/admin/runs").text
+    assert "No build yet" not in page
+    assert 'No scheduled build yet. The newest issue, <a href="/admin/issues/1">#1</a> (draft)' in page
