@@ -531,3 +531,12 @@ def test_the_schedule_page_names_an_issue_built_by_hand(tmp_path, store_url, mon
         page = admin.get("/admin/runs").text
     assert "No build yet" not in page
     assert 'No scheduled build yet. The newest issue, <a href="/admin/issues/1">#1</a> (draft)' in page
+
+
+def test_the_report_says_ledger_states_in_plain_words(store, admin):
+    csrf = issue_csrf(admin)
+    admin.post("/admin/issues/1/approve", data={"version": store.issue.version, "csrf_token": csrf})
+    report = admin.get("/admin/issues/1/report").text
+    ledger = report.split("<h2>Ledger</h2>")[1].split("</table>")[0]
+    assert "waiting to be sent" in ledger and "failed for good" in ledger and "will be tried again" in ledger
+    assert "_" not in ledger.replace('class="num"', "")  # no failed_permanent, not_modified … left

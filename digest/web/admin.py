@@ -71,6 +71,13 @@ DONE = {
     "adopted": "Your account is made: sign in with its email address and the same password.",
     "reset-asked": "If that address has an account, a link to choose a new password is on its way.",
 }
+# The store's status words as staff read them (`{{ status|plain }}`); others lose their underscores.
+PLAIN_WORDS = {
+    "queued": "waiting to be sent", "sending": "being sent", "failed_temporary": "will be tried again",
+    "failed_permanent": "failed for good", "skipped": "skipped: nothing in it for this reader",
+    "possibly_delivered": "possibly delivered (the server's reply was lost)",
+    "not_modified": "unchanged since the last fetch", "ok": "fine", "warning": "needs attention", "error": "failed",
+}
 DROPPED_COOKIES = ("Signing in needs a Secure cookie, which browsers only keep over https: sign in over https, "
                    "or on 127.0.0.1 / localhost. (Behind a reverse proxy, see the admin docs: web.base_url "
                    "and the headers the proxy passes on.)")
@@ -139,6 +146,7 @@ def _environment(settings: Settings) -> Environment:
         return "—" if value is None else value.astimezone(tz).strftime(fmt)
 
     env.filters["local"] = local
+    env.filters["plain"] = lambda word: PLAIN_WORDS.get(str(word), str(word).replace("_", " "))
     env.globals["archive_path"] = archive_path
     return env
 
