@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -540,3 +541,10 @@ def test_the_report_says_ledger_states_in_plain_words(store, admin):
     ledger = report.split("<h2>Ledger</h2>")[1].split("</table>")[0]
     assert "waiting to be sent" in ledger and "failed for good" in ledger and "will be tried again" in ledger
     assert "_" not in ledger.replace('class="num"', "")  # no failed_permanent, not_modified … left
+
+
+def test_choosing_a_german_segment_shows_german_in_the_language_picker(store, admin):
+    page = admin.get("/admin/issues/1").text
+    german = re.search(r'<option value="([0-9a-f]{16})">de: ', page).group(1)  # Anna reads German
+    shown = admin.get(f"/admin/issues/1?segment={german}&lang=en").text
+    assert '<option value="de" selected>' in shown and '<option value="en" selected>' not in shown

@@ -90,8 +90,11 @@ def issue_page_context(settings: Settings, engine: Engine, review: IssueReview, 
         preview_document(settings, engine, issue, choice, cache)
     except NoEdition as exc:
         preview_error = str(exc)
+    # A segment is in one language: the language picker shows that one, so the two never disagree.
+    shown_language = next((s.language for s in review.segments if s.id == choice.segment), choice.language)
     return {
         "issue": issue, "summary": review.summary, "choice": choice, "languages": LANGUAGES,
+        "shown_language": shown_language,
         "subject": issue_subject(issue, settings),
         "default_subject": issue_subject(replace(issue, editorial=replace(issue.editorial, subject="")), settings),
         "segments": [(s.id, segment_label(s, issue)) for s in review.segments],
