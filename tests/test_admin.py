@@ -298,7 +298,10 @@ def test_preview_as_a_segment(store, admin):
 def test_preview_of_an_unknown_subscriber_says_so(admin):
     response = admin.get("/admin/issues/1/preview?subscriber=nobody@example.org")
     assert response.status_code == 404 and "no subscriber" in response.text
-    assert "no subscriber nobody@example.org" in admin.get("/admin/issues/1?subscriber=nobody@example.org").text
+    page = admin.get("/admin/issues/1?subscriber=nobody@example.org").text
+    assert "There is no subscriber nobody@example.org: nothing to preview. Check the address" in page
+    test_form = page.split('action="/admin/issues/1/test"')[1].split("</form>")[0]
+    assert 'name="subscriber" value=""' in test_form and "Sends the full edition" in test_form
 
 
 def test_an_unknown_issue_is_404(admin):

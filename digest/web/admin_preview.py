@@ -88,8 +88,10 @@ def issue_page_context(settings: Settings, engine: Engine, review: IssueReview, 
     preview_error = ""
     try:  # rendered now so the page can say what is wrong, and cached for the iframe's request
         preview_document(settings, engine, issue, choice, cache)
-    except NoEdition as exc:
-        preview_error = str(exc)
+    except NoEdition as exc:  # said as a sentence, with what to do
+        text = str(exc)
+        preview_error = (f"{text[:1].upper()}{text[1:]}: nothing to preview. Check the address, or choose a "
+                         "segment or the full edition.")
     # A segment is in one language: the language picker shows that one, so the two never disagree.
     shown_language = next((s.language for s in review.segments if s.id == choice.segment), choice.language)
     return {
