@@ -55,6 +55,9 @@ def test_review_a_draft_in_the_browser(server, browser, smtp_server, artefacts):
         preview = page.frame_locator("#preview")
         visible(preview, title).wait_for()
         page.screenshot(path=str(artefacts / "admin-issue-desktop.png"), full_page=True)
+        # The preview is as tall as the edition: no scroll bar of its own.
+        page.wait_for_function("() => { const f = document.getElementById('preview'); const d = f.contentDocument;"
+                               " return d && f.clientHeight >= d.documentElement.scrollHeight - 2; }")
 
         # Mobile width.
         page.click("#view-mobile")

@@ -26,7 +26,9 @@ FORMATS = ("html", "text")
 VIEWS = ("desktop", "mobile")
 PREVIEW_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:; "
                "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
-               "sandbox allow-popups allow-popups-to-escape-sandbox")
+               # allow-same-origin lets the issue page read the preview's height (static/preview.js);
+               # without allow-scripts nothing in the preview runs, and the CSP allows no script anyway.
+               "sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ URLs: GET /admin/issues/N/send (the confirmation: readers per language and editi
 /admin/issues/N/send (with the confirmation's `confirm`: starts the send in the background, then
 the progress page) · POST /admin/issues/N/schedule (a new send time: first the confirmation, then
 saved) · GET /admin/issues/N/progress (updates itself: /admin/static/progress.js polls
-progress.json; without scripts, a reload does the same). Every form answers with a redirect or a
+progress.json; without scripts, a reload does the same). It also serves the issue page's
+/admin/static/preview.js, which grows the preview frame to the edition's height. Every form answers with a redirect or a
 page that changes nothing on reload.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -24,12 +26,13 @@ from ..pipeline import audience, issues, sending
 from ..store.issues import IssueError, IssueNotFound
 from .admin import Admin, AdminSession, issue_page, message, no_such_issue, page, redirect_to
 
-SCRIPT = (Path(__file__).resolve().parent / "static" / "progress.js").read_text(encoding="utf-8")
+STATIC = Path(__file__).resolve().parent / "static"
+SCRIPTS = {name: (STATIC / name).read_text(encoding="utf-8") for name in ("progress.js", "preview.js")}
 
 
 def routes(admin: Admin, get: Callable[..., Callable], post: Callable[..., Callable]) -> list[BaseRoute]:
     return [
-        Route("/admin/static/progress.js", _script),
+        Route("/admin/static/{name:str}.js", _script),
         Route("/admin/issues/{number:int}/send", get(confirm_send, action="send"), methods=["GET"]),
         Route("/admin/issues/{number:int}/send", post(post_send_now, action="send"), methods=["POST"]),
         Route("/admin/issues/{number:int}/schedule", post(post_schedule, action="schedule"), methods=["POST"]),
@@ -39,7 +42,11 @@ def routes(admin: Admin, get: Callable[..., Callable], post: Callable[..., Calla
 
 
 async def _script(request: Request) -> Response:
-    return Response(SCRIPT, media_type="text/javascript; charset=utf-8", headers={"cache-control": "public, max-age=3600"})
+    """The admin's two small scripts: the send progress and the preview's height (issue page)."""
+    script = SCRIPTS.get(request.path_params["name"] + ".js")
+    if script is None:
+        raise HTTPException(404)
+    return Response(script, media_type="text/javascript; charset=utf-8", headers={"cache-control": "public, max-age=3600"})
 
 
 async def _confirmation(admin: Admin, request: Request, session: AdminSession, *, when: str, action: str,
