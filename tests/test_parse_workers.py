@@ -223,10 +223,15 @@ import os, time
 from pathlib import Path
 from digest.parse_workers import ParseWorkers
 
+def parent(pid):
+    # Any process on the machine may end while /proc is read: one that is gone has no parent.
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
 def children(pid):
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-            Path(f"/proc/{p.name}/stat").exists() and
-            int(Path(f"/proc/{p.name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid]
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and parent(p.name) == pid]
 
 pool = ParseWorkers(cpu_seconds=5, workers=2)
 assert pool.run(abs, -1) == 1
@@ -271,9 +276,18 @@ import json, os
 from pathlib import Path
 from digest.parse_workers import ParseWorkers
 
+def child_cmdline(pid):
+    # Any process on the machine may end while /proc is read: one that is gone is nobody's child.
+    try:
+        if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
 def children():
-    return [(Path(f"/proc/{p.name}/cmdline").read_bytes()) for p in Path("/proc").iterdir() if p.name.isdigit()
-            and int(Path(f"/proc/{p.name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()]
+    found = (child_cmdline(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    return [cmdline for cmdline in found if cmdline is not None]
 
 with ParseWorkers(cpu_seconds=5) as pool:
     before = children()
