@@ -20,6 +20,7 @@ from test_message import dns_stub
 from digest.deliver.dkim import DkimError
 from digest.deliver.message import HeaderError, build_note
 from digest.deliver.notes import CONFIRMATION_TEXTS, confirmation_message, staff_note_message
+from digest.i18n import elide
 from digest.models import Subscriber
 from digest.pipeline.sending import notify_staff
 from digest.store.runs import recent_runs
@@ -64,11 +65,11 @@ def assert_crlf_only(data: bytes) -> None:
 
 def text_of(message) -> str:
     """The decoded text part with its (CRLF) line breaks as "\n"."""
-    return message.get_content().replace("\r\n", "\n")
+    return message.get_body(("plain",)).get_content().replace("\r\n", "\n")
 
 
-def assert_automated_note(data: bytes, public_key: bytes):
-    """The checks every note passes; returns the parsed message."""
+def assert_automated_note(data: bytes, public_key: bytes, html: bool = False):
+    """The checks every note passes (`html`: a multipart/alternative of text and HTML); returns the parsed message."""
     assert_crlf_only(data)
     assert dkim.verify(data, dnsfunc=dns_stub(public_key))
     message = message_from_bytes(data, policy=policy.default)
@@ -81,8 +82,11 @@ def assert_automated_note(data: bytes, public_key: bytes):
         assert message[list_header] is None
     assert message["MIME-Version"] == "1.0" and message["Date"] and re.fullmatch(r"<\S+@example\.org>",
                                                                                    message["Message-ID"])
-    assert message.get_content_type() == "text/plain" and message.get_content_charset() == "utf-8"
-    assert message["Content-Transfer-Encoding"] == "quoted-printable"
+    parts = list(message.iter_parts()) if html else [message]
+    assert message.get_content_type() == ("multipart/alternative" if html else "text/plain")
+    assert [p.get_content_type() for p in parts] == (["text/plain", "text/html"] if html else ["text/plain"])
+    assert all(p.get_content_charset() == "utf-8" and p["Content-Transfer-Encoding"] == "quoted-printable"
+               for p in parts)
     assert all(len(line) <= 78 for line in data.split(b"\r\n"))
     return message
 
@@ -101,9 +105,9 @@ def test_confirmation_from_the_sign_up_form_is_signed_crlf_and_localised(tmp_pat
     assert answer.status_code == 200
     ((envelope_from, recipients, data),) = smtp_server.received
     assert (envelope_from, recipients) == ("digest@example.org", ["reader@example.org"])
-    message = assert_automated_note(data, public)
+    message = assert_automated_note(data, public, html=True)
     site = settings.site.name
-    assert message["Subject"] == CONFIRMATION_TEXTS[language]["subject"].format(site=site)
+    assert message["Subject"] == elide(CONFIRMATION_TEXTS[language]["subject"].format(site=site), language)
     assert message["To"].addresses[0].addr_spec == "reader@example.org"
     assert message["To"].addresses[0].display_name == ""  # nothing the visitor typed but the address
     assert message["From"] == settings.delivery.sender and message["Content-Language"] == language
