@@ -17,6 +17,7 @@ Rules that live here and nowhere else:
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from dataclasses import dataclass, replace
@@ -446,11 +447,7 @@ def _checked_password(password: str) -> str:
     return password
 
 
-_dummy: list[str] = []
-
-
+@functools.cache
 def _dummy_hash() -> str:
     """A hash no password matches, made once (scrypt costs as much as a real check)."""
-    if not _dummy:
-        _dummy.append(hash_password(secrets.token_urlsafe(16)))
-    return _dummy[0]
+    return hash_password(secrets.token_urlsafe(16))

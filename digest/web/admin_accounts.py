@@ -32,12 +32,12 @@ def routes(admin: Admin, get: Callable[[Handler], Callable], post: Callable[[Han
     """The account routes, wrapped like every other admin route (session, CSRF) where they need one."""
     forgot_limit = RateLimiter(FORGOT_RATE_PER_MINUTE, FORGOT_BURST)
     return [
-        Route("/admin/accounts", get(accounts_page)),
-        Route("/admin/accounts/invite", post(post_invite), methods=["POST"]),
-        Route("/admin/accounts/adopt", post(post_adopt), methods=["POST"]),
-        Route("/admin/accounts/token", post(post_token), methods=["POST"]),
-        Route("/admin/accounts/revoke-token", post(post_revoke_token), methods=["POST"]),
-        Route("/admin/accounts/{action:str}", post(post_change), methods=["POST"]),
+        Route("/admin/accounts", get(accounts_page, action="accounts")),
+        Route("/admin/accounts/invite", post(post_invite, action="accounts"), methods=["POST"]),
+        Route("/admin/accounts/adopt", post(post_adopt, action="accounts"), methods=["POST"]),
+        Route("/admin/accounts/token", post(post_token, action="tokens"), methods=["POST"]),
+        Route("/admin/accounts/revoke-token", post(post_revoke_token, action="tokens"), methods=["POST"]),
+        Route("/admin/accounts/{action:str}", post(post_change, action="accounts"), methods=["POST"]),
         Route("/admin/password/{token:str}", functools.partial(password_page, admin), methods=["GET"]),
         Route("/admin/password/{token:str}", functools.partial(post_password, admin), methods=["POST"]),
         Route("/admin/forgot", functools.partial(forgot_page, admin), methods=["GET"]),
@@ -57,9 +57,7 @@ def _refused(admin: Admin, request: Request, session: AdminSession, exc: Excepti
 
 async def accounts_page(admin: Admin, request: Request, session: AdminSession, error: str = "",
                         status_code: int = 200, new_token: tokens.NewToken | None = None) -> Response:
-    """The accounts, their roles and states, the invite form and the API tokens (admins only)."""
-    if not accounts.may(session.account, "accounts"):
-        return _refused(admin, request, session, NotAllowed("only admins may manage accounts"))
+    """The accounts, their roles and states, the invite form and the API tokens (admins only: the route says so)."""
     found = await run_in_threadpool(accounts.list_accounts, admin.engine)
     api_tokens = await run_in_threadpool(tokens.list_tokens, admin.engine)
     return page(admin, request, "admin/accounts.html", {"accounts": found, "active": "accounts", "tokens": api_tokens,

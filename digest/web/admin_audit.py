@@ -14,15 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..pipeline import accounts, audit
+from ..pipeline import audit
 from .admin import Admin, AdminSession, Handler, message, page
 
 
 def routes(admin: Admin, get: Callable[[Handler], Callable], post: Callable[[Handler], Callable]) -> list[BaseRoute]:
     return [
-        Route("/admin/audit", get(audit_page)),
-        Route("/admin/audit.csv", get(audit_export)),
-        Route("/admin/audit.json", get(audit_export)),
+        Route("/admin/audit", get(audit_page, action="read_reports")),
+        Route("/admin/audit.csv", get(audit_export, action="read_reports")),
+        Route("/admin/audit.json", get(audit_export, action="read_reports")),
     ]
 
 
@@ -38,8 +38,6 @@ def _filters(request: Request) -> tuple[int | None, str, int] | None:
 
 
 async def audit_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    if not accounts.may(session.account, "read_reports"):
-        return message(admin, request, session, 403, "Not allowed", "Your account may not read the audit trail.")
     filters = _filters(request)
     if filters is None:
         return message(admin, request, session, 400, "Not a number", "The issue and page filters take whole numbers.",
@@ -55,8 +53,6 @@ async def audit_page(admin: Admin, request: Request, session: AdminSession) -> R
 
 
 async def audit_export(admin: Admin, request: Request, session: AdminSession) -> Response:
-    if not accounts.may(session.account, "read_reports"):
-        return message(admin, request, session, 403, "Not allowed", "Your account may not read the audit trail.")
     filters = _filters(request)
     if filters is None:
         return message(admin, request, session, 400, "Not a number", "The issue filter takes a whole number.",

@@ -35,7 +35,7 @@ class ErrorPages:
         self.admin_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
 
     def answer(self, request: Request, status: int, detail: str = "", headers: dict[str, str] | None = None) -> Response:
-        shown = status if status in WORDS else (500 if status >= 500 else 404 if status == 404 else status)
+        shown = status if status in WORDS else 500  # another status (a 400 from a handler) reads as a fault
         path = request.url.path
         if path.startswith("/api/"):
             message = detail or texts("en")[f"{WORDS.get(shown, 'error')}_body"]
