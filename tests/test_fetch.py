@@ -371,6 +371,18 @@ def test_many_feeds_at_once_one_failing(server):
     assert all(outcomes[i].body and f"Item {i}".encode() in outcomes[i].body for i in (0, 1, 2, 4, 5))
 
 
+def test_what_then_made_of_a_body_comes_back_without_the_body(server):
+    """A 26 MB body is not kept while the caller stores what its parse found."""
+    server.routes["/f"] = static(RSS)
+    server.routes["/gone"] = status(404)
+    jobs = [FetchJob(server.url("/f")), FetchJob(server.url("/gone"))]
+    results = {i: (o, extra) for i, o, extra in
+               fetch_feeds(jobs, FetchSettings(retries=0), then=lambda i, o: len(o.body or b""))}
+    outcome, length = results[0]
+    assert length == len(RSS) and outcome.ok and outcome.body == b""
+    assert results[1][0].error.kind == FetchErrorKind.HTTP_STATUS and results[1][1] == 0
+
+
 def test_feeds_are_fetched_at_once(server):
     """Each route answers only once all N requests have arrived: one at a time, the barrier times out."""
     count = 4

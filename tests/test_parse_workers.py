@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from digest import parse_workers, schedule
+from digest.models import Feed, ItemKind
 from digest.parse_workers import CpuLimitExceeded, ParseWorkers, WorkerFailed, stop_idle_workers
 from digest.store import open_store
 from digest.store.items import count_items
@@ -137,6 +138,34 @@ def test_a_fetch_left_by_an_exception_stops_its_workers():
         started = pool.run(os.getpid)
         raise KeyError("the fetch failed")
     assert eventually(lambda: gone(started))
+    assert eventually(lambda: workers() == [])
+
+
+FEEDS = Path(__file__).parent / "data" / "feeds"
+
+
+def test_a_large_body_is_parsed_in_a_process_that_ends_with_its_parse(monkeypatch):
+    """A worker kept after a large parse would keep its peak memory while the caller stores the items."""
+    body = (FEEDS / "wordpress-rss.xml").read_bytes()
+    feed = Feed("wp", "https://feeds.example.net/wp", ItemKind.BRIEF)
+    monkeypatch.setattr(parse_workers, "ALONE_BYTES", len(body) - 1)
+    with ParseWorkers(cpu_seconds=5, workers=1) as pool:
+        large = pool.parse(body, feed, [])
+        assert large.error is None and large.items
+        assert eventually(lambda: workers() == [])  # its process ended; no pool was started
+        small = pool.parse(body[: len(body) // 2], feed, [])  # truncated: still parses (recovered)
+        assert small.items
+        assert len(workers()) == 1  # a small body goes to the kept worker
+    monkeypatch.setattr(parse_workers, "ALONE_BYTES", len(body))
+    with ParseWorkers(cpu_seconds=5, workers=1) as pool:
+        assert pool.parse(body, feed, []).items == large.items  # the same answer either way
+
+
+@pytest.mark.slow  # a real worker burns a second of CPU
+def test_a_process_of_its_own_keeps_the_cpu_limit():
+    with ParseWorkers(cpu_seconds=1, workers=1) as pool, \
+            pytest.raises(CpuLimitExceeded, match="more than 1 s of CPU time"):
+        pool._run(exec, (SPIN,), alone=True)
     assert eventually(lambda: workers() == [])
 
 
