@@ -21,6 +21,8 @@ from .models import Feed, ItemKind, Series
 CONFIG_ENV = "DIGEST_CONFIG"
 DEFAULT_CONFIG_NAME = "digest.toml"
 LANGUAGES = ("en", "fr", "de")
+# Sections that digest.toml may define (provisioned) or leave to the store (managed in the admin).
+MANAGEABLE = ("feeds", "series", "schedule", "branding")
 MAX_FEED_NAME_CHARS = 200  # the store's feed name columns
 FEED_SCHEMES = ("http", "https", "file")
 # A URL's scheme (group 1), as feeds are told from local paths here and in fetch.py. It has two
@@ -51,6 +53,16 @@ class SiteSettings:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class BrandingSettings:
+    logo_url: str = _help("https URL of the logo shown in the masthead; empty uses site.logo_url, and with that empty the name alone.", "")
+    logo_alt: str = _help("Alternative text of the logo; empty uses the site's name.", "")
+    accent_color: str = _help("Accent colour of links and buttons, as #rrggbb; it must keep links readable (WCAG AA, 4.5:1) on the light and the dark background.", "#1a5fb4")
+    footer_text: str = _help("A line of text above the footer's address and links; empty leaves it out.", "")
+    sender_name: str = _help("Display name of the From header; empty uses the name in delivery.sender.", "")
+    postal_address: str = _help("Postal address printed in every footer; empty uses site.postal_address.", "")
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,7 @@ class WebSettings:
     unsubscribe_burst: int = _help("Unsubscribe and preference requests one client IP may make in a quick burst.", 60)
     login_hash_slots: int = _help("Admin password checks (scrypt, about 32 MiB each) that may run at once; further sign-in attempts get 429 at once, so a burst cannot stall the other pages.", 2)
     embed_origins: list[str] = _help("Origins of the organisation's own pages (e.g. \"https://www.example.org\") whose embedded sign-up form may post to /api/v1/signup (docs/web-public.md, embedding); empty: none may.", factory=list)
+    count_clicks: bool = _help("Count clicks on an edition's links through a signed redirect on web.base_url (/c/…): a count per issue, link and language, nothing about the reader; off sends links straight to their target.", False)
     forwarded_allow_ips: str = _help("Comma-separated proxy IPs whose X-Forwarded-For is trusted by `digest serve` (the client IP rate limits and consent records use); empty trusts none.", "")
 
 
@@ -191,17 +204,24 @@ class Settings:
     site: SiteSettings = _help("The organisation.", factory=SiteSettings)
     store: StoreSettings = _help("Where digest keeps its data.", factory=StoreSettings)
     feeds: list[Feed] = _help("Feeds to fetch ([[feeds]] tables: name, url, kind, language).", factory=list)
-    series: list[Series] = _help("Series in display order ([[series]] tables: id, name, aliases, url).", factory=list)
+    series: list[Series] = _help("Series in display order ([[series]] tables: id, name, aliases, url, and names = {fr = \"…\", de = \"…\"} in other languages). Without any, series are managed in the store (`digest series …`, the admin).", factory=list)
     fetch: FetchSettings = _help("Fetching feeds.", factory=FetchSettings)
     digest: DigestSettings = _help("What an issue holds.", factory=DigestSettings)
     render: RenderSettings = _help("How editions read.", factory=RenderSettings)
-    schedule: ScheduleSettings = _help("The weekly run.", factory=ScheduleSettings)
+    schedule: ScheduleSettings = _help("The weekly run. Without a [schedule] table it is managed in the store (the admin's Schedule page).", factory=ScheduleSettings)
+    branding: BrandingSettings = _help("How editions look. Without a [branding] table it is managed in the store (the admin's Branding page).", factory=BrandingSettings)
     review: ReviewSettings = _help("Who may approve what.", factory=ReviewSettings)
     delivery: DeliverySettings = _help("Sending.", factory=DeliverySettings)
     web: WebSettings = _help("The web app.", factory=WebSettings)
     templates_dir: str = _help("Folder whose files override the bundled email templates; empty uses the bundled ones.", "")
     # Where the file was read from; relative paths in it resolve against this folder.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
+    # The store-manageable sections the file defines (feeds, series, schedule, branding): those are
+    # provisioned, read-only in the admin; the others live in the store (digest.pipeline.managed).
+    provisioned: frozenset[str] = field(default=frozenset(), metadata={"internal": True})
+    # True once digest.pipeline.managed.current_settings put the store's sections in: a use case
+    # called by another one does not read them again.
+    store_applied: bool = field(default=False, metadata={"internal": True})
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
@@ -237,7 +257,8 @@ def load_settings(path: str | os.PathLike) -> Settings:
 def settings_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> Settings:
     """Validate an already-parsed mapping (as from TOML) into Settings."""
     settings = _build(Settings, raw, "")
-    settings = _replace(settings, base_dir=base_dir, store=_resolve_sqlite(settings.store, base_dir))
+    settings = _replace(settings, base_dir=base_dir, store=_resolve_sqlite(settings.store, base_dir),
+                        provisioned=frozenset(section for section in MANAGEABLE if section in raw))
     from .config_checks import check_settings  # here: that module reads the setting types defined here
 
     check_settings(settings)
@@ -359,7 +380,7 @@ def _check_feed_url(url: str, key: str) -> None:
 
 
 def _series(raw: Any, key: str) -> Series:
-    raw = _table(raw, key, ("id", "name"), ("aliases", "url"))
+    raw = _table(raw, key, ("id", "name"), ("aliases", "url", "names"))
     aliases = raw.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise ConfigError(f"'{key}.aliases' must be a list of strings, e.g. aliases = [\"Other spelling\"]")
@@ -371,7 +392,22 @@ def _series(raw: Any, key: str) -> Series:
         name=_scalar(str, raw["name"], f"{key}.name"),
         aliases=tuple(aliases),
         url=_scalar(str, raw.get("url", ""), f"{key}.url"),
+        names=_series_names(raw.get("names", {}), f"{key}.names"),
     )
+
+
+def _series_names(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
+    """`names = {fr = "…", de = "…"}`: the series' name in other languages, as (language, name) pairs."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{key}' must be a table of names by language, e.g. names = {{fr = \"…\", de = \"…\"}}")
+    pairs = []
+    for language, name in raw.items():
+        if language not in LANGUAGES:
+            raise ConfigError(f"'{key}.{language}': unknown language; use one of {', '.join(LANGUAGES)}")
+        text = _scalar(str, name, f"{key}.{language}").strip()
+        if text:
+            pairs.append((language, text))
+    return tuple(pairs)
 
 
 def describe_settings(cls: type = Settings, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -73,12 +73,20 @@ class Feed:
 
 @dataclass(frozen=True)
 class Series:
-    """A named publication series; `aliases` are extra category spellings that map to it."""
+    """A named publication series; `aliases` are extra category spellings that map to it.
+
+    `name` is the site language's; `names` holds other languages' as (language, name) pairs.
+    """
 
     id: str
     name: str
     aliases: tuple[str, ...] = ()
     url: str = ""
+    names: tuple[tuple[str, str], ...] = ()
+
+    def name_in(self, language: str | None) -> str:
+        """The series' name in `language`, else its site-language name."""
+        return dict(self.names).get(language or "", self.name)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,9 @@ class Item:
     event: EventInfo | None = None
     media: MediaInfo | None = None
     first_seen: datetime | None = None
+    # The title and summary as the feed gave them (sanitised), when cleaning changed them
+    # (digest.clean_text): (("title", …), ("summary_html", …)); empty when nothing changed.
+    raw: tuple[tuple[str, str], ...] = ()
 
     @property
     def effective_published(self) -> datetime | None:

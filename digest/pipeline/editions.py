@@ -47,6 +47,7 @@ from ..segments import reader_language, segment_for, segments_for
 from ..signing import subscriber_links
 from ..store.issues import require_issue
 from ..store.subscribers import distinct_preferences, get_subscriber
+from .managed import uses_current_settings
 
 # Links for no real reader: id 0 matches no subscriber, so a click changes nothing.
 STAFF_READER = Subscriber(email="preview@example.invalid", name="", id=0)
@@ -113,8 +114,9 @@ class EditionCache:
 
     def edition(self, settings: Settings, issue: Issue, segment: Segment) -> Edition:
         """The compiled edition of `segment` for this exact version of the issue (compiled on a miss)."""
+        # Series names and branding are edited in the admin: an edition compiled before an edit is not reused.
         key = (issue.number, issue.version, issue.status, issue.editorial, issue.test, issue.public,
-               segment.section_ids, segment.language)
+               segment.section_ids, segment.language, tuple(settings.series), settings.branding)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -127,6 +129,7 @@ class EditionCache:
         return edition
 
 
+@uses_current_settings
 def edition_for(settings: Settings, engine: Engine, issue: Issue | int, audience: Audience,
                 cache: EditionCache | None = None) -> AudienceEdition:
     """What `audience` reads of `issue` (an Issue, or its number), compiled and filled in.
@@ -144,6 +147,7 @@ def edition_for(settings: Settings, engine: Engine, issue: Issue | int, audience
     return AudienceEdition(edition=edition, values=values, html=html, text=text, name=name)
 
 
+@uses_current_settings
 def render_issue(settings: Settings, engine: Engine, number: int, subscriber_email: str | None = None) -> RenderedIssue:
     """The full edition of an issue, or one subscriber's, with its complete message (`digest render`).
 
@@ -158,6 +162,7 @@ def render_issue(settings: Settings, engine: Engine, number: int, subscriber_ema
                          recipient=reading.email)
 
 
+@uses_current_settings
 def issue_segments(settings: Settings, engine: Engine, issue: Issue) -> list[Segment]:
     """The distinct segments today's confirmed subscribers read in `issue` (each rendered once)."""
     return segments_for(issue, distinct_preferences(engine), settings.site.language)

@@ -32,6 +32,7 @@ from ..store.feed_sources import rename_feed as rename_stored_feed
 from ..store.feeds import FeedState, all_feed_states
 from .audit import record
 from .ingest import Trial, stored_feed_as_feed, trial_fetch
+from .managed import uses_current_settings
 
 SOURCE_TOML, SOURCE_STORE = "digest.toml", "store"
 PROVISIONED = ("feeds are managed in digest.toml ([[feeds]] tables): change them there, or remove every "
@@ -86,6 +87,7 @@ def list_feeds(settings: Settings, engine: Engine) -> list[FeedEntry]:
     return [FeedEntry(stored_feed_as_feed(f), f.paused, SOURCE_STORE) for f in stored_feeds(engine)]
 
 
+@uses_current_settings
 def feeds_overview(settings: Settings, engine: Engine, now: datetime) -> list[FeedRow]:
     """The admin's feeds page: each feed, its last fetch state and its health in plain words."""
     states = {s.name: s for s in all_feed_states(engine)}
@@ -165,6 +167,7 @@ def check_new_feed(settings: Settings, engine: Engine, name: str, url: str, kind
     return feed
 
 
+@uses_current_settings
 def try_feed(settings: Settings, engine: Engine, name: str, url: str, kind: str | None,
               language: str | None) -> Trial:
     """Check the fields, then fetch and parse the feed once without storing anything: what adding it would store."""
@@ -259,6 +262,7 @@ def export_opml(settings: Settings, engine: Engine, now: datetime) -> str:
     return write_opml([(e.feed, e.paused) for e in list_feeds(settings, engine)], f"{settings.site.name}: feeds", now)
 
 
+@uses_current_settings
 def export_config(settings: Settings, engine: Engine) -> str:
     """The store-managed settings as TOML, in the form digest.toml accepts (feeds, for now).
 

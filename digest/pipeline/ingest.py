@@ -29,6 +29,7 @@ from ..store.feed_sources import StoredFeed, stored_feeds
 from ..store.feeds import all_feed_states, get_feed_states, record_fetch
 from ..store.items import save_items
 from ..store.runs import record_run
+from .managed import uses_current_settings
 from .runs import JOB_FETCH, describe
 
 Progress = Callable[[FetchReport], None]
@@ -48,6 +49,7 @@ def stored_feed_as_feed(stored: StoredFeed) -> Feed:
     return Feed(name=stored.name, url=stored.url, kind=ItemKind(stored.kind), language=stored.language)
 
 
+@uses_current_settings
 def fetch_all(settings: Settings, engine: Engine, progress: Progress | None = None,
               started: Callable[[int], None] | None = None) -> list[FetchReport]:
     """Fetch, parse and store every feed of `feeds_to_fetch`; returns one FetchReport per feed, in its order.
@@ -63,6 +65,7 @@ def fetch_all(settings: Settings, engine: Engine, progress: Progress | None = No
         return _fetch_all(settings, feeds, writes, progress)
 
 
+@uses_current_settings
 def scheduled_fetch(settings: Settings, engine: Engine) -> list[FetchReport]:
     """fetch_all as the scheduler runs it: the outcome goes into the run log ("error" only when every feed failed).
 

@@ -63,6 +63,7 @@ from .accounts import NotAllowed, why_not
 from .audit import EDITS, SCHEDULER, last_editor, record
 from .editions import Everyone, edition_for, issue_segments
 from .ingest import feed_health, fetch_all
+from .managed import uses_current_settings
 from .runs import JOB_BUILD, describe, hours, local_time
 from .sending import notify_staff, send_now
 
@@ -97,6 +98,7 @@ def issue_summary(engine: Engine, number: int) -> IssueSummary | None:
 
 # --- building and editing -------------------------------------------------------------------------
 
+@uses_current_settings
 def build_issue(settings: Settings, engine: Engine, now: datetime, since: datetime | None = None,
                 until: datetime | None = None, allow_empty: bool = False, actor: Account | None = None) -> Issue | None:
     """Compose the draft issue for a window (creating or refreshing it); None when nothing is new.
@@ -142,6 +144,7 @@ def _window_words(issue: Issue) -> str:
     return f"{issue.window.start.isoformat(timespec='minutes')} .. {issue.window.end.isoformat(timespec='minutes')}"
 
 
+@uses_current_settings
 def rebuild_issue(settings: Settings, engine: Engine, number: int, now: datetime,
                   actor: Account | None = None) -> Issue:
     """Compose a draft or approved issue's window again from the stored items (even if nothing is new)."""
@@ -155,6 +158,7 @@ def rebuild_issue(settings: Settings, engine: Engine, number: int, now: datetime
     return rebuilt
 
 
+@uses_current_settings
 def edit_issue(settings: Settings, engine: Engine, number: int, now: datetime, actor: Account | None = None,
                **changes: Any) -> Issue:
     """Change a draft's editorial choices (intro, subject, drop, undrop, pin, unpin) and recompose it.
@@ -182,6 +186,7 @@ def issue_changed(before: Issue, after: Issue) -> bool:
     return after.version != before.version or after.editorial != before.editorial
 
 
+@uses_current_settings
 def compose_window(settings: Settings, engine: Engine, window: Window, now: datetime, editorial: Editorial) -> Issue:
     """Read what the window needs from the store and compose it (the pure compose_issue does the work)."""
     return _compose_offers(settings, engine, window, now, editorial)[0]
@@ -340,6 +345,7 @@ def _timing(engine: Engine, number: int) -> IssueTiming:
 
 # --- the weekly step ------------------------------------------------------------------------------
 
+@uses_current_settings
 def build_for_week(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> int | None:
     """Build the draft for the cron fire time `fire` once, then approve and send it or tell staff.
 
@@ -407,6 +413,7 @@ def week_done(engine: Engine, fire: datetime) -> bool:
     return ran_for(engine, JOB_BUILD, fire, BUILD_DONE)
 
 
+@uses_current_settings
 def record_missed_build(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> None:
     """Note that the build of `fire` was missed by more than `schedule.misfire_grace_hours` (unless an issue built by hand covers it)."""
     if _covered_by_hand(settings, engine, fire, now):
@@ -435,6 +442,7 @@ def _covered_by_hand(settings: Settings, engine: Engine, fire: datetime, now: da
 
 # --- what `digest build` and `digest issue show` print ------------------------------------------
 
+@uses_current_settings
 def issue_manifest(settings: Settings, engine: Engine, issue: Issue | int) -> dict[str, Any]:
     """The manifest of `issue` (an Issue, or its number) as `digest build --json` writes it.
 
@@ -447,6 +455,7 @@ def issue_manifest(settings: Settings, engine: Engine, issue: Issue | int) -> di
     return issue_to_manifest(issue, settings, segments)
 
 
+@uses_current_settings
 def build_notes(settings: Settings, engine: Engine, issue: Issue | int) -> list[str]:
     """What the issue's last build says in plain words: items included late, held back, too old.
 
@@ -457,6 +466,7 @@ def build_notes(settings: Settings, engine: Engine, issue: Issue | int) -> list[
     return report_lines(report_from_json(report), settings.site.tz) if report else []
 
 
+@uses_current_settings
 def edition_notes(settings: Settings, engine: Engine, issue: Issue) -> list[str]:
     """What rendering the full edition says in each language readers get (e.g. "shorten it").
 

@@ -36,6 +36,7 @@ from ..store.runs import IssueTiming, RunNote, issue_timing, recent_runs
 from ..store.subscribers import count_by_status, iter_subscribers
 from ..timetable import SendOutlook, send_outlook
 from .editions import issue_segments
+from .managed import uses_current_settings
 
 # How many addresses the issue page offers in its "As subscriber" list, and run notes its report shows.
 SUBSCRIBER_CHOICES = 200
@@ -63,6 +64,7 @@ class IssueReview:
     build_notes: tuple[str, ...] = ()  # the last build's report in words (digest.offers): late, held back, too old
 
 
+@uses_current_settings
 def issue_review(settings: Settings, engine: Engine, number: int, now: datetime) -> IssueReview | None:
     """Everything the issue page shows about issue `number` at `now`, or None when there is none."""
     issue, summary = issue_store.get_issue(engine, number), issue_store.get_summary(engine, number)
@@ -155,6 +157,7 @@ class SubscribersOverview:
     changes: list[SubscriberChange]  # the newest first
 
 
+@uses_current_settings
 def subscribers_overview(settings: Settings, engine: Engine, now: datetime) -> SubscribersOverview:
     """Counts by status and series, the weeks' sign-ups and leaves, and the latest changes."""
     series = confirmed_by_series(engine, [s.id for s in settings.series])

@@ -43,6 +43,7 @@ from ..store.subscribers import get_subscriber
 from ..timetable import SendWhen, send_outlook
 from .accounts import test_recipients_allowed
 from .audit import SCHEDULER, record
+from .managed import uses_current_settings
 from .runs import JOB_NOTIFY, JOB_SEND, describe, hours, local_time
 
 log = logging.getLogger("digest.pipeline")
@@ -54,6 +55,7 @@ class StoreFailed(Exception):
     names the store and what to do. At most one message per SMTP connection may go twice."""
 
 
+@uses_current_settings
 def send_issue(settings: Settings, engine: Engine, number: int, progress: ProgressFn | None = None, *,
                late: bool = False, make_transport: TransportFactory | None = None, wait: float = 0.0,
                check_server: bool = False, actor: Account | None = None) -> SendReport:
@@ -86,6 +88,7 @@ def send_issue(settings: Settings, engine: Engine, number: int, progress: Progre
                              segment_label=_segment_label(settings, issue))
 
 
+@uses_current_settings
 def work_pending(settings: Settings, engine: Engine, holder: str, progress: ProgressFn | None = None, *,
                  batch_size: int | None = None, make_transport: TransportFactory | None = None,
                  wait: float = 0.0, check_server: bool = False) -> list[SendReport]:
@@ -111,6 +114,7 @@ def work_pending(settings: Settings, engine: Engine, holder: str, progress: Prog
     return reports
 
 
+@uses_current_settings
 def send_test(settings: Settings, engine: Engine, number: int, recipients: Iterable[str], *,
               subscriber_email: str | None = None, make_transport: TransportFactory | None = None,
               actor: Account | None = None) -> list[SendResult]:
@@ -139,6 +143,7 @@ def send_test(settings: Settings, engine: Engine, number: int, recipients: Itera
     return results
 
 
+@uses_current_settings
 def send_now(settings: Settings, engine: Engine, number: int, now: datetime, reason: str,
              actor: Account | None = None) -> SendReport:
     """Send (or resume sending) one issue and note the outcome in the run log; re-raises a failure."""
@@ -169,6 +174,7 @@ def check_sendable(engine: Engine, number: int) -> None:
         raise IssueStateError(f"issue {number} is {issue.status.value}: only an approved issue can be sent; approve it first")
 
 
+@uses_current_settings
 def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[int]:
     """Send every approved issue whose send time has come; hold the stale ones for a fresh approval.
 
@@ -199,6 +205,7 @@ def send_due_issues(settings: Settings, engine: Engine, now: datetime) -> list[i
     return sent
 
 
+@uses_current_settings
 def send_now_noted(settings: Settings, engine: Engine, number: int, by: Account) -> None:
     """Send now for a front door whose answer is gone (a background task): a failure is in the run log only."""
     try:
@@ -207,6 +214,7 @@ def send_now_noted(settings: Settings, engine: Engine, number: int, by: Account)
         log.debug("send now of issue %s by %s failed (noted in the run log)", number, by)
 
 
+@uses_current_settings
 def send_to_late_readers(settings: Settings, engine: Engine, now: datetime,
                          make_transport: TransportFactory | None = None) -> list[int]:
     """Send the rows queued on sent issues for readers who confirmed after them; returns those issues.
@@ -232,6 +240,7 @@ def send_to_late_readers(settings: Settings, engine: Engine, now: datetime,
     return sent
 
 
+@uses_current_settings
 def resume_interrupted_sends(settings: Settings, engine: Engine, now: datetime) -> None:
     """Send on every issue left `sending` (a process stopped mid-send); each failure is noted, not raised."""
     for timing in issue_timings(engine, (IssueStatus.SENDING,)):
@@ -241,6 +250,7 @@ def resume_interrupted_sends(settings: Settings, engine: Engine, now: datetime) 
             log.exception("resuming issue %s failed", timing.number)
 
 
+@uses_current_settings
 def notify_staff(settings: Settings, engine: Engine, number: int, now: datetime) -> None:
     """Email the staff list that draft `number` is ready, with its admin preview link.
 
@@ -326,6 +336,7 @@ class ServerUnreachable(Exception):
     """The SMTP server takes no connection (the message names it); nothing was sent, rows stay queued."""
 
 
+@uses_current_settings
 def run_worker(settings: Settings, engine: Engine, *, once: bool = False, batch_size: int | None = None,
                interval: float = 10.0, on_pass: Callable[[list[SendReport]], None] | None = None,
                on_busy: Callable[[SenderBusy], None] | None = None,

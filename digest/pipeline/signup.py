@@ -51,6 +51,7 @@ from ..store.ledger import queue_late_reader
 from ..store.signups import SignupRequest
 from ..subscriber_fields import InvalidSubscriber, make_subscriber, parse_choices
 from ..suppression_keys import email_hash
+from .managed import uses_current_settings
 from .sending import TransportFactory, deliver_now
 from .subscribers import checked_suppression_keys
 
@@ -205,6 +206,7 @@ def check_signup(settings: Settings, form: SignupForm, ip: str) -> SignupOutcome
     return SignupOutcome(language=wanted.language, checked=wanted)
 
 
+@uses_current_settings
 def register_signup(settings: Settings, engine: Engine, checked: Subscriber, now: datetime,
                     make_transport: TransportFactory | None = None) -> ConfirmationSent | None:
     """Store a checked sign-up and send its confirmation email if one is due; None when none is. Never raises.
@@ -220,6 +222,7 @@ def register_signup(settings: Settings, engine: Engine, checked: Subscriber, now
     return send_confirmation(settings, engine, due, make_transport) if due is not None else None
 
 
+@uses_current_settings
 def sign_up(settings: Settings, engine: Engine, form: SignupForm, ip: str, now: datetime) -> SignupOutcome:
     """check_signup and store it at once; the outcome says which fields to correct or which email is due.
 
@@ -276,6 +279,7 @@ def _stored_signup(engine: Engine, wanted: Subscriber) -> Subscriber | None:
     return added or store.get_subscriber(engine, wanted.email)
 
 
+@uses_current_settings
 def send_confirmation(settings: Settings, engine: Engine, due: ConfirmationEmail,
                       make_transport: TransportFactory | None = None) -> ConfirmationSent:
     """Mail the confirmation link; if it cannot go out, log why and withdraw its request. Never raises.
@@ -326,6 +330,7 @@ def send_welcome(settings: Settings, confirmation: Confirmation, make_transport:
 
 # --- confirm --------------------------------------------------------------------------------------
 
+@uses_current_settings
 def read_confirmation(settings: Settings, engine: Engine, token: str) -> Confirmation:
     """Where a confirmation link's token leads; changes nothing (mail systems' link scanners open links)."""
     signer = TokenSigner(settings)
@@ -341,6 +346,7 @@ def read_confirmation(settings: Settings, engine: Engine, token: str) -> Confirm
     return Confirmation(found, request, preferences_url=signer.url(PREFERENCES, found.id))
 
 
+@uses_current_settings
 def confirm_subscription(settings: Settings, engine: Engine, token: str, now: datetime) -> Confirmation:
     """Confirm the sign-up a confirmation link names: its choices, consent `web` with the form's IP.
 
@@ -379,6 +385,7 @@ def adopt_old_erasures(settings: Settings, engine: Engine) -> None:
 
 # --- preferences ----------------------------------------------------------------------------------
 
+@uses_current_settings
 def read_preferences(settings: Settings, engine: Engine, token: str) -> Preferences:
     """The subscriber a preferences link names, with what their page needs; changes nothing."""
     signer = TokenSigner(settings)
@@ -390,6 +397,7 @@ def read_preferences(settings: Settings, engine: Engine, token: str) -> Preferen
     return Preferences(found, unsubscribe_token=signer.sign(UNSUBSCRIBE, found.id))
 
 
+@uses_current_settings
 def save_preferences(settings: Settings, engine: Engine, token: str, form: ChoicesForm,
                      now: datetime) -> Preferences:
     """Save a confirmed or pending subscriber's choices (event `preferences`, source `reader`).
@@ -411,6 +419,7 @@ def save_preferences(settings: Settings, engine: Engine, token: str, form: Choic
     return replace(found, subscriber=chosen, saved=saved)
 
 
+@uses_current_settings
 def resubscribe(settings: Settings, engine: Engine, token: str, ip: str, now: datetime) -> Confirmation:
     """"Subscribe again" from a preferences link: confirm with the stored choices, consent `web` from `ip`.
 
@@ -428,6 +437,7 @@ def resubscribe(settings: Settings, engine: Engine, token: str, ip: str, now: da
 
 # --- unsubscribe ----------------------------------------------------------------------------------
 
+@uses_current_settings
 def read_unsubscribe(settings: Settings, engine: Engine, token: str) -> UnsubscribeLink:
     """Whom an unsubscribe link names; changes nothing (link scanners open links)."""
     signer = TokenSigner(settings)
@@ -439,6 +449,7 @@ def read_unsubscribe(settings: Settings, engine: Engine, token: str) -> Unsubscr
     return UnsubscribeLink(genuine=True, subscriber=store.get_subscriber(engine, subscriber_id))
 
 
+@uses_current_settings
 def unsubscribe(settings: Settings, engine: Engine, token: str, how: str, now: datetime) -> UnsubscribeLink:
     """Unsubscribe the confirmed or pending subscriber an unsubscribe link names; `how` is the event's detail.
 

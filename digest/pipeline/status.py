@@ -22,6 +22,7 @@ from ..store.locks import JOBS_TABLE, active_scheduler
 from ..store.runs import IssueRecord, RunNote, issue_records, job_store_next_runs, recent_runs
 from ..timetable import build_trigger, fetch_trigger, send_trigger
 from .ingest import feeds_to_fetch
+from .managed import uses_current_settings
 from .runs import JOB_BUILD, JOB_FETCH, JOB_SEND
 
 
@@ -54,6 +55,7 @@ class Status:
     problems: list[str] = field(default_factory=list)
 
 
+@uses_current_settings
 def collect_status(settings: Settings, engine: Engine, now: datetime, runs: int = 10) -> Status:
     """Everything `digest status` shows, read from the store and the schedule settings."""
     next_runs, problems = _next_runs(settings, engine, now)

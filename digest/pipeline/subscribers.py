@@ -32,6 +32,7 @@ from ..store.suppressions import is_erased, is_suppressed
 from ..subscriber_fields import SUPPRESSED_STATUSES, make_subscriber, normalise_email, parse_series
 from ..suppression_keys import SuppressionKeys
 from .audit import record
+from .managed import uses_current_settings
 
 EXPORT_FORMATS = ("csv", "json")
 
@@ -84,6 +85,7 @@ class SubscriberRecord:
     erased: bool = False  # not stored, and only its keyed hash is kept (it was erased)
 
 
+@uses_current_settings
 def import_subscribers(settings: Settings, engine: Engine, path: Path, now: datetime | None = None,
                        actor: Account | None = None) -> ImportReport:
     """Sync a subscriber list file into the store; returns its ImportReport (never re-adds the suppressed).
@@ -107,6 +109,7 @@ def _counts(report: ImportReport) -> dict[str, int]:
             "suppressed": len(report.suppressed), "rejected": len(report.rejected)}
 
 
+@uses_current_settings
 def add_subscriber(settings: Settings, engine: Engine, email: str, *, name: str = "", language: str = "",
                    series: Iterable[str] = (), want_events: bool = True, want_media: bool = True,
                    reactivate_bounced: bool = False, now: datetime) -> Addition:
@@ -222,6 +225,7 @@ def checked_suppression_keys(settings: Settings, engine: Engine, require: bool =
     return suppressions.usable_suppression_keys(engine, keys, require, counts)
 
 
+@uses_current_settings
 def change_choices(settings: Settings, engine: Engine, email: str, *, language: str | None = None,
                    series: Iterable[str] | None = None, want_events: bool | None = None,
                    want_media: bool | None = None, now: datetime | None = None) -> Subscriber | None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -109,6 +110,9 @@ items = Table(
     # (too old for late offering, or older than the first issue's window); NULL: not offered yet.
     # Set when that issue starts sending; an item is offered to exactly one issue (migration 0005).
     Column("offered_in", Integer),
+    # The title and summary as the feed gave them (sanitised) when cleaning them changed them
+    # (digest.clean_text: boilerplate, repeated place or outlet, quotes); NULL when nothing changed.
+    Column("raw", JSON),
 )
 Index("ix_items_sort_at", items.c.sort_at)
 Index("ix_items_event_start", items.c.event_start)
@@ -138,6 +142,9 @@ issues = Table(
     # What the last build offered, held back and passed over (digest.offers.BuildReport as JSON);
     # read when the issue starts sending, to mark its items offered (migration 0005).
     Column("build_report", JSON),
+    # Subject, intro and lead per language other than the site's ({"fr": {"subject": …, "intro": …}});
+    # a language without them gets the site language's (migration 0010).
+    Column("texts", JSON),
     UniqueConstraint("window_start", "window_end", name="uq_issues_window"),
 )
 
@@ -326,4 +333,57 @@ api_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
     Column("last_used_at", UTCDateTime),
+)
+
+# Clicks counted through the signed redirect (digest.clicks): a count per issue, link and edition
+# language, and nothing else — no subscriber, no address, no time of a single click.
+click_counts = Table(
+    "click_counts",
+    metadata,
+    Column("issue_number", Integer, primary_key=True),
+    Column("link", String(64), primary_key=True),  # the link's id within the issue
+    Column("language", String(10), primary_key=True),
+    Column("section", String(200), nullable=False, default=""),
+    Column("item_key", String(2000), nullable=False, default=""),
+    Column("url", Text, nullable=False),
+    Column("clicks", Integer, nullable=False, default=0),
+)
+
+# Series managed in the store (used when digest.toml lists no [[series]]); `version` grows with each
+# change, so an edit made from a page older than the last change is refused as a conflict.
+series_sources = Table(
+    "series_sources",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("names", JSON, nullable=False),  # per language: {"fr": "…", "de": "…"}
+    Column("aliases", JSON, nullable=False),
+    Column("url", Text, nullable=False, default=""),
+    Column("position", Integer, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False, default=""),
+)
+
+# Other settings managed in the store, one JSON value per section ("schedule", "branding"), used when
+# digest.toml has no such table; `version` as for series.
+managed_settings = Table(
+    "managed_settings",
+    metadata,
+    Column("section", String(40), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False, default=""),
+)
+
+# Uploaded branding files (the logo), served by the web app under /branding/.
+branding_files = Table(
+    "branding_files",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("content_type", String(100), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

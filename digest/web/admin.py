@@ -43,7 +43,6 @@ from ..store.issues import IssueError, StaleVersion
 from ..timetable import SendWhen
 from .admin_auth import AdminAuth, AdminSession, LoginLimiter, LoginRefused, PasswordHashError
 from .admin_preview import PREVIEW_CSP, PreviewChoice, issue_page_context, preview_document
-from .admin_reports import weekly_chart
 from .security import client_ip, read_form
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -105,7 +104,11 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
     from .admin_accounts import routes as account_routes  # here: these modules import this one
     from .admin_audit import routes as audit_routes
     from .admin_feeds import routes as feed_routes
+    from .admin_reading import routes as reading_routes
     from .admin_send import routes as send_routes
+    from .admin_series import routes as series_routes
+    from .admin_settings import routes as settings_routes
+    from .admin_subscribers import routes as subscriber_routes
     limiter = LoginLimiter(slots=settings.web.login_hash_slots)
     admin = Admin(settings, engine, AdminAuth(settings, engine), limiter, _environment(settings), EditionCache())
     get = functools.partial(_guarded, admin, post=False)
@@ -129,7 +132,10 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
         *send_routes(admin, get, post),
         *feed_routes(admin, get, post),
         Route("/admin/runs", get(runs_page)),
-        Route("/admin/subscribers", get(subscribers_page)),
+        *subscriber_routes(admin, get, post),
+        *series_routes(admin, get, post),
+        *settings_routes(admin, get, post),
+        *reading_routes(admin, get, post),
         Route("/admin/archive", get(archive_page)),
         *account_routes(admin, get, post),
         *audit_routes(admin, get, post),
@@ -455,12 +461,6 @@ async def report_page(admin: Admin, request: Request, session: AdminSession) -> 
 async def runs_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     status = await run_in_threadpool(collect_status, admin.settings, admin.engine, datetime.now(UTC), runs=50)
     return page(admin, request, "admin/runs.html", {"status": status, "active": "runs"}, session)
-
-
-async def subscribers_page(admin: Admin, request: Request, session: AdminSession) -> Response:
-    overview = await run_in_threadpool(reports.subscribers_overview, admin.settings, admin.engine, datetime.now(UTC))
-    return page(admin, request, "admin/subscribers.html",
-                {"overview": overview, "chart": weekly_chart(overview.weeks), "active": "subscribers"}, session)
 
 
 async def archive_page(admin: Admin, request: Request, session: AdminSession) -> Response:
