@@ -102,6 +102,8 @@ GREETINGS = ("first_name", "full_name", "none")
 
 @dataclass(frozen=True)
 class RenderSettings:
+    images: bool = _help("Show an item's image (from media:content, an enclosure or the first image of its content) in editions; one per item, https only.", True)
+    image_hosts: list[str] = _help("Host names images may come from (e.g. \"cdn.example.org\"); empty allows only the host of site.url and its subdomains.", factory=list)
     greeting: str = _help("How editions greet a reader: \"first_name\" (\"Hello Anna,\"), \"full_name\" (\"Hello Anna Schmidt,\") "
                           "or \"none\" (a neutral \"Hello,\"); a reader without a name always gets the neutral greeting.",
                           "first_name")

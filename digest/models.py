@@ -130,6 +130,7 @@ class Item:
     # The title and summary as the feed gave them (sanitised), when cleaning changed them
     # (digest.clean_text): (("title", …), ("summary_html", …)); empty when nothing changed.
     raw: tuple[tuple[str, str], ...] = ()
+    image: str = ""  # an https image URL from an allowed host (digest.feed_images); alt text is the title
 
     @property
     def effective_published(self) -> datetime | None:

@@ -113,6 +113,8 @@ items = Table(
     # The title and summary as the feed gave them (sanitised) when cleaning them changed them
     # (digest.clean_text: boilerplate, repeated place or outlet, quotes); NULL when nothing changed.
     Column("raw", JSON),
+    # The item's image (https, from an allowed host: digest.feed_images), or NULL.
+    Column("image", Text),
 )
 Index("ix_items_sort_at", items.c.sort_at)
 Index("ix_items_event_start", items.c.event_start)

@@ -1,4 +1,5 @@
-"""Editions readers deserve and settings staff manage: items keep their raw text beside the cleaned one,
+"""Editions readers deserve and settings staff manage: items keep their raw text beside the cleaned one
+and an image,
 issues hold texts per language, clicks are counted (counts only), and series, schedule, branding and
 the logo can live in the store.
 
@@ -20,6 +21,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("items") as batch:
         batch.add_column(sa.Column("raw", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("image", sa.Text(), nullable=True))
     with op.batch_alter_table("issues") as batch:
         batch.add_column(sa.Column("texts", sa.JSON(), nullable=True))
     op.create_table(
@@ -71,4 +73,5 @@ def downgrade() -> None:
     with op.batch_alter_table("issues", recreate="never") as batch:
         batch.drop_column("texts")
     with op.batch_alter_table("items", recreate="never") as batch:
+        batch.drop_column("image")
         batch.drop_column("raw")
