@@ -151,6 +151,30 @@ def test_manage_feeds_in_the_browser(browser, served, feeds_server, artefacts):
     assert problems == {}
 
 
+def test_a_web_page_address_leads_to_the_feed_it_announces(browser, served, feeds_server):
+    base, settings, engine = served
+    page_html = (DATA / "feeds" / "html-page.html").read_bytes()
+    feeds_server.routes["/site/"] = static(page_html.replace(b"https://www.example.org/publications/feed/", b"/publications"),
+                                           content_type="text/html; charset=utf-8")
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    try:
+        sign_in(page, base)
+        page.fill("#feed-url", feeds_server.url("/site/"))
+        page.fill("#feed-name", "Publications")
+        page.click("#test-feed")
+        page.get_by_text("The test fetch failed", exact=True).wait_for()
+        assert f"did you mean {feeds_server.url('/publications')}?" in page.inner_text("#trial-reason")
+        page.click("#try-suggestion")
+        page.get_by_text("The test fetch worked", exact=True).wait_for()
+        assert feeds_server.url("/publications") in page.inner_text(".url")
+        page.click("#save-feed")
+        page.get_by_text("Feed added.").wait_for()
+        assert [e.feed.url for e in list_feeds(settings, engine)] == [feeds_server.url("/publications")]
+    finally:
+        context.close()
+
+
 def test_the_feeds_page_at_phone_width(browser, served, artefacts):
     base, settings, engine = served
     context = browser.new_context(viewport={"width": 390, "height": 900}, is_mobile=True)

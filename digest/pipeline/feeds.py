@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from ..config import Settings
+from ..feed_discovery import suggested_feed
 from ..feed_fields import InvalidFeed, feed_name, make_feed
 from ..models import Account, Feed, FeedStatus
 from ..opml import OpmlError, read_opml, write_opml
@@ -117,6 +118,9 @@ def health(settings: Settings, state: FeedState, paused: bool, now: datetime) ->
     if status == FeedStatus.WARNING:
         return Health("attention", "Fetched, with problems to look at (see details)", detail)
     failures = f" ({state.consecutive_failures} failed fetches in a row)" if state.consecutive_failures > 1 else ""
+    suggestion = suggested_feed(state.last_message)
+    if suggestion:  # the page announces its feed: that is the fix, not the next try
+        return Health("failing", f"{_failure_words(state.last_message)} — did you mean {suggestion}?", detail)
     return Health("failing", f"{_failure_words(state.last_message)} — {at}{failures}", detail)
 
 

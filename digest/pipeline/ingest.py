@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
+from ..defuse import ERROR_HTML
+from ..feed_discovery import discover_feeds, suggested_feed, with_suggestion
 from ..fetch import FetchJob, FetchOutcome, Validators, feed_location, fetch_feeds
 from ..models import Feed, FeedStatus, FetchReport, ItemKind
 from ..parse import ParseResult
@@ -146,6 +148,7 @@ class Trial:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     samples: tuple[str, ...] = ()  # the first item titles
+    suggestion: str = ""  # the feed a web page announces ("did you mean …/feed/?"), when the URL is a page
 
 
 def trial_fetch(settings: Settings, feed: Feed) -> Trial:
@@ -166,6 +169,8 @@ def trial_fetch(settings: Settings, feed: Feed) -> Trial:
     if parsed is None:
         reason = outcome.error.message if outcome.error else "the server sent nothing"
         return Trial(feed=feed, ok=False, reason=reason)
+    if parsed.error:
+        return Trial(feed=feed, ok=False, reason=parsed.error, suggestion=suggested_feed(parsed.error) or "")
     names = {s.id: s.name for s in settings.series}
     series = Counter(names.get(s, s) for item in parsed.items for s in item.series)
     return Trial(feed=feed, ok=parsed.error is None and bool(parsed.items),
@@ -183,10 +188,13 @@ def _parse_outcome(parse_workers: ParseWorkers, settings: Settings, feed: Feed,
     if not outcome.ok:
         return None
     try:
-        return parse_workers.parse(outcome.body, feed, settings.series, content_location=outcome.content_location,
-                                   content_type=outcome.content_type)
+        parsed = parse_workers.parse(outcome.body, feed, settings.series, content_location=outcome.content_location,
+                                     content_type=outcome.content_type)
     except Exception as exc:  # noqa: BLE001 - a parser bug must cost this feed only
         return ParseResult([], [], f"the parser failed unexpectedly ({type(exc).__name__}: {exc}); please report this feed")
+    if parsed.error == ERROR_HTML:  # a web page: the feed it announces is what staff meant, most likely
+        return replace(parsed, error=with_suggestion(parsed.error, discover_feeds(outcome.body, outcome.url)))
+    return parsed
 
 
 def _store_outcome_safely(engine: Engine, feed: Feed, outcome: FetchOutcome, parsed: ParseResult | None,
