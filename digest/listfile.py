@@ -3,7 +3,9 @@
 A list file is CSV `email,name,language,series` (series `;`-separated ids, empty = all series),
 optionally with the columns `export` writes (sections, status and consent, created_at). It is read
 as a stream, so a 100,000-row file never sits in memory; every field goes through
-digest.subscriber_fields, as the subscribe form and `digest subscribers add` do.
+digest.subscriber_fields, as the subscribe form and `digest subscribers add` do. Exports of other
+tools (Mailchimp, listmonk, Substack, Buttondown) are recognised by their header and read through
+digest.list_columns' mapping.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .config import Settings
+from .list_columns import ColumnMap, map_columns
 from .models import Subscriber, SubscriberStatus
 from .subscriber_fields import InvalidSubscriber, make_subscriber, parse_flag, parse_time
 
@@ -75,13 +78,14 @@ class ImportReport:
     rejected: list[RejectedRow] = field(default_factory=list)
     ignored_columns: tuple[str, ...] = ()
     delimiter: str = ","
+    source: str = ""  # the tool whose export the file is (digest.list_columns), "" for digest's own format
 
     def as_dict(self) -> dict:
         """The report as `--json` prints it."""
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
                 "suppressed": self.suppressed,
                 "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
-                "ignored_columns": list(self.ignored_columns)}
+                "ignored_columns": list(self.ignored_columns), **({"source": self.source} if self.source else {})}
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -97,10 +101,14 @@ def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = Su
     handle = path.open("r", encoding="utf-8-sig", newline="")
     first = handle.readline()
     delimiter = _sniff_delimiter(first)
-    header = next(csv.reader([first], delimiter=delimiter), [])
-    columns = [_unquote_cell(h).strip().lower() for h in header]
+    header = [_unquote_cell(h) for h in next(csv.reader([first], delimiter=delimiter), [])]
+    columns = [h.strip().lower() for h in header]
+    mapping = map_columns(header)
     try:
-        _check_header(path, columns)
+        if not mapping.source:  # another tool's export is recognised by its own header
+            _check_header(path, columns)
+        elif "email" not in mapping.positions:
+            raise ListFileError(f"{path}: looks like a {mapping.source} export, but has no email column")
         # The whole file is read as CSV before the first row is stored: a broken quote on line
         # 2,502 must not leave the 2,000 rows of the first batch stored behind an error that
         # says "fix that line and import again". Streamed: nothing is kept but a line count.
@@ -108,11 +116,9 @@ def read_list_file(path: Path, settings: Settings, status: SubscriberStatus = Su
     except ListFileError:
         handle.close()
         raise
-    known = (*CSV_COLUMNS, *SECTION_COLUMNS, *STATUS_COLUMNS, CREATED_COLUMN)
-    ignored = tuple(c or f"(column {i}, no name)" for i, c in enumerate(columns, start=1) if c not in known)
-    report = ImportReport(ignored_columns=ignored, delimiter=delimiter)
+    report = ImportReport(ignored_columns=mapping.ignored, delimiter=delimiter, source=mapping.source)
     base = Subscriber(email="", status=status, consent_at=consent_at, consent_method="import")
-    return report, _rows(handle, columns, delimiter, settings, base)
+    return report, _rows(handle, len(columns), mapping, delimiter, settings, base)
 
 
 def _check_header(path: Path, columns: list[str]) -> None:
@@ -126,22 +132,22 @@ def _check_header(path: Path, columns: list[str]) -> None:
                                 f"{columns.index(column) + 1} and {number}): keep one of them and import again")
 
 
-def _rows(handle: io.TextIOBase, columns: list[str], delimiter: str, settings: Settings,
+def _rows(handle: io.TextIOBase, width: int, mapping: ColumnMap, delimiter: str, settings: Settings,
           base: Subscriber) -> Iterator[ListRow | RejectedRow]:
     seen: dict[str, int] = {}
-    sections_given = any(c in columns for c in SECTION_COLUMNS)
+    sections_given = any(c in mapping.positions for c in SECTION_COLUMNS)
     with handle:
         reader = csv.reader(handle, delimiter=delimiter, strict=True)
         # Records, not physical lines: a quoted cell with line breaks is still one spreadsheet row.
         for line, cells in enumerate(_checked(reader), start=2):
             if not any(c.strip() for c in cells):
                 continue
-            if len(cells) > len(columns):  # e.g. an unquoted delimiter: every later cell is shifted
+            if len(cells) > width:  # e.g. an unquoted delimiter: every later cell is shifted
                 yield RejectedRow(line, "more cells than columns: quote the series cell (or any cell holding "
                                         f"the delimiter {delimiter!r})")
                 continue
-            row = dict(zip(columns, (_unquote_cell(c) for c in cells), strict=False))
             try:
+                row = mapping.row([_unquote_cell(c) for c in cells])
                 subscriber = _row_subscriber(row, settings, base)
             except InvalidSubscriber as exc:
                 yield RejectedRow(line, str(exc))

@@ -14,6 +14,7 @@ import click
 
 from ..listfile import ImportReport, ListFileError
 from ..models import SubscriberStatus
+from ..pipeline.subscriber_import import OUTCOMES, ImportFileError, plan_import
 from ..pipeline.subscribers import (
     Addition,
     add_subscriber,
@@ -39,14 +40,20 @@ def subscribers() -> None:
 @subscribers.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--dry-run", is_flag=True, help="Show what each line would do (added, updated, unchanged, "
+              "suppressed, rejected, and why); store nothing.")
 @handle_errors
-def import_command(file: Path, as_json: bool) -> None:
+def import_command(file: Path, as_json: bool, dry_run: bool) -> None:
     """Sync a CSV list (email,name,language,series) into the store; prints what changed.
 
     New addresses are added as confirmed with consent method "import": staff vouch for consent.
     Unsubscribed, bounced, complained and erased addresses are never re-added; a `status` column (as
-    `export` writes it) keeps opt-outs. Exit 1 if rows were rejected, 2 if the file or a suppression key is unusable.
+    `export` writes it) keeps opt-outs. Exports of Mailchimp, listmonk, Substack and Buttondown are
+    recognised by their header. Exit 1 if rows were rejected, 2 if the file or a suppression key is unusable.
     """
+    if dry_run:
+        _dry_run(file, as_json)
+        return
     try:
         report = import_subscribers(state().settings, state().engine, file, datetime.now(UTC))
     except ListFileError as exc:
@@ -56,6 +63,26 @@ def import_command(file: Path, as_json: bool) -> None:
     else:
         _print_import_report(report)
     if report.rejected:
+        sys.exit(EXIT_FAILED)
+
+
+def _dry_run(file: Path, as_json: bool) -> None:
+    try:
+        plan = plan_import(state().settings, state().engine, file)
+    except ImportFileError as exc:
+        fail(f"{file}: {exc}", EXIT_USAGE)
+    if as_json:
+        print_json({**plan.counts, "source": plan.source, "ignored_columns": list(plan.ignored_columns),
+                    "lines": [{"line": r.line, "outcome": r.outcome, "email": r.email, "reason": r.reason}
+                              for r in plan.rows]})
+    else:
+        counts = ", ".join(f"{outcome} {plan.counts[outcome]}" for outcome in OUTCOMES)
+        click.echo(f"dry run{f' of a {plan.source} export' if plan.source else ''}, nothing stored: {counts}")
+        for row in plan.rows:
+            click.echo(f"  line {row.line}: {row.outcome}: {row.email + ': ' if row.email else ''}{row.reason}")
+        if plan.ignored_columns:
+            click.echo(f"  ignored columns: {', '.join(plan.ignored_columns)}")
+    if plan.counts["rejected"]:
         sys.exit(EXIT_FAILED)
 
 

@@ -1,4 +1,4 @@
-"""Use case: subscribers as staff manage them: import, export, add, remove, erase, list, show.
+"""Use case: subscribers as staff manage them: import, export, add, remove, erase, list, search, show.
 
 What readers do themselves (sign up, confirm, preferences, unsubscribe) is digest.pipeline.signup.
 
@@ -24,10 +24,10 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..listfile import ImportReport, read_list_file, write_json_lines, write_list_file
-from ..models import Account, Subscriber, SubscriberStatus
+from ..models import Account, Series, Subscriber, SubscriberStatus
 from ..signing import adopt_legacy_keys, suppression_keys
+from ..store import subscriber_search, suppressions
 from ..store import subscribers as store
-from ..store import suppressions
 from ..store.suppressions import is_erased, is_suppressed
 from ..subscriber_fields import SUPPRESSED_STATUSES, make_subscriber, normalise_email, parse_series
 from ..suppression_keys import SuppressionKeys
@@ -185,6 +185,19 @@ def show_subscriber(settings: Settings, engine: Engine, email: str) -> Subscribe
     return SubscriberRecord(address, None, erased=is_suppressed(engine, address, keys))
 
 
+@uses_current_settings
+def series_in_force(settings: Settings, engine: Engine) -> list[Series]:
+    """The series subscribers may choose now: digest.toml's, or the store's when the file leaves them to it."""
+    return list(settings.series)
+
+
+def subscriber_history(settings: Settings, engine: Engine, subscriber_id: int) -> SubscriberRecord | None:
+    """`show_subscriber` for a stored subscriber's id (the admin's links carry ids, never addresses); None if none."""
+    found = store.get_subscriber(engine, subscriber_id)
+    return None if found is None else show_subscriber(settings, engine, found.email)
+
+
+@uses_current_settings
 def list_subscribers(settings: Settings, engine: Engine, status: SubscriberStatus | None = None,
                      series_id: str | None = None) -> Iterator[Subscriber]:
     """Subscribers by id, streamed; `series_id` keeps those who receive that series (including "all").
@@ -196,6 +209,34 @@ def list_subscribers(settings: Settings, engine: Engine, status: SubscriberStatu
     return store.iter_subscribers(engine, status, series_id)
 
 
+@dataclass(frozen=True)
+class SubscriberPage:
+    """One page of the subscribers matching a search, and how many match in all."""
+
+    subscribers: list[Subscriber]
+    total: int
+    page: int  # 1-based, within 1..pages
+    pages: int
+    languages: list[str]  # the languages stored subscribers read (the filter's choices)
+
+
+@uses_current_settings
+def search_subscribers(settings: Settings, engine: Engine, text: str = "", status: SubscriberStatus | None = None,
+                       series_id: str = "", language: str = "", page: int = 1, per_page: int = 50) -> SubscriberPage:
+    """Subscribers whose address or name contains `text`, by status, series and language; newest first, paged.
+
+    Counted and paged in the store. A series id that is not configured filters nothing.
+    """
+    series_id = series_id if series_id in settings.series_by_id() else ""
+    wanted = subscriber_search.SubscriberFilter(text, status, series_id, language.strip().lower()[:10])
+    total = subscriber_search.count_subscribers(engine, wanted)
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    found = subscriber_search.find_subscribers(engine, wanted, (page - 1) * per_page, per_page)
+    return SubscriberPage(found, total, page, pages, subscriber_search.languages_in_use(engine))
+
+
+@uses_current_settings
 def export_subscribers(settings: Settings, engine: Engine, out: TextIO, fmt: str = "csv",
                        status: SubscriberStatus | None = None, series_id: str | None = None) -> int:
     """Write subscribers to `out` as a list file (CSV, formula-safe, re-importable) or JSON lines; returns how many.

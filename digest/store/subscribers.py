@@ -229,7 +229,8 @@ def count_bounce(conn: Connection, subscriber_id: int, now: datetime, detail: st
 # --- imports --------------------------------------------------------------------------------------
 
 def import_rows(engine: Engine, rows: Iterable[ListRow | RejectedRow], keys: Sequence[bytes],
-                report: ImportReport, now: datetime | None = None, source: str = "import") -> ImportReport:
+                report: ImportReport, now: datetime | None = None, source: str = "import",
+                detail: str = "import") -> ImportReport:
     """Sync list-file rows into the store in batches, counting into `report`.
 
     New addresses are added; confirmed and pending ones are updated (a subscriber who saved their
@@ -238,62 +239,90 @@ def import_rows(engine: Engine, rows: Iterable[ListRow | RejectedRow], keys: Seq
     opt-out is stored with it (new address) or applies it (confirmed or pending one), and counts
     as suppressed. Raises SuppressionKeyMissing, before anything is stored, when an erasure's key
     is missing from `keys` (checked here unless `keys` were checked in this store already, as
-    digest.pipeline.subscribers.checked_suppression_keys returns them).
+    digest.pipeline.subscribers.checked_suppression_keys returns them). `detail` goes into the
+    history events it writes (who imported which file).
     """
     now = _now(now)
-    if getattr(keys, "checked_in", None) is not engine:
-        keys = usable_suppression_keys(engine, keys)
-    batch: list[ListRow] = []
-    for row in rows:
-        if isinstance(row, RejectedRow):
-            report.rejected.append(row)
-            continue
-        batch.append(row)
-        if len(batch) >= IMPORT_BATCH:
-            _import_batch(engine, batch, keys, report, now, source)
-            batch = []
-    if batch:
-        _import_batch(engine, batch, keys, report, now, source)
+    keys = checked_keys(engine, keys)
+    for batch in valid_batches(rows, report):
+        _import_batch(engine, batch, keys, report, now, source, detail)
     return report
 
 
-def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], report: ImportReport,
-                  now: datetime, source: str) -> None:
+def checked_keys(engine: Engine, keys: Sequence[bytes]) -> Sequence[bytes]:
+    return keys if getattr(keys, "checked_in", None) is engine else usable_suppression_keys(engine, keys)
+
+
+def valid_batches(rows: Iterable[ListRow | RejectedRow], report: ImportReport | None,
+             rejected: list[RejectedRow] | None = None) -> Iterator[list[ListRow]]:
+    """Valid rows in batches of IMPORT_BATCH; rejected ones go to `report` (or the `rejected` list)."""
+    batch: list[ListRow] = []
+    for row in rows:
+        if isinstance(row, RejectedRow):
+            (report.rejected if report is not None else rejected).append(row)
+            continue
+        batch.append(row)
+        if len(batch) >= IMPORT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def decide_rows(conn: Connection, batch: list[ListRow], keys: Sequence[bytes]) -> list[tuple[ListRow, str, Row | None]]:
+    """What to do with each row: insert, insert_opted_out, erased, opted_out, erased_pending, opt_out or update.
+
+    "update" may still turn out unchanged (`import_change` returns None). The dry run
+    (digest.store.subscriber_plans) decides with this too.
+    """
     emails = [r.subscriber.email for r in batch]
+    existing = {r.email: r for r in conn.execute(select(
+        subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.language, subscribers.c.series,
+        subscribers.c.want_events, subscribers.c.want_media, subscribers.c.status, subscribers.c.source).where(subscribers.c.email.in_(emails)))}
+    # New addresses and pending ones (an import would confirm them) are checked against the
+    # erasures: an erased address that signed up again on the web is pending, its hash kept.
+    unchecked = [r for r in batch if r.subscriber.email not in existing
+                 or existing[r.subscriber.email].status == SubscriberStatus.PENDING.value]
+    hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in unchecked}
+    erased = suppressed_hashes(conn, [h for hs in hashes.values() for h in hs])
+    decisions = []
+    for row in batch:
+        new, old = row.subscriber, existing.get(row.subscriber.email)
+        if old is None:
+            kind = ("erased" if erased.intersection(hashes[new.email])
+                    else "insert_opted_out" if new.status in SUPPRESSED_STATUSES else "insert")
+        elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES:
+            kind = "opted_out"
+        elif erased.intersection(hashes.get(new.email, ())):
+            kind = "erased_pending"  # an erased address stays pending until its own confirmation
+        elif new.status in SUPPRESSED_STATUSES:  # the file records an opt-out made elsewhere: it wins
+            kind = "opt_out"
+        else:
+            kind = "update"
+        decisions.append((row, kind, old))
+    return decisions
+
+
+def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], report: ImportReport,
+                  now: datetime, source: str, detail: str = "import") -> None:
     with engine.begin() as conn:
-        existing = {r.email: r for r in conn.execute(select(
-            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.language, subscribers.c.series,
-            subscribers.c.want_events, subscribers.c.want_media, subscribers.c.status, subscribers.c.source).where(subscribers.c.email.in_(emails)))}
-        # New addresses and pending ones (an import would confirm them) are checked against the
-        # erasures: an erased address that signed up again on the web is pending, its hash kept.
-        unchecked = [r for r in batch if r.subscriber.email not in existing
-                     or existing[r.subscriber.email].status == SubscriberStatus.PENDING.value]
-        hashes = {r.subscriber.email: [email_hash(k, r.subscriber.email, normalised=True) for k in keys] for r in unchecked}
-        erased = suppressed_hashes(conn, [h for hs in hashes.values() for h in hs])
         inserts, updates, confirms, opt_outs = [], [], [], []
-        for row in batch:
-            new, old = row.subscriber, existing.get(row.subscriber.email)
-            if old is None:
-                if erased.intersection(hashes[new.email]):
-                    report.suppressed.append(row.line)
-                    continue
-                inserts.append(_insert_values(new, now, source))
-                if new.status in SUPPRESSED_STATUSES:
-                    report.suppressed.append(row.line)
-            elif SubscriberStatus(old.status) in SUPPRESSED_STATUSES or erased.intersection(hashes.get(new.email, ())):
-                report.suppressed.append(row.line)  # an erased address stays pending until its own confirmation
-            elif new.status in SUPPRESSED_STATUSES:  # the file records an opt-out made elsewhere: it wins
-                opt_outs.append((old.id, new.status))
-                report.suppressed.append(row.line)
-            else:
-                change = _import_change(old, row, now)
+        for row, kind, old in decide_rows(conn, batch, keys):
+            if kind in ("insert", "insert_opted_out"):
+                inserts.append(_insert_values(row.subscriber, now, source))
+            elif kind == "opt_out":
+                opt_outs.append((old.id, row.subscriber.status))
+            elif kind == "update":
+                change = import_change(old, row, now)
                 if change is None:
                     report.unchanged += 1
                     continue
                 updates.append(change)
                 if change.pop("confirming"):
                     confirms.append(old.id)
-        _insert_imported(conn, inserts, now)
+            if kind not in ("insert", "update"):
+                report.suppressed.append(row.line)
+        _insert_imported(conn, inserts, now, detail)
         if updates:
             conn.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")).values(
                 name=bindparam("name"), language=bindparam("language"), series=bindparam("series"),
@@ -304,10 +333,10 @@ def _import_batch(engine: Engine, batch: list[ListRow], keys: Sequence[bytes], r
             conn.execute(subscribers.update().where(subscribers.c.id.in_(confirms)).values(
                 status=SubscriberStatus.CONFIRMED.value, consent_at=now, consent_method="import", consent_ip="",
                 confirmed_at=now, updated_at=now))
-            _events(conn, confirms, "confirmed", now, "import")
+            _events(conn, confirms, "confirmed", now, detail)
         # In the batch's transaction: the report's "suppressed" and the store never disagree.
         for subscriber_id, status in opt_outs:
-            change_status(conn, subscriber_id, status, now, "import")
+            change_status(conn, subscriber_id, status, now, detail)
     report.added += sum(1 for i in inserts if SubscriberStatus(i["status"]) not in SUPPRESSED_STATUSES)
     report.updated += len(updates)
 
@@ -319,7 +348,7 @@ def _insert_values(new: Subscriber, now: datetime, source: str) -> dict:
             "unsubscribed_at": now if new.status in SUPPRESSED_STATUSES else None}
 
 
-def _insert_imported(conn: Connection, inserts: list[dict], now: datetime) -> None:
+def _insert_imported(conn: Connection, inserts: list[dict], now: datetime, import_detail: str = "import") -> None:
     """Insert new rows with their history: "subscribed" for confirmed ones, "imported" (with the status) for others."""
     if not inserts:
         return
@@ -329,14 +358,14 @@ def _insert_imported(conn: Connection, inserts: list[dict], now: datetime) -> No
         by_status.setdefault(values["status"], []).append(values["email"])
     for status, emails in by_status.items():
         confirmed = status == SubscriberStatus.CONFIRMED.value
-        event, detail = ("subscribed", "import") if confirmed else ("imported", f"import {status}")
+        event, detail = ("subscribed", import_detail) if confirmed else ("imported", f"{import_detail} {status}")
         # One INSERT ... SELECT for the history rows: far cheaper than a parameter set per row.
         added = select(subscribers.c.id, literal(event), literal(now, UTCDateTime()), literal(detail))
         conn.execute(subscriber_events.insert().from_select(
             ["subscriber_id", "event", "at", "detail"], added.where(subscribers.c.email.in_(emails))))
 
 
-def _import_change(old: Row, row: ListRow, now: datetime) -> dict | None:
+def import_change(old: Row, row: ListRow, now: datetime) -> dict | None:
     """The update for an existing row, or None when the file says nothing new."""
     new = row.subscriber
     own_choice = old.source == "reader"

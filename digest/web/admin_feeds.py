@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -28,11 +28,13 @@ from starlette.routing import BaseRoute, Route
 from ..feed_fields import KINDS
 from ..opml import MAX_BYTES as MAX_OPML_BYTES
 from ..pipeline import feeds
-from .admin import Admin, message, not_allowed, page
+from .admin import Admin, message, page
 from .admin_auth import AdminSession
+from .admin_uploads import UploadRoute, upload_endpoint
 
 MAX_SHOWN_PROBLEMS = 20
-UPLOAD_OVERHEAD = 16 * 1024  # the multipart envelope and the CSRF field around the file
+OPML_UPLOAD = UploadRoute("settings", MAX_OPML_BYTES, "/admin/feeds",
+                          f"An OPML file of at most {MAX_OPML_BYTES // 1024 // 1024} MiB is read.")
 DONE = {  # messages after a redirect, chosen by key
     "feed-added": "Feed added. It is fetched from the next fetch on.",
     "feed-paused": "Feed paused: it is not fetched until you resume it.",
@@ -56,7 +58,7 @@ def routes(admin: Admin, get: Any, post: Any) -> list[BaseRoute]:
         Route("/admin/feeds/rename", post(post_rename, action="settings"), methods=["POST"]),
         Route("/admin/feeds/remove", post(post_remove, action="settings"), methods=["POST"]),
         # An upload is larger than read_form's cap: this route reads its own form (same checks).
-        Route("/admin/feeds/import", _upload_guard(admin), methods=["POST"]),
+        Route("/admin/feeds/import", upload_endpoint(admin, OPML_UPLOAD, _import), methods=["POST"]),
     ]
 
 
@@ -220,52 +222,8 @@ def _name(request: Request) -> str:
 
 # --- the OPML upload -------------------------------------------------------------------------------
 
-def _upload_guard(admin: Admin) -> Any:
-    """The import route: a session, this site's origin and the CSRF token, as every admin form; a body up to
-    the OPML cap (read_form's 64 KiB would refuse most files)."""
-
-    async def endpoint(request: Request) -> Response:
-        session = await run_in_threadpool(admin.auth.session, request)
-        if session is None:
-            return message(admin, request, None, 401, "Signed out", "Sign in again, then import the file.",
-                           back="/admin/login?next=/admin/feeds")
-        if refused := not_allowed(admin, request, session, "settings"):  # before the upload is even read
-            return refused
-        body = await _read_capped(request, MAX_OPML_BYTES + UPLOAD_OVERHEAD)
-        if body is None:
-            return message(admin, request, session, 413, "File too large",
-                           f"An OPML file of at most {MAX_OPML_BYTES // 1024 // 1024} MiB is read.", back="/admin/feeds")
-
-        async def replay() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
-        except Exception:  # noqa: BLE001 - starlette's multipart errors: a malformed upload is refused, never a 500
-            return message(admin, request, session, 400, "Not imported", "The upload could not be read; try again.",
-                           back="/admin/feeds")
-        if not admin.auth.same_origin(request) or not admin.auth.csrf_ok(session, form.get("csrf_token")):
-            return message(admin, request, session, 403, "Form expired",
-                           "This form's security token is missing or wrong, so nothing was changed. "
-                           "Reload the page and try again.", back="/admin/feeds")
-        return await _import(admin, request, session, form.get("file"))
-
-    return endpoint
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    length = request.headers.get("content-length", "")
-    if length and (not length.isdigit() or int(length) > limit):
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-async def _import(admin: Admin, request: Request, session: AdminSession, upload: object) -> Response:
+async def _import(admin: Admin, request: Request, session: AdminSession, form: FormData) -> Response:
+    upload = form.get("file")
     if not isinstance(upload, UploadFile):
         return message(admin, request, session, 400, "Not imported", "Choose an OPML file to import.",
                        back="/admin/feeds")
