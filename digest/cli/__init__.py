@@ -20,7 +20,7 @@ from .base import main
 COMMAND_MODULES = {
     "admin": "run", "approve": "build", "audit": "audit", "bounces": "bounces", "build": "build", "config": "feeds", "demo": "demo", "feeds": "feeds",
     "fetch": "fetch", "init": "init",
-    "issue": "build", "render": "render", "run": "run", "send": "send", "serve": "serve", "status": "run",
+    "issue": "build", "render": "render", "run": "run", "send": "send", "series": "series", "serve": "serve", "status": "run",
     "subscribers": "subscribers", "users": "users", "worker": "send",
 }
 
