@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import asdict
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +18,7 @@ from .addresses import (
     is_loopback_host,
     origin_problem,
 )
+from .branding import CONTROL_CHARS, check_branding_fields
 from .config import (
     _PRINTABLE_ASCII,
     GREETINGS,
@@ -76,11 +78,23 @@ def check_settings(s: Settings) -> None:
     if not s.web.suppression_key_env.strip() or s.web.suppression_key_env == s.web.secret_env:
         raise ConfigError(f"'web.suppression_key_env' is {s.web.suppression_key_env!r}: name an environment variable of its own "
                           "(not web.secret_env), e.g. \"DIGEST_SUPPRESSION_KEY\"")
+    _check_branding(s)
     _check_unique([f.name for f in s.feeds], "feeds", "name")
     _check_unique([x.id for x in s.series], "series", "id")
     for i, f in enumerate(s.feeds):
         if f.language is not None and f.language not in LANGUAGES and len(f.language) != 2:
             raise ConfigError(f"'feeds[{i}].language' is {f.language!r}: use a two-letter code such as \"de\"")
+
+
+def _check_branding(s: Settings) -> None:
+    """[branding] by the admin's own rules (digest.branding): a provisioned value is held to the same bar."""
+    values = asdict(s.branding)
+    for name, value in values.items():  # the form folds line breaks into spaces; the file's value is used as it is
+        if CONTROL_CHARS.search(value):
+            raise ConfigError(f"'branding.{name}': remove the control characters (line breaks, tabs)")
+    _, problems = check_branding_fields(values, s.web.base_url)
+    for name, problem in problems.items():
+        raise ConfigError(f"'branding.{name}': {problem}")
 
 
 # (setting, smallest, largest, whether the smallest itself is allowed); None: no bound.

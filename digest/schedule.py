@@ -1,6 +1,6 @@
 """The weekly run behind `digest run`: APScheduler wiring over the pipeline's use cases, one active scheduler.
 
-The jobs call pipeline.ingest.fetch_all, pipeline.issues.build_for_week (fetch every feed, build, then
+The jobs call pipeline.ingest.fetch_all, pipeline.weekly.build_for_week (fetch every feed, build, then
 approve and send or tell staff) and pipeline.sending.send_due_issues; the rules are theirs, the timing
 is this module's.
 
@@ -14,7 +14,10 @@ time, one issue per window, the send ledger) means a job run twice does its work
 Only one scheduler acts: it holds a database lock (store.locks.SchedulerLock: a PostgreSQL advisory
 lock on a dedicated connection; a renewed lease row on SQLite). Others wait as standbys and take over when it goes.
 Jobs are module-level functions whose only argument is the config path, so they serialise into
-the job store; they run one at a time in one worker thread.
+the job store; they run one at a time in one worker thread. Each job reads the settings in force
+when it runs (digest.toml's, with the store's schedule, branding and series: pipeline.managed), and
+the acting scheduler re-registers its jobs on every turn of its lock loop, so a schedule edited in
+the admin replaces the old triggers within a third of the lease, without a restart.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
-from .config import Settings, load_settings
+from .config import ConfigError, Settings, load_settings
 from .pipeline.ingest import scheduled_fetch
-from .pipeline.issues import build_for_week, record_missed_build, week_done
+from .pipeline.managed import current_settings
 from .pipeline.runs import JOB_BUILD, JOB_FETCH, JOB_SEND, JOB_SEND_POLL, local_time
 from .pipeline.sending import resume_interrupted_sends, send_due_issues
+from .pipeline.weekly import build_for_week, record_missed_build, week_done
 from .store import open_store
 from .store.locks import JOBS_TABLE, SchedulerLock
 from .timetable import build_trigger, check_schedule, fetch_trigger, last_fire_time, send_trigger
@@ -75,8 +79,10 @@ def _attempt(step: Callable[..., object], *args: object) -> None:
 # --- jobs (what the job store holds: module-level functions taking the config path) ----------------
 
 def _open(config_path: str) -> tuple[Settings, Engine]:
+    """The settings in force now (digest.toml's, with the store's schedule, branding and series) and the store."""
     settings = load_settings(config_path)
-    return settings, open_store(settings.store.url)
+    engine = open_store(settings.store.url)
+    return current_settings(settings, engine), engine
 
 
 def fetch_job(config_path: str) -> None:
@@ -155,6 +161,18 @@ def ensure_jobs(scheduler: BackgroundScheduler, settings: Settings, config_path:
             scheduler.modify_job(job_id, jobstore="default", misfire_grace_time=grace)
 
 
+def follow_settings(scheduler: BackgroundScheduler, settings: Settings, engine: Engine, config_path: str) -> None:
+    """Re-register the jobs from the schedule in force now, so an edit made in the admin replaces the old triggers.
+
+    Called on every turn of the acting scheduler's loop (a third of the lease, 20 s by default). A
+    schedule that cannot be used keeps the jobs as they are: the admin checks a schedule before saving it.
+    """
+    try:
+        ensure_jobs(scheduler, current_settings(settings, engine), config_path)
+    except ConfigError as exc:
+        log.error("the schedule in the store cannot be used (%s); keeping the jobs as they were", exc)
+
+
 def _trigger_key(trigger: object) -> str:
     """What makes two triggers the same schedule (an interval's start date is just when it was made)."""
     if isinstance(trigger, IntervalTrigger):
@@ -173,8 +191,8 @@ class RunOptions:
 def run_scheduler(config_path: str, stop: threading.Event, options: RunOptions = RunOptions()) -> None:
     """Act as the scheduler while holding the lock, else wait as a standby; returns when `stop` is set."""
     settings = load_settings(config_path)
-    check_schedule(settings)
     engine = open_store(settings.store.url)
+    check_schedule(current_settings(settings, engine))
     lock = SchedulerLock(engine, options.lease_seconds)
     told_standby = False
     try:
@@ -207,10 +225,10 @@ def _take_turn(config_path: str, settings: Settings, engine: Engine, lock: Sched
 def _act(config_path: str, settings: Settings, engine: Engine, lock: SchedulerLock, stop: threading.Event,
          options: RunOptions) -> None:
     # APScheduler 3 cannot share a job store between running schedulers: start only under the lock.
-    scheduler = make_scheduler(settings, engine)
+    scheduler = make_scheduler(current_settings(settings, engine), engine)
     scheduler.start(paused=True)
     try:
-        ensure_jobs(scheduler, settings, config_path)
+        ensure_jobs(scheduler, current_settings(settings, engine), config_path)
         scheduler.add_job(reconcile_job, args=[config_path], id="reconcile", jobstore="volatile",
                           next_run_time=datetime.now(UTC))
         scheduler.resume()
@@ -220,5 +238,6 @@ def _act(config_path: str, settings: Settings, engine: Engine, lock: SchedulerLo
             if not lock.renew():
                 log.error("lost the scheduler lock; stopping and waiting as a standby")
                 return
+            follow_settings(scheduler, settings, engine, config_path)
     finally:
         scheduler.shutdown(wait=True)

@@ -20,16 +20,17 @@ from sqlalchemy import select, update
 
 from digest.models import IssueStatus, Subscriber, SubscriberStatus
 from digest.pipeline import issues as pipeline_issues
+from digest.pipeline import weekly
 from digest.pipeline.ingest import fetch_all
 from digest.pipeline.issues import (
     approve_issue,
-    build_for_week,
     build_issue,
     build_notes,
     edit_issue,
     get_issue,
 )
 from digest.pipeline.sending import send_now
+from digest.pipeline.weekly import build_for_week
 from digest.store.items import get_item
 from digest.store.runs import recent_runs
 from digest.store.schema import items as items_table
@@ -202,7 +203,7 @@ def test_a_failed_fetch_does_not_stop_the_scheduled_build(tmp_path, store_url, e
     def broken(*args, **kwargs):
         raise RuntimeError("no worker could start")
 
-    monkeypatch.setattr(pipeline_issues, "fetch_all", broken)  # the fetch itself raising
+    monkeypatch.setattr(weekly, "fetch_all", broken)  # the fetch itself raising
     fire = MONDAY_2.astimezone(UTC)
     assert build_for_week(settings, engine, fire, MONDAY_2) == 1  # the open draft, refreshed up to the fire time
     (note,) = [r for r in recent_runs(engine, 10) if r.job == "build" and r.scheduled_for == fire]

@@ -7,7 +7,10 @@ import binascii
 import random
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.headerregistry import Address
+from email.parser import BytesParser
+from email.policy import compat32
 
 import dkim
 import pytest
@@ -19,6 +22,7 @@ from digest.deliver.message import (
     HeaderError,
     MessageTemplate,
     _encode_qp_general,
+    build_note,
     check_address,
     clean_header_text,
     encode_qp,
@@ -132,6 +136,24 @@ def test_from_settings_uses_delivery_settings(tmp_path):
     assert "mailto:leave@ep.example.net" in msg["List-Unsubscribe"]
     assert msg["Subject"] == "Numéro 12"
     assert "DKIM-Signature" not in msg
+
+
+@pytest.mark.parametrize("name", ["Europa Progressiva — Le digest", "Europa, Progressiva: Digest (Brüssel; Wien)"])
+def test_the_brandings_sender_name_goes_on_editions_and_notes(tmp_path, name):
+    settings = make_settings(tmp_path, delivery={"sender": SENDER}, branding={"sender_name": name})
+    t = MessageTemplate.from_settings(settings, make_edition(), issue_values=ISSUE)
+    edition = t.build_for("jo@example.com", "Jo", values()).data
+    note = build_note(settings, to="jo@example.com", subject="Confirm", text="Hello").data
+    for data in (edition, note):
+        (sender,) = parse(data)["From"].addresses
+        assert sender.addr_spec == "digest@example.org"
+        # Read by RFC 2047 (space between encoded words ignored), as mail clients do: Python's address
+        # parser keeps that space, so its display_name may show two where the name has one.
+        header = BytesParser(policy=compat32).parsebytes(data, headersonly=True)["From"]
+        assert str(make_header(decode_header(header))) == f"{name} <digest@example.org>"
+    plain = make_settings(tmp_path, delivery={"sender": "digest@example.org"})
+    assert parse(MessageTemplate.from_settings(plain, make_edition(), issue_values=ISSUE)
+                 .build_for("jo@example.com", "Jo", values()).data)["From"] == "digest@example.org"
 
 
 # --- bodies decode to exactly the personalised edition --------------------------------------------

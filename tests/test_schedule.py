@@ -20,9 +20,10 @@ from digest.models import IssueStatus
 from digest.passwords import verify_password
 from digest.pipeline import issues as pipeline_issues
 from digest.pipeline import sending as pipeline_sending
-from digest.pipeline.issues import build_for_week as build_for
+from digest.pipeline import weekly
 from digest.pipeline.sending import send_due_issues
 from digest.pipeline.status import collect_status, status_as_dict
+from digest.pipeline.weekly import build_for_week as build_for
 from digest.schedule import ensure_jobs, make_scheduler, reconcile
 from digest.store import open_store
 from digest.store.issues import approve_issue, get_issue, get_summary, set_status
@@ -121,7 +122,7 @@ def test_a_failed_build_is_noted_and_retried_later(store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pipeline_issues, "build_issue", broken)
+    monkeypatch.setattr(weekly, "build_issue", broken)
     with pytest.raises(RuntimeError):
         build_for(store.settings, store.engine, NOW.astimezone(UTC), NOW)
     (note,) = notes(store.engine, "build")

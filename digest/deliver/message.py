@@ -287,7 +287,7 @@ class MessageTemplate:
         Raises HeaderError for a bad sender, reply_to, list_id or unsubscribe_mailto, DkimError for DKIM.
         """
         d = settings.delivery
-        return cls(edition, sender=d.sender, issue_values=issue_values, reply_to=d.reply_to, list_id=d.list_id,
+        return cls(edition, sender=sender_of(settings), issue_values=issue_values, reply_to=d.reply_to, list_id=d.list_id,
                    unsubscribe_mailto=d.unsubscribe_mailto, signer=signer_from_settings(settings))
 
     def build_for(self, email: str, name: str = "", values: Mapping[str, str] | None = None, *,
@@ -358,7 +358,7 @@ def build_note(settings: Settings, *, to: str, subject: str, text: str, name: st
     sender, reply_to or language tag, DkimError for unusable DKIM settings.
     """
     d = settings.delivery
-    sender_name, sender_address = parseaddr(d.sender)
+    sender_name, sender_address = parseaddr(sender_of(settings))
     envelope_from = check_address(sender_address)
     to_words = format_address(name, to)
     recipient = to_words[-1].strip("<>")
@@ -409,3 +409,13 @@ def _list_id_words(list_id: str) -> list[str]:
     if len(labels) < 2 or not all(LABEL.fullmatch(part) for part in labels):
         raise HeaderError(f"'delivery.list_id' is {list_id!r}: use \"Description <digest.example.org>\"")
     return [*display_name_words(description.strip()), f"<{'.'.join(labels)}>"]
+
+
+def sender_of(settings: Settings) -> str:
+    """delivery.sender with the branding's sender name, when one is set, as its display name."""
+    name, address = parseaddr(settings.delivery.sender)
+    name = settings.branding.sender_name or name
+    if not name:
+        return address
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{address}>'
