@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from .config import Settings
+from .config import LANGUAGES, Settings
 from .models import (
+    EDITORIAL_FIELDS,
     Editorial,
+    EditorialTexts,
     Issue,
     IssueEntry,
     IssueStatus,
@@ -42,6 +44,7 @@ FIXED_SECTION_IDS = ("events", "media", "more")
 KIND_ORDER = {ItemKind.BRIEF: 0, ItemKind.ARTICLE: 1, ItemKind.NEWS: 2}
 SUBJECT_MAX = 200
 INTRO_MAX = 5000
+LEAD_MAX = 1000
 NO_EDITORIAL = Editorial()
 
 
@@ -141,20 +144,33 @@ def clean_subject(text: str) -> str:
     return line
 
 
-def clean_intro(text: str) -> str:
-    """Plain text paragraphs (rendered escaped), control characters removed, at most INTRO_MAX characters."""
+def clean_intro(text: str, limit: int = INTRO_MAX, what: str = "the intro") -> str:
+    """Plain text paragraphs (rendered escaped), control characters removed, at most `limit` characters."""
     kept = "".join(c for c in text.replace("\r\n", "\n").replace("\r", "\n")
                    if c in "\n\t" or unicodedata.category(c)[0] != "C")
     kept = kept.strip()
-    if len(kept) > INTRO_MAX:
-        raise EditorialError(f"the intro has {len(kept)} characters; keep it to {INTRO_MAX} at most")
+    if len(kept) > limit:
+        raise EditorialError(f"{what} has {len(kept)} characters; keep it to {limit} at most")
     return kept
+
+
+def clean_lead(text: str) -> str:
+    """The lead story's text: like the intro, at most LEAD_MAX characters."""
+    return clean_intro(text, LEAD_MAX, "the lead story's text")
+
+
+_CLEANERS = {"subject": clean_subject, "intro": clean_intro, "lead": clean_lead}
 
 
 def edit_editorial(issue: Issue, *, intro: str | None = None, subject: str | None = None,
                    drop: Sequence[str] = (), undrop: Sequence[str] = (),
-                   pin: Sequence[str] = (), unpin: Sequence[str] = ()) -> Editorial:
-    """The issue's editorial choices with these changes; keys must name entries of the issue."""
+                   pin: Sequence[str] = (), unpin: Sequence[str] = (), lead: str | None = None,
+                   texts: Mapping[str, Mapping[str, str | None] | None] | None = None) -> Editorial:
+    """The issue's editorial choices with these changes; keys must name entries of the issue.
+
+    `texts` changes other languages' subject, intro and lead: {"fr": {"intro": "…"}} sets one
+    field (an empty string clears it, fields not named stay), {"fr": None} clears the language.
+    """
     ed = issue.editorial
     present = set(item_keys(issue))
     for key in [*drop, *pin]:
@@ -174,7 +190,30 @@ def edit_editorial(issue: Issue, *, intro: str | None = None, subject: str | Non
         subject=ed.subject if subject is None else clean_subject(subject),
         dropped=dropped,
         pinned=pinned,
+        lead=ed.lead if lead is None else clean_lead(lead),
+        texts=ed.texts if texts is None else edit_texts(ed.texts, texts),
     )
+
+
+def edit_texts(current: Sequence[EditorialTexts],
+               changes: Mapping[str, Mapping[str, str | None] | None]) -> tuple[EditorialTexts, ...]:
+    """Other languages' texts with `changes` applied (see edit_editorial); languages left empty go."""
+    by_language = {t.language: t for t in current}
+    for language, fields in changes.items():
+        if language not in LANGUAGES:
+            raise EditorialError(f"texts in {language!r}: editions are in {', '.join(LANGUAGES)} only")
+        if fields is None:
+            by_language.pop(language, None)
+            continue
+        if not isinstance(fields, Mapping) or not all(isinstance(v, str | None) for v in fields.values()):
+            raise EditorialError(f"texts in {language!r}: give subject, intro and lead as strings")
+        unknown = sorted(set(fields) - set(EDITORIAL_FIELDS))
+        if unknown:
+            raise EditorialError(f"texts in {language!r}: unknown field(s) {', '.join(unknown)}; "
+                                 f"use {', '.join(EDITORIAL_FIELDS)}")
+        values = {f: _CLEANERS[f](v or "") for f, v in fields.items()}
+        by_language[language] = replace(by_language.get(language, EditorialTexts(language)), **values)
+    return tuple(t for _, t in sorted(by_language.items()) if t.subject or t.intro or t.lead)
 
 
 def _ordered_set(kept: Sequence[str], added: Sequence[str]) -> tuple[str, ...]:

@@ -118,6 +118,7 @@ class ScheduleSettings:
     stale_after_hours: int = _help("A missed send older than this waits for a fresh approval.", 24)
     staff: list[str] = _help("Addresses told when a draft is ready.", factory=list)
     misfire_grace_hours: int = _help("How late a missed scheduled job may still run once on start.", 72)
+    skip_if_empty: bool = _help("A scheduled build that finds nothing new skips the week (no draft); false builds a draft anyway.", True)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class WebSettings:
     unsubscribe_burst: int = _help("Unsubscribe and preference requests one client IP may make in a quick burst.", 60)
     login_hash_slots: int = _help("Admin password checks (scrypt, about 32 MiB each) that may run at once; further sign-in attempts get 429 at once, so a burst cannot stall the other pages.", 2)
     embed_origins: list[str] = _help("Origins of the organisation's own pages (e.g. \"https://www.example.org\") whose embedded sign-up form may post to /api/v1/signup (docs/web-public.md, embedding); empty: none may.", factory=list)
-    count_clicks: bool = _help("Count clicks on an edition's links through a signed redirect on web.base_url (/c/…): a count per issue, link and language, nothing about the reader; off sends links straight to their target.", False)
+    count_clicks: bool = _help("Count clicks on an edition's links through a signed redirect on web.base_url (/c/…): a count per issue, link and language, nothing about the reader; off sends links straight to their target.", True)
     forwarded_allow_ips: str = _help("Comma-separated proxy IPs whose X-Forwarded-For is trusted by `digest serve` (the client IP rate limits and consent records use); empty trusts none.", "")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -19,8 +19,12 @@ from zoneinfo import ZoneInfo
 import nh3
 
 from . import i18n
-from .config import Settings
-from .models import Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
+from .branding import check_accent
+from .clicks import ClickLinks, click_links
+from .config import BrandingSettings, Settings
+from .feed_images import allowed_image
+from .models import EditorialTexts, Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
+from .related import links_for_edition
 from .segments import edition_sections
 from .unsafe_chars import CONTROLS, CONTROLS_ASCII, NONCHARACTERS, SURROGATES
 
@@ -69,6 +73,8 @@ class _ViewContext:
     summary_chars: int
     cap: int | None
     issue_number: int | None
+    texts: EditorialTexts = EditorialTexts("")  # the subject, intro and lead this language's readers get
+    clicks: ClickLinks | None = None  # counted links (digest.clicks), None: links go straight to their targets
 
 
 def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_chars: int,
@@ -78,26 +84,46 @@ def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_cha
     Summaries are cut to `summary_chars`; `cap` limits items per section (the rest counted in `hidden`).
     """
     trans = i18n.translations(segment.language)
-    ctx = _ViewContext(settings, segment.language, trans.gettext, trans.ngettext, summary_chars, cap, issue.number)
+    texts = issue.editorial.texts_for(segment.language, settings.site.language)
+    ctx = _ViewContext(settings, segment.language, trans.gettext, trans.ngettext, summary_chars, cap, issue.number,
+                       clicks=click_links(settings, issue, segment.language), texts=texts)
     events = next((s.entries for s in issue.sections if s.type == SectionType.EVENTS), ())
     shown = edition_sections(issue, segment.section_ids, [s.id for s in settings.series])
+    lead, shown = _take_lead_story(shown, issue.editorial.pinned)
     sections = [_section_view(s, ctx, events) for s in shown]
+    lead_story = _lead_story_view(lead, ctx, events)
     headline = _subject(issue, ctx)
     # A test send says so in the subject, in the reader's language ("[Test]" leads, so inbox lists show it).
     subject = f"{ctx.gettext('[Test]')} {headline}" if issue.test else headline
     return {
         "language": segment.language, "site": _site_view(settings), "subject": subject, "headline": headline,
-        "preheader": _preheader(issue, sections, headline, ctx),
-        "edition_label": _edition_label(issue, ctx), "intro": _paragraphs(issue.editorial.intro),
+        "preheader": _preheader(([lead_story["title"]] if lead_story else []), sections, headline, ctx),
+        "edition_label": _edition_label(issue, ctx), "intro": _paragraphs(texts.intro),
+        "lead_story": lead_story,
         "sections": sections, "test": issue.test, "public": issue.public, "greeting": settings.render.greeting,
         "colon": i18n.colon(segment.language),
     }
 
 
 def _site_view(settings: Settings) -> dict[str, str]:
-    site = settings.site
-    return {"name": display_line(site.name), "url": safe_url(site.url) or "", "logo_url": safe_url(site.logo_url) or "",
-            "postal_address": display_line(site.postal_address)}
+    """The masthead's and footer's values: [branding] (digest.toml's or the store's) over [site].
+
+    The accent is checked again here (a bad one falls back to the default), so no setting can make
+    links unreadable; `accent_dark` is its partner for dark mode (digest.branding).
+    """
+    site, brand = settings.site, settings.branding
+    try:
+        accent = check_accent(brand.accent_color)
+    except ValueError:
+        accent = check_accent(BrandingSettings().accent_color)
+    if not accent.ok:
+        accent = check_accent(BrandingSettings().accent_color)
+    name = display_line(site.name)
+    return {"name": name, "url": safe_url(site.url) or "",
+            "logo_url": safe_url(brand.logo_url) or safe_url(site.logo_url) or "",
+            "logo_alt": display_line(brand.logo_alt) or name, "accent": accent.colour, "accent_dark": accent.dark_colour,
+            "footer_text": display_line(brand.footer_text),
+            "postal_address": display_line(brand.postal_address or site.postal_address)}
 
 
 def _edition_label(issue: Issue, ctx: _ViewContext) -> str:
@@ -108,17 +134,19 @@ def _edition_label(issue: Issue, ctx: _ViewContext) -> str:
 
 
 def _subject(issue: Issue, ctx: _ViewContext) -> str:
-    if issue.editorial.subject.strip():
-        return display_line(issue.editorial.subject)
+    if ctx.texts.subject.strip():
+        return display_line(ctx.texts.subject)
     # Dated the day the window ends (the day it goes out), as manifest.default_subject does in English.
     day = i18n.long_date(issue.window.end, ctx.language, ctx.settings.site.tz)
     return ctx.gettext("%(site)s digest — %(date)s") % {"site": display_line(ctx.settings.site.name), "date": day}
 
 
-def _preheader(issue: Issue, sections: list[dict], subject: str, ctx: _ViewContext) -> str:
-    """40–140 characters that add to the subject: the intro's start, else the lead titles."""
-    intro = _paragraphs(issue.editorial.intro)
-    lead = intro[0] if intro else " · ".join(s["entries"][0]["title"] for s in sections if s["entries"])
+def _preheader(lead_titles: list[str], sections: list[dict], subject: str, ctx: _ViewContext) -> str:
+    """40–140 characters that add to the subject: the intro's start, else the lead story's and the
+    sections' first titles."""
+    intro = _paragraphs(ctx.texts.intro)
+    titles = [*lead_titles, *(s["entries"][0]["title"] for s in sections if s["entries"])]
+    lead = intro[0] if intro else " · ".join(titles)
     generic = i18n.elide(ctx.gettext("Publications, events and media mentions from %(site)s") % {
         "site": display_line(ctx.settings.site.name)}, ctx.language)
     text = truncate(lead, 140)
@@ -156,7 +184,7 @@ def _coming_up(section: Section, events: tuple[IssueEntry, ...], ctx: _ViewConte
     found = []
     for entry in events:
         item = entry.item
-        url = _link(item.url, section.id, ctx)
+        url = _link(item.url, section.id, ctx, item.key)
         if section.series in item.series and url and item.event and item.event.start:
             day, _ = i18n.event_when(item.event.start, item.event.end, ctx.language, ctx.settings.site.tz)
             found.append({"key": item.key, "title": display_line(item.title) or url, "url": url, "date": day})
@@ -164,9 +192,11 @@ def _coming_up(section: Section, events: tuple[IssueEntry, ...], ctx: _ViewConte
 
 
 def _series_name(section: Section, ctx: _ViewContext) -> str:
-    """The series' full configured name (the section's own title for other sections)."""
+    """The series' full name in the edition's language where it has one, else its configured name
+    (the section's own title, as the issue was built, for other sections)."""
     series = ctx.settings.series_by_id().get(section.series or "")
-    return display_line(section.title or (series.name if series else section.id))
+    named = dict(series.names).get(ctx.language) if series else None
+    return display_line(named or section.title or (series.name if series else section.id))
 
 
 def _section_title(section: Section, ctx: _ViewContext) -> str:
@@ -206,19 +236,86 @@ def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext,
     if language and language != ctx.language:
         marker = {"code": language.upper(), "name": i18n.language_name(language, language)}
     # The section already announces its series' upcoming events: not again under each item.
-    related = [{"title": display_line(r.title) or r.url, "url": _link(r.url, section_id, ctx)}
-               for r in entry.related if r.key not in shown_events][:ctx.settings.digest.related_links]
+    related = [{"title": display_line(r.title) or r.url, "url": _link(r.url, section_id, ctx, r.key)}
+               for r in links_for_edition(entry.related, ctx.language)
+               if r.key not in shown_events][:ctx.settings.digest.related_links]
     series = ctx.settings.series_by_id()
-    also_in = [short_series_name(display_line(series[s].name if s in series else s)) for s in entry.also_in]
+    also_in = [short_series_name(display_line(series[s].name_in(ctx.language) if s in series else s))
+               for s in entry.also_in]
     return {
         "kind": str(item.kind), "title": display_line(item.title) or ctx.gettext("(untitled)"),
-        "url": _link(item.url, section_id, ctx), "language": language if marker else ctx.language,
+        "url": _link(item.url, section_id, ctx, item.key), "language": language if marker else ctx.language,
         "marker": marker, "meta": _item_meta(item, ctx),
         "summary": truncate(summary_text(item.summary_html or item.content_html), ctx.summary_chars),
         "related": [r for r in related if r["url"]],
         "also_in": ", ".join(also_in),
         "event": _event_view(item, ctx) if item.kind == ItemKind.EVENT and item.event else None,
+        # Thumbnails go with the summaries when the edition must shrink (render.FIT_STEPS).
+        "image": _image_view(item, THUMBNAIL, ctx.settings) if ctx.summary_chars > 0 else None,
     }
+
+
+# --- the lead story and images -------------------------------------------------------------------
+
+def _take_lead_story(sections: tuple[Section, ...], pinned: tuple[str, ...]
+                     ) -> tuple[tuple[Section, IssueEntry] | None, tuple[Section, ...]]:
+    """The edition's lead story, the first pinned item it has, taken out of its section (so it appears
+    once), and the sections without it (a section it leaves empty goes too)."""
+    for key in pinned:
+        for section in sections:
+            entry = next((e for e in section.entries if e.item.key == key), None)
+            if entry is None:
+                continue
+            rest = replace(section, entries=tuple(e for e in section.entries if e is not entry))
+            kept = tuple(rest if s is section else s for s in sections if s is not section or rest.entries)
+            return (section, entry), kept
+    return None, sections
+
+
+def _lead_story_view(lead: tuple[Section, IssueEntry] | None, ctx: _ViewContext,
+                     events: tuple[IssueEntry, ...]) -> dict[str, Any] | None:
+    """The lead story, shown larger: its section's name, its image, and staff's lead text (else its summary)."""
+    if lead is None:
+        return None
+    section, entry = lead
+    blurb = _paragraphs(ctx.texts.lead)
+    # Its section announces the series' upcoming events already: not again as its related links.
+    view = _item_view(entry, section.id, ctx, {c["key"] for c in _coming_up(section, events, ctx)})
+    return {**view, "section": _section_title(section, ctx), "blurb": blurb,
+            "summary": "" if blurb else view["summary"], "image": _image_view(entry.item, LEAD_IMAGE, ctx.settings)}
+
+
+@dataclass(frozen=True)
+class ImageBox:
+    """The box an image is shown in: its width and height attributes, so the layout never jumps."""
+
+    width: int
+    height: int
+
+
+LEAD_IMAGE = ImageBox(552, 311)  # the card's full width (600 px less its padding) at 16:9
+THUMBNAIL = ImageBox(96, 96)
+
+
+def _image_view(item: Item, box: ImageBox, settings: Settings) -> dict[str, Any] | None:
+    src = edition_image(item.image, settings)
+    if src is None:
+        return None
+    return {"src": src, "alt": display_line(item.title), "width": box.width, "height": box.height}
+
+
+def edition_image(url: str | None, settings: Settings) -> str | None:
+    """`url` if an edition may show it: images on (render.images), a safe https URL from an allowed
+    host (digest.feed_images.allowed_image: render.image_hosts, else site.url's domain).
+
+    Ingest checked it already; checked again here because settings change and stored issues outlive them.
+    """
+    if not url or not settings.render.images:
+        return None
+    safe = safe_url(url)
+    if safe is None or not allowed_image(safe, settings.render.image_hosts, settings.site.url):
+        return None
+    return safe
 
 
 def _item_meta(item: Item, ctx: _ViewContext) -> str:
@@ -336,11 +433,19 @@ def safe_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, query, fragment))
 
 
-def _link(url: str | None, section_id: str, ctx: _ViewContext) -> str | None:
+def _link(url: str | None, section_id: str, ctx: _ViewContext, item_key: str = "") -> str | None:
+    """The edition's link to `url` (None unless absolute http(s)), shown in `section_id` for the item `item_key`.
+
+    Its target is the safe URL, with UTM parameters where delivery.utm asks for them; with counted
+    links (web.count_clicks, digest.clicks) the link is the signed redirect to that target.
+    digest.pipeline.clicks.issue_links finds the same targets again when a counted link is followed.
+    """
     safe = safe_url(url)
-    if safe is None or not ctx.settings.delivery.utm:
+    if safe is not None and ctx.settings.delivery.utm:
+        safe = add_utm(safe, ctx.settings.site.url, section_id, ctx.issue_number)
+    if safe is None or ctx.clicks is None:
         return safe
-    return add_utm(safe, ctx.settings.site.url, section_id, ctx.issue_number)
+    return ctx.clicks.url(section_id, item_key, safe)
 
 
 def add_utm(url: str, site_url: str, section_id: str, issue_number: int | None) -> str:

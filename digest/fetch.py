@@ -480,9 +480,7 @@ class _FetchRunner:
         extra = None
         if self.then is not None:
             extra = await self.loop.run_in_executor(pool, self.then, index, outcome)
-            if outcome.body:
-                # What `then` made of the body is all the caller needs from here: a 26 MB body is
-                # not kept while the caller stores a 20,000-item parse.
+            if outcome.body:  # what `then` made of it is all the caller needs: a 26 MB body is not kept
                 outcome = replace(outcome, body=b"")
         self.results.put((index, outcome, extra))
 

@@ -1,8 +1,8 @@
 """The one rule for an item's key when its entry has no guid and no usable link.
 
 Such an entry has no identity but its feed and its content, so the key hashes exactly those, as
-they are stored: the feed's name, the title, the publication date and the summary and content
-HTML. One feed can then never take over another feed's item, and two distinct entries (three
+the feed gave them (the item's raw values where cleaning changed them): the feed's name, the title,
+the publication date and the summary and content HTML. One feed can then never take over another feed's item, and two distinct entries (three
 items carrying only a <description>) never merge. The price: an edit to such an entry is a new
 item, since nothing else says it is the same one.
 

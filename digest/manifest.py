@@ -4,7 +4,11 @@ Render and deliver read sent issues from the stored manifest, never recompose th
 `issue_from_manifest(issue_to_manifest(issue, settings)) == issue` for every composed issue.
 Keys beyond INTERFACE.md (allowed extras, kept stable): issue.version/subject/intro/dropped/pinned/
 created_at; item.feed/categories/updated/first_seen; event.hybrid/organizer/type; media.source_url;
-section.more_url; top-level "segments" when given.
+section.more_url; top-level "segments" when given. Written only when not empty, so older manifests
+read the same and keep their version: item.image (digest.feed_images), item.raw (the feed's own
+text where cleaning changed it, as [field, value] pairs; not part of the version: readers never see
+it), related.language (the target's) and related.editions (the edition languages that show the
+link; absent: every edition, see digest.related).
 """
 
 from __future__ import annotations
@@ -80,7 +84,9 @@ def issue_subject(issue: Issue, settings: Settings) -> str:
 def issue_version(manifest: dict[str, Any]) -> str:
     """Hash of what readers see: window start, sections, subject, intro and editorial choices."""
     issue = {k: v for k, v in manifest["issue"].items() if k not in _UNVERSIONED_ISSUE_KEYS}
-    content = {"issue": issue, "start": manifest["issue"]["window"]["start"], "sections": manifest["sections"]}
+    sections = [{**s, "items": [{k: v for k, v in i.items() if k != "raw"} for i in s.get("items", [])]}
+                for s in manifest["sections"]]
+    content = {"issue": issue, "start": manifest["issue"]["window"]["start"], "sections": sections}
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -114,14 +120,30 @@ def _entry(entry: IssueEntry, when: Callable[[datetime | None], str | None]) -> 
             "online": event.online, "hybrid": event.hybrid, "organizer": event.organizer, "type": event.type,
         },
         "media": None if item.media is None else {"outlet": item.media.outlet, "source_url": item.media.source_url},
-        "related": [{"key": r.key, "kind": r.kind.value, "title": r.title, "url": r.url} for r in entry.related],
+        "related": [_related(r) for r in entry.related],
         "pinned": entry.pinned,
         "feed": item.feed,
         "categories": list(item.categories),
         "updated": when(item.updated),
         "first_seen": when(item.first_seen),
         "content_html": item.content_html,
+        **({"image": item.image} if item.image else {}),
+        **({"raw": [[name, value] for name, value in item.raw]} if item.raw else {}),
     }
+
+
+def _related(link: RelatedLink) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": link.key, "kind": link.kind.value, "title": link.title, "url": link.url}
+    if getattr(link, "language", None):
+        out["language"] = link.language
+    if getattr(link, "editions", ()):
+        out["editions"] = list(link.editions)
+    return out
+
+
+def _related_from(raw: dict[str, Any]) -> RelatedLink:
+    return RelatedLink(key=raw["key"], kind=ItemKind(raw["kind"]), title=raw["title"], url=raw["url"],
+                       language=raw.get("language"), editions=tuple(raw.get("editions", ())))
 
 
 # --- back to an Issue -----------------------------------------------------------------------------
@@ -183,9 +205,10 @@ def _entry_from(raw: dict[str, Any]) -> IssueEntry:
         ),
         media=None if media is None else MediaInfo(outlet=media.get("outlet", ""), source_url=media.get("source_url", "")),
         first_seen=_dt(raw.get("first_seen")),
+        raw=tuple((str(name), str(value)) for name, value in raw.get("raw", ())),
+        image=raw.get("image", ""),
     )
-    related = tuple(RelatedLink(key=r["key"], kind=ItemKind(r["kind"]), title=r["title"], url=r["url"])
-                    for r in raw.get("related", []))
+    related = tuple(_related_from(r) for r in raw.get("related", []))
     return IssueEntry(item=item, also_in=tuple(raw.get("also_in", ())), related=related, pinned=bool(raw.get("pinned")))
 
 

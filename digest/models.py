@@ -127,8 +127,8 @@ class Item:
     event: EventInfo | None = None
     media: MediaInfo | None = None
     first_seen: datetime | None = None
-    # The title and summary as the feed gave them (sanitised), when cleaning changed them
-    # (digest.clean_text): (("title", …), ("summary_html", …)); empty when nothing changed.
+    # What the feed gave (sanitised) for the fields cleaning changed (digest.clean_text), as pairs:
+    # title, summary_html, content_html, author (one per author), event.location; empty: nothing changed.
     raw: tuple[tuple[str, str], ...] = ()
     image: str = ""  # an https image URL from an allowed host (digest.feed_images); alt text is the title
 
@@ -171,10 +171,15 @@ class Window:
 
 @dataclass(frozen=True)
 class RelatedLink:
+    """A link under an item to related content; `language` is the target's (None: unknown), `editions`
+    the edition languages that show it (empty: every edition; digest.related picks per language)."""
+
     key: str
     kind: ItemKind
     title: str
     url: str
+    language: str | None = None
+    editions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,13 +203,51 @@ class Section:
 
 
 @dataclass(frozen=True)
+class EditorialTexts:
+    """What staff wrote for the readers of one language: subject, intro and the lead story's text."""
+
+    language: str
+    subject: str = ""
+    intro: str = ""
+    lead: str = ""
+
+
+EDITORIAL_FIELDS = ("subject", "intro", "lead")
+
+
+@dataclass(frozen=True)
 class Editorial:
-    """Staff choices on a draft that survive a refresh."""
+    """Staff choices on a draft that survive a refresh.
+
+    `subject`, `intro` and `lead` are the site language's; `texts` holds other languages' (one
+    EditorialTexts each, sorted by language). `lead` is a short text shown with the lead story (the
+    first pinned item the edition has), in place of its feed summary.
+    """
 
     intro: str = ""
     subject: str = ""
     dropped: tuple[str, ...] = ()
     pinned: tuple[str, ...] = ()
+    lead: str = ""
+    texts: tuple[EditorialTexts, ...] = ()
+
+    def own_texts(self, language: str) -> EditorialTexts:
+        """What staff wrote for `language` itself (empty fields where they wrote nothing)."""
+        return next((t for t in self.texts if t.language == language), EditorialTexts(language))
+
+    def texts_for(self, language: str, site_language: str) -> EditorialTexts:
+        """The texts readers of `language` get: their own where written, else the site language's."""
+        if language == site_language:
+            return EditorialTexts(language, self.subject, self.intro, self.lead)
+        own = self.own_texts(language)
+        return EditorialTexts(language, own.subject or self.subject, own.intro or self.intro, own.lead or self.lead)
+
+    def borrowed(self, language: str, site_language: str) -> tuple[str, ...]:
+        """The fields (of EDITORIAL_FIELDS) readers of `language` get in the site language instead."""
+        if language == site_language:
+            return ()
+        own = self.own_texts(language)
+        return tuple(f for f in EDITORIAL_FIELDS if getattr(self, f) and not getattr(own, f))
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from email.utils import parsedate_to_datetime
 import feedparser
 from feedparser import CharacterEncodingOverride
 
+from .clean_text import clean_item
 from .defuse import refusal, replace_invalid_char_refs, trim_person_names
 from .feed_encoding import EncodingChoice, choose_encoding
+from .feed_images import pick_image
 from .item_keys import bounded_key, content_key
 from .language import item_language, normalise_language
 from .models import EventInfo, Feed, Item, ItemKind, MediaInfo, Series, earliest_published
@@ -217,7 +219,8 @@ def _item(entry: feedparser.FeedParserDict, context: _Context) -> Item:
     published = _datetime(dict.get(entry, "published_parsed")) or updated
     # No title (none, or only markup): the summary's first words, else the link.
     title = title or first_words(plain_text(summary_html, is_html=True, limit=10**4)) or link
-    return Item(
+    # Keyed by what the feed said; then cleaned (boilerplate, typography, repeats), the raw kept.
+    return clean_item(Item(
         key=_key(entry, link, kind) or content_key(context.feed.name, title, published, summary_html, content_html),
         feed=context.feed.name,
         kind=kind,
@@ -233,7 +236,8 @@ def _item(entry: feedparser.FeedParserDict, context: _Context) -> Item:
         content_html=content_html,
         event=_event(entry, categories) if kind is ItemKind.EVENT else None,
         media=media,
-    )
+        image=pick_image(entry, content_html or summary_html, link, context.channel_link),
+    ))
 
 
 def _key(entry: feedparser.FeedParserDict, link: str, kind: ItemKind) -> str:

@@ -11,8 +11,10 @@ Rules (issue 14):
   fifth of the pool, "Policy Brief") *and* share at least `MIN_SHARED_TERMS` distinctive words (not
   numbers, not function words, not words in more than a fifth of the pool), so "Vienna Forum" never
   matches "Madrid Forum" on "forum" alone;
-- a candidate in the item's own language (or of unknown language) is preferred: another language
-  must score `OTHER_LANGUAGE_FACTOR` times higher to compete;
+- the reader's language is preferred among links of similar relevance: for the edition of language
+  L, a candidate in another known language ranks with its score times `OTHER_LANGUAGE_FACTOR`
+  (one in L, or of unknown language, with its own); the minimum similarity applies to the score
+  itself, so language never lets a weaker link in, it only reorders the ones that qualify;
 - a series item links to content of its own series first, then to similar content in no series,
   never to content only of other series; an item in no series links by similarity to content in no
   series or to a series' briefs and articles, never to a series' event;
@@ -20,6 +22,15 @@ Rules (issue 14):
   section ("Coming up in this series", edition_view), first.
 Similarity is scikit-learn TF-IDF with cosine similarity, fitted once on the candidate pool, so an
 issue costs one vectorisation and one sparse product.
+
+Where the language preference lives: an issue is composed once, and rendered per segment, each in
+one language. So compose picks the links for every edition language (`languages`, all the offered
+ones by default), each language with its own count of target uses, and an entry keeps the union:
+each RelatedLink says its target's `language` and the `editions` that show it (empty: every
+edition, as on a one-language site, where the picks are the same). An edition in language L shows
+exactly the links whose `editions` are empty or name L, in their order (`links_for_edition`): its
+own pick, in its own order (so one target may be in the tuple twice, for different editions).
+Picks are made at compose and stored in the manifest: a sent issue never changes its links.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from datetime import datetime
 
 import numpy as np
 
+from .config import LANGUAGES
 from .models import Item, ItemKind, RelatedLink
 
 # A shared category (not a series) counts like this much cosine similarity (at most three are counted).
@@ -40,7 +52,7 @@ CATEGORY_WEIGHT = 0.15
 MIN_SIMILARITY = 0.15
 # ... and share this many distinctive words.
 MIN_SHARED_TERMS = 2
-# A candidate in another language than the item's competes with its score multiplied by this.
+# For an edition in one language, a candidate in another known language ranks with its score times this.
 OTHER_LANGUAGE_FACTOR = 0.6
 # A word or category on more than this share of the pool (and more than COMMON_MIN_DOCS items) is no
 # topic: "Europe" in a European foundation's feeds, "Policy Brief" as a category.
@@ -73,25 +85,36 @@ POOL_PER_SERIES = 300
 def find_related(items: Sequence[Item], candidates: Sequence[Item], series_order: Sequence[str],
                  limit: int, reference: datetime,
                  section_of: Mapping[str, str] | None = None,
-                 series_terms: Collection[str] = ()) -> dict[str, tuple[RelatedLink, ...]]:
-    """Related links for each of `items` (in issue order), keyed by item key.
+                 series_terms: Collection[str] = (),
+                 languages: Sequence[str] = LANGUAGES) -> dict[str, tuple[RelatedLink, ...]]:
+    """Related links for each of `items` (in issue order), keyed by item key: at most `limit` per edition language.
 
     Events from `reference` on are upcoming. `section_of` maps the key of each item placed in the
     issue to its section id; items of one section never link each other. `series_terms` are the
-    series' names and aliases: as categories they say nothing about a topic.
+    series' names and aliases: as categories they say nothing about a topic. `languages` are the
+    edition languages to pick for (see the module docstring).
     """
     if not items or limit <= 0:
         return {}
+    languages = list(dict.fromkeys(languages)) or [""]
     pool = _pool(items, candidates)
     facts = _PoolFacts(pool, reference, section_of or {})
     rows = [facts.index[item.key] for item in items]
     ignored = {_norm(t) for t in [*series_order, *series_terms]}
     scores, shared_terms, shared_cats = _similarity(pool, rows, ignored)
-    uses: dict[int, int] = {}
+    uses: dict[str, dict[int, int]] = {language: {} for language in languages}
     related = {}
     for n, item in enumerate(items):
-        related[item.key] = _links_for(item, scores[n], shared_terms[n], shared_cats[n], facts, limit, uses)
+        eligible = _eligible(item, scores[n], shared_terms[n], facts)
+        picks = {language: _pick(item, eligible, scores[n], facts, language, limit, uses[language])
+                 for language in languages}
+        related[item.key] = _merged(picks, facts)
     return related
+
+
+def links_for_edition(links: Sequence[RelatedLink], language: str) -> list[RelatedLink]:
+    """The links an edition in `language` shows, in order: those for every edition or for this one."""
+    return [link for link in links if not link.editions or language in link.editions]
 
 
 def _pool(items: Sequence[Item], candidates: Sequence[Item]) -> list[Item]:
@@ -171,39 +194,68 @@ def _similarity(pool: list[Item], rows: list[int],
     return cosine + CATEGORY_WEIGHT * np.minimum(shared, 3), terms, shared
 
 
-def _links_for(item: Item, score: np.ndarray, terms: np.ndarray, cats: np.ndarray, facts: _PoolFacts,
-               limit: int, uses: dict[int, int]) -> tuple[RelatedLink, ...]:
+def _eligible(item: Item, score: np.ndarray, terms: np.ndarray, facts: _PoolFacts) -> np.ndarray:
+    """Which pool items may be linked from `item` at all (every rule but language and target uses)."""
     same_series = facts.in_series(item.series)
-    own_url = _article_url(item.url)
     own_section = facts.section_of.get(item.key, "")
     # A series item never links to content only of other series; an item in no series may link to
     # any series' briefs and articles by similarity, but never to a series' event.
     foreign = facts.has_series & (~same_series if item.series else facts.is_event)
     # Upcoming events of the item's own series are shown once per section, not under each item.
     section_events = same_series & facts.is_event & facts.upcoming
-    language = _language(item)
-    other_language = (facts.languages != "") & (facts.languages != language) if language else \
-        np.zeros(len(facts.pool), dtype=bool)
-    ranked = np.where(other_language, score * OTHER_LANGUAGE_FACTOR, score)
     topical = terms >= MIN_SHARED_TERMS
-    eligible = ~facts.is_media & ~facts.linkless & ~foreign & ~section_events & topical & (ranked >= MIN_SIMILARITY)
+    # The threshold is on the score itself: a language never makes a weaker link good enough.
+    eligible = ~facts.is_media & ~facts.linkless & ~foreign & ~section_events & topical & (score >= MIN_SIMILARITY)
     if own_section:
         eligible &= facts.section != own_section
     eligible[facts.index[item.key]] = False
+    return eligible
+
+
+def _pick(item: Item, eligible: np.ndarray, score: np.ndarray, facts: _PoolFacts, language: str,
+          limit: int, uses: dict[int, int]) -> list[int]:
+    """Pool indexes of the links an edition in `language` shows under `item`, best first."""
+    other_language = (facts.languages != "") & (facts.languages != language) if language else \
+        np.zeros(len(facts.pool), dtype=bool)
+    ranked = np.where(other_language, score * OTHER_LANGUAGE_FACTOR, score)
     idx = np.flatnonzero(eligible)
-    tier = np.where(same_series[idx], 0, 1)
+    tier = np.where(facts.in_series(item.series)[idx], 0, 1)
     order = idx[np.lexsort((facts.key_rank[idx], -facts.published_ts[idx], -ranked[idx], tier))]
-    links: list[RelatedLink] = []
-    seen = {own_url}
+    picked: list[int] = []
+    seen = {_article_url(item.url)}
     for n in order:
         if facts.urls[n] in seen or uses.get(n, 0) >= MAX_TARGET_USES:
             continue
         seen.add(facts.urls[n])
         uses[n] = uses.get(n, 0) + 1
-        c = facts.pool[n]
-        links.append(RelatedLink(key=c.key, kind=c.kind, title=c.title, url=c.url))
-        if len(links) == limit:
+        picked.append(int(n))
+        if len(picked) == limit:
             break
+    return picked
+
+
+def _merged(picks: Mapping[str, list[int]], facts: _PoolFacts) -> tuple[RelatedLink, ...]:
+    """One tuple holding every language's picks, each link naming the editions that show it.
+
+    Each edition's links, filtered from the tuple, are exactly its pick in its order: a language
+    shares a link already there when it comes after the language's previous one, else the link is
+    there a second time for this language (two languages ranking one pair both ways).
+    """
+    entries: list[tuple[int, list[str]]] = []
+    for language, pick in picks.items():
+        cursor = 0
+        for n in pick:
+            at = next((i for i in range(cursor, len(entries)) if entries[i][0] == n), None)
+            if at is None:
+                entries.insert(cursor, (n, []))
+                at = cursor
+            entries[at][1].append(language)
+            cursor = at + 1
+    links = []
+    for n, editions in entries:
+        c = facts.pool[n]
+        links.append(RelatedLink(key=c.key, kind=c.kind, title=c.title, url=c.url, language=_language(c) or None,
+                                 editions=() if len(editions) == len(picks) else tuple(editions)))
     return tuple(links)
 
 

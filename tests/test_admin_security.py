@@ -93,12 +93,29 @@ FORMS = {
     "/admin/feeds/resume": lambda store: {"name": "Publications"},
     "/admin/feeds/rename": lambda store: {"name": "Publications", "new_name": "Evil"},
     "/admin/feeds/remove": lambda store: {"name": "Publications", "confirm": "yes"},
+    "/admin/series/add": lambda store: {"id": "evil", "name": "Evil"},
+    "/admin/series/alias": lambda store: {"id": store.settings.series[0].id, "alias": "Evil"},
+    "/admin/series/edit": lambda store: {"id": store.settings.series[0].id, "name": "Evil", "version": "1"},
+    "/admin/series/move": lambda store: {"id": store.settings.series[0].id, "direction": "down", "version": "1"},
+    "/admin/series/rematch": lambda store: {},
+    "/admin/series/remove": lambda store: {"id": store.settings.series[0].id, "confirm": "yes", "version": "1"},
+    "/admin/schedule": lambda store: {"build_time": "03:00", "send_time": "04:00", "version": "0"},
+    "/admin/branding": lambda store: {"footer_text": "Evil", "version": "0"},
+    "/admin/branding/preview": lambda store: {"footer_text": "Evil"},
+    "/admin/branding/logo": lambda store: {"logo_alt": "Evil", "version": "0"},
+    "/admin/subscribers/add": lambda store: {"email": "mallory@example.org", "language": "en"},
+    "/admin/subscribers/import": lambda store: {},
+    "/admin/subscribers/import/{token}/apply": lambda store: {"digest": "0" * 64, "sig": "x"},
+    "/admin/subscribers/import/{token}/cancel": lambda store: {},
+    "/admin/subscribers/{sid:int}/erase": lambda store: {"confirm": "yes"},
+    "/admin/subscribers/{sid:int}/unsubscribe": lambda store: {},
     # Signed out: these carry the sign-in form's double-submit token instead of a session's.
     "/admin/forgot": lambda store: {"email": "anna@example.org"},
     "/admin/password/{token:str}": lambda store: {"password": "a long passphrase", "again": "a long passphrase"},
 }
 SIGNED_OUT = ("/admin/login", "/admin/forgot", "/admin/password/{token:str}")
-PATH_VALUES = {"{number:int}": "1", "{action:str}": "role", "{token:str}": "a-token"}
+PATH_VALUES = {"{number:int}": "1", "{action:str}": "role", "{token:str}": "a-token", "{token}": "a-token",
+               "{sid:int}": "1"}
 
 
 def admin_post_routes(app) -> list[str]:

@@ -14,8 +14,8 @@ from digest.web.app import create_app
 pytestmark = pytest.mark.browser
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 PAGES = ["/admin/issues", "/admin/issues/1", "/admin/issues/1/report", "/admin/issues/1/progress",
-         "/admin/feeds", "/admin/subscribers", "/admin/runs", "/admin/archive", "/admin/accounts", "/admin/audit",
-         "/admin/no-such-page"]
+         "/admin/feeds", "/admin/series", "/admin/subscribers", "/admin/runs", "/admin/schedule", "/admin/branding",
+         "/admin/reading", "/admin/archive", "/admin/accounts", "/admin/audit", "/admin/no-such-page"]
 
 
 @pytest.fixture

@@ -149,7 +149,9 @@ def test_a_provisioned_site_lists_and_exports_its_toml_feeds(tmp_path, store_url
                        "language": None, "paused": False, "source": "digest.toml"}]
     assert "managed in digest.toml" in cli(config, "feeds", "list").stdout
     assert 'xmlUrl="https://www.example.org/feed/"' in cli(config, "feeds", "export").stdout
-    assert cli(config, "config", "export").stdout.startswith("# Feeds are managed in digest.toml")
+    exported = cli(config, "config", "export").stdout
+    assert "# Feeds are managed in digest.toml" in exported and "\n[[feeds]]" not in exported
+    assert "[schedule]" in exported and "[branding]" in exported  # not in this digest.toml: the store's defaults
 
 
 def test_toml_feeds_win_over_stored_ones(tmp_path, store_url, server):
@@ -368,9 +370,11 @@ def test_health_in_plain_words(tmp_path, store_url, server):
     engine.dispose()
 
 
-def test_renaming_keeps_items_without_guid_or_link_as_they_were(tmp_path, store_url, server):
-    """Such items are keyed by their feed's name too (digest.item_keys): a rename must not make them new copies."""
-    body = (FEEDS / "description-only.xml").read_bytes()
+@pytest.mark.parametrize("tail", ["", " [...]"], ids=["as given", "cleaned at ingest"])
+def test_renaming_keeps_items_without_guid_or_link_as_they_were(tmp_path, store_url, server, tail):
+    """Such items are keyed by their feed's name too (digest.item_keys): a rename must not make them new copies,
+    also when cleaning changed their text ("[...]" stored as "…": the key comes from the text as the feed gave it)."""
+    body = (FEEDS / "description-only.xml").read_bytes().replace(b".</description>", f".{tail}</description>".encode())
     server.routes["/notices"] = status(200, {"Content-Type": "application/rss+xml"}, body)  # no validators: parsed again
     settings = make_settings(tmp_path, store_url, fetch=FAST)
     engine = open_store(settings.store.url)

@@ -304,6 +304,11 @@ def test_cli_editorial_commands_and_approval(cli):
     assert "* Rearming Europe without the US" in shown.stdout and p(1001) in shown.stdout
     shown_json = json.loads(cli("issue", "show", "1", "--json").stdout)
     assert shown_json["issue"]["intro"] == "Hello readers"
+    assert cli("issue", "intro", "1", "Bonjour", "--language", "fr").exit_code == 0
+    assert cli("issue", "lead", "1", "Our pick", "--language", "en").exit_code == 0  # the site's own
+    assert cli("issue", "subject", "1", "Sujet", "--language", "xx").exit_code == 2  # no such language
+    editorial = json.loads(cli("issue", "show", "1", "--json").stdout)["issue"]["editorial"]
+    assert editorial["texts"] == {"fr": {"subject": "", "intro": "Bonjour", "lead": ""}} and editorial["lead"] == "Our pick"
     approved = cli("approve", "1", "--by", "editor")
     assert approved.exit_code == 0 and "approved" in approved.stdout
     assert json.loads(cli("issue", "list", "--json").stdout)[0]["approved_by"] == "editor"

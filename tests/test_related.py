@@ -1,10 +1,11 @@
 """Related content worth clicking (issue 14): the right series only, at most two links, never the same
-section, no target more than twice, a minimum similarity, the item's language preferred, a series'
-upcoming events once per section; on hand-made items and on a realistic week in three series
-(tests/data/related)."""
+section, no target more than twice, a minimum similarity, the reader's language preferred (each
+edition language its own pick), a series' upcoming events once per section; on hand-made items and
+on a realistic week in three series (tests/data/related)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -14,9 +15,10 @@ from compose_fixtures import DIG, ECO, NOW, SEC, WINDOW, event_key, fixture_item
 from conftest import make_settings
 
 from digest.compose import compose_issue
-from digest.models import EventInfo, Feed, Item, ItemKind
+from digest.manifest import issue_from_manifest, issue_to_manifest, issue_version
+from digest.models import EventInfo, Feed, Item, ItemKind, RelatedLink
 from digest.parse import parse_feed
-from digest.related import MAX_TARGET_USES, find_related
+from digest.related import MAX_TARGET_USES, find_related, links_for_edition
 from digest.render import full_segment, render_edition
 
 RELATED_DATA = Path(__file__).resolve().parent / "data" / "related"
@@ -96,11 +98,54 @@ def test_an_item_without_a_link_is_never_a_related_link(settings):
     assert related_keys(find_related([subject], pool, [SEC], 2, WINDOW.end), "brief") == ["spending"]
 
 
-def test_the_items_language_is_preferred(settings):
-    subject = item("brief", "Defence spending in member states", (SEC,), days=2, language="en")
-    pool = [item("de", "Defence spending: Verteidigungsausgaben der Mitgliedstaaten", (SEC,), days=-1, language="de"),
-            item("en", "Defence spending targets in member states", (SEC,), days=-300, language="en")]
-    assert related_keys(find_related([subject], pool, [SEC], 1, WINDOW.end), "brief") == ["en"]
+def edition_keys(links, key, language):
+    return [link.key for link in links_for_edition(links[key], language)]
+
+
+# Two pieces on one topic, one in English and one in German, about as relevant.
+SPENDING = item("brief", "Defence spending and joint borrowing in member states", (SEC,), days=2, language="en")
+SPENDING_POOL = [
+    item("de", "Defence spending: Verteidigungsausgaben und joint borrowing der Mitgliedstaaten", (SEC,), days=-1,
+         language="de"),
+    item("en", "Defence spending targets and joint borrowing", (SEC,), days=-300, language="en")]
+
+
+def test_each_edition_prefers_its_readers_language(settings):
+    links = find_related([SPENDING], SPENDING_POOL, [SEC], 1, WINDOW.end)
+    assert edition_keys(links, "brief", "en") == ["en"]
+    assert edition_keys(links, "brief", "de") == ["de"]
+    assert edition_keys(links, "brief", "fr") == ["en"]  # neither is French: the more similar one
+    by_key = {link.key: link for link in links["brief"]}
+    assert by_key["de"].language == "de" and by_key["de"].editions == ("de",)
+    assert by_key["en"].language == "en" and by_key["en"].editions == ("en", "fr")
+
+
+def test_language_never_lets_a_weaker_link_in(settings):
+    # The German piece shares one word with the item: below the minimum, whatever the edition.
+    weak = item("de-weak", "Verteidigungsausgaben der Mitgliedstaaten: spending", (SEC,), days=-1, language="de")
+    links = find_related([SPENDING], [weak, SPENDING_POOL[1]], [SEC], 2, WINDOW.end)
+    for language in ("en", "fr", "de"):
+        assert edition_keys(links, "brief", language) == ["en"]
+    assert links["brief"][0].editions == ()  # shown in every edition: one entry, no language list
+    # With no qualifying link at all, the German edition shows none rather than a weak German one.
+    assert find_related([SPENDING], [weak], [SEC], 2, WINDOW.end) == {"brief": ()}
+
+
+def test_each_edition_keeps_its_own_order_and_its_own_target_count(settings):
+    links = find_related([SPENDING], SPENDING_POOL, [SEC], 2, WINDOW.end)
+    assert edition_keys(links, "brief", "en") == ["en", "de"]
+    assert edition_keys(links, "brief", "de") == ["de", "en"]
+    # Three items on one topic: each edition links one target at most twice.
+    items = [Item(**{**SPENDING.__dict__, "key": f"b{n}", "url": f"https://www.example.org/b{n}/"}) for n in range(3)]
+    links = find_related(items, SPENDING_POOL + FILLER, [SEC], 2, WINDOW.end, section_of={i.key: SEC for i in items})
+    for language in ("en", "fr", "de"):
+        uses = Counter(k for i in items for k in edition_keys(links, i.key, language) if k in ("en", "de"))
+        assert uses == {"en": MAX_TARGET_USES, "de": MAX_TARGET_USES}, language
+
+
+def test_one_edition_language_marks_no_edition(settings):
+    links = find_related([SPENDING], SPENDING_POOL, [SEC], 1, WINDOW.end, languages=("de",))
+    assert links["brief"] == (RelatedLink("de", ItemKind.BRIEF, SPENDING_POOL[0].title, SPENDING_POOL[0].url, "de"),)
 
 
 def test_never_the_same_section_and_no_target_more_than_twice(settings):
@@ -167,7 +212,8 @@ def test_fixture_issue_links_stay_within_the_series_and_sections_carry_the_find_
     assert block.count("Coming up in this series:") == 1
     assert "Conference on European defence (announced in June)" in block.split("* ", 1)[0]
     for entry in security.entries:
-        assert len(entry.related) <= settings.digest.related_links
+        for language in ("en", "fr", "de"):
+            assert len(links_for_edition(entry.related, language)) <= settings.digest.related_links
         for link in entry.related:
             assert link.key != entry.item.key
             linked = by_key[link.key]
@@ -192,12 +238,13 @@ def week_post(n: int) -> str:
     return f"https://www.example.org/?p={n}"
 
 
-def links_of(issue, key):
+def links_of(issue, key, language="en"):
     entry = next(e for s in issue.sections for e in s.entries if e.item.key == key)
-    return [r.key for r in entry.related]
+    return [r.key for r in links_for_edition(entry.related, language)]
 
 
-def test_a_week_in_three_series_gets_only_links_worth_clicking(settings):
+@pytest.mark.parametrize("language", ["en", "fr", "de"])
+def test_a_week_in_three_series_gets_only_links_worth_clicking(settings, language):
     issue, items = week_issue(settings)
     by_key = {i.key: i for i in items}
     section_of = {e.item.key: s.id for s in issue.sections for e in s.entries}
@@ -205,22 +252,44 @@ def test_a_week_in_three_series_gets_only_links_worth_clicking(settings):
     targets = Counter()
     for section in issue.sections:
         for entry in section.entries:
-            assert len(entry.related) <= 2, entry.item.title
-            for link in entry.related:
+            shown = links_for_edition(entry.related, language)
+            assert len(shown) <= 2, entry.item.title
+            assert len({r.key for r in shown}) == len(shown)
+            for link in shown:
                 targets[link.key] += 1
                 assert section_of.get(link.key) != section.id, (entry.item.title, link.title)
                 linked = by_key[link.key]
+                assert link.language == linked.language
                 if entry.item.series:  # a series item links its series' content, or content in no series
                     assert not linked.series or set(linked.series) & set(entry.item.series)
     assert targets and max(targets.values()) <= 2
     # The wrong matches seen in the demo week are gone ...
-    assert week_post(4001) not in links_of(issue, week_post(5101))  # defence budget ↛ "Le pacte vert"
-    assert week_post(5401) not in links_of(issue, week_post(5102))  # procurement ↛ housing crisis
-    assert week_post(4002) not in links_of(issue, week_post(5201))  # Vienna Forum ↛ Madrid Forum
-    assert all(week_post(4001) not in links_of(issue, e.item.key) for s in issue.sections for e in s.entries)
-    # ... the right ones stay, in the item's language first.
-    assert links_of(issue, week_post(5101))[0] == week_post(4003)
-    assert week_post(4005) in links_of(issue, week_post(5202))
+    assert week_post(4001) not in links_of(issue, week_post(5101), language)  # defence budget ↛ "Le pacte vert"
+    assert week_post(5401) not in links_of(issue, week_post(5102), language)  # procurement ↛ housing crisis
+    assert week_post(4002) not in links_of(issue, week_post(5201), language)  # Vienna Forum ↛ Madrid Forum
+    assert all(week_post(4001) not in links_of(issue, e.item.key, language) for s in issue.sections for e in s.entries)
+    # ... the right ones stay, in the reader's language first: the German piece on defence spending
+    # leads in the German edition, the English one elsewhere; both are worth showing to everyone.
+    first = week_post(4004) if language == "de" else week_post(4003)
+    assert links_of(issue, week_post(5101), language) == [first, ({week_post(4003), week_post(4004)} - {first}).pop()]
+    assert week_post(4005) in links_of(issue, week_post(5202), language)
+
+
+def test_related_links_keep_their_language_and_editions_through_the_manifest(settings):
+    issue, _ = week_issue(settings)
+    manifest = json.loads(json.dumps(issue_to_manifest(issue, settings)))
+    assert issue_from_manifest(manifest) == issue
+    entry = next(i for s in manifest["sections"] for i in s["items"] if i["key"] == week_post(5101))
+    assert [(r["key"], r.get("language"), r.get("editions")) for r in entry["related"]] == [
+        (week_post(4003), "en", ["en", "fr"]), (week_post(4004), "de", None), (week_post(4003), "en", ["de"])]
+    # A manifest written before links had languages reads as links for every edition.
+    for section in manifest["sections"]:
+        for raw in section["items"]:
+            raw["related"] = [{k: v for k, v in r.items() if k not in ("language", "editions")} for r in raw["related"]]
+    old = issue_from_manifest(manifest)
+    links = next(e.related for s in old.sections for e in s.entries if e.item.key == week_post(5101))
+    assert all(r.language is None and r.editions == () for r in links)
+    assert issue_version(manifest) != issue_version(issue_to_manifest(issue, settings))
 
 
 def test_a_week_announces_each_series_upcoming_events_once(settings):

@@ -20,8 +20,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
 from render_fixtures import all_sections, big_issue, demo_issue
+from test_golden_editions import named_series_settings
 
 from digest.render import THEME, personalise, preview_values, render_edition
 
@@ -29,10 +29,11 @@ TESTS = Path(__file__).resolve().parent
 HTML_VALIDATE = TESTS / "node_modules" / ".bin" / "html-validate"
 AXE = TESTS / "node_modules" / "axe-core" / "axe.min.js"
 # "sample": the real demo issue; "demo": a demo-like issue built by hand; "big": 60 items; "week": a
-# realistic week in three series (tests/data/related) with a headline and intro; "test": the demo
-# issue as a staff test send (banner, no reader links).
+# realistic week in three series (tests/data/related) with a headline, intro and lead story per
+# language; "test": the demo issue as a staff test send (banner, no reader links); "images": the 60
+# items, each with an image, the first pinned as the lead story.
 CASES = [("sample", "en"), ("sample", "de"), ("demo", "en"), ("demo", "fr"), ("big", "de"), ("big", "fr"),
-         ("week", "en"), ("week", "fr"), ("week", "de"), ("test", "fr")]
+         ("week", "en"), ("week", "fr"), ("week", "de"), ("test", "fr"), ("images", "fr"), ("images", "de")]
 LOGO = "https://www.example.org/logo.png"
 BANNED_LINK_TEXT = {"click here", "here", "read more", "more", "link", "this link", "ici", "hier", "cliquez ici",
                     "hier klicken", "mehr", "lire la suite", "weiterlesen"}
@@ -49,15 +50,11 @@ def require_checker(path: Path, what: str) -> None:
 
 
 def related_week(settings):
-    """The realistic week of tests/data/related, composed, with a headline and an intro."""
-    from test_related import week_issue
+    """The realistic week of tests/data/related, composed and edited as the golden test's: a headline,
+    intro and lead story text per language, and a pinned lead story with its image."""
+    from test_golden_editions import edited_week
 
-    from digest.models import Editorial
-
-    issue, _ = week_issue(settings)
-    return replace(issue, number=14, editorial=Editorial(
-        subject="Who pays for Europe’s defence?",
-        intro="This week: the budget talks, joint procurement and the Vienna Forum.\n\nGood reading."))
+    return edited_week(settings)
 
 
 def sample_week(folder: Path):
@@ -83,13 +80,24 @@ def sample_week(folder: Path):
     return replace(settings, site=replace(settings.site, logo_url=LOGO)), issue
 
 
+def illustrated(issue):
+    """`issue` with an image on every item (from the site's host) and its first item pinned as the lead story."""
+    sections = tuple(replace(s, entries=tuple(
+        replace(e, item=replace(e.item, image=f"https://www.example.org/wp-content/uploads/{s.id}-{k}.jpg"))
+        for k, e in enumerate(s.entries))) for s in issue.sections)
+    pinned = (sections[0].entries[0].item.key,)
+    return replace(issue, sections=sections, editorial=replace(issue.editorial, pinned=pinned))
+
+
 @pytest.fixture(scope="module")
 def editions(tmp_path_factory):
     """(case, language) → (Edition, personalised html), with a logo so images are checked too."""
-    settings = make_settings(tmp_path_factory.mktemp("quality"), site={"logo_url": LOGO})
+    # The series named in French and German, as the golden test's (their heads differ in length).
+    settings = named_series_settings(tmp_path_factory.mktemp("quality"), site={"logo_url": LOGO})
     cases = {"sample": sample_week(tmp_path_factory.mktemp("samples") / "demo"),
              "demo": (settings, demo_issue()), "big": (settings, big_issue()),
-             "week": (settings, related_week(settings)), "test": (settings, replace(demo_issue(), test=True))}
+             "week": (settings, related_week(settings)), "test": (settings, replace(demo_issue(), test=True)),
+             "images": (settings, illustrated(big_issue()))}
     out = {}
     for case, language in CASES:
         case_settings, issue = cases[case]
@@ -215,7 +223,7 @@ def test_html_validate_reports_no_errors(editions, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.parametrize("case,language", [("sample", "en"), ("demo", "en"), ("big", "de"), ("week", "en"),
-                                           ("week", "fr"), ("week", "de"), ("test", "fr")])
+                                           ("week", "fr"), ("week", "de"), ("test", "fr"), ("images", "de")])
 def test_axe_in_chromium_light_and_dark_at_600_and_375(editions, browser, artefacts, case, language):
     require_checker(AXE, "run `make test` (npm install in tests/)")
     _, html = editions[(case, language)]

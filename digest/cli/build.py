@@ -170,8 +170,24 @@ def _edit_command(name: str, help_text: str, change: Callable[[str], dict[str, o
         click.echo(f"Issue {issue.number} updated: {issue.status.value}, version {issue.version}.")
 
 
-_edit_command("intro", "Set the intro text of issue NUMBER (\"\" removes it).", lambda v: {"intro": v}, "TEXT")
-_edit_command("subject", "Set the subject line of issue NUMBER (\"\" restores the default).", lambda v: {"subject": v}, "TEXT")
+def _text_command(name: str, help_text: str) -> None:
+    @issue_group.command(name, help=help_text)
+    @click.argument("number", type=int)
+    @click.argument("text")
+    @click.option("--language", default=None, metavar="LANG",
+                  help="The edition language it is for (en, fr, de); default: the site's language. Readers of a "
+                       "language without its own get the site language's.")
+    @handle_errors
+    @_issue_errors
+    def command(number: int, text: str, language: str | None) -> None:
+        change = {"texts": {language: {name: text}}} if language else {name: text}
+        issue = edit_issue(state().settings, state().engine, number, datetime.now(UTC), **change)
+        click.echo(f"Issue {issue.number} updated: {issue.status.value}, version {issue.version}.")
+
+
+_text_command("intro", "Set the intro text of issue NUMBER (\"\" removes it).")
+_text_command("subject", "Set the subject line of issue NUMBER (\"\" restores the default).")
+_text_command("lead", "Set the lead text shown with issue NUMBER's lead story, its first pinned item (\"\" removes it).")
 _edit_command("drop", "Leave item KEY out of issue NUMBER.", lambda v: {"drop": [v]}, "KEY")
 _edit_command("undrop", "Put a dropped item KEY back into issue NUMBER.", lambda v: {"undrop": [v]}, "KEY")
 _edit_command("pin", "Put item KEY at the top of its section in issue NUMBER.", lambda v: {"pin": [v]}, "KEY")

@@ -4,7 +4,7 @@ Import a use case from its module (`from digest.pipeline.issues import approve_i
 imports none of them, so `digest fetch` does not load rendering and delivery.
 
 The weekly run, as `digest run` does it (digest.schedule calls these on its cron):
-    ingest.scheduled_fetch → issues.build_for_week (fetch first, build, then approve and send or tell staff)
+    ingest.scheduled_fetch → weekly.build_for_week (fetch first, build, then approve and send or tell staff)
     → sending.send_due_issues (at the send time, once approved)
 
 Modules, one per use case:

@@ -34,6 +34,8 @@ from ..store.feeds import FeedState, all_feed_states
 from .audit import record
 from .ingest import Trial, stored_feed_as_feed, trial_fetch
 from .managed import uses_current_settings
+from .series_settings import series_as_toml
+from .site_settings import settings_as_toml
 
 SOURCE_TOML, SOURCE_STORE = "digest.toml", "store"
 PROVISIONED = ("feeds are managed in digest.toml ([[feeds]] tables): change them there, or remove every "
@@ -268,15 +270,16 @@ def export_opml(settings: Settings, engine: Engine, now: datetime) -> str:
 
 @uses_current_settings
 def export_config(settings: Settings, engine: Engine) -> str:
-    """The store-managed settings as TOML, in the form digest.toml accepts (feeds, for now).
+    """The store-managed settings as TOML, in the form digest.toml accepts: feeds, series, schedule, branding.
 
-    Paused feeds are written commented out: in digest.toml every listed feed is fetched.
+    Paused feeds are written commented out: in digest.toml every listed feed is fetched. A section
+    digest.toml provisions is named in a comment instead.
     """
-    if provisioned(settings):
-        return "# Feeds are managed in digest.toml ([[feeds]]): no setting is managed in the store.\n"
-    entries = list_feeds(settings, engine)
     lines = ["# Settings managed in the store, as digest.toml takes them (`digest config export`).", ""]
-    if not entries:
+    if provisioned(settings):
+        lines.append("# Feeds are managed in digest.toml ([[feeds]]): none are managed in the store.")
+    entries = [] if provisioned(settings) else list_feeds(settings, engine)
+    if not entries and not provisioned(settings):
         lines.append("# No feeds in the store.")
     for entry in entries:
         feed, prefix = entry.feed, "# " if entry.paused else ""
@@ -289,7 +292,8 @@ def export_config(settings: Settings, engine: Engine) -> str:
         if feed.language:
             lines.append(f"{prefix}language = {_toml_string(feed.language)}")
         lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
+    parts = ["\n".join(lines).rstrip("\n") + "\n", series_as_toml(settings, engine), settings_as_toml(settings, engine)]
+    return "\n".join(part for part in parts if part.strip())
 
 
 def _toml_string(value: str) -> str:

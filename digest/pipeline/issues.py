@@ -1,4 +1,4 @@
-"""Use case: issues. Build, edit, approve, cancel and schedule an issue; the weekly build-and-notify step.
+"""Use case: issues. Build, edit, approve, cancel and schedule an issue (the weekly build-and-notify step: pipeline.weekly).
 
 Rules that live here and nowhere else:
 - the default window (open draft's start, else the end of the last sent issue, else `window_days`);
@@ -6,10 +6,7 @@ Rules that live here and nowhere else:
 - every stored item is offered to exactly one sent issue: an item fetched after its window's issue
   was built goes into the next issue, late (digest.offers has the rule, with stabilisation);
 - approval is of exactly the version previewed, and tells what the send job will now do with it;
-- a scheduled send time lies in the future, and only a draft or approved issue has one;
-- the weekly step fetches, then builds once per cron fire time, then approves and sends (auto_approve)
-  or tells staff;
-  a fire time that an issue built by hand already reaches has nothing to build.
+- a scheduled send time lies in the future, and only a draft or approved issue has one.
 """
 
 from __future__ import annotations
@@ -23,10 +20,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..compose import compose_issue, default_window, edit_editorial, has_news
+from ..compose import EditorialError, compose_issue, default_window, edit_editorial, has_news
 from ..config import Settings
 from ..manifest import issue_to_manifest, issue_version
-from ..models import Account, Editorial, FeedStatus, Issue, IssueStatus, Role, Window
+from ..models import EDITORIAL_FIELDS, Account, Editorial, Issue, IssueStatus, Role, Window
 from ..offers import (
     TOO_OLD_SHOWN,
     Offers,
@@ -36,7 +33,6 @@ from ..offers import (
     report_lines,
     report_to_json,
 )
-from ..parse_workers import stop_idle_workers
 from ..related import POOL_PER_SERIES, POOL_RECENT
 from ..store import issues as issue_store
 from ..store.issues import (
@@ -57,20 +53,16 @@ from ..store.items import (
     newest_item_id,
     too_old_items,
 )
-from ..store.runs import IssueTiming, issue_timing, ran_for, record_run, set_send_time
+from ..store.runs import IssueTiming, issue_timing, set_send_time
 from ..timetable import SendOutlook, send_outlook
 from .accounts import NotAllowed, why_not
-from .audit import EDITS, SCHEDULER, last_editor, record
+from .audit import EDITS, last_editor, record
 from .editions import Everyone, edition_for, issue_segments
-from .ingest import feed_health, fetch_all
+from .ingest import feed_health
 from .managed import uses_current_settings
-from .runs import JOB_BUILD, describe, hours, local_time
-from .sending import notify_staff, send_now
 
 log = logging.getLogger("digest.pipeline")
 
-# Outcomes that mean "the build for this fire time is done": a rerun is a no-op.
-BUILD_DONE = ("built", "skipped")
 T = TypeVar("T")
 
 
@@ -161,12 +153,17 @@ def rebuild_issue(settings: Settings, engine: Engine, number: int, now: datetime
 @uses_current_settings
 def edit_issue(settings: Settings, engine: Engine, number: int, now: datetime, actor: Account | None = None,
                **changes: Any) -> Issue:
-    """Change a draft's editorial choices (intro, subject, drop, undrop, pin, unpin) and recompose it.
+    """Change a draft's editorial choices (intro, subject, lead, texts, drop, undrop, pin, unpin) and recompose it.
+
+    `texts` holds other languages' subject, intro and lead (compose.edit_editorial); given for the
+    site language, they are the issue's own subject, intro and lead.
 
     An approved issue returns to draft when its version changes. Raises IssueNotFound,
     IssueStateError (not a draft/approved issue) or EditorialError (e.g. an unknown item key, a
     subject too long). The audit trail records `actor` and what was asked.
     """
+    changes = _site_language_texts(settings, changes)
+
     def attempt() -> Issue:
         current = require_issue(engine, number)
         if current.status not in OPEN_STATUSES:
@@ -176,9 +173,43 @@ def edit_issue(settings: Settings, engine: Engine, number: int, now: datetime, a
         return _save_issue(settings, engine, current, issue, now, offers)
 
     edited = _retry_on_race(attempt)
-    asked = {k: (v if isinstance(v, str) else list(v)) for k, v in changes.items() if v}
+    asked = {k: (v if isinstance(v, str | dict) else list(v)) for k, v in changes.items() if v}
     record(engine, actor, "issue.edit", issue_number=number, detail={**asked, "version": edited.version}, now=now)
     return edited
+
+
+def _site_language_texts(settings: Settings, changes: dict[str, Any]) -> dict[str, Any]:
+    """`texts` given for the site language are its subject, intro and lead (the issue's own fields)."""
+    texts = changes.get("texts")
+    site = settings.site.language
+    if not isinstance(texts, dict) or site not in texts:
+        return changes
+    texts = dict(texts)
+    own = texts.pop(site)
+    own = {f: "" for f in EDITORIAL_FIELDS} if own is None else own
+    if (not isinstance(own, dict) or set(own) - set(EDITORIAL_FIELDS)
+            or not all(isinstance(v, str | None) for v in own.values())):
+        raise EditorialError(f"texts in {site!r}: give subject, intro and lead as strings")
+    merged = {**changes, "texts": texts} if texts else {k: v for k, v in changes.items() if k != "texts"}
+    merged.update({f: own[f] or "" for f in EDITORIAL_FIELDS if f in own and f not in changes})
+    return merged
+
+
+def editorial_json(editorial: Editorial) -> dict[str, Any]:
+    """The lead text and other languages' texts as the manifest's issue.editorial adds them (only when
+    written, so an issue without them keeps the version it always had)."""
+    extra: dict[str, Any] = {}
+    if editorial.lead:
+        extra["lead"] = editorial.lead
+    if editorial.texts:
+        extra["texts"] = {t.language: {"subject": t.subject, "intro": t.intro, "lead": t.lead} for t in editorial.texts}
+    return extra
+
+
+def _manifest_of(issue: Issue, settings: Settings, segments: Any = None) -> dict[str, Any]:
+    manifest = issue_to_manifest(issue, settings, segments)
+    manifest["issue"].setdefault("editorial", {}).update(editorial_json(issue.editorial))
+    return manifest
 
 
 def issue_changed(before: Issue, after: Issue) -> bool:
@@ -232,7 +263,7 @@ def _save_issue(settings: Settings, engine: Engine, target: Issue | None, issue:
     """Store a composed issue: refresh `target` (keeping its number and creation time) or create a draft."""
     if target is not None:
         issue = replace(issue, number=target.number, created_at=target.created_at)
-    manifest = issue_to_manifest(issue, settings)
+    manifest = _manifest_of(issue, settings)
     version = issue_version(manifest)
     manifest["issue"]["version"] = version
     issue = replace(issue, version=version)
@@ -343,103 +374,6 @@ def _timing(engine: Engine, number: int) -> IssueTiming:
     return timing
 
 
-# --- the weekly step ------------------------------------------------------------------------------
-
-@uses_current_settings
-def build_for_week(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> int | None:
-    """Build the draft for the cron fire time `fire` once, then approve and send it or tell staff.
-
-    Every feed is fetched first (pipeline.ingest.fetch_all), so what was published before the fire
-    time is in; the build's run note says how the fetch went, and a failed fetch never stops it.
-    Returns the draft's number (None: nothing new, or already done for this fire time). With
-    `schedule.auto_approve` the draft is approved and sent at once; otherwise `schedule.staff`
-    gets a note with its admin link. Each outcome goes into the run log.
-    """
-    if ran_for(engine, JOB_BUILD, fire, BUILD_DONE):
-        log.info("build for %s already done; nothing to do", local_time(settings, fire))
-        return None
-    if _covered_by_hand(settings, engine, fire, now):
-        return None
-    fetched = _fetch_first(settings, engine)
-    try:
-        issue = build_issue(settings, engine, now=now, until=fire, actor=SCHEDULER)
-    except Exception as exc:
-        record_run(engine, JOB_BUILD, "error",
-                   f"build for {local_time(settings, fire)} failed: {describe(exc)}{fetched}",
-                   scheduled_for=fire, now=now)
-        raise
-    if issue is None:
-        record_run(engine, JOB_BUILD, "skipped",
-                   f"week skipped: nothing new up to {local_time(settings, fire)}{fetched}",
-                   scheduled_for=fire, now=now)
-        log.warning("week skipped: nothing new up to %s", local_time(settings, fire))
-        return None
-    record_run(engine, JOB_BUILD, "built", f"draft {issue.number} built{fetched}", scheduled_for=fire,
-               issue_number=issue.number, now=now)
-    log.info("draft %s built for %s", issue.number, local_time(settings, fire))
-    if settings.schedule.auto_approve:
-        issue_store.approve_issue(engine, issue.number, by="auto-approve", version=issue.version)
-        record(engine, SCHEDULER, "issue.approve", issue_number=issue.number,
-               detail={"version": issue.version, "why": "schedule.auto_approve"}, now=now)
-        send_now(settings, engine, issue.number, now, reason="auto_approve", actor=SCHEDULER)
-    else:
-        notify_staff(settings, engine, issue.number, now)
-    return issue.number
-
-
-def _fetch_first(settings: Settings, engine: Engine) -> str:
-    """Fetch every feed before the weekly build; what the build's run note adds about it.
-
-    A failed fetch never stops the build: the issue is built from what is stored, and items that
-    could not be fetched go into the next issue, late. The outcome goes into the build's own note
-    (one note per build, at the build's clock), not a fetch note of its own.
-    """
-    try:
-        reports = fetch_all(settings, engine)
-    except Exception as exc:  # noqa: BLE001 - whatever stops the fetch must not stop the build
-        log.exception("the fetch before the build failed; building from what is stored")
-        return f" (the fetch before it failed: {describe(exc)}; built from what was stored)"
-    finally:
-        stop_idle_workers()  # builds are a week apart: an idle parse worker would hold memory meanwhile
-    failed = [r.feed for r in reports if r.status == FeedStatus.ERROR]
-    if not failed:
-        return f" (fetched {len(reports)} feeds first)"
-    return (f" (fetched {len(reports)} feeds first; {len(failed)} failed: {', '.join(failed[:5])}"
-            f"{' …' if len(failed) > 5 else ''}: their new items go into the next issue, late)")
-
-
-def week_done(engine: Engine, fire: datetime) -> bool:
-    """Whether the build for the cron fire time `fire` already ran (built, or skipped as empty)."""
-    return ran_for(engine, JOB_BUILD, fire, BUILD_DONE)
-
-
-@uses_current_settings
-def record_missed_build(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> None:
-    """Note that the build of `fire` was missed by more than `schedule.misfire_grace_hours` (unless an issue built by hand covers it)."""
-    if _covered_by_hand(settings, engine, fire, now):
-        return
-    record_run(engine, JOB_BUILD, "missed",
-               f"build of {local_time(settings, fire)} missed by {hours(now - fire)} "
-               f"(more than misfire_grace_hours); run `digest build` or wait for the next one",
-               scheduled_for=fire, now=now)
-
-
-def _covered_by_hand(settings: Settings, engine: Engine, fire: datetime, now: datetime) -> bool:
-    """Whether an issue (built with `digest build` or in the admin) already reaches the fire time; noted as skipped.
-
-    Its window ends at or after `fire`, so a build up to `fire` would be an empty window, or would
-    shrink that issue (and undo its approval).
-    """
-    issue = issue_store.issue_reaching(engine, fire)
-    if issue is None:
-        return False
-    message = (f"nothing to build for {local_time(settings, fire)}: issue {issue.number} ({issue.status.value}) "
-               f"already covers up to {local_time(settings, issue.window.end)}")
-    record_run(engine, JOB_BUILD, "skipped", message, scheduled_for=fire, issue_number=issue.number, now=now)
-    log.info("%s", message)
-    return True
-
-
 # --- what `digest build` and `digest issue show` print ------------------------------------------
 
 @uses_current_settings
@@ -452,7 +386,7 @@ def issue_manifest(settings: Settings, engine: Engine, issue: Issue | int) -> di
     """
     issue = require_issue(engine, issue) if isinstance(issue, int) else issue
     segments = issue_segments(settings, engine, issue) if issue.status in OPEN_STATUSES else None
-    return issue_to_manifest(issue, settings, segments)
+    return _manifest_of(issue, settings, segments)
 
 
 @uses_current_settings

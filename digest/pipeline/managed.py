@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
-from ..config import Settings
+from ..config import MANAGEABLE, Settings
 from ..store.managed_settings import managed_sections
 from ..store.series_sources import stored_series
 
@@ -29,9 +29,11 @@ R = TypeVar("R")
 def provisioned(settings: Settings, section: str) -> bool:
     """True when digest.toml defines `section` (feeds, series, schedule, branding): then only the file changes it.
 
-    A list given to Settings directly (as tests and scripts do) counts as provisioned too.
+    A list given to Settings directly (as tests and scripts do) counts as provisioned too, unless
+    current_settings put it there from the store.
     """
-    return section in settings.provisioned or (section in ("feeds", "series") and bool(getattr(settings, section)))
+    given = section in ("feeds", "series") and bool(getattr(settings, section)) and not settings.store_applied
+    return section in settings.provisioned or given
 
 
 def current_settings(settings: Settings, engine: Engine) -> Settings:
@@ -42,7 +44,9 @@ def current_settings(settings: Settings, engine: Engine) -> Settings:
     """
     if settings.store_applied:
         return settings
-    changes: dict[str, Any] = {"store_applied": True}
+    # Lists given to Settings directly count as provisioned: say so for good, before the store's fill them.
+    given = frozenset(section for section in MANAGEABLE if provisioned(settings, section))
+    changes: dict[str, Any] = {"store_applied": True, "provisioned": settings.provisioned | given}
     if not provisioned(settings, "series"):
         series = stored_series(engine)
         if series:

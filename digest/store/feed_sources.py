@@ -108,10 +108,13 @@ def _rekey_content_items(conn: Connection, feed: str) -> None:
     """Items without guid or link are keyed by their feed's name too (digest.item_keys): give them the key
     the parser now computes under the new name, in place, so the next fetch finds them (not new copies)."""
     columns = (items_table.c.id, items_table.c.title, items_table.c.published, items_table.c.summary_html,
-               items_table.c.content_html)
+               items_table.c.content_html, items_table.c.raw)
     query = select(*columns).where(items_table.c.feed == feed, items_table.c.key.startswith(CONTENT_KEY_PREFIX))
     for row in conn.execute(query).fetchall():
-        key = content_key(feed, row.title, row.published, row.summary_html, row.content_html)
+        # Keys come from the text as the feed gave it: the raw values where cleaning changed them.
+        raw = dict(pair for pair in (row.raw or []) if pair[0] != "author")
+        key = content_key(feed, raw.get("title", row.title), row.published, raw.get("summary_html", row.summary_html),
+                          raw.get("content_html", row.content_html))
         conn.execute(items_table.update().where(items_table.c.id == row.id).values(key=key))
 
 

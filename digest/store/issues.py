@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
 from ..manifest import issue_from_manifest
-from ..models import Editorial, Issue, IssueStatus, Window
+from ..models import Editorial, EditorialTexts, Issue, IssueStatus, Window
 from .items import mark_offered, mark_window_offered
 from .schema import issues as issues_table
 
@@ -209,10 +209,35 @@ def _issue(row: Any) -> Issue:
         number=row.number,
         status=IssueStatus(row.status),
         window=Window(row.window_start, row.window_end),
-        editorial=Editorial(intro=row.intro, subject=row.subject, dropped=tuple(row.dropped), pinned=tuple(row.pinned)),
+        editorial=_editorial(row),
         version=row.version,
         created_at=row.created_at,
     )
+
+
+# The `texts` column: {"fr": {"subject": …, "intro": …, "lead": …}, …} for languages other than the
+# site's, and the site language's lead under DEFAULT_TEXTS (the columns intro and subject hold its
+# other texts; a language code is never "default").
+DEFAULT_TEXTS = "default"
+
+
+def _editorial(row: Any) -> Editorial:
+    stored = row.texts if isinstance(row.texts, dict) else {}
+    texts = tuple(
+        EditorialTexts(language, **{f: str(v) for f, v in fields.items() if f in ("subject", "intro", "lead")})
+        for language, fields in sorted(stored.items()) if language != DEFAULT_TEXTS and isinstance(fields, dict))
+    lead = stored.get(DEFAULT_TEXTS, {}).get("lead", "") if isinstance(stored.get(DEFAULT_TEXTS), dict) else ""
+    return Editorial(intro=row.intro, subject=row.subject, dropped=tuple(row.dropped), pinned=tuple(row.pinned),
+                     lead=str(lead), texts=texts)
+
+
+def texts_json(editorial: Editorial) -> dict[str, dict[str, str]] | None:
+    """The `texts` column's JSON for these choices (None when staff wrote nothing beyond subject and intro)."""
+    stored = {t.language: {f: v for f, v in (("subject", t.subject), ("intro", t.intro), ("lead", t.lead)) if v}
+              for t in editorial.texts}
+    if editorial.lead:
+        stored[DEFAULT_TEXTS] = {"lead": editorial.lead}
+    return stored or None
 
 
 def _summary(row: Any) -> IssueSummary:
@@ -362,7 +387,7 @@ def _content(issue: Issue, manifest: dict) -> dict:
     return {
         "window_start": issue.window.start, "window_end": issue.window.end,
         "intro": ed.intro, "subject": ed.subject, "dropped": list(ed.dropped), "pinned": list(ed.pinned),
-        "manifest": manifest, "version": issue.version,
+        "texts": texts_json(ed), "manifest": manifest, "version": issue.version,
     }
 
 

@@ -109,8 +109,11 @@ def content_hash(item: Item) -> str:
     The feed is not part of it: which feed owns an item is settled by save_items.
     """
     payload = _row(item, "", first_seen=None, last_seen=None)
-    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at", "feed", "content_changed_at"):
+    # The feed's raw text is for the record: readers see the cleaned fields.
+    for volatile in ("first_seen", "last_seen", "content_hash", "sort_at", "feed", "content_changed_at", "raw"):
         payload.pop(volatile)
+    if payload["image"] is None:
+        payload.pop("image")  # so an item without an image keeps the hash it had before images were kept
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -139,6 +142,8 @@ def _row(item: Item, digest: str, first_seen: datetime | None, last_seen: dateti
         "media": {"outlet": item.media.outlet, "source_url": item.media.source_url} if item.media else None,
         "content_hash": digest,
         "content_changed_at": content_changed_at,
+        "raw": [[name, value] for name, value in item.raw] or None,
+        "image": item.image or None,
     }
 
 
@@ -186,7 +191,18 @@ def item_from_row(row: Row) -> Item:
         event=event,
         media=media,
         first_seen=row.first_seen,
+        # Read by name when present: migration 0006 rebuilds items from rows that predate these columns.
+        raw=_raw_pairs(row._mapping.get("raw")),
+        image=row._mapping.get("image") or "",
     )
+
+
+def _raw_pairs(value: object) -> tuple[tuple[str, str], ...]:
+    """The stored raw text as (field, value) pairs; anything not shaped so is ignored."""
+    if not isinstance(value, list):
+        return ()
+    return tuple((pair[0], pair[1]) for pair in value
+                 if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair))
 
 
 def _parse_dt(value: str | None) -> datetime | None:

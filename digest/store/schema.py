@@ -144,7 +144,8 @@ issues = Table(
     # What the last build offered, held back and passed over (digest.offers.BuildReport as JSON);
     # read when the issue starts sending, to mark its items offered (migration 0005).
     Column("build_report", JSON),
-    # Subject, intro and lead per language other than the site's ({"fr": {"subject": …, "intro": …}});
+    # Subject, intro and lead per language other than the site's ({"fr": {"subject": …, "intro": …, "lead": …}}),
+    # and under "default" the site language's lead (its subject and intro have their own columns);
     # a language without them gets the site language's (migration 0010).
     Column("texts", JSON),
     UniqueConstraint("window_start", "window_end", name="uq_issues_window"),

@@ -42,7 +42,7 @@ from ..pipeline.status import collect_status
 from ..store.issues import IssueError, StaleVersion
 from ..timetable import SendWhen
 from .admin_auth import AdminAuth, AdminSession, LoginLimiter, LoginRefused, PasswordHashError
-from .admin_preview import PREVIEW_CSP, PreviewChoice, issue_page_context, preview_document
+from .admin_preview import PREVIEW_CSP, PreviewChoice, editorial_changes, issue_page_context, preview_document
 from .security import client_ip, read_form
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -374,9 +374,8 @@ async def post_approve(admin: Admin, request: Request, session: AdminSession) ->
 
 
 async def post_editorial(admin: Admin, request: Request, session: AdminSession) -> Response:
-    form = request.state.form
-    return await _edit(admin, request, session, "saved",
-                       intro=str(form.get("intro", "")), subject=str(form.get("subject", "")))
+    """Subject, intro and lead story text, in the site language and in readers' other languages."""
+    return await _edit(admin, request, session, "saved", **editorial_changes(request.state.form, admin.settings))
 
 
 async def post_items(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -460,7 +459,7 @@ async def report_page(admin: Admin, request: Request, session: AdminSession) -> 
 
 async def runs_page(admin: Admin, request: Request, session: AdminSession) -> Response:
     status = await run_in_threadpool(collect_status, admin.settings, admin.engine, datetime.now(UTC), runs=50)
-    return page(admin, request, "admin/runs.html", {"status": status, "active": "runs"}, session)
+    return page(admin, request, "admin/runs.html", {"status": status, "active": "schedule"}, session)
 
 
 async def archive_page(admin: Admin, request: Request, session: AdminSession) -> Response:

@@ -8,6 +8,7 @@ EditionCache, so flipping between desktop/mobile or HTML/text does not render MJ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +16,11 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Engine
 
+from ..clicks import uncounted
 from ..config import LANGUAGES, Settings
+from ..i18n import language_name
 from ..manifest import issue_subject
-from ..models import Issue, IssueStatus, Segment
+from ..models import EDITORIAL_FIELDS, Issue, IssueStatus, Segment
 from ..pipeline.editions import Audience, EditionCache, NoEdition, Reader, Staff, edition_for
 from ..pipeline.reports import IssueReview, IssueTiming
 from ..timetable import SendOutlook, SendWhen, send_outlook
@@ -73,7 +76,7 @@ class PreviewChoice:
 def preview_document(settings: Settings, engine: Engine, issue: Issue, choice: PreviewChoice,
                      cache: EditionCache) -> str:
     """The HTML or text document the choice shows; NoEdition when it shows nothing (the reason says why)."""
-    reading = edition_for(settings, engine, issue, choice.audience, cache)
+    reading = edition_for(uncounted(settings), engine, issue, choice.audience, cache)  # staff clicks are no reader's
     return reading.html if choice.format == "html" else reading.text
 
 
@@ -115,7 +118,77 @@ def issue_page_context(settings: Settings, engine: Engine, review: IssueReview, 
         "timezone": settings.site.timezone,
         "send_at_value": timing.send_at.astimezone(settings.site.tz).strftime("%Y-%m-%dT%H:%M")
         if timing and timing.send_at else "",
+        **texts_context(settings, issue, review.segments),
     }
+
+
+# --- texts per language ---------------------------------------------------------------------------
+
+FIELD_WORDS = {"subject": "subject", "intro": "intro", "lead": "lead story text"}
+
+
+def reader_languages(settings: Settings, segments: list[Segment]) -> list[str]:
+    """Languages other than the site's that today's readers read, in LANGUAGES order."""
+    read = {s.language for s in segments}
+    return [code for code in LANGUAGES if code in read and code != settings.site.language]
+
+
+def texts_context(settings: Settings, issue: Issue, segments: list[Segment]) -> dict[str, Any]:
+    """The editorial form's per-language fields and the warnings shown before approval.
+
+    A language gets fields when readers read it, or staff already wrote in it (so they can clear it).
+    """
+    site = settings.site.language
+    ed = issue.editorial
+    readers = reader_languages(settings, segments)
+    languages = [code for code in LANGUAGES
+                 if code != site and (code in readers or any(t.language == code for t in ed.texts))]
+    return {
+        "site_language": site, "site_language_name": language_name(site, "en"),
+        "text_languages": [(code, language_name(code, "en"), ed.own_texts(code)) for code in languages],
+        "text_warnings": text_warnings(settings, issue, segments),
+    }
+
+
+def text_warnings(settings: Settings, issue: Issue, segments: list[Segment]) -> list[str]:
+    """What readers of other languages get in the site language, and series without a name in their
+    language, as sentences: "French readers will get the English intro." """
+    site = settings.site.language
+    site_name = language_name(site, "en")
+    ed = issue.editorial
+    warnings = []
+    for code in reader_languages(settings, segments):
+        fields = [FIELD_WORDS[f] for f in ed.borrowed(code, site)]
+        if fields:
+            said = fields[0] if len(fields) == 1 else ", ".join(fields[:-1]) + " and " + fields[-1]
+            warnings.append(f"{language_name(code, 'en')} readers will get the {site_name} {said}.")
+    if any((ed.lead, *(t.lead for t in ed.texts))) and not ed.pinned:
+        warnings.append("The lead story text shows with the lead story, the first pinned item: pin one, "
+                        "or readers will not see it.")
+    by_id = settings.series_by_id()
+    for code in reader_languages(settings, segments):
+        read = {sid for s in segments if s.language == code for sid in s.section_ids}
+        unnamed = [by_id[sid].name for sid in by_id if sid in read and code not in dict(by_id[sid].names)]
+        if unnamed:
+            warnings.append(f"{language_name(code, 'en')} readers will see these series under their "
+                            f"{site_name} names (no {language_name(code, 'en')} name set): {'; '.join(unnamed)}.")
+    return warnings
+
+
+def editorial_changes(form: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The editorial form as edit_issue's changes: subject, intro and lead (the site language's) and,
+    for fields named like "fr.intro", other languages' texts. Fields the form lacks are left as they are."""
+    changes: dict[str, Any] = {f: str(form[f]) for f in EDITORIAL_FIELDS if f in form}
+    texts = {}
+    for code in LANGUAGES:
+        if code == settings.site.language:
+            continue
+        fields = {f: str(form[f"{code}.{f}"]) for f in EDITORIAL_FIELDS if f"{code}.{f}" in form}
+        if fields:
+            texts[code] = fields
+    if texts:
+        changes["texts"] = texts
+    return changes
 
 
 def send_note(settings: Settings, timing: IssueTiming, now: datetime | None = None,

@@ -1,4 +1,4 @@
-"""The HTTP JSON API under /api/v1: issues, subscribers, feed status and delivery reports.
+"""The HTTP JSON API under /api/v1: issues, subscribers, feed status, delivery reports and click counts.
 
 Every request but the OpenAPI document carries `Authorization: Bearer dgst_…` (a token made in the
 admin or with `digest users token`); it acts as its account, with the account's role of the moment
@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from ..compose import EditorialError
 from ..config import Settings
 from ..models import Account, IssueStatus
-from ..pipeline import issues, reports, sending, signup, status
+from ..pipeline import clicks, issues, reports, sending, signup, status
 from ..pipeline import subscribers as staff
 from ..pipeline.accounts import NotAllowed, require
 from ..pipeline.tokens import token_account
@@ -201,7 +201,7 @@ async def build_issue(api: Api, call: Call) -> Response:
     return JSONResponse(manifest, status_code=201)
 
 
-EDITABLE = {"subject": str, "intro": str}
+EDITABLE = {"subject": str, "intro": str, "lead": str, "texts": dict}
 CHOICES = ("pin", "unpin", "drop", "undrop")
 
 
@@ -209,11 +209,12 @@ async def edit_issue(api: Api, call: Call) -> Response:
     body = call.body or {}
     unknown = sorted(set(body) - set(EDITABLE) - set(CHOICES))
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: use subject, intro, pin, unpin, drop, undrop")
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: use subject, intro, lead, texts, pin, unpin, "
+                            "drop, undrop")
     changes: dict[str, Any] = {k: _field(body, k, kind) for k, kind in EDITABLE.items() if k in body}
     changes.update({k: _strings(body, k) for k in CHOICES if k in body})
     if not changes:
-        raise ApiError(400, "nothing to change: send subject, intro, pin, unpin, drop or undrop")
+        raise ApiError(400, "nothing to change: send subject, intro, lead, texts, pin, unpin, drop or undrop")
     await _guarded(issues.edit_issue, api.settings, api.engine, _number(call), datetime.now(UTC), call.account,
                    **changes)
     return await get_issue(api, call)
@@ -248,6 +249,31 @@ async def issue_report(api: Api, call: Call) -> Response:
                          "bounced": d.bounced, "skipped": d.skipped, "waiting": d.waiting,
                          "possibly_delivered": d.possibly_delivered, "unsubscribes": d.unsubscribes,
                          "complaints": d.complaints, "ledger": d.deliveries})
+
+
+def _read_link(link: Any, with_issues: bool = True) -> dict[str, Any]:
+    row = {"title": link.title, "url": link.url, "item_key": link.item_key, "section": link.section,
+           "clicks": link.clicks, "languages": link.by_language}
+    return {**row, "issues": link.issues} if with_issues else row
+
+
+async def issue_clicks(api: Api, call: Call) -> Response:
+    number = _number(call)
+    found = await run_in_threadpool(clicks.issue_reading, api.settings, api.engine, number)
+    if found is None:
+        raise ApiError(404, f"there is no issue {number}")
+    return JSONResponse({"number": number, "status": found.status, "counting": found.counting, "clicks": found.clicks,
+                         "links": [_read_link(link, with_issues=False) for link in found.links]})
+
+
+async def reading(api: Api, call: Call) -> Response:
+    found = await run_in_threadpool(clicks.reading_overview, api.settings, api.engine, datetime.now(UTC))
+    return JSONResponse({
+        "counting": found.counting, "this_week": [_read_link(link) for link in found.this_week],
+        "series": [{"id": s.series_id, "name": s.name, "clicks": s.clicks, "links": [_read_link(link) for link in s.links]}
+                   for s in found.by_series],
+        "issues": [{"number": i.number, "subject": i.subject, "sent_at": _iso(i.sent_at), "clicks": i.clicks}
+                   for i in found.issues]})
 
 
 async def feeds(api: Api, call: Call) -> Response:
@@ -355,6 +381,8 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
         Route(f"{PREFIX}/issues/{{number:int}}/approve", e(approve_issue, "approve"), methods=["POST"]),
         Route(f"{PREFIX}/issues/{{number:int}}/send", e(send_issue, "send"), methods=["POST"]),
         Route(f"{PREFIX}/issues/{{number:int}}/report", e(issue_report, "read_reports"), methods=["GET"]),
+        Route(f"{PREFIX}/issues/{{number:int}}/clicks", e(issue_clicks, "read_reports"), methods=["GET"]),
+        Route(f"{PREFIX}/reading", e(reading, "read_reports"), methods=["GET"]),
         Route(f"{PREFIX}/feeds", e(feeds, "read_reports"), methods=["GET"]),
         Route(f"{PREFIX}/subscribers", e(create_subscriber, "edit"), methods=["POST"]),
         Route(f"{PREFIX}/subscribers/{{email}}", e(get_subscriber, "read_reports"), methods=["GET"]),

@@ -18,7 +18,7 @@ from ..config import Settings
 from ..signing import derived_keys
 from ..sns import CertificateLoader
 from ..store import open_store
-from . import admin, api, archive, embed, errors, home, public, webhooks
+from . import admin, api, archive, branding, clicks, embed, errors, home, public, webhooks
 from .pages import STATIC
 from .public import TransportFactory
 from .security import CsrfMiddleware, PathGuardMiddleware, RedactTokensFilter, SecurityHeadersMiddleware
@@ -43,6 +43,8 @@ def create_app(settings: Settings, engine: Engine | None = None,
         *public.routes(settings, engine, transport_factory),
         *admin.routes(settings, engine),
         *archive.routes(settings, engine),
+        *branding.routes(settings, engine),
+        *clicks.routes(settings, engine),
         *webhooks.routes(settings, engine, sns_certificates),
         *embed.routes(settings, engine, transport_factory),  # before the API's: its catch-all would answer
         *api.routes(settings, engine),

@@ -40,8 +40,14 @@ SCHEMAS: dict[str, Any] = {
                                 "sections": {"type": "array", "items": {"type": "object"}},
                                 "feeds": {"type": "array", "items": {"type": "object"}}}},
     "IssueEdit": {"type": "object", "additionalProperties": False, "minProperties": 1,
-                  "properties": {"subject": STRING, "intro": STRING, "pin": STRINGS, "unpin": STRINGS,
-                                 "drop": STRINGS, "undrop": STRINGS}},
+                  "properties": {"subject": STRING, "intro": STRING, "lead": STRING, "pin": STRINGS, "unpin": STRINGS,
+                                 "drop": STRINGS, "undrop": STRINGS,
+                                 # Other languages' texts: {"fr": {"intro": "…"}}; "" clears a field, null a language.
+                                 "texts": {"type": "object", "propertyNames": {"enum": ["en", "fr", "de"]},
+                                           "additionalProperties": {"type": ["object", "null"],
+                                                                    "additionalProperties": False,
+                                                                    "properties": {"subject": STRING, "intro": STRING,
+                                                                                   "lead": STRING}}}}},
     "Approve": _object({"version": STRING}),
     "Approval": _object({"number": INTEGER, "status": STRING, "version": STRING,
                          "send": {"enum": ["not scheduled", "at its send time", "at once", "after a fresh approval"]}}),
@@ -50,6 +56,18 @@ SCHEMAS: dict[str, Any] = {
                        "skipped": INTEGER, "waiting": INTEGER, "possibly_delivered": INTEGER,
                        "unsubscribes": INTEGER, "complaints": INTEGER,
                        "ledger": {"type": "object", "additionalProperties": INTEGER}}),
+    # Click counts (web.count_clicks): numbers per link, summed over an issue's languages; nothing about readers.
+    "ClickedLink": _object({"title": STRING, "url": STRING, "item_key": STRING, "section": STRING, "clicks": INTEGER,
+                            "languages": {"type": "object", "additionalProperties": INTEGER}},
+                           {"issues": {"type": "array", "items": INTEGER}}),
+    "IssueClicks": _object({"number": INTEGER, "status": STRING, "counting": BOOLEAN, "clicks": INTEGER,
+                            "links": {"type": "array", "items": _ref("ClickedLink")}}),
+    "Reading": _object({
+        "counting": BOOLEAN, "this_week": {"type": "array", "items": _ref("ClickedLink")},
+        "series": {"type": "array", "items": _object({"id": STRING, "name": STRING, "clicks": INTEGER,
+                                                      "links": {"type": "array", "items": _ref("ClickedLink")}})},
+        "issues": {"type": "array", "items": _object({"number": INTEGER, "subject": STRING,
+                                                      "sent_at": NULLABLE_STRING, "clicks": INTEGER})}}),
     "Feed": _object({"name": STRING, "url": STRING, "status": NULLABLE_STRING, "message": STRING,
                      "last_success_at": NULLABLE_STRING, "consecutive_failures": INTEGER}),
     "FeedList": _listing("Feed"),
@@ -100,7 +118,7 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "digest API", "version": "1",
-                 "description": "Issues, subscribers, feed status and delivery reports. See docs/api.md."},
+                 "description": "Issues, subscribers, feed status, delivery reports and click counts. See docs/api.md."},
         "components": {"schemas": SCHEMAS,
                        "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
                                                      "description": "`digest users token EMAIL`"}}},
@@ -113,8 +131,8 @@ def openapi_document() -> dict[str, Any]:
                                    "Manifest")},
             "/api/v1/issues/{number}": {
                 "get": _operation("An issue's manifest", "editor", "200", "Manifest", parameters=NUMBER),
-                "patch": _operation("Edit a draft's subject, intro, pins and drops", "editor", "200", "Manifest",
-                                    "IssueEdit", NUMBER)},
+                "patch": _operation("Edit a draft's subject, intro, lead, texts per language, pins and drops",
+                                    "editor", "200", "Manifest", "IssueEdit", NUMBER)},
             "/api/v1/issues/{number}/approve": {
                 "post": _operation("Approve exactly this version of a draft", "approver", "200", "Approval",
                                    "Approve", NUMBER)},
@@ -123,6 +141,12 @@ def openapi_document() -> dict[str, Any]:
                                    parameters=NUMBER)},
             "/api/v1/issues/{number}/report": {
                 "get": _operation("An issue's delivery report", "editor", "200", "Report", parameters=NUMBER)},
+            "/api/v1/issues/{number}/clicks": {
+                "get": _operation("Clicks on an issue's links, per link and language (web.count_clicks)", "editor",
+                                  "200", "IssueClicks", parameters=NUMBER)},
+            "/api/v1/reading": {
+                "get": _operation("Most read this week, most read per series over 12 weeks, clicks per recent issue",
+                                  "editor", "200", "Reading")},
             "/api/v1/feeds": {
                 "get": _operation("Every feed's health", "editor", "200", "FeedList", parameters=PAGE_PARAMETERS)},
             "/api/v1/subscribers": {
