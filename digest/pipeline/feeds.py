@@ -31,6 +31,7 @@ from ..store.feed_sources import (
 )
 from ..store.feed_sources import rename_feed as rename_stored_feed
 from ..store.feeds import FeedState, all_feed_states
+from ..toml_text import toml_string
 from .audit import record
 from .ingest import Trial, stored_feed_as_feed, trial_fetch
 from .managed import uses_current_settings
@@ -286,24 +287,11 @@ def export_config(settings: Settings, engine: Engine) -> str:
         if entry.paused:
             lines.append("# paused in the store:")
         lines.append(f"{prefix}[[feeds]]")
-        lines.append(f"{prefix}name = {_toml_string(feed.name)}")
-        lines.append(f"{prefix}url = {_toml_string(feed.url)}")
-        lines.append(f"{prefix}kind = {_toml_string(feed.kind.value)}")
+        lines.append(f"{prefix}name = {toml_string(feed.name)}")
+        lines.append(f"{prefix}url = {toml_string(feed.url)}")
+        lines.append(f"{prefix}kind = {toml_string(feed.kind.value)}")
         if feed.language:
-            lines.append(f"{prefix}language = {_toml_string(feed.language)}")
+            lines.append(f"{prefix}language = {toml_string(feed.language)}")
         lines.append("")
     parts = ["\n".join(lines).rstrip("\n") + "\n", series_as_toml(settings, engine), settings_as_toml(settings, engine)]
     return "\n".join(part for part in parts if part.strip())
-
-
-def _toml_string(value: str) -> str:
-    """A TOML basic string: quotes, backslashes and every control character escaped."""
-    out = []
-    for char in value:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or char in "\u2028\u2029":
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'

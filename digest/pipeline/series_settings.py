@@ -29,6 +29,7 @@ from ..series import NEAR_MISS_SCORE, match_series, series_key
 from ..series_fields import AliasTaken, InvalidSeries, clash, make_series, text_field
 from ..store import series_sources as store
 from ..store.series_sources import DuplicateSeries, NoSuchSeries, StaleSeries
+from ..toml_text import toml_string
 from .audit import command_line, record
 
 SOURCE_TOML, SOURCE_STORE = "digest.toml", "store"
@@ -290,25 +291,12 @@ def series_as_toml(settings: Settings, engine: Engine) -> str:
     lines = []
     for entry in entries:
         s = entry.series
-        lines += ["[[series]]", f"id = {_toml_string(s.id)}", f"name = {_toml_string(s.name)}"]
+        lines += ["[[series]]", f"id = {toml_string(s.id)}", f"name = {toml_string(s.name)}"]
         if s.aliases:
-            lines.append(f"aliases = [{', '.join(_toml_string(a) for a in s.aliases)}]")
+            lines.append(f"aliases = [{', '.join(toml_string(a) for a in s.aliases)}]")
         if s.url:
-            lines.append(f"url = {_toml_string(s.url)}")
+            lines.append(f"url = {toml_string(s.url)}")
         if s.names:
-            lines.append("names = {" + ", ".join(f"{lang} = {_toml_string(n)}" for lang, n in s.names) + "}")
+            lines.append("names = {" + ", ".join(f"{lang} = {toml_string(n)}" for lang, n in s.names) + "}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _toml_string(value: str) -> str:
-    """A TOML basic string: quotes, backslashes and every control character escaped."""
-    out = []
-    for char in value:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'

@@ -37,6 +37,7 @@ from ..store.managed_settings import (
 )
 from ..store.runs import job_store_next_runs
 from ..timetable import build_trigger, crontab_trigger, fetch_trigger, next_fire_time, send_trigger
+from ..toml_text import toml_value
 from .audit import record
 from .editions import Everyone, edition_for
 from .issues import list_issues
@@ -388,20 +389,9 @@ def settings_as_toml(settings: Settings, engine: Engine) -> str:
         if provisioned(settings, section):
             continue
         stored = read_section(engine, section)
-        note = f"version {stored.version}, saved by {stored.updated_by}" if stored.version else "defaults: never edited"
+        by = " ".join(stored.updated_by.split())  # one comment line, whatever the name holds
+        note = f"version {stored.version}, saved by {by}" if stored.version else "defaults: never edited"
         out += [f"# {section}: managed in the store ({note})", f"[{section}]"]
-        out += [f"{f.name} = {_toml_value(getattr(values, f.name))}" for f in fields(values)]
+        out += [f"{f.name} = {toml_value(getattr(values, f.name))}" for f in fields(values)]
         out.append("")
     return "\n".join(out)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = "".join(f"\\u{ord(c):04X}" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else
-                   "\\" + c if c in '"\\' else c for c in str(value))
-    return f'"{text}"'

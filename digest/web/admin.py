@@ -14,6 +14,7 @@ they take (`post_*`), so none shares a name with the use case it calls.
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -217,8 +218,25 @@ def _next_path(request: Request, post: bool) -> str:
 
 
 def redirect_to(path: str, done: str = "", **query: str) -> RedirectResponse:
+    """303 to `path`, with the key of the page's message after a redirect (`done`) and `query`."""
     params = {**query, **({"done": done} if done else {})}
     return RedirectResponse(path + ("?" + urlencode(params) if params else ""), status_code=303)
+
+
+def signed_redirect(session: AdminSession, path: str, **params: str) -> RedirectResponse:
+    """303 to `path` with `params` signed by the session: words a page shows after a redirect (an
+    import's skipped lines) that a crafted URL cannot put there."""
+    ordered = sorted(params.items())
+    query = urlencode([*ordered, ("sig", session.sign(*(f"{k}={v}" for k, v in ordered)))])
+    return RedirectResponse(f"{path}?{query}", status_code=303)
+
+
+def signed_params(request: Request, session: AdminSession) -> dict[str, str]:
+    """The query's values when signed_redirect made them for this session, else nothing."""
+    params = {k: v for k, v in request.query_params.multi_items() if k != "sig"}
+    sig = request.query_params.get("sig", "")
+    expected = session.sign(*(f"{k}={v}" for k, v in sorted(params.items())))
+    return params if sig and hmac.compare_digest(sig, expected) else {}
 
 
 async def _css(request: Request) -> Response:

@@ -58,6 +58,11 @@ class AdminSession:
     # Who is signed in; with the shared password, an admin without an account row (id None).
     account: Account = Account(email="", role=Role.ADMIN)
 
+    def sign(self, *parts: str) -> str:
+        """An HMAC of `parts` under this session's CSRF secret: a value a page hands out and this session alone
+        can bring back unchanged (a passed test fetch, an import's dry run, words after a redirect)."""
+        return hmac.new(self.csrf.encode(), "\x1f".join(parts).encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
 
 class AdminAuth:
     """Signs, reads and revokes admin sessions for one app."""

@@ -13,7 +13,6 @@ skipped lines) travel in the query signed the same way, so a crafted URL cannot 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from ..feed_fields import KINDS
 from ..opml import MAX_BYTES as MAX_OPML_BYTES
 from ..pipeline import feeds
-from .admin import Admin, message, page
+from .admin import Admin, message, page, redirect_to, signed_params, signed_redirect
 from .admin_auth import AdminSession
 from .admin_uploads import UploadRoute, upload_endpoint
 
@@ -64,28 +63,6 @@ def routes(admin: Admin, get: Any, post: Any) -> list[BaseRoute]:
 
 # --- signed values ---------------------------------------------------------------------------------
 
-def _sign(session: AdminSession, *parts: str) -> str:
-    return hmac.new(session.csrf.encode(), "\x1f".join(parts).encode("utf-8", "replace"), hashlib.sha256).hexdigest()
-
-
-def _signed_redirect(session: AdminSession, path: str, **params: str) -> RedirectResponse:
-    ordered = sorted(params.items())
-    query = urlencode([*ordered, ("sig", _sign(session, *(f"{k}={v}" for k, v in ordered)))])
-    return RedirectResponse(f"{path}?{query}", status_code=303)
-
-
-def _signed_params(request: Request, session: AdminSession) -> dict[str, str]:
-    """The query's values when its signature is this session's, else nothing."""
-    params = {k: v for k, v in request.query_params.multi_items() if k != "sig"}
-    sig = request.query_params.get("sig", "")
-    expected = _sign(session, *(f"{k}={v}" for k, v in sorted(params.items())))
-    return params if sig and hmac.compare_digest(sig, expected) else {}
-
-
-def redirect_to(path: str, done: str) -> RedirectResponse:
-    return RedirectResponse(f"{path}?{urlencode({'done': done})}", status_code=303)
-
-
 # --- pages -----------------------------------------------------------------------------------------
 
 async def feeds_page(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -94,7 +71,7 @@ async def feeds_page(admin: Admin, request: Request, session: AdminSession) -> R
     notices = []
     if done := DONE.get(request.query_params.get("done", "")):
         notices.append(("ok", done))
-    imported = _signed_params(request, session)
+    imported = signed_params(request, session)
     if "added" in imported:
         problems = [v for k, v in sorted(imported.items()) if k.startswith("p")]
         more = int(imported.get("more", "0") or 0)
@@ -126,7 +103,7 @@ async def new_feed_page(admin: Admin, request: Request, session: AdminSession) -
     except (feeds.InvalidFeed, feeds.DuplicateFeed) as exc:
         return await _feeds_page_with(admin, request, session, 400, str(exc), fields)
     feed = trial.feed
-    passed = _sign(session, "tested", feed.name, feed.url, feed.kind.value, feed.language or "") if trial.ok else ""
+    passed = session.sign("tested", feed.name, feed.url, feed.kind.value, feed.language or "") if trial.ok else ""
     return page(admin, request, "admin/feed_test.html",
                 {"trial": trial, "passed": passed, "active": "feeds"}, session)
 
@@ -172,7 +149,7 @@ async def post_add(admin: Admin, request: Request, session: AdminSession) -> Res
         return _provisioned(admin, request, session)
     except (feeds.InvalidFeed, feeds.DuplicateFeed) as exc:
         return await _feeds_page_with(admin, request, session, 400, str(exc), fields)
-    expected = _sign(session, "tested", feed.name, feed.url, feed.kind.value, feed.language or "")
+    expected = session.sign("tested", feed.name, feed.url, feed.kind.value, feed.language or "")
     if not hmac.compare_digest(token, expected) and form.get("confirm_failed") != "yes":
         return await _feeds_page_with(admin, request, session, 400,
                                       "Not saved: test the feed first, or tick \"save it anyway\" after a failed test.",
@@ -238,5 +215,5 @@ async def _import(admin: Admin, request: Request, session: AdminSession, form: F
                        back="/admin/feeds")
     shown = result.problems[:MAX_SHOWN_PROBLEMS]
     params = {f"p{i:03d}": problem[:300] for i, problem in enumerate(shown)}
-    return _signed_redirect(session, "/admin/feeds", added=str(len(result.added)),
+    return signed_redirect(session, "/admin/feeds", added=str(len(result.added)),
                             more=str(len(result.problems) - len(shown)), **params)

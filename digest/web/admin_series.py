@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..config import LANGUAGES
 from ..pipeline import series_settings as use_cases
-from .admin import Admin, message, page
+from .admin import Admin, message, page, redirect_to
 from .admin_auth import AdminSession
 
 MAX_FIELD = 2000
@@ -56,10 +56,6 @@ def routes(admin: Admin, get: Callable, post: Callable) -> list[BaseRoute]:
         Route("/admin/series/remove", post(post_remove, action="settings"), methods=["POST"]),
         Route("/admin/series/rematch", post(post_rematch, action="settings"), methods=["POST"]),
     ]
-
-
-def _redirect(path: str, done: str) -> RedirectResponse:
-    return RedirectResponse(f"{path}?{urlencode({'done': done})}", status_code=303)
 
 
 def _other_languages(admin: Admin) -> list[tuple[str, str]]:
@@ -155,7 +151,7 @@ async def post_add(admin: Admin, request: Request, session: AdminSession) -> Res
         return _provisioned(admin, request, session)
     except REFUSED as exc:
         return await series_page(admin, request, session, 400, f"Not added: {exc}.", fields)
-    return _redirect("/admin/series", "added")
+    return redirect_to("/admin/series", "added")
 
 
 async def post_edit(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -175,7 +171,7 @@ async def post_edit(admin: Admin, request: Request, session: AdminSession) -> Re
         return await edit_page(admin, request, session, 409, _conflict(), series_id)
     except REFUSED as exc:
         return await edit_page(admin, request, session, 400, f"Not saved: {exc}.", series_id)
-    return _redirect("/admin/series", "saved" if entry.version != version else "unchanged")
+    return redirect_to("/admin/series", "saved" if entry.version != version else "unchanged")
 
 
 def _conflict() -> str:
@@ -195,7 +191,7 @@ async def post_alias(admin: Admin, request: Request, session: AdminSession) -> R
     except (use_cases.NoSuchSeries, use_cases.StaleSeries, *REFUSED) as exc:
         code = 404 if isinstance(exc, use_cases.NoSuchSeries) else 409 if isinstance(exc, use_cases.StaleSeries) else 400
         return await series_page(admin, request, session, code, f"Not added: {exc}.")
-    return _redirect("/admin/series", "alias-added" if added else "alias-known")
+    return redirect_to("/admin/series", "alias-added" if added else "alias-known")
 
 
 async def post_move(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -212,7 +208,7 @@ async def post_move(admin: Admin, request: Request, session: AdminSession) -> Re
                                  "opened the page. This is the list as it is now.")
     except (use_cases.NoSuchSeries, *REFUSED) as exc:
         return await series_page(admin, request, session, 400, f"Not moved: {exc}.")
-    return _redirect("/admin/series", "moved" if moved else "not-moved")
+    return redirect_to("/admin/series", "moved" if moved else "not-moved")
 
 
 async def post_remove(admin: Admin, request: Request, session: AdminSession) -> Response:
@@ -226,11 +222,11 @@ async def post_remove(admin: Admin, request: Request, session: AdminSession) -> 
     except use_cases.SeriesProvisioned:
         return _provisioned(admin, request, session)
     except use_cases.NoSuchSeries:
-        return _redirect("/admin/series", "removed")  # gone already: what was asked is done
+        return redirect_to("/admin/series", "removed")  # gone already: what was asked is done
     except use_cases.StaleSeries:
         return await series_page(admin, request, session, 409, "Not removed: someone changed this series since you "
                                  "opened the page. Check it below, then remove it again if you still want to.")
-    return _redirect("/admin/series", "removed")
+    return redirect_to("/admin/series", "removed")
 
 
 async def post_rematch(admin: Admin, request: Request, session: AdminSession) -> Response:

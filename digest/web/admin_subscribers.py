@@ -13,7 +13,6 @@ that uploaded it. Counts shown after a redirect travel in the query signed the s
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import io
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from ..pipeline import accounts, reports, subscriber_import
 from ..pipeline import subscribers as staff
 from ..subscriber_fields import InvalidSubscriber
 from ..suppression_keys import SuppressionKeyMissing
-from .admin import Admin, message, page
+from .admin import Admin, message, page, redirect_to, signed_params, signed_redirect
 from .admin_auth import AdminSession
 from .admin_reports import weekly_chart
 from .admin_uploads import UploadRoute, upload_endpoint
@@ -88,30 +87,9 @@ def routes(admin: Admin, get: Any, post: Any) -> list[BaseRoute]:
 
 # --- signed values ---------------------------------------------------------------------------------
 
-def _sign(session: AdminSession, *parts: str) -> str:
-    return hmac.new(session.csrf.encode(), "\x1f".join(parts).encode("utf-8", "replace"), hashlib.sha256).hexdigest()
-
-
 def _owner(session: AdminSession) -> str:
     """Who a held upload belongs to: this session (its CSRF secret), never another."""
-    return _sign(session, "subscriber-import")
-
-
-def _signed_params(request: Request, session: AdminSession) -> dict[str, str]:
-    params = {k: v for k, v in request.query_params.multi_items() if k != "sig"}
-    expected = _sign(session, *(f"{k}={v}" for k, v in sorted(params.items())))
-    sig = request.query_params.get("sig", "")
-    return params if sig and hmac.compare_digest(sig, expected) else {}
-
-
-def _signed_redirect(session: AdminSession, path: str, **params: str) -> RedirectResponse:
-    ordered = sorted(params.items())
-    query = urlencode([*ordered, ("sig", _sign(session, *(f"{k}={v}" for k, v in ordered)))])
-    return RedirectResponse(f"{path}?{query}", status_code=303)
-
-
-def redirect_to(path: str, done: str) -> RedirectResponse:
-    return RedirectResponse(f"{path}?{urlencode({'done': done})}", status_code=303)
+    return session.sign("subscriber-import")
 
 
 def _done(request: Request) -> list[tuple[str, str]]:
@@ -143,7 +121,7 @@ async def subscribers_page(admin: Admin, request: Request, session: AdminSession
         staff.search_subscribers, admin.settings, admin.engine, wanted["q"],
         SubscriberStatus(status) if status else None, wanted["series"], wanted["language"], number, PER_PAGE))
     shown = _done(request)
-    imported = _signed_params(request, session)
+    imported = signed_params(request, session)
     if "added" in imported:
         shown.append(("ok", "Imported {file}: {added} added, {updated} updated, {unchanged} unchanged, "
                             "{suppressed} suppressed, {rejected} rejected.".format_map(_Counts(imported))))
@@ -237,7 +215,7 @@ async def dry_run_page(admin: Admin, request: Request, session: AdminSession, no
     lines = {o: [r for r in plan.rows if r.outcome == o][:MAX_SHOWN_LINES] for o in subscriber_import.OUTCOMES}
     return page(admin, request, "admin/subscriber_import.html",
                 {"held": held, "plan": plan, "lines": lines, "shown_max": MAX_SHOWN_LINES,
-                 "plan_sig": _sign(session, "plan", held.token, plan.digest), **_words()},
+                 "plan_sig": session.sign("plan", held.token, plan.digest), **_words()},
                 session, status_code, notices=notices)
 
 
@@ -318,7 +296,7 @@ async def post_apply(admin: Admin, request: Request, session: AdminSession) -> R
         return _import_gone(admin, request, session)
     form = request.state.form
     digest = str(form.get("digest", ""))[:64]
-    if not hmac.compare_digest(str(form.get("sig", "")), _sign(session, "plan", held.token, digest)):
+    if not hmac.compare_digest(str(form.get("sig", "")), session.sign("plan", held.token, digest)):
         return await dry_run_page(admin, request, session, [("error", "Not imported: import from the dry run below.")], 400)
     try:
         report = await run_in_threadpool(subscriber_import.apply_import, admin.settings, admin.engine, held, digest,
@@ -330,7 +308,7 @@ async def post_apply(admin: Admin, request: Request, session: AdminSession) -> R
     except (subscriber_import.ImportFileError, SuppressionKeyMissing) as exc:
         return message(admin, request, session, 400, "Not imported", f"Nothing was imported: {exc}",
                        back="/admin/subscribers")
-    return _signed_redirect(session, "/admin/subscribers", file=held.filename, added=str(report.added),
+    return signed_redirect(session, "/admin/subscribers", file=held.filename, added=str(report.added),
                             updated=str(report.updated), unchanged=str(report.unchanged),
                             suppressed=str(len(report.suppressed)), rejected=str(len(report.rejected)))
 
