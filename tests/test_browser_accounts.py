@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 from admin_fixtures import PASSWORD, PASSWORD_HASH, admin_store
+from browser_checks import AXE, axe_problems
 from conftest import free_port, make_settings, serving
 
 from digest.pipeline import accounts, issues
@@ -18,7 +18,6 @@ from digest.store import open_store
 from digest.web.app import create_app
 
 pytestmark = pytest.mark.browser
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 EDITOR_PASSWORD = "the editor's passphrase"
 
 
@@ -47,13 +46,6 @@ def mail_link(smtp_server, address: str, count: int = 1) -> str:
             return re.search(r"http://127\.0\.0\.1:\d+/admin/password/\S+", text).group(0)
         time.sleep(0.1)
     pytest.fail(f"no email number {count} for {address} reached the SMTP server")
-
-
-def axe_problems(page) -> list[dict]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [{"id": v["id"], "impact": v["impact"], "help": v["help"]} for v in found
-            if v["impact"] in ("serious", "critical")]
 
 
 def sign_in(page, base: str, email: str, password: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from admin_fixtures import PASSWORD, PASSWORD_HASH
+from browser_checks import AXE, axe_problems
 from conftest import free_port, make_settings, serving
 from http_feed_server import FeedServer, static, status
 
@@ -18,7 +19,6 @@ from digest.web.app import create_app
 
 pytestmark = pytest.mark.browser
 DATA = Path(__file__).resolve().parent / "data"
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture
@@ -54,13 +54,6 @@ def sign_in(page, base: str) -> None:
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/admin/feeds")
-
-
-def axe_problems(page) -> list[dict]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [{"id": v["id"], "impact": v["impact"], "help": v["help"]} for v in found
-            if v["impact"] in ("serious", "critical")]
 
 
 def test_manage_feeds_in_the_browser(browser, served, feeds_server, artefacts):

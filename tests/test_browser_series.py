@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from admin_fixtures import PASSWORD, PASSWORD_HASH
+from browser_checks import AXE, axe_problems
 from conftest import SERIES, free_port, make_settings, serving
 
 from digest.pipeline.audit import audit_trail
@@ -22,7 +23,6 @@ from digest.web.app import create_app
 
 pytestmark = pytest.mark.browser
 FEEDS = Path(__file__).resolve().parent / "data" / "feeds"
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 NEAR_MISS = "Europen Strategic Autonomy series – Digital & Technology"
 
 
@@ -70,12 +70,6 @@ def sign_in(page, base: str) -> None:
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/admin/series")
-
-
-def axe_problems(page) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [f"{v['id']}: {v['help']} ({v['nodes'][0]['target']})" for v in found if v["impact"] in ("serious", "critical")]
 
 
 def reload_changes_nothing(page, settings, engine) -> None:

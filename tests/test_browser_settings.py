@@ -10,10 +10,10 @@ import json
 import struct
 import zlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from admin_fixtures import PASSWORD, admin_store
+from browser_checks import AXE, axe_problems
 from conftest import free_port, serving
 
 from digest.pipeline.managed import current_settings
@@ -21,7 +21,6 @@ from digest.pipeline.site_settings import branding_overview, schedule_overview
 from digest.web.app import create_app
 
 pytestmark = pytest.mark.browser
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def png(width: int = 320, height: int = 80) -> bytes:
@@ -65,13 +64,6 @@ def sign_in(page, base: str, path: str) -> None:
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}{path}")
-
-
-def axe_problems(page) -> list[dict]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [{"id": v["id"], "impact": v["impact"], "help": v["help"]} for v in found
-            if v["impact"] in ("serious", "critical")]
 
 
 def versions(settings, engine) -> tuple[int, int]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import html as html_lib
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from admin_fixtures import PASSWORD, admin_store, csrf_of, log_in
+from browser_checks import AXE, axe_problems
 from conftest import SERIES, free_port, make_settings, serving
 from render_fixtures import SERIES_IDS, big_issue, brief, demo_issue
 from starlette.testclient import TestClient
@@ -25,7 +25,6 @@ from digest.web.admin_preview import editorial_changes, text_warnings
 from digest.web.app import create_app
 
 SEC, ECO, DIG = SERIES_IDS
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 IMAGE = "https://www.example.org/wp-content/uploads/2026/11/lead.jpg"
 NAMES = {SEC: {"fr": "Série Autonomie stratégique européenne – Sécurité et défense",
                "de": "Reihe Europäische strategische Autonomie – Sicherheit und Verteidigung"},
@@ -354,12 +353,6 @@ def test_the_issue_page_with_texts_per_language_in_chromium(tmp_path, sqlite_url
                 context.close()
     store.engine.dispose()
     assert {k: v for k, v in found.items() if v} == {}
-
-
-def axe_problems(page) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [f"{v['id']}: {v['help']} ({v['nodes'][0]['target']})" for v in found if v["impact"] in ("serious", "critical")]
 
 
 def test_without_an_intro_the_preheader_starts_with_the_lead_story(tmp_path):
