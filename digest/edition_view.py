@@ -98,7 +98,7 @@ def edition_view(issue: Issue, segment: Segment, settings: Settings, summary_cha
     return {
         "language": segment.language, "site": _site_view(settings), "subject": subject, "headline": headline,
         "preheader": _preheader(([lead_story["title"]] if lead_story else []), sections, headline, ctx),
-        "edition_label": _edition_label(issue, ctx), "intro": _paragraphs(texts.intro),
+        "edition_label": _edition_label(issue, ctx), "intro": _typeset_paragraphs(texts.intro, ctx),
         "lead_story": lead_story,
         "sections": sections, "test": issue.test, "public": issue.public, "greeting": settings.render.greeting,
         "colon": i18n.colon(segment.language),
@@ -135,7 +135,7 @@ def _edition_label(issue: Issue, ctx: _ViewContext) -> str:
 
 def _subject(issue: Issue, ctx: _ViewContext) -> str:
     if ctx.texts.subject.strip():
-        return display_line(ctx.texts.subject)
+        return i18n.typeset(display_line(ctx.texts.subject), ctx.language)
     # Dated the day the window ends (the day it goes out), as manifest.default_subject does in English.
     day = i18n.long_date(issue.window.end, ctx.language, ctx.settings.site.tz)
     return ctx.gettext("%(site)s digest — %(date)s") % {"site": display_line(ctx.settings.site.name), "date": day}
@@ -144,7 +144,7 @@ def _subject(issue: Issue, ctx: _ViewContext) -> str:
 def _preheader(lead_titles: list[str], sections: list[dict], subject: str, ctx: _ViewContext) -> str:
     """40–140 characters that add to the subject: the intro's start, else the lead story's and the
     sections' first titles."""
-    intro = _paragraphs(ctx.texts.intro)
+    intro = _typeset_paragraphs(ctx.texts.intro, ctx)
     titles = [*lead_titles, *(s["entries"][0]["title"] for s in sections if s["entries"])]
     lead = intro[0] if intro else " · ".join(titles)
     generic = i18n.elide(ctx.gettext("Publications, events and media mentions from %(site)s") % {
@@ -278,7 +278,7 @@ def _lead_story_view(lead: tuple[Section, IssueEntry] | None, ctx: _ViewContext,
     if lead is None:
         return None
     section, entry = lead
-    blurb = _paragraphs(ctx.texts.lead)
+    blurb = _typeset_paragraphs(ctx.texts.lead, ctx)
     # Its section announces the series' upcoming events already: not again as its related links.
     view = _item_view(entry, section.id, ctx, {c["key"] for c in _coming_up(section, events, ctx)})
     return {**view, "section": _section_title(section, ctx), "blurb": blurb,
@@ -410,6 +410,11 @@ def truncate(text: str, limit: int) -> str:
 
 def _paragraphs(text: str) -> list[str]:
     return [display_line(p) for p in re.split(r"\n\s*\n", text or "") if display_line(p)]
+
+
+def _typeset_paragraphs(text: str, ctx: _ViewContext) -> list[str]:
+    """A staff-written text's paragraphs with the edition language's spacing (i18n.typeset)."""
+    return [i18n.typeset(paragraph, ctx.language) for paragraph in _paragraphs(text)]
 
 
 _URL_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ' "<>\'`[]{}|\\^'})

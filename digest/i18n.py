@@ -180,6 +180,20 @@ def elide(text: str, language: str) -> str:
     return _FRENCH_ELISION.sub(lambda m: m.group(1)[:-1] + "’", text)
 
 
+# French puts a no-break space before ; : ! ? and inside « » (the Imprimerie nationale's rule, with the
+# ordinary no-break space the mail clients all know); a staff-written text's plain space there is
+# made one, so a line never breaks before a question mark.
+_FRENCH_SPACE_BEFORE = re.compile(r"[ \t]+(?=[;:!?»])")
+_FRENCH_SPACE_AFTER = re.compile(r"(?<=«)[ \t]+")
+
+
+def typeset(text: str, language: str) -> str:
+    """`text` (plain, staff-written) with the language's spacing rules applied (French only)."""
+    if language != "fr" or not text:
+        return text
+    return _FRENCH_SPACE_AFTER.sub("\u00a0", _FRENCH_SPACE_BEFORE.sub("\u00a0", text))
+
+
 def colon(language: str) -> str:
     """A label's colon as the language writes it: French puts a no-break space before it."""
     return "\u00a0:" if language == "fr" else ":"

@@ -16,6 +16,7 @@ from render_fixtures import SERIES_IDS, big_issue, brief, demo_issue
 from starlette.testclient import TestClient
 
 from digest.compose import EditorialError, edit_editorial
+from digest.i18n import typeset
 from digest.models import Editorial, EditorialTexts, IssueEntry, Segment
 from digest.pipeline.audit import audit_trail
 from digest.pipeline.issues import approve_issue, edit_issue, get_issue, issue_manifest
@@ -114,7 +115,7 @@ def test_editions_use_their_languages_texts_and_series_names(tmp_path):
         subject="Who pays for Europe’s defence?", intro="English intro.",
         texts=(EditorialTexts("fr", subject="Qui paie pour la défense ?", intro="Intro en français."),)))
     fr, de, en = (render(issue, settings, language) for language in ("fr", "de", "en"))
-    assert fr.subject == "Qui paie pour la défense ?" and "Intro en français." in fr.text
+    assert fr.subject == "Qui paie pour la défense\xa0?" and "Intro en français." in fr.text  # French spacing
     assert "English intro." not in fr.text and fr.preheader.startswith("Intro en français.")
     assert de.subject == "Who pays for Europe’s defence?" and "English intro." in de.text  # the fallback
     assert en.subject == "Who pays for Europe’s defence?" and "Intro en français." not in en.text
@@ -129,6 +130,16 @@ def test_editions_use_their_languages_texts_and_series_names(tmp_path):
     sections = (replace(issue.sections[0], entries=(IssueEntry(shared, also_in=(ECO,)),)), *issue.sections[1:])
     fr_shared = render(replace(issue, sections=sections), settings, "fr").text
     assert "Aussi dans\xa0: Économie et commerce" in fr_shared
+
+
+@pytest.mark.parametrize("text, language, expected", [
+    ("Qui paie ? Le « pacte » : oui ; non !", "fr", "Qui paie\xa0? Le «\xa0pacte\xa0»\xa0: oui\xa0; non\xa0!"),
+    ("Déjà ? Voir https://www.example.org/a:b?x=1", "fr", "Déjà\xa0? Voir https://www.example.org/a:b?x=1"),  # links whole
+    ("Who pays ? Us : you", "en", "Who pays ? Us : you"),  # other languages' texts as written
+    ("", "fr", ""),
+])
+def test_staff_texts_get_french_spacing_in_french_editions(text, language, expected):
+    assert typeset(text, language) == expected
 
 
 def test_no_subject_anywhere_gives_the_localised_default(tmp_path):
