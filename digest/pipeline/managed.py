@@ -1,7 +1,7 @@
 """Use case: the settings in force now — digest.toml's, with what the store manages in place.
 
-Feeds, series, schedule and branding each have one source of truth (docs/configuration.md,
-"Where settings live"): a section digest.toml defines is provisioned (read-only in the admin and
+Feeds, series, schedule and branding each have one source of truth (README, "Where settings
+live"): a section digest.toml defines is provisioned (read-only in the admin and
 CLI); a section it leaves out lives in the store and is edited in the admin and with the CLI.
 Feeds are read by digest.pipeline.ingest at each fetch; series, schedule and branding come from
 `current_settings`, which the use cases reading them call on entry (`uses_current_settings`). Each
