@@ -336,14 +336,14 @@ class ServerUnreachable(Exception):
     """The SMTP server takes no connection (the message names it); nothing was sent, rows stay queued."""
 
 
-@uses_current_settings
 def run_worker(settings: Settings, engine: Engine, *, once: bool = False, batch_size: int | None = None,
                interval: float = 10.0, on_pass: Callable[[list[SendReport]], None] | None = None,
                on_busy: Callable[[SenderBusy], None] | None = None,
                stop: threading.Event | None = None) -> list[SendReport]:
     """Work pending sends pass after pass as one worker (`digest worker`), until `stop` is set.
 
-    Each pass is work_pending under this worker's one holder name; `on_pass` gets its reports, and
+    Each pass is work_pending under this worker's one holder name, with the settings in force at that
+    pass (a series or branding edit reaches a running worker at its next pass); `on_pass` gets its reports, and
     an idle worker rests `interval` seconds between passes. On SQLite another sender holding the
     lock is waited out (`on_busy` is told each time). With `once`: one pass, whose reports are
     returned; SenderBusy rather than waiting, and ServerUnreachable when the SMTP server takes no

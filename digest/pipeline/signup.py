@@ -191,8 +191,10 @@ class UnsubscribeLink:
 
 # --- sign up --------------------------------------------------------------------------------------
 
-def check_signup(settings: Settings, form: SignupForm, ip: str) -> SignupOutcome:
-    """Check a sign-up's fields; reads and writes nothing, so it costs the same for every address.
+@uses_current_settings
+def check_signup(settings: Settings, engine: Engine, form: SignupForm, ip: str) -> SignupOutcome:
+    """Check a sign-up's fields against the series in force; reads no subscriber and writes nothing, so it
+    costs the same for every address.
 
     An accepted outcome carries the form as a pending subscriber (`checked`, consent `web` from `ip`)
     for `register_signup`, which the front door runs after answering.
@@ -229,7 +231,7 @@ def sign_up(settings: Settings, engine: Engine, form: SignupForm, ip: str, now: 
     A front door answering people uses check_signup and register_signup instead, so its answer
     takes the same time whatever the address's state.
     """
-    outcome = check_signup(settings, form, ip)
+    outcome = check_signup(settings, engine, form, ip)
     if outcome.checked is None:
         return outcome
     return replace(outcome, confirmation=_record_signup(settings, engine, outcome.checked, ip, now))

@@ -22,6 +22,7 @@ from ..i18n import language_name
 from ..manifest import issue_subject
 from ..models import EDITORIAL_FIELDS, Issue, IssueStatus, Segment
 from ..pipeline.editions import Audience, EditionCache, NoEdition, Reader, Staff, edition_for
+from ..pipeline.managed import current_settings
 from ..pipeline.reports import IssueReview, IssueTiming
 from ..timetable import SendOutlook, SendWhen, send_outlook
 
@@ -88,7 +89,8 @@ def segment_label(segment: Segment, issue: Issue) -> str:
 
 def issue_page_context(settings: Settings, engine: Engine, review: IssueReview, choice: PreviewChoice,
                        cache: EditionCache) -> dict[str, Any]:
-    """Everything the issue page template shows besides the session."""
+    """Everything the issue page template shows besides the session (series names as in force now)."""
+    settings = current_settings(settings, engine)
     issue, timing, outlook = review.issue, review.timing, review.outlook
     preview_error = ""
     try:  # rendered now so the page can say what is wrong, and cached for the iframe's request

@@ -308,7 +308,7 @@ async def create_subscriber(api: Api, call: Call) -> Response:
         email=_field(body, "email", str, ""), name=_field(body, "name", str, ""),
         language=_field(body, "language", str, ""), series=tuple(_strings(body, "series") or ()),
         want_events=_field(body, "want_events", bool, True), want_media=_field(body, "want_media", bool, True))
-    outcome = await run_in_threadpool(signup.check_signup, api.settings, form, client_ip(call.request))
+    outcome = await run_in_threadpool(signup.check_signup, api.settings, api.engine, form, client_ip(call.request))
     if not outcome.accepted:
         raise ApiError(400, f"check {', '.join(outcome.invalid_fields)}")
     response = JSONResponse({"email": outcome.checked.email, "status": "confirmation sent",

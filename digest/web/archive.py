@@ -30,6 +30,7 @@ from ..config import LANGUAGES, Settings
 from ..manifest import issue_subject
 from ..pipeline import reports
 from ..pipeline.editions import EditionCache, Visitor, edition_for
+from ..pipeline.managed import current_settings
 from ..render import Edition, safe_url
 from .pages import make_templates, render_page
 from .texts import LANGUAGE_NAMES, texts
@@ -66,7 +67,7 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
 
 
 async def index_page(archive: Archive, request: Request) -> Response:
-    settings = archive.settings
+    settings = await run_in_threadpool(current_settings, archive.settings, archive.engine)
     sent = await run_in_threadpool(reports.archive_index, archive.engine)
     rows = [{"number": s.number, "subject": s.subject, "sent_at": _day(settings, s.sent_at), "count": s.items}
             for s in sent]
@@ -76,7 +77,7 @@ async def index_page(archive: Archive, request: Request) -> Response:
 
 
 async def series_page(archive: Archive, request: Request) -> Response:
-    settings = archive.settings
+    settings = await run_in_threadpool(current_settings, archive.settings, archive.engine)
     series = settings.series_by_id().get(request.path_params["series_id"])
     if series is None:
         return _not_found(archive, request)
@@ -150,7 +151,8 @@ async def feed_page(archive: Archive, request: Request) -> Response:
 
 async def series_feed_page(archive: Archive, request: Request) -> Response:
     """GET /archive/series/ID/feed.atom and feed.rss: the sent issues with items of one series, and those items."""
-    series = archive.settings.series_by_id().get(request.path_params["series_id"])
+    settings = await run_in_threadpool(current_settings, archive.settings, archive.engine)
+    series = settings.series_by_id().get(request.path_params["series_id"])
     if series is None:
         return _not_found(archive, request)
     found = await run_in_threadpool(reports.series_archive, archive.engine, series.id)

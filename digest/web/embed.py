@@ -123,7 +123,7 @@ class Embed:
                           language=language, series=tuple(str(s) for s in series[:50]),
                           want_events=body.get("want_events", True) is not False,
                           want_media=body.get("want_media", True) is not False)
-        outcome = await run_in_threadpool(check_signup, self.settings, form, client_ip(request))
+        outcome = await run_in_threadpool(check_signup, self.settings, self.engine, form, client_ip(request))
         words = texts(outcome.language or language)
         if not outcome.accepted:
             fields = list(outcome.invalid_fields)

@@ -44,6 +44,7 @@ from ..pipeline.signup import (
     send_welcome,
     unsubscribe,
 )
+from ..pipeline.subscribers import series_in_force
 from .pages import make_templates, render_page
 from .security import CSRF_FIELD, RateLimiter, client_ip, csrf_ok, read_form
 from .texts import LANGUAGE_NAMES, negotiate_language, texts
@@ -129,9 +130,10 @@ class PublicSite:
         """403: the form's CSRF token is missing or not this browser's."""
         return self.message(request, lang, "csrf_title", [texts(lang)["csrf_body"]], 403)
 
-    def choice_lists(self) -> dict:
-        """The languages and series the choice fields offer."""
-        return {"languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES], "series": self.settings.series}
+    async def choice_lists(self) -> dict:
+        """The languages and series (those in force: digest.toml's or the store's) the choice fields offer."""
+        series = await run_in_threadpool(series_in_force, self.settings, self.engine)
+        return {"languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES], "series": series}
 
     # --- subscribe ----------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class PublicSite:
         lang = self.request_language(request)
         values = {"email": "", "name": "", "language": lang, "series": (), "want_events": True, "want_media": True}
         return self.page(request, "subscribe.html", lang, "subscribe_title", values=values, errors={},
-                         **self.choice_lists())
+                         **await self.choice_lists())
 
     async def subscribe_submit(self, request: Request) -> Response:
         """POST /subscribe: the form again (400) with its problems, else "Check your inbox" and the email after it."""
@@ -160,12 +162,12 @@ class PublicSite:
                            want_media=values["want_media"])
         # Only the form is checked before answering: storing it and the email (whose work depends on
         # the address's state) come after the response, so its timing tells nothing.
-        outcome = await run_in_threadpool(check_signup, self.settings, asked, client_ip(request))
+        outcome = await run_in_threadpool(check_signup, self.settings, self.engine, asked, client_ip(request))
         if not outcome.accepted:
             t = texts(values["language"])
             errors = {field: t[ERROR_TEXTS[field]] for field in outcome.invalid_fields}
             return self.page(request, "subscribe.html", values["language"], "subscribe_title", 400,
-                             values=values, errors=errors, **self.choice_lists())
+                             values=values, errors=errors, **await self.choice_lists())
         t = texts(outcome.language)
         response = self.message(request, outcome.language, "check_title",
                                 [t["check_body"].format(hours=self.settings.web.confirm_hours)])
@@ -227,20 +229,21 @@ class PublicSite:
         found = await run_in_threadpool(read_preferences, self.settings, self.engine, request.path_params["token"])
         if found.test:
             return self.test_link(request)
-        return self.preferences(request, found) if found.valid else self.invalid_link(request)
+        return await self.preferences(request, found) if found.valid else self.invalid_link(request)
 
-    def preferences(self, request: Request, found: Preferences, values: dict | None = None) -> Response:
+    async def preferences(self, request: Request, found: Preferences, values: dict | None = None) -> Response:
         """The preferences page for what `found` holds; `values` are the form's own when it is shown again."""
         s = found.subscriber
         t = texts(s.language)
         errors = {field: t[ERROR_TEXTS[field]] for field in found.invalid_fields}
+        choices = await self.choice_lists()
         # "All series" (stored as none) shows as every box ticked.
         shown = values or {"language": s.language, "want_events": s.want_events, "want_media": s.want_media,
-                           "series": s.series or tuple(x.id for x in self.settings.series)}
+                           "series": s.series or tuple(x.id for x in choices["series"])}
         return self.page(request, "preferences.html", s.language, "preferences_title", 400 if errors else 200,
                          intro=t["preferences_intro"].format(email=s.email), saved=found.saved, errors=errors,
                          active=found.active, values=shown, action=request.url.path,
-                         unsubscribe_action="/unsubscribe/" + found.unsubscribe_token, **self.choice_lists())
+                         unsubscribe_action="/unsubscribe/" + found.unsubscribe_token, **choices)
 
     async def preferences_submit(self, request: Request) -> Response:
         """POST /preferences/TOKEN: save the choices (action=save) or subscribe again (action=resubscribe)."""
@@ -266,7 +269,7 @@ class PublicSite:
         saved = await run_in_threadpool(save_preferences, self.settings, self.engine, token, chosen, now)
         if not saved.valid:
             return self.invalid_link(request)
-        return self.preferences(request, saved, values if saved.invalid_fields else None)
+        return await self.preferences(request, saved, values if saved.invalid_fields else None)
 
     # --- unsubscribe --------------------------------------------------------------------------
 
