@@ -233,6 +233,11 @@ class Settings:
     def series_by_id(self) -> dict[str, Series]:
         return {s.id: s for s in self.series}
 
+    @property
+    def postal_address(self) -> str:
+        """The address every footer prints: the branding's, else [site] postal_address."""
+        return self.branding.postal_address or self.site.postal_address
+
 
 def find_config(explicit: str | os.PathLike | None = None) -> Path:
     """The config path: `--config`, else $DIGEST_CONFIG, else ./digest.toml."""

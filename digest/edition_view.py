@@ -123,7 +123,7 @@ def _site_view(settings: Settings) -> dict[str, str]:
             "logo_url": safe_url(brand.logo_url) or safe_url(site.logo_url) or "",
             "logo_alt": display_line(brand.logo_alt) or name, "accent": accent.colour, "accent_dark": accent.dark_colour,
             "footer_text": display_line(brand.footer_text),
-            "postal_address": display_line(brand.postal_address or site.postal_address)}
+            "postal_address": display_line(settings.postal_address)}
 
 
 def _edition_label(issue: Issue, ctx: _ViewContext) -> str:

@@ -75,7 +75,7 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, url: str,
     hours = settings.web.confirm_hours
 
     def say(key: str) -> str:  # the site's name goes into sentences: French elides before it ("d’Europa")
-        return elide(words[key].format(site=site, url=url, hours=hours, address=settings.site.postal_address),
+        return elide(words[key].format(site=site, url=url, hours=hours, address=settings.postal_address),
                      language)
 
     subject = say("subject")
@@ -123,7 +123,7 @@ def welcome_message(settings: Settings, subscriber: Subscriber, preferences_url:
                        heading=words["heading"], paragraphs=[words["body"]], button_text=words["button"],
                        button_url=preferences_url, small=[words["note"]])
     text = f"{words['heading']}\n\n{words['body']}\n\n{words['button']}:\n{preferences_url}\n\n{words['note']}\n\n" \
-           f"{settings.site.name}\n{settings.site.postal_address}\n"
+           f"{settings.site.name}\n{settings.postal_address}\n"
     return build_note(settings, to=subscriber.email, subject=words["subject"], text=text, language=language, now=now,
                       html=html)
 

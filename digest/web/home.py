@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..config import LANGUAGES, Settings
+from ..pipeline.managed import current_settings
 from ..pipeline.reports import archive_index
 from .pages import make_templates, render_page
 from .texts import LANGUAGE_NAMES, negotiate_language, texts
@@ -25,7 +26,8 @@ def routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
                                                                      settings.site.language)
         t = texts(lang)
         latest = (await run_in_threadpool(archive_index, engine))[:LATEST]
-        return render_page(templates, request, settings, "home.html",
+        shown = await run_in_threadpool(current_settings, settings, engine)  # the footer's address as in force
+        return render_page(templates, request, shown, "home.html",
                            {"lang": lang, "t": t, "title": t["home_title"].format(site=settings.site.name),
                             "skip_text": t["skip_text"], "latest": latest, "tz": settings.site.tz,
                             "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES]})

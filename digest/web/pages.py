@@ -37,6 +37,6 @@ def render_page(templates: Jinja2Templates, request: Request, settings: Settings
     """A page with the shared context; never cached (forms carry CSRF tokens, URLs carry link tokens)."""
     full = {"site_name": settings.site.name, "csrf_field": CSRF_FIELD,
             "csrf_token": functools.partial(csrf_token, request),  # csrf_token(action) in the template
-            "postal_address": settings.site.postal_address, **context}
+            "postal_address": settings.postal_address, **context}
     return templates.TemplateResponse(request, name, full, status_code=status_code,
                                       headers={"cache-control": "no-store", **(headers or {})})

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..config import LANGUAGES, Settings
+from ..pipeline.managed import current_settings
 from ..pipeline.sending import TransportFactory, send_to_late_readers
 from ..pipeline.signup import (
     ChoicesForm,
@@ -92,7 +93,8 @@ class PublicSite:
              headers: dict | None = None, **context: object) -> Response:
         """A page of `name` in `lang`, titled by the text `title_key`."""
         t = texts(lang)
-        return render_page(self.templates, request, self.settings, name,
+        # The footer's postal address as in force (the admin's Branding page may have changed it).
+        return render_page(self.templates, request, current_settings(self.settings, self.engine), name,
                            {"lang": lang, "t": t, "title": t[title_key], "skip_text": t["skip_text"], **context},
                            status, headers)
 
