@@ -23,6 +23,10 @@ postal_address = "Rue Example 1, 1000 Brussels"
 [store]
 url = "sqlite:///digest.db"               # or postgresql+psycopg://user@host/db
 
+# Feeds, series, the schedule and the branding ([branding]) written here are managed in this file:
+# the admin shows them read-only. Delete their tables to manage them in the admin and with
+# `digest feeds …` / `digest series …` instead (README, "Where settings live").
+
 # One [[feeds]] table per feed. kind: brief | event | news | article | media
 # To try digest first, point url at the bundled samples in digest/data/samples/ (publications.xml,
 # events.xml, news.xml, magazine.rdf, media.xml), or run `digest demo`.
