@@ -162,8 +162,9 @@ class PublicSite:
                            language=raw_language if raw_language.strip() else lang,  # the page's, when left empty
                            series=tuple(values["series"]), want_events=values["want_events"],
                            want_media=values["want_media"])
-        # Only the form is checked before answering: storing it and the email (whose work depends on
-        # the address's state) come after the response, so its timing tells nothing.
+        # Only the form is checked before answering (against the settings in force, the same for every
+        # address): storing it and the email (whose work depends on the address's state) come after
+        # the response, so its timing tells nothing.
         outcome = await run_in_threadpool(check_signup, self.settings, self.engine, asked, client_ip(request))
         if not outcome.accepted:
             t = texts(values["language"])
