@@ -43,22 +43,31 @@ def feed_name(name: str) -> str:
 
 def feed_url(url: str) -> str:
     url = str(url).strip()
-    shown = url if len(url) <= 80 else url[:77] + "…"
-    shown = _UNSAFE.sub("?", shown)
     if not url:
         raise InvalidFeed("the feed needs a URL, e.g. https://www.example.org/feed/")
+    if problem := http_url_problem(url, "https://www.example.org/feed/"):
+        raise InvalidFeed(problem)
+    return url
+
+
+def http_url_problem(url: str, example: str) -> str | None:
+    """Why `url` (typed by staff, stripped, not empty) is no usable http(s) URL with a host; None when it is.
+
+    The one check of a URL staff type in (feeds, series pages); `example` is offered in the message.
+    """
+    shown = _UNSAFE.sub("?", url if len(url) <= 80 else url[:77] + "…")
     if len(url) > MAX_URL_CHARS:
-        raise InvalidFeed(f"the URL is {len(url)} characters long; use at most {MAX_URL_CHARS}")
+        return f"the URL is {len(url)} characters long; use at most {MAX_URL_CHARS}"
     if _UNSAFE.search(url) or any(c.isspace() for c in url):
-        raise InvalidFeed(f"{shown!r} holds spaces or control characters; it is not an http(s) URL")
+        return f"{shown!r} holds spaces or control characters; it is not an http(s) URL"
     try:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError:
-        raise InvalidFeed(f"{shown!r} is not an http(s) URL") from None
+        return f"{shown!r} is not an http(s) URL; use e.g. {example}"
     if parts.scheme.lower() not in ("http", "https") or not host:
-        raise InvalidFeed(f"{shown!r} is not an http(s) URL; use e.g. https://www.example.org/feed/")
-    return url
+        return f"{shown!r} is not an http(s) URL; use e.g. {example}"
+    return None
 
 
 def feed_kind(kind: str | None) -> ItemKind:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from .config import LANGUAGES
+from .feed_fields import http_url_problem
 from .models import Series
 from .sanitize import MAX_NAME_CHARS
 from .series import series_key
 from .unsafe_chars import BIDI_CONTROLS, CONTROLS
 
 MAX_ID_CHARS = 100  # the store's column
-MAX_URL_CHARS = 2000
 MAX_ALIASES = 50
 _UNSAFE = re.compile(f"[{CONTROLS}{BIDI_CONTROLS}]")
 _ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -100,19 +99,8 @@ def alias_list(aliases: Iterable[str], name: str) -> tuple[str, ...]:
 
 def url_field(value: str) -> str:
     url = str(value).strip()
-    if not url:
-        return ""
-    if len(url) > MAX_URL_CHARS:
-        raise InvalidSeries(f"the URL is {len(url)} characters long; use at most {MAX_URL_CHARS}")
-    if _UNSAFE.search(url) or any(c.isspace() for c in url):
-        raise InvalidSeries(f"{shown(url)!r} holds spaces or control characters; it is not an http(s) URL")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        host, parts = None, None
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
-        raise InvalidSeries(f"{shown(url)!r} is not an http(s) URL; use e.g. https://www.example.org/series/x/")
+    if url and (problem := http_url_problem(url, "https://www.example.org/series/x/")):
+        raise InvalidSeries(problem)
     return url
 
 
