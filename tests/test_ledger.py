@@ -193,6 +193,30 @@ def test_sent_marks_write_what_mark_sent_writes_and_only_for_the_holder(engine, 
     assert ledger_counts(engine, issue)["sent"] == 2
 
 
+
+def test_marking_a_row_looks_up_that_one_row_even_before_the_planner_has_statistics(engine, issue):
+    """The database plans the per-message UPDATE as a lookup of (issue, subscriber), never as a scan of
+    the issue's `sending` rows: with only (issue, status) indexed, PostgreSQL chose that scan for a
+    fresh ledger, at a cost growing with the issue (migration 0011)."""
+    from digest.store import ledger
+
+    add_many(engine, 300)
+    start_sending(engine, issue, NOW)  # filled just now: no statistics gathered yet
+    claim_batch(engine, issue, "h", 200, NOW, 300)
+    compiled = ledger._MARK_SENT.compile(dialect=engine.dialect)
+    params = compiled.construct_params({"n": issue, "sid": 5, "holder": "h", "at": NOW, "mid": "<m@example.org>"})
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, params))
+            lookups = [line for line in plan.splitlines() if "Index Cond" in line]
+            assert lookups and all("subscriber_id = " in line for line in lookups), plan
+        else:
+            values = [params[name] for name in compiled.positiontup]
+            plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.string,
+                                                                    tuple(values)))
+            assert "subscriber_id=?" in plan and "issue_number=?" in plan, plan
+
+
 # --- locks -----------------------------------------------------------------------------------------
 
 def test_lease_lock_is_exclusive_until_released_or_expired(engine):

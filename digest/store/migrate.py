@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0010"  # the newest file in migrations/versions; update it with every new migration
+HEAD_REVISION = "0011"  # the newest file in migrations/versions; update it with every new migration
 VERSION_TABLE = "alembic_version"
 
 

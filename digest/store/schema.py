@@ -236,7 +236,8 @@ deliveries = Table(
     # row is resent once at most (migration 0004).
     Column("possibly_delivered_at", UTCDateTime),
 )
-Index("ix_deliveries_status", deliveries.c.issue_number, deliveries.c.status)
+# subscriber_id last: marking one row (issue, subscriber, `sending`) is one lookup in any plan (migration 0011).
+Index("ix_deliveries_status", deliveries.c.issue_number, deliveries.c.status, deliveries.c.subscriber_id)
 # Bounces and complaints that arrive after the send are matched to their row by Message-ID (migration 0008).
 Index("ix_deliveries_message_id", deliveries.c.message_id)
 
