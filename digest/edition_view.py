@@ -24,7 +24,6 @@ from .clicks import ClickLinks, click_links
 from .config import BrandingSettings, Settings
 from .feed_images import allowed_image
 from .models import EditorialTexts, Issue, IssueEntry, Item, ItemKind, Section, SectionType, Segment
-from .related import links_for_edition
 from .segments import edition_sections
 from .unsafe_chars import CONTROLS, CONTROLS_ASCII, NONCHARACTERS, SURROGATES
 
@@ -237,7 +236,7 @@ def _item_view(entry: IssueEntry, section_id: str, ctx: _ViewContext,
         marker = {"code": language.upper(), "name": i18n.language_name(language, language)}
     # The section already announces its series' upcoming events: not again under each item.
     related = [{"title": display_line(r.title) or r.url, "url": _link(r.url, section_id, ctx, r.key)}
-               for r in links_for_edition(entry.related, ctx.language)
+               for r in entry.related if r.shown_in(ctx.language)
                if r.key not in shown_events][:ctx.settings.digest.related_links]
     series = ctx.settings.series_by_id()
     also_in = [short_series_name(display_line(series[s].name_in(ctx.language) if s in series else s))

@@ -181,6 +181,10 @@ class RelatedLink:
     language: str | None = None
     editions: tuple[str, ...] = ()
 
+    def shown_in(self, language: str) -> bool:
+        """Whether the edition in `language` shows this link (every edition does when `editions` is empty)."""
+        return not self.editions or language in self.editions
+
 
 @dataclass(frozen=True)
 class IssueEntry:

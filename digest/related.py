@@ -28,7 +28,7 @@ one language. So compose picks the links for every edition language (`languages`
 ones by default), each language with its own count of target uses, and an entry keeps the union:
 each RelatedLink says its target's `language` and the `editions` that show it (empty: every
 edition, as on a one-language site, where the picks are the same). An edition in language L shows
-exactly the links whose `editions` are empty or name L, in their order (`links_for_edition`): its
+exactly the links whose `editions` are empty or name L, in their order (`RelatedLink.shown_in`): its
 own pick, in its own order (so one target may be in the tuple twice, for different editions).
 Picks are made at compose and stored in the manifest: a sent issue never changes its links.
 """
@@ -110,11 +110,6 @@ def find_related(items: Sequence[Item], candidates: Sequence[Item], series_order
                  for language in languages}
         related[item.key] = _merged(picks, facts)
     return related
-
-
-def links_for_edition(links: Sequence[RelatedLink], language: str) -> list[RelatedLink]:
-    """The links an edition in `language` shows, in order: those for every edition or for this one."""
-    return [link for link in links if not link.editions or language in link.editions]
 
 
 def _pool(items: Sequence[Item], candidates: Sequence[Item]) -> list[Item]:

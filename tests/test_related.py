@@ -18,7 +18,7 @@ from digest.compose import compose_issue
 from digest.manifest import issue_from_manifest, issue_to_manifest, issue_version
 from digest.models import EventInfo, Feed, Item, ItemKind, RelatedLink
 from digest.parse import parse_feed
-from digest.related import MAX_TARGET_USES, find_related, links_for_edition
+from digest.related import MAX_TARGET_USES, find_related
 from digest.render import full_segment, render_edition
 
 RELATED_DATA = Path(__file__).resolve().parent / "data" / "related"
@@ -99,7 +99,7 @@ def test_an_item_without_a_link_is_never_a_related_link(settings):
 
 
 def edition_keys(links, key, language):
-    return [link.key for link in links_for_edition(links[key], language)]
+    return [link.key for link in links[key] if link.shown_in(language)]
 
 
 # Two pieces on one topic, one in English and one in German, about as relevant.
@@ -213,7 +213,7 @@ def test_fixture_issue_links_stay_within_the_series_and_sections_carry_the_find_
     assert "Conference on European defence (announced in June)" in block.split("* ", 1)[0]
     for entry in security.entries:
         for language in ("en", "fr", "de"):
-            assert len(links_for_edition(entry.related, language)) <= settings.digest.related_links
+            assert len([link for link in entry.related if link.shown_in(language)]) <= settings.digest.related_links
         for link in entry.related:
             assert link.key != entry.item.key
             linked = by_key[link.key]
@@ -240,7 +240,7 @@ def week_post(n: int) -> str:
 
 def links_of(issue, key, language="en"):
     entry = next(e for s in issue.sections for e in s.entries if e.item.key == key)
-    return [r.key for r in links_for_edition(entry.related, language)]
+    return [r.key for r in entry.related if r.shown_in(language)]
 
 
 @pytest.mark.parametrize("language", ["en", "fr", "de"])
@@ -252,7 +252,7 @@ def test_a_week_in_three_series_gets_only_links_worth_clicking(settings, languag
     targets = Counter()
     for section in issue.sections:
         for entry in section.entries:
-            shown = links_for_edition(entry.related, language)
+            shown = [link for link in entry.related if link.shown_in(language)]
             assert len(shown) <= 2, entry.item.title
             assert len({r.key for r in shown}) == len(shown)
             for link in shown:
