@@ -495,6 +495,34 @@ def test_the_progress_bar_shows_done_total_and_rate():
     assert "issue 7" in text and "200/1000" in text and "50 msg/s" in text and "20%" in text
 
 
+def test_the_progress_bar_shows_one_report_per_redraw_and_always_the_last():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from digest.cli.send import _progress_bar
+
+    now = [100.0]
+    bar = _progress_bar("issue 7", on=Console(file=StringIO(), width=120), clock=lambda: now[0])
+
+    def completed() -> float:
+        return bar.bar.tasks[0].completed
+
+    with bar as progress:
+        now[0] = 100.2
+        progress(10, 30)
+        assert completed() == 10
+        now[0] = 100.25  # within the same redraw: not passed on
+        progress(11, 30)
+        assert completed() == 10
+        now[0] = 100.31
+        progress(12, 30)
+        assert completed() == 12
+        now[0] = 100.32  # the last one always is, however soon
+        progress(30, 30)
+        assert completed() == 30
+
+
 def test_the_rate_limit_is_shared_out_over_the_connections(engine, tmp_path, store_url, smtp_server, monkeypatch):
     from digest.deliver import smtp as transports
 
