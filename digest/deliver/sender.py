@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -224,25 +223,17 @@ def _run_threads(run: _Run, options: SendOptions, make_transport: TransportFacto
     renew = _throttled(lambda: (keep_alive(), renew_claims(run.engine, run.number, run.holder, _now())))
     threads = [threading.Thread(target=_sending_thread, args=(run, make_transport), daemon=True,
                                 name=f"digest-send-{i}") for i in range(options.connections)]
-    # Each sending thread builds its next message (pure CPU) while the others wait on their sockets:
-    # with the default 5 ms switch interval each wake-up of a waiting thread can wait that long for
-    # the GIL, several times per SMTP transaction. 0.5 ms keeps them close to the wire.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch_interval, 0.0005))
     finished = False
     try:
-        try:
-            for thread in threads:
-                thread.start()
-            _claim_and_queue(run, options, renew)
-            finished = True
-        except BaseException:
-            run.stop.set()  # interrupted: threads finish the message in hand and skip the rest
-            raise
-        finally:
-            _stop_threads(run, threads, record_held=finished)
-    finally:  # even when stopping the threads failed (e.g. the database went away)
-        sys.setswitchinterval(switch_interval)
+        for thread in threads:
+            thread.start()
+        _claim_and_queue(run, options, renew)
+        finished = True
+    except BaseException:
+        run.stop.set()  # interrupted: threads finish the message in hand and skip the rest
+        raise
+    finally:
+        _stop_threads(run, threads, record_held=finished)
 
 
 def _claim_and_queue(run: _Run, options: SendOptions, renew: Callable[[], None]) -> None:
