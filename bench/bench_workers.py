@@ -182,6 +182,23 @@ def server_transactions(admin: psycopg.Connection, database: str) -> int:
     return int(row[0]) if row else 0
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (idle and iowait are not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(values[:8]) / tick
+    return total - (values[3] + values[4]) / tick, total
+
+
 class BackendCpu:
     """CPU seconds of the PostgreSQL backends serving one database (the server runs on this host):
     their pids from pg_stat_activity, their time from /proc/PID/stat, kept per pid as last seen
@@ -190,16 +207,12 @@ class BackendCpu:
     def __init__(self, admin: psycopg.Connection, database: str) -> None:
         self.admin, self.database = admin, database
         self.seen: dict[int, float] = {}
-        self.tick = os.sysconf("SC_CLK_TCK")
 
     def sample(self) -> None:
         rows = self.admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)).fetchall()
         for (pid,) in rows:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+            if cpu := process_cpu(pid):
+                self.seen[pid] = cpu
 
     def total(self) -> float:
         return sum(self.seen.values())
@@ -230,10 +243,12 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
         total_connections = (args.workers + 1) * args.connections
         raw_messages = args.raw_messages or min(args.subscribers, 5000)
 
+        raw_sink_cpu = process_cpu(sink.proc.pid)
         raw_before = raw_loop(sink.port, sample.data, sample.envelope_from, first.email, raw_messages,
                               total_connections)
-        sink.reset()
-        print(f"raw smtplib loop (before): {raw_before:,.0f} msg/s", flush=True)
+        raw_sink_cpu = (process_cpu(sink.proc.pid) - raw_sink_cpu) / sink.reset()["messages"]
+        print(f"raw smtplib loop (before): {raw_before:,.0f} msg/s; the sink's CPU {raw_sink_cpu * 1000:.2f} ms "
+              "per message", flush=True)
 
         common = ["--config", str(config)]
         worker_command = [*common, "worker", "--interval", "0.5"]
@@ -245,6 +260,7 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
         backends = BackendCpu(admin, database)
         backends.sample()
         backend_cpu_before = backends.total()
+        sink_cpu_before, machine_before = process_cpu(sink.proc.pid), machine_busy()
         started = time.perf_counter()
         senders.append(Sender("send", send_command, workdir, 1))
         victim_role = args.kill
@@ -273,6 +289,9 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
                       flush=True)
             time.sleep(0.1)
         elapsed = timeline[-1][0]
+        sink_cpu = process_cpu(sink.proc.pid) - sink_cpu_before
+        machine_after = machine_busy()
+        busy = (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1e-9)
         print(f"digest: {timeline[-1][1]:,} of {args.subscribers:,} recipients received in {elapsed:.1f} s",
               flush=True)
 
@@ -369,6 +388,9 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
                                                                            if sender.killed else "")
         print(f"  {sender.name:17} {sender.exit_code:4}  {sender.peak_kib / 1024:6.1f} MB {sent:6,} {cpu:8.2f} "
               f"{per_msg}  {trips}")
+        if sender.exit_code not in (0, -signal.SIGKILL):
+            log = (sender.workdir / f"{sender.role}-{sender.number}.log").read_text(errors="replace")
+            print("      its last lines: " + " | ".join(log.strip().splitlines()[-3:]))
     if all_batches:
         print(f"  PostgreSQL round trips per claimed batch of up to {args.batch}: "
               f"{all_trips / all_batches:.1f} (probe, processes that exited normally); "
@@ -377,6 +399,9 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
 
     print(f"  PostgreSQL server CPU for the whole send: {backend_cpu:.1f} s = "
           f"{backend_cpu / max(1, received['recipients']) * 1000:.2f} ms per message (its backends, from /proc)")
+    print(f"  the sink's CPU until the last recipient: {sink_cpu:.1f} s = "
+          f"{sink_cpu / max(1, received['recipients']) * 1000:.2f} ms per message; the machine was busy "
+          f"{busy:.0%} of that time ({os.cpu_count()} CPUs)")
     verified, checked = (0, 0) if args.no_dkim else verify_samples(samples, dns_key)
     if not args.no_dkim:
         print(f"  DKIM             : {verified} of {checked} sampled messages verify with dkimpy")
