@@ -25,8 +25,8 @@ run on this host); a DKIM check of sampled received messages with dkimpy.
 Target: >= 0.8x the raw loop, 0 lost.
 
 Run: .venv/bin/python bench/bench_workers.py [--quick] [--subscribers N] [--workers K] ...
-`make bench` runs it with --quick (5,000 subscribers, about 30 s); the issue's figure is the default
-20,000 (about a minute in a quiet hour, three in a busy one).
+`make bench` runs the default 20,000 (about 40 s in a quiet hour); --quick (5,000, about 20 s) is
+for a first look: there the senders' start-up weighs four times as much in the ratio.
 """
 
 from __future__ import annotations
