@@ -41,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -438,6 +440,26 @@ def verify_samples(samples: Path, dns_key: bytes) -> tuple[int, int]:
     return len(files) - len(failed), len(files)
 
 
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[tuple[psycopg.Connection, str] | None]:
+    """A fresh database on the server of SERVER_URL, dropped afterwards: (an autocommit connection to
+    the server, the database's name), or None (said on stdout) when there is no PostgreSQL."""
+    database = f"{prefix}_{os.getpid()}"
+    admin_url = SERVER_URL.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + "/postgres"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        print(f"skipped: no PostgreSQL at {admin_url} ({exc})")
+        yield None
+        return
+    admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield admin, database
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=20_000)
@@ -454,20 +476,12 @@ def main() -> int:
     if args.quick:  # below ~5,000 the senders' start-up (imports, ledger fill, render) dominates the ratio
         args.subscribers = 5000
 
-    database = f"bench_workers_{os.getpid()}"
-    admin_url = SERVER_URL.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + "/postgres"
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        print(f"skipped: no PostgreSQL at {admin_url} ({exc})")
-        return 0
-    admin.execute(f'CREATE DATABASE "{database}"')
-    try:
+    with scratch_database("bench_workers") as scratch:
+        if scratch is None:
+            return 0
+        admin, database = scratch
         with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
             verdict = run(args, Path(tmp), admin, database)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
     print(f"exit 0 either way (a bench reports, the target line says it: {verdict})")
     return 0
 

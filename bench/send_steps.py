@@ -28,8 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 os.environ.setdefault("DIGEST_SECRET", "bench-secret")
 
-import psycopg  # noqa: E402
-from bench_workers import SERVER_URL, process_cpu, write_config, write_key  # noqa: E402
+from bench_workers import SERVER_URL, process_cpu, scratch_database, write_config, write_key  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding  # noqa: E402
 from send_helpers import add_many, approved_issue  # noqa: E402
@@ -121,20 +120,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=4000)
     args = parser.parse_args()
-    database = f"bench_steps_{os.getpid()}"
-    admin_url = SERVER_URL.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + "/postgres"
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        print(f"skipped: no PostgreSQL at {admin_url} ({exc})")
-        return 0
-    admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        with tempfile.TemporaryDirectory(prefix="send-steps-") as tmp:
-            run(args.subscribers, Path(tmp), database)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+    with scratch_database("bench_steps") as scratch:
+        if scratch is not None:
+            with tempfile.TemporaryDirectory(prefix="send-steps-") as tmp:
+                run(args.subscribers, Path(tmp), scratch[1])
     return 0
 
 
