@@ -95,15 +95,16 @@ def clean(text: object, limit: int = MAX_TEXT) -> str:
 def read_messages(path: Path) -> Iterator[tuple[str, bytes]]:
     """(position, raw bytes) of each message in a Maildir, an mbox or a single message file.
 
-    A folder with cur/ and new/ is a Maildir (position: the file's key); a file starting with
-    "From " is an mbox (position: "message N", counting from 1); any other file is one message.
+    A folder with cur/ and new/ is a Maildir (position: the file's key), read in delivery order;
+    a file starting with "From " is an mbox (position: "message N", counting from 1); any other
+    file is one message.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "cur").is_dir() or not (path / "new").is_dir():
             raise MailboxError(f"{path} is a folder but not a Maildir (no cur/ and new/ in it)")
         box = mailbox.Maildir(path, factory=None, create=False)
-        for key in sorted(box.keys()):
+        for key in sorted(box.keys(), key=maildir_order):
             yield f"message {key}", box.get_bytes(key)
         return
     try:
@@ -121,6 +122,21 @@ def read_messages(path: Path) -> Iterator[tuple[str, bytes]]:
             yield f"message {number}", box.get_bytes(key)
     finally:
         box.close()
+
+
+# A Maildir file name: delivery time in seconds, then what made it unique; the microseconds (M…,
+# Python and Dovecot) and the delivery counter (Q…, Python) are numbers without leading zeros.
+_MAILDIR_NAME = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?(?:[^.]*?Q(\d+))?")
+
+
+def maildir_order(key: str) -> tuple[int, int, int, str]:
+    """A sort key putting Maildir files in delivery order: by the numbers in their names, not as
+    text ("M99" was delivered before "M123456" in the same second); names of another form last."""
+    match = _MAILDIR_NAME.match(key)
+    if match is None:
+        return (2**63, 0, 0, key)
+    seconds, micro, count = match.groups()
+    return (int(seconds), int(micro or 0), int(count or 0), key)
 
 
 def event_key(*parts: str) -> str:

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from send_helpers import NOW, add_confirmed, approved_issue, sample_issue, smtp_settings
 from sqlalchemy import func, select
 
-from digest.bounces import MalformedReport, ReportKind, parse_report
+from digest.bounces import MalformedReport, ReportKind, parse_report, read_messages
 from digest.cli import main
 from digest.manifest import issue_to_manifest
 from digest.models import SubscriberStatus, Window
@@ -168,6 +168,18 @@ def test_a_maildir_gives_the_same_result(engine, settings, sent, tmp_path):
     summary = import_reports(settings, engine, path, NOW + timedelta(days=1))
     check_first_import(engine, number, summary)
     assert all(m.position.startswith("message ") for m in summary.malformed)
+
+
+def test_a_maildir_is_read_in_delivery_order_not_in_the_order_its_names_sort_as_text(tmp_path):
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    # Delivered in this order within one second: the microseconds and the counter have no leading zeros.
+    names = ["1733365000.M99P7Q9.host", "1733365000.M99P7Q10.host", "1733365000.M123456P7Q11.host",
+             "1733365001.M5P7Q12.host", "1733365001.V801I3M60.host"]
+    for n, name in enumerate(names):
+        (tmp_path / "Maildir" / "new" / name).write_bytes(f"Subject: {n}\n\nbody\n".encode())
+    assert box.keys()  # a Maildir the library reads
+    read = [(position, data.split(b"\n", 1)[0]) for position, data in read_messages(tmp_path / "Maildir")]
+    assert read == [(f"message {name}", f"Subject: {n}".encode()) for n, name in enumerate(names)]
 
 
 def test_bounced_and_complained_readers_get_no_further_issue(engine, settings, sent, tmp_path, smtp_server):
