@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from admin_fixtures import PASSWORD, admin_store
+from browser_checks import sign_in
 from conftest import free_port, serving
 
 from digest.models import IssueStatus
@@ -108,11 +109,7 @@ def test_issue_page_at_phone_width(server, browser, artefacts):
     context = browser.new_context(viewport={"width": 430, "height": 900}, is_mobile=True)
     page = context.new_page()
     try:
-        page.goto(f"{base}/admin/login")
-        page.fill("#name", "Anna")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/admin/issues")
+        sign_in(page, base)
         page.goto(f"{base}/admin/issues/1?view=mobile")
         visible(page.frame_locator("#preview"), store.issue.sections[0].entries[0].item.title).wait_for()
         assert page.evaluate("document.documentElement.scrollWidth") <= 430 + 1  # no sideways scrolling
@@ -129,11 +126,7 @@ def test_overview_pages_at_desktop_width(server, browser, artefacts):
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     try:
-        page.goto(f"{base}/admin/login")
-        page.fill("#name", "Anna")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/admin/issues")
+        sign_in(page, base)
         page.screenshot(path=str(artefacts / "admin-issues.png"), full_page=True)
         for path, name in (("/admin/subscribers", "admin-subscribers"), ("/admin/feeds", "admin-feeds"),
                            ("/admin/runs", "admin-schedule")):

@@ -3,16 +3,14 @@ or critical problem, and at 390 px nothing makes the page scroll sideways."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from admin_fixtures import PASSWORD, admin_store
+from admin_fixtures import admin_store
+from browser_checks import AXE, axe_problems, sideways_scroll, sign_in
 from conftest import free_port, serving
 
 from digest.web.app import create_app
 
 pytestmark = pytest.mark.browser
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 PAGES = ["/admin/issues", "/admin/issues/1", "/admin/issues/1/report", "/admin/issues/1/progress",
          "/admin/feeds", "/admin/series", "/admin/subscribers", "/admin/runs", "/admin/schedule", "/admin/branding",
          "/admin/reading", "/admin/archive", "/admin/accounts", "/admin/audit", "/admin/no-such-page"]
@@ -28,10 +26,6 @@ def served(tmp_path, sqlite_url, monkeypatch):
         yield f"http://127.0.0.1:{port}"
 
 
-def problems(page) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [f"{v['id']}: {v['help']} ({v['nodes'][0]['target']})" for v in found if v["impact"] in ("serious", "critical")]
 
 
 @pytest.mark.skipif(not AXE.exists(), reason="axe-core not installed (npm ci in tests/)")
@@ -43,17 +37,14 @@ def test_every_admin_page_in_light_and_dark_at_desktop_and_phone_width(browser, 
         try:
             page = context.new_page()
             page.goto(f"{served}/admin/login")
-            found[f"login {width}"] = problems(page)
-            page.fill("#name", "Anna")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{served}/admin/issues")
+            found[f"login {width}"] = axe_problems(page)
+            sign_in(page, served)
             for path in PAGES:
                 page.goto(served + path)
                 key = f"{path} {width}"
-                found[key] = problems(page)
+                found[key] = axe_problems(page)
                 if width == 390:
-                    wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    wide = sideways_scroll(page)
                     if wide > 0:
                         found[key].append(f"the page scrolls sideways by {wide}px")
             page.goto(f"{served}/admin/issues")
@@ -84,9 +75,9 @@ def test_the_public_pages_and_the_archive_in_light_and_dark(browser, served, tmp
                          "/archive/series/esa-security-defence", "/no/such/page"):
                 page.goto(served + path)
                 key = f"{path} {scheme} {width}"
-                found[key] = problems(page)
+                found[key] = axe_problems(page)
                 if width == 390:
-                    wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    wide = sideways_scroll(page)
                     if wide > 0:
                         found[key].append(f"the page scrolls sideways by {wide}px")
             page.goto(served + "/archive/1")

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from admin_fixtures import PASSWORD, PASSWORD_HASH
-from browser_checks import AXE, axe_problems
+from admin_fixtures import PASSWORD_HASH
+from browser_checks import AXE, axe_problems, sign_in
 from conftest import free_port, make_settings, serving
 from http_feed_server import FeedServer, static, status
 
@@ -48,13 +48,6 @@ def stored(settings, engine) -> list[tuple[str, bool]]:
     return [(e.feed.name, e.paused) for e in list_feeds(settings, engine)]
 
 
-def sign_in(page, base: str) -> None:
-    page.goto(f"{base}/admin/login?next=/admin/feeds")
-    page.fill("#name", "Anna")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/admin/feeds")
-
 
 def test_manage_feeds_in_the_browser(browser, served, feeds_server, artefacts):
     base, settings, engine = served
@@ -71,7 +64,7 @@ def test_manage_feeds_in_the_browser(browser, served, feeds_server, artefacts):
         page.screenshot(path=str(artefacts / f"admin-{name}.png"), full_page=True)
 
     try:
-        sign_in(page, base)
+        sign_in(page, base, "/admin/feeds")
         page.get_by_text("No feeds yet").wait_for()
         check("feeds-empty")
 
@@ -152,7 +145,7 @@ def test_a_web_page_address_leads_to_the_feed_it_announces(browser, served, feed
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     try:
-        sign_in(page, base)
+        sign_in(page, base, "/admin/feeds")
         page.fill("#feed-url", feeds_server.url("/site/"))
         page.fill("#feed-name", "Publications")
         page.click("#test-feed")
@@ -173,7 +166,7 @@ def test_the_feeds_page_at_phone_width(browser, served, artefacts):
     context = browser.new_context(viewport={"width": 390, "height": 900}, is_mobile=True)
     page = context.new_page()
     try:
-        sign_in(page, base)
+        sign_in(page, base, "/admin/feeds")
         page.get_by_text("Add a feed").wait_for()
         assert page.locator("#test-feed").is_visible() and page.locator("#import-opml").is_visible()
         page.set_input_files("#opml-file", str(DATA / "opml" / "good.opml"))

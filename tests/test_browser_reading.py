@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from admin_fixtures import PASSWORD, admin_store
+from admin_fixtures import admin_store
+from browser_checks import AXE, axe_problems, sideways_scroll, sign_in
 from conftest import free_port, serving
-from test_browser_admin_pages import AXE, problems
 
 from digest.models import IssueStatus
 from digest.pipeline.clicks import follow_click
@@ -48,18 +48,14 @@ def test_the_reading_page_in_light_and_dark_at_desktop_and_phone_width(browser, 
         context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme, bypass_csp=True)
         try:
             page = context.new_page()
-            page.goto(f"{served}/admin/login")
-            page.fill("#name", "Anna")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{served}/admin/issues")
+            sign_in(page, served)
             for path in PAGES:
                 page.goto(served + path)
                 assert page.locator("h1").first.inner_text().startswith("Reading")
                 assert page.locator("td.num").count() > 0  # the counts are there, not an empty page
                 key = f"{path} {width}"
-                found[key] = problems(page)
-                wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                found[key] = axe_problems(page)
+                wide = sideways_scroll(page)
                 if wide > 0:
                     found[key].append(f"the page scrolls sideways by {wide}px")
                 name = "reading" if path == "/admin/reading" else "reading-issue"

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from admin_fixtures import PASSWORD, PASSWORD_HASH
-from browser_checks import AXE, axe_problems
+from admin_fixtures import PASSWORD_HASH
+from browser_checks import AXE, axe_problems, sideways_scroll, sign_in
 from conftest import SERIES, free_port, make_settings, serving
 
 from digest.pipeline.audit import audit_trail
@@ -64,13 +64,6 @@ def state(settings, engine) -> list[tuple[str, int, tuple[str, ...]]]:
     return [(e.series.id, e.version, e.series.aliases) for e in list_series(settings, engine)]
 
 
-def sign_in(page, base: str) -> None:
-    page.goto(f"{base}/admin/login?next=/admin/series")
-    page.fill("#name", "Anna")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/admin/series")
-
 
 def reload_changes_nothing(page, settings, engine) -> None:
     before = state(settings, engine)
@@ -90,7 +83,7 @@ def test_manage_series_and_add_an_alias_from_an_unmatched_category(browser, serv
         page.screenshot(path=str(artefacts / f"admin-{name}.png"), full_page=True)
 
     try:
-        sign_in(page, base)
+        sign_in(page, base, "/admin/series")
         # The near miss is listed first, its series chosen; a different category has no guess.
         row = page.locator("tr.unmatched-category").first
         assert row.locator(".category").inner_text() == NEAR_MISS
@@ -178,13 +171,13 @@ def test_the_series_pages_in_light_and_dark_at_desktop_and_phone_width(browser, 
                                           bypass_csp=True)
             try:
                 page = context.new_page()
-                sign_in(page, base)
+                sign_in(page, base, "/admin/series")
                 for path in ("/admin/series", "/admin/series/edit?id=esa-security-defence",
                              "/admin/series/remove?id=esa-economy-trade"):
                     page.goto(base + path)
                     key = f"{path} {scheme} {width}"
                     found[key] = axe_problems(page)
-                    wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    wide = sideways_scroll(page)
                     if wide > 0:
                         found[key].append(f"the page scrolls sideways by {wide}px")
                     # Nor does anything stick out of the page's content, clipped or not.
@@ -204,7 +197,7 @@ def test_a_provisioned_site_shows_the_series_read_only(browser, served_provision
     context = browser.new_context(viewport={"width": 390, "height": 900}, bypass_csp=AXE.exists())
     page = context.new_page()
     try:
-        sign_in(page, base)
+        sign_in(page, base, "/admin/series")
         page.get_by_text("Managed in digest.toml: these series").wait_for()
         assert page.locator("main form").count() == 0 and page.locator("main button").count() == 0
         assert page.locator("#series-list tr").count() == 1 + len(SERIES)

@@ -12,8 +12,8 @@ import zlib
 from datetime import UTC, datetime
 
 import pytest
-from admin_fixtures import PASSWORD, admin_store
-from browser_checks import AXE, axe_problems
+from admin_fixtures import admin_store
+from browser_checks import AXE, axe_problems, sign_in
 from conftest import free_port, serving
 
 from digest.pipeline.managed import current_settings
@@ -57,13 +57,6 @@ def served_provisioned(tmp_path, monkeypatch):
         yield store.settings.web.base_url, store.settings, store.engine
     store.engine.dispose()
 
-
-def sign_in(page, base: str, path: str) -> None:
-    page.goto(f"{base}/admin/login?next={path}")
-    page.fill("#name", "Anna")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}{path}")
 
 
 def versions(settings, engine) -> tuple[int, int]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from admin_fixtures import PASSWORD, admin_store
+from admin_fixtures import admin_store
+from browser_checks import AXE, axe_problems, sideways_scroll, sign_in
 from conftest import free_port, serving
 
 from digest.store.subscribers import get_subscriber
@@ -15,7 +16,6 @@ from digest.web.app import create_app
 
 pytestmark = pytest.mark.browser
 LISTS = Path(__file__).resolve().parent / "data" / "subscribers"
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(autouse=True)
@@ -36,20 +36,8 @@ def served(tmp_path, sqlite_url, monkeypatch):
         yield f"http://127.0.0.1:{port}", store
 
 
-def sign_in(page, base: str) -> None:
-    page.goto(f"{base}/admin/login?next=/admin/subscribers")
-    page.fill("#name", "Anna")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/admin/subscribers")
-
-
 def serious(page) -> list[str]:
-    if not AXE.exists():
-        return []
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [f"{v['id']}: {v['help']} ({v['nodes'][0]['target']})" for v in found if v["impact"] in ("serious", "critical")]
+    return axe_problems(page) if AXE.exists() else []
 
 
 def count(store) -> int:
@@ -64,7 +52,7 @@ def test_import_search_and_erase_in_the_browser(browser, served, artefacts):
     page = context.new_page()
     problems: dict[str, list[str]] = {}
     try:
-        sign_in(page, base)
+        sign_in(page, base, "/admin/subscribers")
         # Import: the upload ends on the dry run (a GET); reloading it writes nothing.
         page.set_input_files("#import-file", str(LISTS / "mailchimp_subscribed.csv"))
         page.click("#dry-run")
@@ -137,7 +125,7 @@ def test_the_subscriber_pages_in_light_and_dark_at_desktop_and_phone_width(brows
         context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme, bypass_csp=True)
         try:
             page = context.new_page()
-            sign_in(page, base)
+            sign_in(page, base, "/admin/subscribers")
             page.set_input_files("#import-file", str(LISTS / "listmonk.csv"))
             page.click("#dry-run")
             page.wait_for_url("**/admin/subscribers/import/*")
@@ -151,7 +139,7 @@ def test_the_subscriber_pages_in_light_and_dark_at_desktop_and_phone_width(brows
                 key = f"{url.removeprefix(base)} {width}"
                 found[key] = serious(page)
                 if width == 390:
-                    wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                    wide = sideways_scroll(page)
                     if wide > 0:
                         found[key].append(f"the page scrolls sideways by {wide}px")
         finally:

@@ -9,8 +9,8 @@ import re
 from dataclasses import replace
 
 import pytest
-from admin_fixtures import PASSWORD, admin_store, csrf_of, log_in
-from browser_checks import AXE, axe_problems
+from admin_fixtures import admin_store, csrf_of, log_in
+from browser_checks import AXE, axe_problems, sign_in
 from conftest import SERIES, free_port, make_settings, serving
 from render_fixtures import SERIES_IDS, big_issue, brief, demo_issue
 from starlette.testclient import TestClient
@@ -342,11 +342,7 @@ def test_the_issue_page_with_texts_per_language_in_chromium(tmp_path, sqlite_url
                                           bypass_csp=True)
             try:
                 page = context.new_page()
-                page.goto(f"{base}/admin/login")
-                page.fill("#name", "Anna")
-                page.fill("#password", PASSWORD)
-                page.click("button[type=submit]")
-                page.wait_for_url(f"{base}/admin/issues")
+                sign_in(page, base)
                 page.goto(f"{base}/admin/issues/1")
                 page.fill("#intro", "Dear readers, three new papers.")
                 page.fill("#de-intro", "Liebe Leserinnen und Leser, drei neue Analysen.")
