@@ -96,14 +96,12 @@ async def post_schedule(admin: Admin, request: Request, session: AdminSession) -
     try:
         changed = await run_in_threadpool(site_settings.save_schedule, admin.settings, admin.engine, typed,
                                           _version(request), session.account, datetime.now(UTC))
-    except SettingsProvisioned as exc:
+    except (SettingsProvisioned, StaleSettings) as exc:  # 409 either way, the reason shown
         return await schedule_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
     except InvalidSettings as exc:
         typed = {**typed, "skip_if_empty": typed["skip_if_empty"] == "yes", "auto_approve": typed["auto_approve"] == "yes"}
         return await schedule_page(admin, request, session, typed, exc.problems, 400,
                                    [("error", "Not saved: correct the fields marked below.")])
-    except StaleSettings as exc:
-        return await schedule_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
     return redirect_to("/admin/schedule", "schedule-saved" if changed else "settings-unchanged")
 
 
@@ -129,13 +127,11 @@ async def post_branding(admin: Admin, request: Request, session: AdminSession) -
     try:
         changed = await run_in_threadpool(site_settings.save_branding, admin.settings, admin.engine, typed,
                                           _version(request), session.account, datetime.now(UTC))
-    except SettingsProvisioned as exc:
+    except (SettingsProvisioned, StaleSettings) as exc:  # 409 either way, the reason shown
         return await branding_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
     except InvalidSettings as exc:
         return await branding_page(admin, request, session, typed, exc.problems, 400,
                                    [("error", "Not saved: correct the fields marked below.")])
-    except StaleSettings as exc:
-        return await branding_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
     return redirect_to("/admin/branding", "branding-saved" if changed else "settings-unchanged")
 
 
@@ -176,13 +172,8 @@ async def _save_logo(admin: Admin, request: Request, session: AdminSession, form
         await run_in_threadpool(site_settings.upload_logo, admin.settings, admin.engine, data,
                                 str(form.get("logo_alt", ""))[:4000], int(version) if version.isdigit() else -1,
                                 session.account, datetime.now(UTC))
-    except SettingsProvisioned as exc:
+    except (SettingsProvisioned, StaleSettings) as exc:  # 409 either way, the reason shown
         return await branding_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
-    except LogoRefused as exc:
-        return await branding_page(admin, request, session, status_code=400,
-                                   notices=[("error", f"Not uploaded: {exc}.")])
-    except InvalidSettings as exc:
+    except (LogoRefused, InvalidSettings) as exc:
         return await branding_page(admin, request, session, status_code=400, notices=[("error", f"Not uploaded: {exc}.")])
-    except StaleSettings as exc:
-        return await branding_page(admin, request, session, status_code=409, notices=[("error", str(exc))])
     return redirect_to("/admin/branding", "logo-saved")
