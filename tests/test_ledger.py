@@ -200,7 +200,7 @@ def test_marking_a_row_looks_up_that_one_row_even_before_the_planner_has_statist
     fresh ledger, at a cost growing with the rows all senders hold claimed (migration 0011)."""
     from digest.store import ledger
 
-    add_many(engine, 300)
+    add_many(engine, 3000)  # far more pages than one lookup reads: no plan would scan the table instead
     start_sending(engine, issue, NOW)  # filled just now: no statistics gathered yet
     claim_batch(engine, issue, "h", 200, NOW, 300)
     compiled = ledger._MARK_SENT.compile(dialect=engine.dialect)
