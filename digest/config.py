@@ -167,6 +167,7 @@ class DeliverySettings:
     list_id: str = _help("List-Id header value; default derived from the sender domain.", "")
     unsubscribe_mailto: str = _help("mailto: address added to List-Unsubscribe; empty leaves it out.", "")
     batch_size: int = _help("Ledger rows a sender claims at a time.", 200)
+    nice: int = _help("CPU priority of the sending threads, as a Linux nice value from 0 to 19 (higher yields more): other programs on the same machine, such as a mail server, PostgreSQL or `digest serve`, come first, which speeds a send up when it waits on them. A thread already nicer stays so; 0 leaves the priority as it is.", 10)
     max_attempts: int = _help("Temporary failures before a message is given up.", 5)
     bounce_threshold: int = _help("Refusals of a subscriber's address (5.1.x, 5.2.x, a bare 550) after which they are marked bounced.", 2)
     soft_bounce_limit: int = _help("Issues in a row that soft-bounced for a subscriber (reports arriving after the send: `digest bounces import`, webhooks) after which they are marked bounced.", 3)

@@ -129,6 +129,8 @@ def _check_delivery(d: DeliverySettings) -> None:
     if not 1 <= d.smtp.connections <= MAX_SMTP_CONNECTIONS:
         raise ConfigError(f"'delivery.smtp.connections' is {d.smtp.connections}: use 1 to {MAX_SMTP_CONNECTIONS} "
                           "(more rarely helps: ask your provider how many it allows)")
+    if not 0 <= d.nice <= 19:
+        raise ConfigError(f"'delivery.nice' is {d.nice}: use 0 (the usual priority) to 19 (the lowest); 10 is the default")
     if d.stop_after_refusals < 0:
         raise ConfigError(f"'delivery.stop_after_refusals' is {d.stop_after_refusals}: use 0 (never stop) or more")
     if d.smtp.final_reply_timeout <= 0:

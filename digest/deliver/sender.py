@@ -17,7 +17,9 @@ same way) is in retries.py.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +78,8 @@ class SendOptions:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     # `digest send` waits for due retries until the issue is done; a worker pass does not.
     wait_for_retries: bool = True
+    # The sending threads' nice value at least (delivery.nice; Linux): 0 leaves it as it is.
+    nice: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,7 @@ def _run_threads(run: _Run, options: SendOptions, make_transport: TransportFacto
                  keep_alive: Callable[[], None]) -> None:
     """Start the sending threads, feed them claimed rows until none is left, stop them whatever happens."""
     renew = _throttled(lambda: (keep_alive(), renew_claims(run.engine, run.number, run.holder, _now())))
-    threads = [threading.Thread(target=_sending_thread, args=(run, make_transport), daemon=True,
+    threads = [threading.Thread(target=_sending_thread, args=(run, make_transport, options.nice), daemon=True,
                                 name=f"digest-send-{i}") for i in range(options.connections)]
     finished = False
     try:
@@ -326,10 +330,11 @@ def _stop_threads(run: _Run, threads: list[threading.Thread], record_held: bool)
     requeue_orphans(run.engine, run.number, lambda other: other == run.holder)
 
 
-def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
+def _sending_thread(run: _Run, make_transport: TransportFactory, nice: int) -> None:
     # The transport closes last (quitting SMTP can take a while): a failure stops the run first.
     with contextlib.ExitStack() as stack:
         try:
+            lower_thread_priority(nice)
             transport = stack.enter_context(make_transport())
             # One pooled connection per thread, in AUTOCOMMIT, shared by SentMarks and the other writes.
             with run.engine.connect() as conn, contextlib.closing(SentMarks(conn)) as marks:
@@ -343,6 +348,25 @@ def _sending_thread(run: _Run, make_transport: TransportFactory) -> None:
             run.errors.append(exc)
             run.stop.set()
             _drain(run.jobs)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value to `nice` unless it is already that high (Linux only).
+
+    On Linux nice is a property of each thread, and threads inherit it: only the sending threads
+    yield, never the thread that started them (a web request, the command line's progress bar).
+    A sender waits on its mail server, so taking the CPU from a mail server, PostgreSQL or web
+    pages on the same machine only slows everyone, the send included (bench/README.md). Never
+    lowers a nice value: without privileges it could not, and whoever set it meant it.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+    except OSError:  # a sandbox that forbids it: send at the usual priority
+        pass
 
 
 def _send_claimed(run: _Run, transport: Transport, conn: Connection, marks: SentMarks, claims: list[Claim]) -> None:

@@ -318,7 +318,7 @@ def _store_failures(engine: Engine, then: str) -> Iterator[None]:
 def _send_options(settings: Settings, batch_size: int | None = None) -> SendOptions:
     connections = settings.delivery.smtp.connections if settings.delivery.transport == "smtp" else 1
     return SendOptions(connections=connections, batch_size=batch_size or settings.delivery.batch_size,
-                       policy=RetryPolicy.from_settings(settings))
+                       policy=RetryPolicy.from_settings(settings), nice=settings.delivery.nice)
 
 
 def _connection_transport(settings: Settings) -> TransportFactory:
