@@ -2,7 +2,8 @@
 
 1. Throughput, side by side in one run, against the same counting aiosmtpd sink on 127.0.0.1
    (bench/smtp_sink.py: its own process, so it never shares a GIL with the sender), 4 connections each:
-   - raw: 4 threads, each one smtplib connection, sending one pre-built message over and over;
+   - raw: 4 threads, each one smtplib connection, sending one pre-built message over and over (at
+     the nice value digest's sending threads have, delivery.nice);
    - digest: `send_issue` on a fresh SQLite store: ledger fill, render per segment, per-subscriber
      message, claim/commit `sending`, SMTP, commit `sent` per message. Wall time of the whole call.
    5 alternating rounds (digest, raw, digest, raw, …); the ratio digest/raw of each round, and the
@@ -40,6 +41,7 @@ os.environ.setdefault("DIGEST_SECRET", "bench-secret")
 from send_helpers import add_many, approved_issue, smtp_settings  # noqa: E402
 from smtp_sink import Sink, raw_loop  # noqa: E402
 
+from digest.config import DeliverySettings  # noqa: E402
 from digest.deliver.editions import edition_messages  # noqa: E402
 from digest.deliver.transport import SendResult, Transport  # noqa: E402
 from digest.pipeline.sending import send_issue  # noqa: E402
@@ -113,7 +115,7 @@ def alternate(port: int, messages: int, rounds: int, label: str) -> dict:
         runs["digest"].append(rate)
         runs["digest_cpu"].append(cpu)
         before = cpu_seconds()
-        runs["raw"].append(raw_loop(port, data, sender, recipient, messages, CONNECTIONS))
+        runs["raw"].append(raw_loop(port, data, sender, recipient, messages, CONNECTIONS, DeliverySettings().nice))
         runs["raw_cpu"].append((cpu_seconds() - before) / messages * 1000)
         runs["ratio"].append(runs["digest"][-1] / runs["raw"][-1])
         print(f"{label} round {round_number + 1}: digest {runs['digest'][-1]:,.0f} msg/s, "

@@ -11,17 +11,19 @@ Fault: when the sink has received 40 % of the messages, one sender (a worker by 
 with SIGKILL and started again at once.
 
 Baseline, in the same run against the same sink: a raw smtplib loop sending one pre-built, signed
-message of this issue over as many connections as the digest senders use together; run before and
-after digest's send, the faster run is the baseline.
+message of this issue over as many connections as the digest senders use together, its threads at
+the nice value of digest's sending threads (`delivery.nice`, `--nice`); run before and after
+digest's send, the faster run is the baseline.
 
 Prints: messages/s (first `digest send` start to the last recipient received, and the steady rate
-between 10 % and 90 %) and the ratio to the raw loop; lost (recipients never received: must be 0)
-and duplicates (copies beyond one per recipient: at most kills × connections); per sender process
-its peak RSS (VmHWM, sampled every 0.1 s), its CPU time per message it sent (os.wait4; start-up
-included) and its PostgreSQL round trips per claimed batch, counted by bench/sender_probe.py, which
-each sender runs the real command line through; the server's transaction count as a cross-check;
-the CPU time of the PostgreSQL backends serving the bench's database (from /proc: the server must
-run on this host); a DKIM check of sampled received messages with dkimpy.
+between 10 % and 90 %) and the ratio to the raw loop, and when the first message arrived; lost
+(recipients never received: must be 0) and duplicates (copies beyond one per recipient: at most
+kills × connections); per sender process its peak RSS (VmHWM, sampled every 0.1 s), its CPU time
+per message it sent (os.wait4; start-up included) and its PostgreSQL round trips per claimed
+batch, counted by bench/sender_probe.py, which each sender runs the real command line through; the
+server's transaction count as a cross-check; the CPU time of the PostgreSQL backends serving the
+bench's database (from /proc: the server must run on this host); a DKIM check of sampled received
+messages with dkimpy.
 Target: >= 0.8x the raw loop, 0 lost.
 
 Run: .venv/bin/python bench/bench_workers.py [--quick] [--subscribers N] [--workers K] ...
@@ -145,7 +147,8 @@ def toml_value(value: object) -> str:
     return json.dumps(value)  # a JSON string is a TOML basic string
 
 
-def write_config(path: Path, store_url: str, port: int, connections: int, batch: int, sign: bool) -> None:
+def write_config(path: Path, store_url: str, port: int, connections: int, batch: int, sign: bool,
+                 nice: int | None) -> None:
     tables = {
         "store": {"url": store_url},
         "web": {"base_url": "https://digest.example.org"},
@@ -156,6 +159,8 @@ def write_config(path: Path, store_url: str, port: int, connections: int, batch:
     }
     if not sign:
         del tables["delivery.dkim"]
+    if nice is not None:
+        tables["delivery"]["nice"] = nice
     lines = []
     for name, values in tables.items():
         lines.append(f"[{name}]")
@@ -234,8 +239,10 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
     sink = Sink(samples=samples, sample_every=max(1, args.subscribers // 10))
     senders: list[Sender] = []
     try:
-        write_config(config, store_url, sink.port, args.connections, args.batch, sign=not args.no_dkim)
+        write_config(config, store_url, sink.port, args.connections, args.batch, sign=not args.no_dkim,
+                     nice=args.nice)
         settings = load_settings(config)
+        nice = settings.delivery.nice
         engine = open_store(store_url)
         number = approved_issue(engine, settings)
         for start in range(0, args.subscribers, 10_000):
@@ -247,7 +254,7 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
 
         raw_sink_cpu = process_cpu(sink.proc.pid)
         raw_before = raw_loop(sink.port, sample.data, sample.envelope_from, first.email, raw_messages,
-                              total_connections)
+                              total_connections, nice)
         raw_sink_cpu = (process_cpu(sink.proc.pid) - raw_sink_cpu) / sink.reset()["messages"]
         print(f"raw smtplib loop (before): {raw_before:,.0f} msg/s; the sink's CPU {raw_sink_cpu * 1000:.2f} ms "
               "per message", flush=True)
@@ -338,7 +345,7 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
             sent_by_pid[holder_pid(holder)] = sent_by_pid.get(holder_pid(holder), 0) + count
 
         raw_after = raw_loop(sink.port, sample.data, sample.envelope_from, first.email, raw_messages,
-                             total_connections)
+                             total_connections, nice)
         print(f"raw smtplib loop (after):  {raw_after:,.0f} msg/s", flush=True)
     finally:
         for sender in senders:
@@ -356,7 +363,7 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
     load = os.getloadavg()
 
     print(f"\n{args.subscribers:,} subscribers, {args.workers} `digest worker` + `digest send`, "
-          f"{args.connections} SMTP connections each, batch {args.batch}, "
+          f"{args.connections} SMTP connections each, batch {args.batch}, sending threads at nice {nice}, "
           f"{'no DKIM' if args.no_dkim else 'DKIM rsa-sha256 2048 bit'}, "
           f"{len(sample.data):,}-byte messages; load average {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} CPUs")
     print(f"  raw smtplib loop : {raw:8,.0f} msg/s   ({total_connections} connections, one {'unsigned' if args.no_dkim else 'signed'} message; "
@@ -365,6 +372,10 @@ def run(args: argparse.Namespace, workdir: Path, admin: psycopg.Connection, data
           f"{rate / raw:.2f}x raw (target >= 0.8x)")
     if steady:
         print(f"                     {steady:8,.0f} msg/s   steady, 10 % to 90 % received: {steady / raw:.2f}x raw")
+    first = next((t for t, n in timeline if n), None)
+    if first is not None:
+        print(f"                     first message received {first:.1f} s after `digest send` started "
+              "(its start-up, the ledger fill, the workers' next pass)")
     print(f"  lost             : {lost:8,}         (must be 0)")
     print(f"  duplicates       : {duplicates:8,}         (at most kills x connections = {allowed}); "
           f"distinct Message-IDs {received['message_ids']:,}")
@@ -463,7 +474,7 @@ def scratch_database(prefix: str) -> Iterator[tuple[psycopg.Connection, str] | N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=20_000)
-    parser.add_argument("--quick", action="store_true", help="5,000 subscribers (what `make bench` runs)")
+    parser.add_argument("--quick", action="store_true", help="5,000 subscribers, for a first look")
     parser.add_argument("--workers", type=int, default=2, help="`digest worker` processes besides `digest send`")
     parser.add_argument("--connections", type=int, default=4, help="delivery.smtp.connections of each sender")
     parser.add_argument("--batch", type=int, default=200, help="delivery.batch_size")
@@ -471,6 +482,8 @@ def main() -> int:
                         help="which sender is killed with SIGKILL at 40 %% and started again")
     parser.add_argument("--raw-messages", type=int, default=0, help="messages per raw run (default min(N, 5000))")
     parser.add_argument("--no-dkim", action="store_true", help="without [delivery.dkim]: what signing costs")
+    parser.add_argument("--nice", type=int, help="delivery.nice of the senders, and of the raw loop's threads "
+                                                     "(default: the setting's default)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds the workers get to start first")
     args = parser.parse_args()
     if args.quick:  # below ~5,000 the senders' start-up (imports, ledger fill, render) dominates the ratio

@@ -28,11 +28,16 @@ from collections import Counter
 from pathlib import Path
 
 
-def raw_loop(port: int, data: bytes, sender: str, recipient: str, total: int, connections: int) -> float:
-    """Messages/s of `connections` threads, each one smtplib connection sending `data` over and over."""
+def raw_loop(port: int, data: bytes, sender: str, recipient: str, total: int, connections: int,
+             nice: int = 0) -> float:
+    """Messages/s of `connections` threads, each one smtplib connection sending `data` over and over;
+    the threads at `nice` as digest's sending threads would be (delivery.nice)."""
+    from digest.deliver.sender import lower_thread_priority  # not in the sink's own process
+
     each = max(1, total // connections)
 
     def run() -> None:
+        lower_thread_priority(nice)
         conn = smtplib.SMTP("127.0.0.1", port)
         for _ in range(each):
             conn.sendmail(sender, [recipient], data)
