@@ -28,9 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 os.environ.setdefault("DIGEST_SECRET", "bench-secret")
 
-from bench_workers import SERVER_URL, process_cpu, scratch_database, write_config, write_key  # noqa: E402
+from bench_workers import SERVER_URL, scratch_database, write_config, write_key  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding  # noqa: E402
+from host_stats import process_cpu  # noqa: E402
 from send_helpers import add_many, approved_issue  # noqa: E402
 from smtp_sink import Sink  # noqa: E402
 
