@@ -58,6 +58,7 @@ def send_from_a_thread(settings, engine, number, starting_nice: int) -> tuple[se
     thread = threading.Thread(target=start)
     thread.start()
     thread.join(timeout=60)
+    assert not thread.is_alive(), "the send did not end within 60 s"
     if "error" in outcome:
         raise outcome["error"]
     assert outcome["sent"] == 6
