@@ -86,3 +86,21 @@ def test_sending_threads_run_at_the_nice_value_set_and_the_caller_keeps_its_own(
     assert after == starting
     assert len(smtp_server.messages()) == 6
 
+
+
+def test_where_the_system_forbids_a_change_the_thread_goes_on_at_its_priority(monkeypatch):
+    def forbidden(*_args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", forbidden)
+    seen: list[int] = []
+
+    def start() -> None:
+        before = thread_nice()
+        lower_thread_priority(19)  # must not raise
+        seen.extend((before, thread_nice()))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(seen) == 2 and seen[0] == seen[1]
