@@ -193,7 +193,6 @@ def test_sent_marks_write_what_mark_sent_writes_and_only_for_the_holder(engine, 
     assert ledger_counts(engine, issue)["sent"] == 2
 
 
-
 def test_marking_a_row_looks_up_that_one_row_even_before_the_planner_has_statistics(engine, issue):
     """The database plans the per-message UPDATE as a lookup of (issue, subscriber), never as a scan of
     the issue's `sending` rows: with only (issue, status) indexed, PostgreSQL chose that scan for a

@@ -98,8 +98,13 @@ def test_an_item_without_a_link_is_never_a_related_link(settings):
     assert related_keys(find_related([subject], pool, [SEC], 2, WINDOW.end), "brief") == ["spending"]
 
 
+def shown(links, language):
+    """The links the edition in `language` shows, in order."""
+    return [link for link in links if link.shown_in(language)]
+
+
 def edition_keys(links, key, language):
-    return [link.key for link in links[key] if link.shown_in(language)]
+    return [link.key for link in shown(links[key], language)]
 
 
 # Two pieces on one topic, one in English and one in German, about as relevant.
@@ -213,7 +218,7 @@ def test_fixture_issue_links_stay_within_the_series_and_sections_carry_the_find_
     assert "Conference on European defence (announced in June)" in block.split("* ", 1)[0]
     for entry in security.entries:
         for language in ("en", "fr", "de"):
-            assert len([link for link in entry.related if link.shown_in(language)]) <= settings.digest.related_links
+            assert len(shown(entry.related, language)) <= settings.digest.related_links
         for link in entry.related:
             assert link.key != entry.item.key
             linked = by_key[link.key]
@@ -240,7 +245,7 @@ def week_post(n: int) -> str:
 
 def links_of(issue, key, language="en"):
     entry = next(e for s in issue.sections for e in s.entries if e.item.key == key)
-    return [r.key for r in entry.related if r.shown_in(language)]
+    return [r.key for r in shown(entry.related, language)]
 
 
 @pytest.mark.parametrize("language", ["en", "fr", "de"])
@@ -252,10 +257,10 @@ def test_a_week_in_three_series_gets_only_links_worth_clicking(settings, languag
     targets = Counter()
     for section in issue.sections:
         for entry in section.entries:
-            shown = [link for link in entry.related if link.shown_in(language)]
-            assert len(shown) <= 2, entry.item.title
-            assert len({r.key for r in shown}) == len(shown)
-            for link in shown:
+            in_edition = shown(entry.related, language)
+            assert len(in_edition) <= 2, entry.item.title
+            assert len({r.key for r in in_edition}) == len(in_edition)
+            for link in in_edition:
                 targets[link.key] += 1
                 assert section_of.get(link.key) != section.id, (entry.item.title, link.title)
                 linked = by_key[link.key]
